@@ -1,0 +1,68 @@
+//! OTP 25 as Debian 12 ships it (`erlang-base` 1:25.2.3, ERTS 13.1.5, x86-64 JIT, built
+//! without dynamic trace, stripped but exporting ~4,600 dynamic symbols).
+//!
+//! Offsets were read from the OTP 25.2.3 source and validated against a live VM (pid term at
+//! +0 of every process table entry, registered names through the atom table).
+
+use crate::builds::{BuildTable, GlobalSymbols, ProcessLayout, PtabLayout, RegProcLayout};
+use crate::hooks::{HookPoint, HookSpec};
+use crate::terms::{AtomLayout, PidLayout};
+
+pub static DEBIAN12_OTP25: BuildTable = BuildTable {
+    id: "otp25-x86_64-jit",
+    otp_release: "25",
+    erts_versions: &["13.1.5"],
+    hooks: &[
+        // erts_send_message(Process *sender, Process *receiver, ErtsProcLocks *, Eterm msg)
+        HookSpec { point: HookPoint::SendLocal, symbol: "erts_send_message" },
+        // Process *erts_schedule(ErtsSchedulerData *, Process *p, int calls)
+        HookSpec { point: HookPoint::ScheduleOut, symbol: "erts_schedule" },
+        HookSpec { point: HookPoint::ScheduleIn, symbol: "erts_schedule" },
+        // Every exported entry into the collector. nobump: from JIT code and system tasks
+        // (erlang:garbage_collect/1 of another process); erts_garbage_collect: from C and
+        // erlang:garbage_collect/0; after_bif_call_lhf: after BIFs that built heap fragments;
+        // hibernate and literals: hibernation and code purging.
+        HookSpec { point: HookPoint::GcStart, symbol: "erts_garbage_collect_nobump" },
+        HookSpec { point: HookPoint::GcEnd, symbol: "erts_garbage_collect_nobump" },
+        HookSpec { point: HookPoint::GcStart, symbol: "erts_garbage_collect" },
+        HookSpec { point: HookPoint::GcEnd, symbol: "erts_garbage_collect" },
+        HookSpec { point: HookPoint::GcStart, symbol: "erts_gc_after_bif_call_lhf" },
+        HookSpec { point: HookPoint::GcEnd, symbol: "erts_gc_after_bif_call_lhf" },
+        HookSpec { point: HookPoint::GcStart, symbol: "erts_garbage_collect_hibernate" },
+        HookSpec { point: HookPoint::GcEnd, symbol: "erts_garbage_collect_hibernate" },
+        HookSpec { point: HookPoint::GcStart, symbol: "erts_garbage_collect_literals" },
+        HookSpec { point: HookPoint::GcEnd, symbol: "erts_garbage_collect_literals" },
+        // Eterm erl_create_process(Process *parent, Eterm mod, Eterm func, Eterm args, opts*)
+        HookSpec { point: HookPoint::SpawnStart, symbol: "erl_create_process" },
+        HookSpec { point: HookPoint::SpawnEnd, symbol: "erl_create_process" },
+        // erts_ptab_delete_element(ErtsPTab *, ErtsPTabElementCommon *): every process leaves
+        // the table here exactly once, however it died (normal exit, kill, exit signal).
+        HookSpec { point: HookPoint::ProcessGone, symbol: "erts_ptab_delete_element" },
+    ],
+    globals: GlobalSymbols { process_table: "erts_proc", atom_table: "erts_atom_table" },
+    process: ProcessLayout { id: 0, reg: 48 },
+    reg_proc: RegProcLayout { name: 32 },
+    ptab: PtabLayout { tab: 192, max: 208 },
+    // (ptab index << 32) | (serial << 19) | (number << 4) | 0x3
+    pid: PidLayout {
+        tag_mask: 0xf,
+        tag: 0x3,
+        number_shift: 4,
+        number_bits: 15,
+        serial_shift: 19,
+        serial_bits: 13,
+        table_index_shift: 32,
+    },
+    // (index << 6) | 0xb; IndexTable { Hash htable (112 bytes); type; size; limit; entries @116;
+    // IndexSlot ***seg_table @120 }, 1024 slots per segment; Atom { len @24, name @32 }.
+    atom: AtomLayout {
+        tag_mask: 0x3f,
+        tag: 0xb,
+        index_shift: 6,
+        table_entries: 116,
+        table_seg_table: 120,
+        segment_bits: 10,
+        atom_len: 24,
+        atom_name: 32,
+    },
+};

@@ -1,0 +1,93 @@
+//! ELF facts about a beam.smp: symbols (dynamic and, when present, static), build-id and the
+//! translation from a virtual address to a file offset (what uprobes attach by).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use object::{Object, ObjectSegment, ObjectSymbol};
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Symbol {
+    /// Link-time virtual address.
+    pub address: u64,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Segment {
+    vaddr: u64,
+    memsz: u64,
+    offset: u64,
+    filesz: u64,
+}
+
+/// The parts of an ELF file scope-probe needs, parsed once.
+#[derive(Debug)]
+pub struct ElfInfo {
+    pub path: PathBuf,
+    pub build_id: Option<String>,
+    symbols: HashMap<String, Symbol>,
+    segments: Vec<Segment>,
+    /// Whether `.note.stapsdt` (USDT probes) is present.
+    pub has_usdt_notes: bool,
+}
+
+impl ElfInfo {
+    pub fn open(path: &Path) -> Result<Self> {
+        let data = std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        Self::parse(path, &data)
+    }
+
+    pub fn parse(path: &Path, data: &[u8]) -> Result<Self> {
+        let elf_err = |reason: String| Error::Elf { path: path.to_owned(), reason };
+        let file = object::File::parse(data).map_err(|e| elf_err(e.to_string()))?;
+        let build_id = file
+            .build_id()
+            .map_err(|e| elf_err(e.to_string()))?
+            .map(|id| id.iter().map(|b| format!("{b:02x}")).collect());
+        let mut symbols = HashMap::new();
+        // Dynamic symbols first; a full symbol table (unstripped builds) adds the rest.
+        for sym in file.dynamic_symbols().chain(file.symbols()) {
+            if sym.address() == 0 || !sym.is_definition() {
+                continue;
+            }
+            if let Ok(name) = sym.name() {
+                symbols
+                    .entry(name.to_owned())
+                    .or_insert(Symbol { address: sym.address(), size: sym.size() });
+            }
+        }
+        let segments = file
+            .segments()
+            .map(|s| {
+                let (offset, filesz) = s.file_range();
+                Segment { vaddr: s.address(), memsz: s.size(), offset, filesz }
+            })
+            .collect();
+        let has_usdt_notes = file.section_by_name(".note.stapsdt").is_some();
+        Ok(ElfInfo { path: path.to_owned(), build_id, symbols, segments, has_usdt_notes })
+    }
+
+    pub fn symbol(&self, name: &str) -> Option<Symbol> {
+        self.symbols.get(name).copied()
+    }
+
+    pub fn symbol_count(&self) -> usize {
+        self.symbols.len()
+    }
+
+    /// File offset of a virtual address that lies in a file-backed part of a segment.
+    pub fn file_offset(&self, vaddr: u64) -> Option<u64> {
+        self.segments
+            .iter()
+            .find(|s| vaddr >= s.vaddr && vaddr < s.vaddr + s.filesz.min(s.memsz))
+            .map(|s| vaddr - s.vaddr + s.offset)
+    }
+
+    /// The virtual address mapped at file offset 0 (the base the loader biases).
+    pub fn first_segment_vaddr(&self) -> u64 {
+        self.segments.iter().filter(|s| s.offset == 0).map(|s| s.vaddr).min().unwrap_or(0)
+    }
+}

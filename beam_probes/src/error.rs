@@ -1,0 +1,48 @@
+use std::path::PathBuf;
+
+/// Errors name the fact that is missing so the user knows what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no process with pid {0}")]
+    NoSuchProcess(u32),
+    #[error("permission denied reading /proc/{pid}/{what}: scope-probe needs root (or CAP_SYS_PTRACE)")]
+    PermissionDenied { pid: u32, what: &'static str },
+    #[error("pid {pid} ({comm}) is not a BEAM VM: {reason}")]
+    NotBeam { pid: u32, comm: String, reason: String },
+    #[error(
+        "unsupported BEAM build: OTP {otp_release}, ERTS {erts_version}, build-id {build_id} ({path}); \
+         scope-probe has no table for it: {missing}"
+    )]
+    UnsupportedBuild {
+        otp_release: String,
+        erts_version: String,
+        build_id: String,
+        path: PathBuf,
+        missing: String,
+    },
+    #[error("cannot read {what} from the target's memory at {addr:#x}: {source}")]
+    Memory {
+        what: &'static str,
+        addr: u64,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid data in the target's memory: {0}")]
+    Corrupt(String),
+    #[error("cannot parse ELF file {path}: {reason}")]
+    Elf { path: PathBuf, reason: String },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io { context: context.into(), source }
+    }
+}

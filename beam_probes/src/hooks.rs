@@ -1,0 +1,62 @@
+//! Hook points: the places in a BEAM scope-probe can attach a probe to, named by what they
+//! observe rather than by the C function that happens to implement them in one build.
+
+use serde::Serialize;
+
+/// What a hook observes. The build table maps each point to the function(s) that implement
+/// it in that build, and the argument conventions documented here hold for every table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HookPoint {
+    /// Entry of the local send: arg0 = sending `Process*`, arg1 = receiving `Process*`.
+    SendLocal,
+    /// Entry of the scheduler loop: arg1 = `Process*` scheduled out (NULL on the first call),
+    /// arg2 = reductions it used.
+    ScheduleOut,
+    /// Return of the scheduler loop: the `Process*` scheduled in.
+    ScheduleIn,
+    /// Entry of a collector: arg0 = `Process*` being collected.
+    GcStart,
+    /// Return of the same collector.
+    GcEnd,
+    /// Entry of process creation: arg0 = parent `Process*`.
+    SpawnStart,
+    /// Return of process creation: the new pid term (0 when creation failed).
+    SpawnEnd,
+    /// Removal from a pointer table: arg0 = the table, arg1 = the element (its id at +0).
+    /// Fires for ports too: the probe keeps only the process table.
+    ProcessGone,
+}
+
+impl HookPoint {
+    pub fn is_return(self) -> bool {
+        matches!(self, HookPoint::ScheduleIn | HookPoint::GcEnd | HookPoint::SpawnEnd)
+    }
+
+    /// The capability a hook point serves, as shown to the user.
+    pub fn capability(self) -> &'static str {
+        match self {
+            HookPoint::SendLocal => "send",
+            HookPoint::ScheduleOut | HookPoint::ScheduleIn => "schedule",
+            HookPoint::GcStart | HookPoint::GcEnd => "gc",
+            HookPoint::SpawnStart | HookPoint::SpawnEnd => "spawn",
+            HookPoint::ProcessGone => "exit",
+        }
+    }
+}
+
+/// A hook point implemented by a named function in a build table.
+#[derive(Debug, Clone, Copy)]
+pub struct HookSpec {
+    pub point: HookPoint,
+    pub symbol: &'static str,
+}
+
+/// A hook point resolved against a concrete binary: what a uprobe is attached to.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResolvedHook {
+    pub point: HookPoint,
+    pub symbol: String,
+    /// Offset of the function in the ELF file (uprobes attach by file offset).
+    pub file_offset: u64,
+}

@@ -1,0 +1,29 @@
+//! `beam_probes`: the one place that knows BEAM builds.
+//!
+//! Nothing outside this crate names a beam.smp symbol or a struct offset. The rest of
+//! scope-probe asks for a [`BeamTarget`] (a live VM, its binary and the build table that
+//! matches it) and gets back symbol addresses, hook plans and decoded terms.
+//!
+//! Layout:
+//! - [`target`]: from an OS pid to a verified BEAM (exe, root, mappings, version).
+//! - [`elf`]: ELF symbols, build-id and address translation with the `object` crate.
+//! - [`memory`]: reads of the target's memory from outside (`process_vm_readv`).
+//! - [`builds`]: one table per supported build (hooks, offsets, pid layout).
+//! - [`hooks`]: the hook points scope-probe can attach, named by what they observe.
+//! - [`terms`]: pid and atom term decoding.
+//! - [`proctab`]: the process table: live count and registered names.
+
+pub mod builds;
+pub mod elf;
+pub mod error;
+pub mod hooks;
+pub mod memory;
+pub mod proctab;
+pub mod target;
+pub mod terms;
+
+pub use builds::BuildTable;
+pub use error::{Error, Result};
+pub use hooks::{HookPoint, ResolvedHook};
+pub use target::BeamTarget;
+pub use terms::Pid;

@@ -1,0 +1,99 @@
+//! The process table (`erts_proc`) and the atom table, read from outside while the VM runs.
+//! Every pointer is validated before it is followed: a torn read gives `None` or an error,
+//! never a loop or a wrong name.
+
+use crate::builds::BuildTable;
+use crate::error::{Error, Result};
+use crate::memory::RemoteMemory;
+
+/// Upper bound on the slots we accept, so a corrupt `max` cannot make us read gigabytes.
+const MAX_SLOTS: u32 = 1 << 27;
+/// Longest atom text (Erlang limits atoms to 255 characters, up to 4 bytes each).
+const MAX_ATOM_BYTES: i16 = 1020;
+
+pub struct ProcessTable<'a> {
+    mem: RemoteMemory,
+    table: &'a BuildTable,
+    /// Runtime address of the `ErtsPTab`.
+    ptab_addr: u64,
+    /// Runtime address of the atom `IndexTable`.
+    atom_table_addr: u64,
+}
+
+impl<'a> ProcessTable<'a> {
+    pub fn new(mem: RemoteMemory, table: &'a BuildTable, ptab_addr: u64, atom_table_addr: u64) -> Self {
+        ProcessTable { mem, table, ptab_addr, atom_table_addr }
+    }
+
+    fn slots(&self) -> Result<(u64, u32)> {
+        let tab = self.mem.read_u64(self.ptab_addr + self.table.ptab.tab, "process table pointer")?;
+        let max = self.mem.read_u32(self.ptab_addr + self.table.ptab.max, "process table size")?;
+        if tab == 0 || max == 0 || max > MAX_SLOTS {
+            return Err(Error::Corrupt(format!("process table: tab={tab:#x} max={max}")));
+        }
+        Ok((tab, max))
+    }
+
+    /// Number of live processes: occupied slots of the table.
+    pub fn live_count(&self) -> Result<u64> {
+        let (tab, max) = self.slots()?;
+        // Read in chunks to bound the buffer.
+        const CHUNK: u32 = 64 * 1024;
+        let mut live = 0u64;
+        let mut start = 0u32;
+        while start < max {
+            let n = CHUNK.min(max - start);
+            let buf = self.mem.read_vec(tab + u64::from(start) * 8, n as usize * 8, "process table")?;
+            live += buf.chunks_exact(8).filter(|c| c.iter().any(|&b| b != 0)).count() as u64;
+            start += n;
+        }
+        Ok(live)
+    }
+
+    /// The `Process*` for a pid term, if that pid is still alive.
+    pub fn process_ptr(&self, pid_term: u64) -> Result<Option<u64>> {
+        let (tab, max) = self.slots()?;
+        let ix = self.table.pid.table_index(pid_term);
+        if ix >= u64::from(max) {
+            return Ok(None);
+        }
+        let p = self.mem.read_u64(tab + ix * 8, "process table slot")?;
+        if p == 0 {
+            return Ok(None);
+        }
+        // The slot may have been reused by another process since: check the id.
+        let id = self.mem.read_u64(p + self.table.process.id, "process id")?;
+        Ok((id == pid_term).then_some(p))
+    }
+
+    /// The registered name of a live process, `None` if it has none or is gone.
+    pub fn registered_name(&self, pid_term: u64) -> Result<Option<String>> {
+        let Some(p) = self.process_ptr(pid_term)? else { return Ok(None) };
+        let reg = self.mem.read_u64(p + self.table.process.reg, "process registration")?;
+        if reg == 0 {
+            return Ok(None);
+        }
+        let name = self.mem.read_u64(reg + self.table.reg_proc.name, "registered name")?;
+        self.atom_text(name).map(Some)
+    }
+
+    /// The text of an atom term.
+    pub fn atom_text(&self, atom_term: u64) -> Result<String> {
+        let l = &self.table.atom;
+        let ix = l.index(atom_term).ok_or_else(|| Error::Corrupt(format!("{atom_term:#x} is not an atom")))?;
+        let entries = self.mem.read_u32(self.atom_table_addr + l.table_entries, "atom count")?;
+        if ix >= u64::from(entries) {
+            return Err(Error::Corrupt(format!("atom index {ix} beyond {entries} atoms")));
+        }
+        let seg_table = self.mem.read_u64(self.atom_table_addr + l.table_seg_table, "atom segments")?;
+        let seg = self.mem.read_u64(seg_table + (ix >> l.segment_bits) * 8, "atom segment")?;
+        let atom = self.mem.read_u64(seg + (ix & ((1 << l.segment_bits) - 1)) * 8, "atom")?;
+        let len = self.mem.read_i16(atom + l.atom_len, "atom length")?;
+        if !(0..=MAX_ATOM_BYTES).contains(&len) {
+            return Err(Error::Corrupt(format!("atom {ix}: length {len}")));
+        }
+        let text_ptr = self.mem.read_u64(atom + l.atom_name, "atom text pointer")?;
+        let text = self.mem.read_vec(text_ptr, len as usize, "atom text")?;
+        String::from_utf8(text).map_err(|_| Error::Corrupt(format!("atom {ix}: not UTF-8")))
+    }
+}

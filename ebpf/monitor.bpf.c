@@ -1,0 +1,231 @@
+// SPDX-License-Identifier: GPL-2.0 OR Apache-2.0
+/*
+ * Per-event monitor probes: local sends, scheduling, garbage collection, spawn and exit.
+ *
+ * Each program is attached by userspace to the function the build table names for its hook
+ * point, filtered to the target pid, and can be detached at any time. Entry/return pairs are
+ * joined here (per OS thread) so that one event with a duration reaches userspace.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include "monitor.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+const volatile struct monitor_config cfg = {};
+
+/* Never read: these put the shared types into BTF so the Rust skeleton generates them. */
+const volatile struct event btf_event = {};
+const volatile enum event_kind btf_event_kind = EVENT_SEND;
+const volatile enum stat_id btf_stat_id = STAT_NR;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 * 1024 * 1024);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, STAT_NR);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+/* Pending spans keyed by OS thread id; a BEAM has a few dozen threads. */
+#define PENDING_MAX 4096
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PENDING_MAX);
+	__type(key, __u32);
+	__type(value, struct pending_span);
+} sched_pending SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PENDING_MAX);
+	__type(key, __u32);
+	__type(value, struct pending_span);
+} gc_pending SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, PENDING_MAX);
+	__type(key, __u32);
+	__type(value, struct pending_span);
+} spawn_pending SEC(".maps");
+
+static __always_inline void count(__u32 id)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &id);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline __u32 current_tid(void)
+{
+	return (__u32)bpf_get_current_pid_tgid();
+}
+
+/* The pid term of a Process*, or 0 when it cannot be read or is not a pid. */
+static __always_inline __u64 process_pid(const void *proc)
+{
+	__u64 term = 0;
+	if (!proc)
+		return 0;
+	if (bpf_probe_read_user(&term, sizeof(term), (const char *)proc + cfg.proc_id_offset) ||
+	    (term & cfg.pid_tag_mask) != cfg.pid_tag) {
+		count(STAT_LOST_READ_FAULT);
+		return 0;
+	}
+	return term;
+}
+
+static __always_inline void emit(__u32 kind, __u64 a, __u64 b, __u64 c, __u64 now)
+{
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(STAT_LOST_RINGBUF_FULL);
+		return;
+	}
+	e->ts_ns = now;
+	e->a = a;
+	e->b = b;
+	e->c = c;
+	e->kind = kind;
+	e->tid = current_tid();
+	bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline void start_span(void *map, __u64 pid, __u64 now)
+{
+	__u32 tid = current_tid();
+	struct pending_span span = { .pid = pid, .start_ns = now, .depth = 1 };
+	if (bpf_map_update_elem(map, &tid, &span, BPF_ANY))
+		count(STAT_LOST_PENDING_FULL);
+}
+
+SEC("uprobe")
+int BPF_UPROBE(on_send, const void *sender, const void *receiver)
+{
+	count(STAT_HIT_SEND);
+	__u64 from = process_pid(sender), to = process_pid(receiver);
+	if (!from || !to)
+		return 0;
+	emit(EVENT_SEND, from, to, 0, bpf_ktime_get_ns());
+	return 0;
+}
+
+/* erts_schedule(esdp, p, calls): p is the process leaving the scheduler. */
+SEC("uprobe")
+int BPF_UPROBE(on_schedule_out, const void *esdp, const void *proc, int calls)
+{
+	count(STAT_HIT_SCHEDULE_OUT);
+	__u64 now = bpf_ktime_get_ns();
+	__u32 tid = current_tid();
+	struct pending_span *span = bpf_map_lookup_elem(&sched_pending, &tid);
+	if (!proc) {
+		if (span)
+			bpf_map_delete_elem(&sched_pending, &tid);
+		return 0;
+	}
+	__u64 pid = process_pid(proc);
+	if (!span || !pid || span->pid != pid) {
+		count(STAT_LOST_UNPAIRED);
+	} else {
+		emit(EVENT_SCHEDULE, pid, now - span->start_ns, (__u64)(__u32)calls, now);
+	}
+	if (span)
+		bpf_map_delete_elem(&sched_pending, &tid);
+	return 0;
+}
+
+/* Return of erts_schedule: the process that now runs on this scheduler. */
+SEC("uretprobe")
+int BPF_URETPROBE(on_schedule_in, const void *next)
+{
+	count(STAT_HIT_SCHEDULE_IN);
+	__u64 pid = process_pid(next);
+	if (pid)
+		start_span(&sched_pending, pid, bpf_ktime_get_ns());
+	return 0;
+}
+
+SEC("uprobe")
+int BPF_UPROBE(on_gc_start, const void *proc)
+{
+	count(STAT_HIT_GC_START);
+	__u32 tid = current_tid();
+	struct pending_span *span = bpf_map_lookup_elem(&gc_pending, &tid);
+	if (span) {
+		/* A collector entry called from another: one collection. */
+		span->depth += 1;
+		return 0;
+	}
+	__u64 pid = process_pid(proc);
+	if (pid)
+		start_span(&gc_pending, pid, bpf_ktime_get_ns());
+	return 0;
+}
+
+SEC("uretprobe")
+int BPF_URETPROBE(on_gc_end)
+{
+	count(STAT_HIT_GC_END);
+	__u64 now = bpf_ktime_get_ns();
+	__u32 tid = current_tid();
+	struct pending_span *span = bpf_map_lookup_elem(&gc_pending, &tid);
+	if (!span) {
+		count(STAT_LOST_UNPAIRED);
+		return 0;
+	}
+	if (span->depth > 1) {
+		span->depth -= 1;
+		return 0;
+	}
+	emit(EVENT_GC, span->pid, now - span->start_ns, 0, now);
+	bpf_map_delete_elem(&gc_pending, &tid);
+	return 0;
+}
+
+SEC("uprobe")
+int BPF_UPROBE(on_spawn_start, const void *parent)
+{
+	count(STAT_HIT_SPAWN_START);
+	/* The parent is NULL only for processes the runtime creates itself. */
+	__u64 pid = parent ? process_pid(parent) : 0;
+	start_span(&spawn_pending, pid, bpf_ktime_get_ns());
+	return 0;
+}
+
+SEC("uretprobe")
+int BPF_URETPROBE(on_spawn_end, __u64 child)
+{
+	count(STAT_HIT_SPAWN_END);
+	__u32 tid = current_tid();
+	struct pending_span *span = bpf_map_lookup_elem(&spawn_pending, &tid);
+	if (!span) {
+		count(STAT_LOST_UNPAIRED);
+		return 0;
+	}
+	__u64 parent = span->pid;
+	bpf_map_delete_elem(&spawn_pending, &tid);
+	/* 0 (or any non-pid) means the spawn failed: no process was created. */
+	if ((child & cfg.pid_tag_mask) == cfg.pid_tag)
+		emit(EVENT_SPAWN, parent, child, 0, bpf_ktime_get_ns());
+	return 0;
+}
+
+/* erts_ptab_delete_element(ptab, element): every process leaves the table here once. */
+SEC("uprobe")
+int BPF_UPROBE(on_process_gone, const void *ptab, const void *element)
+{
+	if ((__u64)ptab != cfg.process_table)
+		return 0; /* the port table */
+	count(STAT_HIT_PROCESS_GONE);
+	__u64 pid = process_pid(element);
+	if (pid)
+		emit(EVENT_EXIT, pid, 0, 0, bpf_ktime_get_ns());
+	return 0;
+}

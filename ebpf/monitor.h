@@ -1,0 +1,62 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Events and counters of the monitor probes: the one definition shared by monitor.bpf.c and
+ * the Rust side (which gets these types through the libbpf-cargo skeleton).
+ *
+ * Pids travel as raw pid terms; the Rust side decodes them with the build table.
+ */
+#ifndef SCOPE_PROBE_MONITOR_H
+#define SCOPE_PROBE_MONITOR_H
+
+enum event_kind {
+	EVENT_SEND = 1,     /* a = sender pid, b = receiver pid */
+	EVENT_SCHEDULE = 2, /* a = pid, b = run time in ns, c = reductions used */
+	EVENT_GC = 3,       /* a = pid, b = duration in ns */
+	EVENT_SPAWN = 4,    /* a = parent pid (0 when none), b = new pid */
+	EVENT_EXIT = 5,     /* a = pid */
+};
+
+struct event {
+	__u64 ts_ns; /* CLOCK_MONOTONIC (bpf_ktime_get_ns) */
+	__u64 a;
+	__u64 b;
+	__u64 c;
+	__u32 kind; /* enum event_kind */
+	__u32 tid;  /* OS thread (scheduler) the event happened on */
+};
+
+/* Per-CPU counters, indexed by enum stat_id. */
+enum stat_id {
+	STAT_HIT_SEND = 0,
+	STAT_HIT_SCHEDULE_OUT,
+	STAT_HIT_SCHEDULE_IN,
+	STAT_HIT_GC_START,
+	STAT_HIT_GC_END,
+	STAT_HIT_SPAWN_START,
+	STAT_HIT_SPAWN_END,
+	STAT_HIT_PROCESS_GONE,
+	/* Losses: events that did not reach userspace. */
+	STAT_LOST_RINGBUF_FULL,    /* ring buffer had no room */
+	STAT_LOST_PENDING_FULL,    /* per-thread start table was full */
+	STAT_LOST_READ_FAULT,      /* a Process could not be read or held no pid */
+	STAT_LOST_UNPAIRED,        /* an end without its start (probe attached mid-way) */
+	STAT_NR,
+};
+
+/* Set by userspace before load from the build table (beam_probes). */
+struct monitor_config {
+	__u64 proc_id_offset; /* offset of the pid term in Process */
+	__u64 process_table;  /* runtime address of the process table */
+	__u64 pid_tag_mask;
+	__u64 pid_tag;
+};
+
+/* Per-thread state between a function's entry and its return. */
+struct pending_span {
+	__u64 pid;
+	__u64 start_ns;
+	__u32 depth; /* nesting of collector entries on this thread */
+	__u32 _pad;
+};
+
+#endif /* SCOPE_PROBE_MONITOR_H */

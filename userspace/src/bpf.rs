@@ -1,0 +1,159 @@
+//! The monitor probes (ebpf/monitor.bpf.c): loading with the build's offsets, attaching and
+//! detaching each hook capability at runtime, and reading the kernel-side counters.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::mem::MaybeUninit;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use beam_probes::{BeamTarget, HookPoint, ResolvedHook};
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{Link, MapCore, MapFlags, ProgramMut};
+
+pub mod monitor {
+    #![allow(clippy::all, unused_imports, dead_code, non_camel_case_types)]
+    include!(concat!(env!("OUT_DIR"), "/monitor.skel.rs"));
+}
+
+use monitor::{MonitorSkel, MonitorSkelBuilder, types};
+
+/// Number of kernel-side counters (`enum stat_id`).
+pub const STAT_COUNT: usize = types::stat_id::STAT_NR.0 as usize;
+
+/// Kernel-side counters, summed over CPUs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KernelStats(pub [u64; STAT_COUNT]);
+
+impl KernelStats {
+    pub fn get(&self, id: types::stat_id) -> u64 {
+        self.0[id.0 as usize]
+    }
+}
+
+pub struct MonitorProbes {
+    skel: MonitorSkel<'static>,
+    pid: i32,
+    binary: PathBuf,
+    hooks: Vec<ResolvedHook>,
+    /// Links per capability; a RefCell so hooks can change while the ring buffer borrows the
+    /// skeleton.
+    links: RefCell<BTreeMap<&'static str, Vec<Link>>>,
+}
+
+impl MonitorProbes {
+    /// Opens and loads the programs with the target's build facts; attaches nothing yet.
+    pub fn load(target: &BeamTarget, hooks: Vec<ResolvedHook>) -> Result<Self> {
+        // The skeleton borrows its object for its whole life; the probe lives until exit.
+        let object = Box::leak(Box::new(MaybeUninit::uninit()));
+        let mut open = MonitorSkelBuilder::default().open(object).context("opening the monitor BPF object")?;
+        let rodata = open.maps.rodata_data.as_deref_mut().context("monitor BPF object has no .rodata")?;
+        rodata.cfg.proc_id_offset = target.table.process.id;
+        rodata.cfg.process_table = target.process_table_address();
+        rodata.cfg.pid_tag_mask = target.table.pid.tag_mask;
+        rodata.cfg.pid_tag = target.table.pid.tag;
+        let skel = open.load().context("loading the monitor BPF programs (is this kernel built with BPF and BTF?)")?;
+        Ok(MonitorProbes {
+            skel,
+            pid: target.pid as i32,
+            binary: target.host_path.clone(),
+            hooks,
+            links: RefCell::new(BTreeMap::new()),
+        })
+    }
+
+    fn program(&self, point: HookPoint) -> &ProgramMut<'static> {
+        let p = &self.skel.progs;
+        match point {
+            HookPoint::SendLocal => &p.on_send,
+            HookPoint::ScheduleOut => &p.on_schedule_out,
+            HookPoint::ScheduleIn => &p.on_schedule_in,
+            HookPoint::GcStart => &p.on_gc_start,
+            HookPoint::GcEnd => &p.on_gc_end,
+            HookPoint::SpawnStart => &p.on_spawn_start,
+            HookPoint::SpawnEnd => &p.on_spawn_end,
+            HookPoint::ProcessGone => &p.on_process_gone,
+        }
+    }
+
+    /// Attaches every hook of one capability ("send", "gc", ...). Idempotent.
+    pub fn attach(&self, capability: &'static str) -> Result<()> {
+        if self.links.borrow().contains_key(capability) {
+            return Ok(());
+        }
+        let mut links = Vec::new();
+        for hook in self.hooks.iter().filter(|h| h.point.capability() == capability) {
+            let link = self
+                .program(hook.point)
+                .attach_uprobe(hook.point.is_return(), self.pid, &self.binary, hook.file_offset as usize)
+                .with_context(|| {
+                    format!("attaching {} probe to {} in {}", capability, hook.symbol, self.binary.display())
+                })?;
+            links.push(link);
+        }
+        anyhow::ensure!(!links.is_empty(), "this build has no hook for {capability}");
+        self.links.borrow_mut().insert(capability, links);
+        Ok(())
+    }
+
+    /// Detaches one capability and forgets its half-open spans, so a later attach starts clean.
+    pub fn detach(&self, capability: &str) {
+        if self.links.borrow_mut().remove(capability).is_none() {
+            return;
+        }
+        let pending = match capability {
+            "schedule" => Some(&self.skel.maps.sched_pending),
+            "gc" => Some(&self.skel.maps.gc_pending),
+            "spawn" => Some(&self.skel.maps.spawn_pending),
+            _ => None,
+        };
+        if let Some(map) = pending {
+            let keys: Vec<Vec<u8>> = map.keys().collect();
+            for key in keys {
+                let _ = map.delete(&key);
+            }
+        }
+    }
+
+    pub fn detach_all(&self) {
+        let caps = self.attached();
+        for cap in caps {
+            self.detach(cap);
+        }
+    }
+
+    pub fn attached(&self) -> Vec<&'static str> {
+        self.links.borrow().keys().copied().collect()
+    }
+
+    /// The symbols behind the attached hooks, for the attach message.
+    pub fn attached_symbols(&self) -> Vec<String> {
+        let mut symbols: Vec<String> = self
+            .hooks
+            .iter()
+            .filter(|h| self.links.borrow().contains_key(h.point.capability()))
+            .map(|h| h.symbol.clone())
+            .collect();
+        symbols.sort();
+        symbols.dedup();
+        symbols
+    }
+
+    pub fn events_map(&self) -> &dyn MapCore {
+        &self.skel.maps.events
+    }
+
+    pub fn kernel_stats(&self) -> Result<KernelStats> {
+        let mut stats = KernelStats::default();
+        for (i, slot) in stats.0.iter_mut().enumerate() {
+            let key = (i as u32).to_ne_bytes();
+            if let Some(per_cpu) = self.skel.maps.stats.lookup_percpu(&key, MapFlags::ANY)? {
+                *slot = per_cpu
+                    .iter()
+                    .filter_map(|v| v.get(..8).map(|b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8]))))
+                    .sum();
+            }
+        }
+        Ok(stats)
+    }
+}

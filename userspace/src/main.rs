@@ -1,0 +1,143 @@
+//! scope-probe: zero-instrumentation monitoring of a running BEAM with eBPF.
+//!
+//! The program is a pipeline: sources (BPF probes, the VM's memory) -> events -> aggregation
+//! -> exporters (Prometheus metrics, JSON API).
+
+mod aggregate;
+mod bpf;
+mod cli;
+mod collector;
+mod events;
+mod metrics;
+mod mode;
+mod names;
+mod privileges;
+mod server;
+
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use beam_probes::BeamTarget;
+use clap::Parser;
+
+use crate::aggregate::Aggregator;
+use crate::cli::Cli;
+use crate::collector::{ProbeThread, Shared};
+use crate::metrics::BuildLabels;
+use crate::server::App;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("scope-probe: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    privileges::check()?;
+    let target = Arc::new(BeamTarget::open(cli.pid)?);
+    let hooks = target.resolve_hooks()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(monitor(cli, target, hooks))
+}
+
+async fn monitor(cli: Cli, target: Arc<BeamTarget>, hooks: Vec<beam_probes::ResolvedHook>) -> Result<()> {
+    // Bind before attaching: a busy port must not leave probes behind.
+    let listener = tokio::net::TcpListener::bind(cli.listen).await.with_context(|| {
+        format!("cannot listen on {} (use --listen to choose another address)", cli.listen)
+    })?;
+    let shared = Arc::new(Shared {
+        agg: Mutex::new(Aggregator::new(cli.max_processes, cli.max_pairs)),
+        health: Mutex::new(Default::default()),
+    });
+    let started = std::time::Instant::now();
+    let (probe, report) = ProbeThread::start(target.clone(), hooks, cli.mode, shared.clone())?;
+    eprintln!(
+        "scope-probe: attached to pid {} ({}) in {} ms: OTP {}, ERTS {}, build {}, source uprobe, mode {}",
+        target.pid,
+        target.exe.display(),
+        started.elapsed().as_millis(),
+        target.otp_release,
+        target.erts_version,
+        target.table.id,
+        cli.mode.name(),
+    );
+    eprintln!("scope-probe: hooks: {} ({})", report.capabilities.join(", "), report.symbols.join(", "));
+    eprintln!("scope-probe: metrics on http://{}/metrics", listener.local_addr()?);
+
+    let app = Arc::new(App {
+        target: target.clone(),
+        shared: shared.clone(),
+        names: Mutex::new(Default::default()),
+        build: BuildLabels {
+            otp_release: target.otp_release.clone(),
+            erts_version: target.erts_version.clone(),
+            source: "uprobe",
+            build: target.table.id,
+            mode: cli.mode.name(),
+        },
+    });
+    let server = tokio::spawn(async move { axum::serve(listener, server::router(app)).await });
+
+    let reason = wait_for_stop(cli.duration, &target).await;
+    probe.stop()?;
+    server.abort();
+    let agg = shared.agg.lock().unwrap_or_else(|e| e.into_inner());
+    let health = shared.health.lock().unwrap_or_else(|e| e.into_inner());
+    let lost: u64 = health.kernel.0[bpf::STAT_COUNT - 4..].iter().sum::<u64>() + agg.undecodable;
+    eprintln!(
+        "scope-probe: detached ({reason}): {} events ({} sends, {} schedules, {} GCs, {} spawns, {} exits), {} lost",
+        agg.events_by_kind.iter().sum::<u64>(),
+        agg.totals.sends,
+        agg.totals.schedules,
+        agg.totals.gcs,
+        agg.totals.spawns,
+        agg.totals.exits,
+        lost
+    );
+    Ok(())
+}
+
+/// Waits for Ctrl-C, SIGTERM, the end of --duration or the target's exit.
+async fn wait_for_stop(duration: Option<Duration>, target: &BeamTarget) -> &'static str {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let sigterm = async {
+        match term.as_mut() {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    let deadline = async {
+        match duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending::<()>().await,
+        }
+    };
+    let target_gone = async {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            if !target.is_alive() {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "interrupted",
+        _ = sigterm => "terminated",
+        _ = deadline => "duration elapsed",
+        _ = target_gone => "target exited",
+    }
+}

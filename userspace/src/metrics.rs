@@ -1,0 +1,178 @@
+//! The Prometheus exposition: built from the aggregator and the probe's health at each scrape.
+//! Metric names are the public interface (README lists them): keep them stable.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+use crate::aggregate::Aggregator;
+use crate::bpf::monitor::types::stat_id;
+use crate::collector::Health;
+use crate::events::KINDS;
+
+/// How many series the top-N families carry. Fixed, so cardinality is bounded.
+pub const TOP_N: usize = 10;
+
+type Labels = Vec<(String, String)>;
+
+/// Facts fixed for the run, shown in `scope_probe_build_info`.
+pub struct BuildLabels {
+    pub otp_release: String,
+    pub erts_version: String,
+    pub source: &'static str,
+    pub build: &'static str,
+    pub mode: &'static str,
+}
+
+/// Everything a scrape needs besides the aggregator.
+pub struct ScrapeInput<'a> {
+    pub build: &'a BuildLabels,
+    pub health: &'a Health,
+    pub live_processes: Option<u64>,
+    pub attached: bool,
+    /// pid term -> ("<0.N.S>", registered name or "")
+    pub label: &'a mut dyn FnMut(u64) -> (String, String),
+}
+
+fn counter(registry: &mut Registry, name: &str, help: &str, v: u64) {
+    let c = Counter::<u64>::default();
+    c.inc_by(v);
+    registry.register(name, help, c);
+}
+
+fn counter_f64(registry: &mut Registry, name: &str, help: &str, v: f64) {
+    let c = Counter::<f64, AtomicU64>::default();
+    c.inc_by(v);
+    registry.register(name, help, c);
+}
+
+fn gauge(registry: &mut Registry, name: &str, help: &str, v: i64) {
+    let g = Gauge::<i64>::default();
+    g.set(v);
+    registry.register(name, help, g);
+}
+
+pub fn render(agg: &Aggregator, input: ScrapeInput<'_>) -> String {
+    let mut r = Registry::default();
+    let t = &agg.totals;
+    // Prometheus-client appends `_total` to counters.
+    counter(&mut r, "beam_messages_sent", "Local process-to-process messages sent", t.sends);
+    counter(&mut r, "beam_process_spawns", "Processes spawned", t.spawns);
+    counter(&mut r, "beam_process_exits", "Processes that exited (left the process table)", t.exits);
+    counter(&mut r, "beam_garbage_collections", "Garbage collections (collector invocations)", t.gcs);
+    r.register("beam_garbage_collection_seconds", "Duration of garbage collections", agg.gc_seconds.clone());
+    counter(&mut r, "beam_process_schedules", "Times a process was scheduled in and out again", t.schedules);
+    counter_f64(
+        &mut r,
+        "beam_process_run_seconds",
+        "Time processes spent scheduled in (on a scheduler)",
+        t.run_ns as f64 / 1e9,
+    );
+    if let Some(live) = input.live_processes {
+        gauge(&mut r, "beam_processes", "Live processes (process table entries)", live as i64);
+    }
+
+    let top_sent = Family::<Labels, Counter>::default();
+    for (pid, sent) in agg.top_processes(TOP_N, |p| p.sent) {
+        let (pid, name) = (input.label)(pid);
+        top_sent.get_or_create(&vec![("pid".into(), pid), ("name".into(), name)]).inc_by(sent);
+    }
+    r.register(
+        "beam_top_process_messages_sent",
+        "Messages sent by the busiest senders (top 10 since attach)",
+        top_sent,
+    );
+    let top_pairs = Family::<Labels, Counter>::default();
+    for ((from, to), n) in agg.top_pairs(TOP_N) {
+        let (from, from_name) = (input.label)(from);
+        let (to, to_name) = (input.label)(to);
+        top_pairs
+            .get_or_create(&vec![
+                ("sender".into(), from),
+                ("sender_name".into(), from_name),
+                ("receiver".into(), to),
+                ("receiver_name".into(), to_name),
+            ])
+            .inc_by(n);
+    }
+    r.register(
+        "beam_top_pair_messages_sent",
+        "Messages between the busiest sender/receiver pairs (top 10 since attach)",
+        top_pairs,
+    );
+    let top_run = Family::<Labels, Counter<f64, AtomicU64>>::default();
+    for (pid, ns) in agg.top_processes(TOP_N, |p| p.run_ns) {
+        let (pid, name) = (input.label)(pid);
+        top_run.get_or_create(&vec![("pid".into(), pid), ("name".into(), name)]).inc_by(ns as f64 / 1e9);
+    }
+    r.register(
+        "beam_top_process_run_seconds",
+        "Scheduled-in time of the busiest processes (top 10 since attach)",
+        top_run,
+    );
+
+    // The probe's own health.
+    let events = Family::<Labels, Counter>::default();
+    for (kind, n) in KINDS.iter().zip(agg.events_by_kind) {
+        events.get_or_create(&vec![("kind".into(), (*kind).into())]).inc_by(n);
+    }
+    r.register("scope_probe_events", "Events received from the probes", events);
+    let k = &input.health.kernel;
+    let lost = Family::<Labels, Counter>::default();
+    for (reason, n) in [
+        ("ring_buffer_full", k.get(stat_id::STAT_LOST_RINGBUF_FULL)),
+        ("pending_table_full", k.get(stat_id::STAT_LOST_PENDING_FULL)),
+        ("read_fault", k.get(stat_id::STAT_LOST_READ_FAULT)),
+        ("unpaired", k.get(stat_id::STAT_LOST_UNPAIRED)),
+        ("undecodable", agg.undecodable),
+    ] {
+        lost.get_or_create(&vec![("reason".into(), reason.into())]).inc_by(n);
+    }
+    r.register("scope_probe_events_lost", "Events lost before aggregation, by reason", lost);
+    let hits = Family::<Labels, Counter>::default();
+    for (hook, n) in [
+        ("send", k.get(stat_id::STAT_HIT_SEND)),
+        ("schedule_out", k.get(stat_id::STAT_HIT_SCHEDULE_OUT)),
+        ("schedule_in", k.get(stat_id::STAT_HIT_SCHEDULE_IN)),
+        ("gc_start", k.get(stat_id::STAT_HIT_GC_START)),
+        ("gc_end", k.get(stat_id::STAT_HIT_GC_END)),
+        ("spawn_start", k.get(stat_id::STAT_HIT_SPAWN_START)),
+        ("spawn_end", k.get(stat_id::STAT_HIT_SPAWN_END)),
+        ("process_gone", k.get(stat_id::STAT_HIT_PROCESS_GONE)),
+    ] {
+        hits.get_or_create(&vec![("hook".into(), hook.into())]).inc_by(n);
+    }
+    r.register("scope_probe_probe_hits", "Probe hits in the observed VM, by hook (each costs VM time)", hits);
+    let evicted = Family::<Labels, Counter>::default();
+    for (table, n) in [("processes", agg.evictions.processes), ("pairs", agg.evictions.pairs)] {
+        evicted.get_or_create(&vec![("table".into(), table.into())]).inc_by(n);
+    }
+    r.register("scope_probe_evictions", "Entries evicted from bounded aggregation tables", evicted);
+    let hooks = Family::<Labels, Gauge>::default();
+    for cap in ["send", "schedule", "gc", "spawn", "exit"] {
+        hooks.get_or_create(&vec![("hook".into(), cap.into())]).set(i64::from(input.health.attached.contains(&cap)));
+    }
+    r.register("scope_probe_hook_attached", "Whether each per-event hook is attached (1) or not (0)", hooks);
+    gauge(&mut r, "scope_probe_attached", "Whether scope-probe is attached to the VM", i64::from(input.attached));
+    let b = input.build;
+    r.register(
+        "scope_probe_build",
+        "The observed VM's build and how scope-probe observes it",
+        Info::new(vec![
+            ("otp_release".to_string(), b.otp_release.clone()),
+            ("erts_version".to_string(), b.erts_version.clone()),
+            ("source".to_string(), b.source.to_string()),
+            ("build".to_string(), b.build.to_string()),
+            ("mode".to_string(), b.mode.to_string()),
+        ]),
+    );
+
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = encode(&mut out, &r);
+    out
+}

@@ -1,0 +1,113 @@
+//! The HTTP endpoint: `/metrics` for Prometheus, `/api/processes` and `/api/pairs` as JSON for
+//! scripts (and the tests), `/` as a short index. Bound to loopback unless told otherwise.
+
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use beam_probes::BeamTarget;
+use serde::Serialize;
+
+use crate::aggregate::ProcessStats;
+use crate::collector::Shared;
+use crate::metrics::{self, BuildLabels, ScrapeInput};
+use crate::names::NameCache;
+
+pub struct App {
+    pub target: Arc<BeamTarget>,
+    pub shared: Arc<Shared>,
+    pub names: Mutex<NameCache>,
+    pub build: BuildLabels,
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/metrics", get(scrape))
+        .route("/api/processes", get(processes))
+        .route("/api/pairs", get(pairs))
+        .with_state(app)
+}
+
+async fn index() -> &'static str {
+    "scope-probe\n\n/metrics        Prometheus metrics\n/api/processes  per-process counters (JSON)\n/api/pairs      per sender/receiver pair message counts (JSON)\n"
+}
+
+async fn scrape(State(app): State<Arc<App>>) -> Response {
+    let body = tokio::task::spawn_blocking(move || {
+        // Read the process table before taking the aggregator lock: it is the slow part.
+        let live = app.target.process_table().live_count().ok();
+        let attached = app.target.is_alive();
+        let health = app.shared.health.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut names = app.names.lock().unwrap_or_else(|e| e.into_inner());
+        let agg = app.shared.agg.lock().unwrap_or_else(|e| e.into_inner());
+        let target = &app.target;
+        let mut label = |pid: u64| (target.format_pid(pid), names.name(target, pid));
+        metrics::render(
+            &agg,
+            ScrapeInput {
+                build: &app.build,
+                health: &health,
+                live_processes: live,
+                attached: attached && !health.attached.is_empty(),
+                label: &mut label,
+            },
+        )
+    })
+    .await
+    .unwrap_or_default();
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
+}
+
+#[derive(Serialize)]
+struct ProcessRow {
+    pid: String,
+    name: String,
+    #[serde(flatten)]
+    stats: ProcessStats,
+    parent: Option<String>,
+}
+
+async fn processes(State(app): State<Arc<App>>) -> Json<Vec<ProcessRow>> {
+    let rows = tokio::task::spawn_blocking(move || {
+        let mut names = app.names.lock().unwrap_or_else(|e| e.into_inner());
+        let agg = app.shared.agg.lock().unwrap_or_else(|e| e.into_inner());
+        let t = &app.target;
+        let mut rows: Vec<ProcessRow> = agg
+            .processes
+            .iter()
+            .map(|(pid, s)| ProcessRow {
+                pid: t.format_pid(*pid),
+                name: if s.exited { String::new() } else { names.name(t, *pid) },
+                stats: s.clone(),
+                parent: s.parent.map(|p| t.format_pid(p)),
+            })
+            .collect();
+        rows.sort_by(|a, b| a.pid.cmp(&b.pid));
+        rows
+    })
+    .await
+    .unwrap_or_default();
+    Json(rows)
+}
+
+#[derive(Serialize)]
+struct PairRow {
+    sender: String,
+    receiver: String,
+    messages: u64,
+}
+
+async fn pairs(State(app): State<Arc<App>>) -> Json<Vec<PairRow>> {
+    let agg = app.shared.agg.lock().unwrap_or_else(|e| e.into_inner());
+    let t = &app.target;
+    let rows = agg
+        .top_pairs(usize::MAX)
+        .into_iter()
+        .map(|((from, to), messages)| PairRow { sender: t.format_pid(from), receiver: t.format_pid(to), messages })
+        .collect();
+    Json(rows)
+}
