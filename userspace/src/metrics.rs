@@ -5,7 +5,6 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
@@ -158,21 +157,67 @@ pub fn render(agg: &Aggregator, input: ScrapeInput<'_>) -> String {
     }
     r.register("scope_probe_hook_attached", "Whether each per-event hook is attached (1) or not (0)", hooks);
     gauge(&mut r, "scope_probe_attached", "Whether scope-probe is attached to the VM", i64::from(input.attached));
+    // A gauge fixed at 1 (not an OpenMetrics info metric): Prometheus' classic text parser and
+    // promtool reject the `info` type.
     let b = input.build;
-    r.register(
-        "scope_probe_build",
-        "The observed VM's build and how scope-probe observes it",
-        Info::new(vec![
-            ("otp_release".to_string(), b.otp_release.clone()),
-            ("erts_version".to_string(), b.erts_version.clone()),
-            ("source".to_string(), b.source.to_string()),
-            ("build".to_string(), b.build.to_string()),
-            ("mode".to_string(), b.mode.to_string()),
-        ]),
-    );
+    let build = Family::<Labels, Gauge>::default();
+    build
+        .get_or_create(&vec![
+            ("otp_release".into(), b.otp_release.clone()),
+            ("erts_version".into(), b.erts_version.clone()),
+            ("source".into(), b.source.into()),
+            ("build".into(), b.build.into()),
+            ("mode".into(), b.mode.into()),
+        ])
+        .set(1);
+    r.register("scope_probe_build_info", "The observed VM's build and how scope-probe observes it", build);
 
     let mut out = String::new();
     // Writing to a String cannot fail.
     let _ = encode(&mut out, &r);
     out
+}
+
+/// Converts prometheus-client's OpenMetrics text into the classic Prometheus text format
+/// (version 0.0.4) for clients that do not ask for OpenMetrics (curl, promtool, older agents):
+/// counter families are named with their `_total` suffix there, and there is no `# EOF`.
+pub fn to_classic_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut help: Option<&str> = None;
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            help = Some(line);
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, ""));
+            let name = if kind == "counter" && !name.ends_with("_total") { format!("{name}_total") } else { name.to_owned() };
+            if let Some(h) = help.take() {
+                let text = h.strip_prefix("# HELP ").and_then(|r| r.split_once(' ')).map(|(_, t)| t).unwrap_or("");
+                out.push_str(&format!("# HELP {name} {text}\n"));
+            }
+            out.push_str(&format!("# TYPE {name} {kind}\n"));
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classic_text_names_counters_with_total() {
+        let om = "# HELP a_b Things.\n# TYPE a_b counter\na_b_total 3\n# HELP g A gauge.\n# TYPE g gauge\ng 1\n# EOF\n";
+        assert_eq!(
+            to_classic_text(om),
+            "# HELP a_b_total Things.\n# TYPE a_b_total counter\na_b_total 3\n# HELP g A gauge.\n# TYPE g gauge\ng 1\n"
+        );
+    }
 }

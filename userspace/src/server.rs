@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -36,7 +36,12 @@ async fn index() -> &'static str {
     "scope-probe\n\n/metrics        Prometheus metrics\n/api/processes  per-process counters (JSON)\n/api/pairs      per sender/receiver pair message counts (JSON)\n"
 }
 
-async fn scrape(State(app): State<Arc<App>>) -> Response {
+async fn scrape(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    // Prometheus asks for OpenMetrics; everything else gets the classic text format.
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
     let body = tokio::task::spawn_blocking(move || {
         // Read the process table before taking the aggregator lock: it is the slow part.
         let live = app.target.process_table().live_count().ok();
@@ -59,7 +64,12 @@ async fn scrape(State(app): State<Arc<App>>) -> Response {
     })
     .await
     .unwrap_or_default();
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
+    if openmetrics {
+        ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
+    } else {
+        let body = metrics::to_classic_text(&body);
+        ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+    }
 }
 
 #[derive(Serialize)]
