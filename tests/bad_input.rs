@@ -1,0 +1,111 @@
+//! Bad input: one clear line on stderr, a non-zero exit, no panic, nothing left attached.
+
+use std::process::Command;
+
+use beam_probes::elf::ElfInfo;
+use scope_probe_tests::{Beam, probe};
+
+fn assert_clean_failure(out: &std::process::Output, expected: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure, got {:?}: {stderr}", out.status);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains(expected), "expected {expected:?} in {stderr:?}");
+}
+
+/// A free port, and a duration so that a wrongly successful attach cannot hang the test.
+fn listen_args() -> Vec<String> {
+    vec!["--listen".into(), format!("127.0.0.1:{}", probe::free_port()), "--duration".into(), "5s".into()]
+}
+
+fn run_on(pid: u32) -> std::process::Output {
+    let mut args = vec!["--pid".to_owned(), pid.to_string()];
+    args.extend(listen_args());
+    probe::run(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+#[test]
+fn pid_that_does_not_exist() {
+    // pid_max is at most 4194304: this one cannot exist.
+    let out = run_on(4_194_399);
+    assert_clean_failure(&out, "no process with pid 4194399");
+}
+
+#[test]
+fn pid_that_is_not_a_beam() {
+    let mut sleep = Command::new("sleep").arg("30").spawn().unwrap();
+    let out = run_on(sleep.id());
+    let _ = sleep.kill();
+    let _ = sleep.wait();
+    assert_clean_failure(&out, &format!("pid {} (sleep) is not a BEAM VM", sleep.id()));
+}
+
+#[test]
+fn without_privileges() {
+    let beam = Beam::start();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+        .arg(probe::binary())
+        .args(["--pid", &beam.os_pid.to_string()])
+        .args(listen_args())
+        .output()
+        .expect("setpriv (util-linux)");
+    assert_clean_failure(&out, "insufficient privileges");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CAP_BPF"));
+}
+
+#[test]
+fn port_already_in_use() {
+    let beam = Beam::start();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let out = probe::run(&["--pid", &beam.os_pid.to_string(), "--listen", &addr]);
+    assert_clean_failure(&out, &format!("cannot listen on {addr}"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already in use"));
+}
+
+#[test]
+fn bad_duration_is_a_usage_error() {
+    let out = probe::run(&["--pid", "1", "--duration", "soon"]);
+    assert_eq!(out.status.code(), Some(2), "clap usage errors exit 2");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value 'soon'"));
+}
+
+/// A real BEAM whose ERTS version no table knows: a copy of this machine's OTP with the
+/// version string in beam.smp changed (the VM runs normally; only its identity differs).
+#[test]
+fn unsupported_build_is_refused_by_name() {
+    let root = tempfile::Builder::new().prefix("scope-probe-otp").tempdir().unwrap();
+    let status = Command::new("cp").args(["-a", "/usr/lib/erlang/."]).arg(root.path()).status().unwrap();
+    assert!(status.success());
+    let beam_smp = std::fs::read_dir(root.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("bin/beam.smp"))
+        .find(|p| p.exists())
+        .expect("erts-*/bin/beam.smp in the copy");
+    let elf = ElfInfo::open(&beam_smp).unwrap();
+    let sym = elf.symbol("etp_erts_version").expect("OTP 25 exports etp_erts_version");
+    let off = elf.file_offset(sym.address).unwrap() as usize;
+    let mut bytes = std::fs::read(&beam_smp).unwrap();
+    let end = off + bytes[off..].iter().position(|&b| b == 0).unwrap();
+    let original = String::from_utf8(bytes[off..end].to_vec()).unwrap();
+    // Same length, unknown to every table.
+    let fake: String = original.chars().map(|c| if c.is_ascii_digit() { '9' } else { c }).collect();
+    bytes[off..end].copy_from_slice(fake.as_bytes());
+    std::fs::write(&beam_smp, bytes).unwrap();
+
+    // Debian's erl script hard-codes its root: point the copy's script at the copy.
+    let erl = root.path().join("bin/erl");
+    let script = std::fs::read_to_string(&erl).unwrap();
+    std::fs::write(&erl, script.replace("/usr/lib/erlang", &root.path().to_string_lossy())).unwrap();
+    let beam = Beam::start_with(&erl, &[], &[]);
+    let exe = std::fs::read_link(format!("/proc/{}/exe", beam.os_pid)).unwrap();
+    assert!(exe.starts_with(root.path()), "the VM runs the patched copy: {}", exe.display());
+    let out = run_on(beam.os_pid);
+    assert_clean_failure(&out, "unsupported BEAM build");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("ERTS {fake}")), "names the build: {stderr}");
+    assert!(stderr.contains("no offsets table"), "says what is missing: {stderr}");
+}

@@ -1,0 +1,96 @@
+//! A real `erl` VM running the controller module (tests/fixtures/scope_ctl.erl) with the
+//! fixtures compiled and loaded; the test sends it expressions line by line.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::OnceLock;
+
+/// Compiles every fixture once per test binary; returns the directory with the .beam files.
+pub fn fixtures_ebin() -> &'static Path {
+    static EBIN: OnceLock<tempfile::TempDir> = OnceLock::new();
+    EBIN.get_or_init(|| {
+        let dir = tempfile::Builder::new().prefix("scope-probe-ebin").tempdir().expect("temp dir");
+        let src = crate::workspace_root().join("tests/fixtures");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&src)
+            .expect("tests/fixtures")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "erl"))
+            .collect();
+        files.sort();
+        let status = Command::new("erlc").arg("-o").arg(dir.path()).args(&files).status().expect("running erlc");
+        assert!(status.success(), "erlc failed on {files:?}");
+        dir
+    })
+    .path()
+}
+
+pub struct Beam {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    /// The OS pid of beam.smp, as the VM reports it (os:getpid/0).
+    pub os_pid: u32,
+}
+
+/// A reply of the controller: `key=value` pairs, or a single value under "value".
+pub type Reply = HashMap<String, String>;
+
+impl Beam {
+    /// Starts `erl` from PATH.
+    pub fn start() -> Beam {
+        Beam::start_with(Path::new("erl"), &[], &[])
+    }
+
+    /// Starts a given `erl` with extra emulator arguments and environment.
+    pub fn start_with(erl: &Path, args: &[&str], env: &[(&str, &Path)]) -> Beam {
+        let mut child = Command::new(erl)
+            .envs(env.iter().copied())
+            .args(["-noshell", "-pa"])
+            .arg(fixtures_ebin())
+            .args(args)
+            .args(["-eval", "scope_ctl:main()"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", erl.display()));
+        let stdin = child.stdin.take().expect("stdin");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("reading the VM's first line");
+        let os_pid = line
+            .trim()
+            .strip_prefix("ready os_pid=")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line from the VM: {line:?}"));
+        Beam { child, stdin, stdout, os_pid }
+    }
+
+    /// Evaluates one Erlang expression (without the final dot) in the VM.
+    pub fn call(&mut self, expr: &str) -> Reply {
+        writeln!(self.stdin, "{expr}.").expect("writing to the VM");
+        self.stdin.flush().expect("flushing to the VM");
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("reading from the VM");
+        let line = line.trim_end();
+        let body = line.strip_prefix("ok ").unwrap_or_else(|| panic!("{expr} failed in the VM: {line}"));
+        let mut reply = Reply::new();
+        if body.contains('=') {
+            for kv in body.split(' ') {
+                let (k, v) = kv.split_once('=').expect("key=value");
+                reply.insert(k.to_owned(), v.to_owned());
+            }
+        } else {
+            reply.insert("value".to_owned(), body.to_owned());
+        }
+        reply
+    }
+}
+
+impl Drop for Beam {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

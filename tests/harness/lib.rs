@@ -1,0 +1,34 @@
+//! Test harness: real BEAM processes driven through a controller module, a real scope-probe
+//! attached to them, and readers for what it serves. No mocks: ground truth comes from the
+//! VM's own tracing inside the fixtures (tests/fixtures).
+
+pub mod beam;
+pub mod metrics;
+pub mod probe;
+
+pub use beam::Beam;
+pub use metrics::Metrics;
+pub use probe::Probe;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// The workspace root (the tests crate lives one level below it).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_owned()
+}
+
+/// Polls `f` until it returns the same value twice `settle` apart, or `timeout` passes; returns
+/// the last value. Used to wait for events to drain before comparing counts.
+pub fn wait_stable<T: PartialEq + Clone>(timeout: Duration, settle: Duration, mut f: impl FnMut() -> T) -> T {
+    let deadline = Instant::now() + timeout;
+    let mut last = f();
+    loop {
+        std::thread::sleep(settle);
+        let now = f();
+        if now == last || Instant::now() > deadline {
+            return now;
+        }
+        last = now;
+    }
+}
