@@ -196,7 +196,7 @@ fn duration_detaches_cleanly() {
         .map(str::to_owned)
         .collect();
     // Other tests may run their own scope-probe at the same time; only judge a quiet machine.
-    let others_running = Command::new("pgrep").args(["-x", "scope-probe"]).status().is_ok_and(|s| s.success());
+    let others_running = Command::new("pgrep").args(["-x", "scope-probe"]).output().map(|o| o.status).is_ok_and(|s| s.success());
     if !others_running {
         assert!(ours.is_empty(), "links left behind: {ours:?}");
     }

@@ -1,1 +1,121 @@
-fn main(){}
+//! `cargo xtask`: everything around the build that a fresh machine needs.
+//!
+//! - `setup`: installs the Debian packages scope-probe builds and tests with; mounts tracefs.
+//! - `build`: the release binary.
+//! - `demo`: setup + build, starts the bundled demo BEAM workload and attaches scope-probe.
+//! - `test`: setup + build + the whole test suite (needs root: it attaches to real VMs).
+//! - `bench`: ping-pong round trips/s without a probe, with `--mode trace`, and with the
+//!   BEAM's own tracer, as ratios measured in the same run.
+
+mod bench;
+mod demo;
+mod setup;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "scope-probe's build, demo, test and benchmark automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install the Debian packages needed to build and test (apt-get), mount tracefs.
+    Setup,
+    /// Build the release binary (target/release/scope-probe).
+    Build,
+    /// Set up, build, start the demo BEAM workload and run scope-probe against it.
+    Demo {
+        /// How long to run; 0 runs until Ctrl-C.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        duration: std::time::Duration,
+        /// Address of the metrics endpoint.
+        #[arg(long, default_value = "127.0.0.1:9568")]
+        listen: String,
+    },
+    /// Set up, build and run every test (unit and integration; needs root).
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Benchmarks: overhead of scope-probe on the observed VM, as ratios against a baseline.
+    Bench {
+        /// Length of each measurement.
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        each: std::time::Duration,
+        /// Rounds of (baseline, probe, erlang:trace), interleaved; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
+}
+
+fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("xtask: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Cmd::Setup => setup::setup(),
+        Cmd::Build => build().map(|_| ()),
+        Cmd::Demo { duration, listen } => {
+            setup::setup()?;
+            let bin = build()?;
+            demo::run(&bin, duration, &listen)
+        }
+        Cmd::Test { args } => {
+            setup::setup()?;
+            let bin = build()?;
+            test(&bin, &args)
+        }
+        Cmd::Bench { each, rounds } => {
+            setup::setup()?;
+            let bin = build()?;
+            bench::run(&bin, each, rounds)
+        }
+    }
+}
+
+pub fn workspace_root() -> PathBuf {
+    scope_probe_tests::workspace_root()
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(workspace_root());
+    c
+}
+
+/// Builds the release binary and returns its path.
+fn build() -> Result<PathBuf> {
+    eprintln!("xtask: building scope-probe (release)");
+    let status = cargo().args(["build", "--release", "-p", "scope-probe"]).status().context("running cargo")?;
+    if !status.success() {
+        bail!("cargo build failed");
+    }
+    Ok(workspace_root().join("target/release/scope-probe"))
+}
+
+fn test(bin: &std::path::Path, args: &[String]) -> Result<()> {
+    setup::require_root("the integration tests attach probes to real BEAM processes")?;
+    eprintln!("xtask: running the test suite");
+    let status = cargo()
+        .args(["test", "--release", "--workspace"])
+        .args(args)
+        .env("SCOPE_PROBE_BIN", bin)
+        .status()
+        .context("running cargo test")?;
+    if !status.success() {
+        bail!("tests failed");
+    }
+    Ok(())
+}

@@ -1,0 +1,70 @@
+//! Installs what building and testing need, from Debian's packages, and mounts tracefs.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+/// Debian packages: the BPF toolchain, the VM under observation, and the tools the tests use.
+pub const APT_PACKAGES: &[&str] = &[
+    "clang",       // compiles the BPF programs
+    "libelf-dev",  // libbpf (vendored) links against libelf
+    "zlib1g-dev",  // ...and zlib
+    "pkg-config",
+    "make",
+    "bpftool",     // regenerates ebpf/vmlinux.h; tests list BPF links with it
+    "erlang-base", // the BEAM under observation (OTP 25 on Debian 12)
+    "prometheus",  // promtool, to validate the exposition
+    "util-linux",  // setpriv, to test running without privileges
+    "procps",      // pgrep
+];
+
+pub fn require_root(why: &str) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("run as root: {why}");
+    }
+    Ok(())
+}
+
+fn installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+pub fn setup() -> Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    if !missing.is_empty() {
+        require_root("installing Debian packages")?;
+        eprintln!("xtask: installing {}", missing.join(" "));
+        let apt = |args: &[&str]| -> Result<()> {
+            let status = Command::new("apt-get")
+                .args(args)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status()
+                .context("running apt-get")?;
+            if !status.success() {
+                bail!("apt-get {} failed", args.join(" "));
+            }
+            Ok(())
+        };
+        apt(&["-q", "-o", "DPkg::Lock::Timeout=600", "update"])?;
+        let mut args = vec!["install", "-y", "-q", "--no-install-recommends", "-o", "DPkg::Lock::Timeout=600"];
+        args.extend(&missing);
+        apt(&args)?;
+    }
+    mount_tracefs();
+    Ok(())
+}
+
+/// Uprobes attached through perf events do not need tracefs, but bpftool and debugging do;
+/// mount it when missing and we may.
+fn mount_tracefs() {
+    let dir = Path::new("/sys/kernel/tracing");
+    if dir.join("trace").exists() || !dir.exists() {
+        return;
+    }
+    let _ = Command::new("mount").args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"]).status();
+}
