@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: Apache-2.0 */
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
 /*
  * Events and counters of the monitor probes: the one definition shared by monitor.bpf.c and
  * the Rust side (which gets these types through the libbpf-cargo skeleton).

@@ -29,6 +29,15 @@ impl KernelStats {
     pub fn get(&self, id: types::stat_id) -> u64 {
         self.0[id.0 as usize]
     }
+
+    /// Events lost in the kernel, all reasons.
+    pub fn lost(&self) -> u64 {
+        use types::stat_id as s;
+        [s::STAT_LOST_RINGBUF_FULL, s::STAT_LOST_PENDING_FULL, s::STAT_LOST_READ_FAULT, s::STAT_LOST_UNPAIRED]
+            .iter()
+            .map(|id| self.get(*id))
+            .sum()
+    }
 }
 
 pub struct MonitorProbes {
@@ -115,8 +124,11 @@ impl MonitorProbes {
         }
     }
 
+    /// Detaches every hook; exits last, so every process whose spawn was counted can still be
+    /// seen leaving while the others detach.
     pub fn detach_all(&self) {
-        let caps = self.attached();
+        let mut caps = self.attached();
+        caps.sort_by_key(|c| *c == "exit");
         for cap in caps {
             self.detach(cap);
         }

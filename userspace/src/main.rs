@@ -94,7 +94,7 @@ async fn monitor(cli: Cli, target: Arc<BeamTarget>, hooks: Vec<beam_probes::Reso
     server.abort();
     let agg = shared.agg.lock().unwrap_or_else(|e| e.into_inner());
     let health = shared.health.lock().unwrap_or_else(|e| e.into_inner());
-    let lost: u64 = health.kernel.0[bpf::STAT_COUNT - 4..].iter().sum::<u64>() + agg.undecodable;
+    let lost = health.kernel.lost() + agg.undecodable;
     eprintln!(
         "scope-probe: detached ({reason}): {} events ({} sends, {} schedules, {} GCs, {} spawns, {} exits), {} lost",
         agg.events_by_kind.iter().sum::<u64>(),
