@@ -12,11 +12,13 @@
 //! - [`hooks`]: the hook points scope-probe can attach, named by what they observe.
 //! - [`terms`]: pid and atom term decoding.
 //! - [`proctab`]: the process table: live count and registered names.
+//! - [`jit`]: names of JIT code ranges, from the perf map or the GDB JIT interface.
 
 pub mod builds;
 pub mod elf;
 pub mod error;
 pub mod hooks;
+pub mod jit;
 pub mod memory;
 pub mod proctab;
 pub mod target;
@@ -25,5 +27,6 @@ pub mod terms;
 pub use builds::BuildTable;
 pub use error::{Error, Result};
 pub use hooks::{HookPoint, ResolvedHook};
+pub use jit::{JitSource, JitSymbol, JitSymbolReader, JitSymbols};
 pub use target::BeamTarget;
 pub use terms::Pid;

@@ -9,6 +9,9 @@ use crate::builds::{self, BuildTable, ERTS_VERSION_SYMBOL, OTP_RELEASE_SYMBOL};
 use crate::elf::ElfInfo;
 use crate::error::{Error, Result};
 use crate::hooks::ResolvedHook;
+use crate::jit::gdb_interface::GdbJitReader;
+use crate::jit::perf_map::{PerfMapReader, perf_map_path};
+use crate::jit::{JitSource, JitSymbolReader, JitSymbols};
 use crate::memory::RemoteMemory;
 use crate::proctab::ProcessTable;
 use crate::terms::Pid;
@@ -196,5 +199,101 @@ impl BeamTarget {
     /// Whether the target is still running.
     pub fn is_alive(&self) -> bool {
         proc_path(self.pid, "").exists()
+    }
+
+    /// The pid the VM knows itself by: its `getpid()` inside its own pid namespace (the last
+    /// `NSpid` of /proc/PID/status), which is what it names its perf map after.
+    pub fn pid_in_namespace(&self) -> u32 {
+        std::fs::read_to_string(proc_path(self.pid, "status"))
+            .ok()
+            .and_then(|status| innermost_nspid(&status))
+            .unwrap_or(self.pid)
+    }
+
+    /// Where the VM's perf map would be, seen from here (through its root directory).
+    pub fn perf_map_path(&self) -> PathBuf {
+        perf_map_path(&proc_path(self.pid, "root"), self.pid_in_namespace())
+    }
+
+    /// Whether this VM writes a perf map (it was started with `+JPperf true|map`, which on
+    /// OTP 25 also gives JIT code frame pointers). A file of that name left by an earlier VM
+    /// with the same pid does not count: the VM must hold it open.
+    pub fn has_perf_map(&self) -> bool {
+        let path = self.perf_map_path();
+        path.exists() && self.holds_open(&path).unwrap_or(true)
+    }
+
+    /// Whether one of the target's file descriptors is `path` (same device and inode), or
+    /// `None` if its descriptors cannot be listed.
+    fn holds_open(&self, path: &Path) -> Option<bool> {
+        use std::os::unix::fs::MetadataExt;
+        let wanted = std::fs::metadata(path).ok()?;
+        let file_name = path.file_name()?.to_string_lossy().into_owned();
+        let fds = std::fs::read_dir(proc_path(self.pid, "fd")).ok()?;
+        let held = fds.filter_map(|fd| fd.ok()).any(|fd| {
+            // The link text is cheap to filter on; the inode decides.
+            let named_so = std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy().ends_with(&file_name));
+            named_so
+                && std::fs::metadata(fd.path()).is_ok_and(|m| m.dev() == wanted.dev() && m.ino() == wanted.ino())
+        });
+        Some(held)
+    }
+
+    /// A reader of the VM's JIT symbols: its perf map when it has one, else the GDB JIT
+    /// interface.
+    pub fn jit_symbol_reader(&self) -> Result<JitSymbolReader> {
+        let source = if self.has_perf_map() { JitSource::PerfMap } else { JitSource::GdbInterface };
+        self.jit_symbol_reader_for(source)
+    }
+
+    /// A reader of one given source.
+    pub fn jit_symbol_reader_for(&self, source: JitSource) -> Result<JitSymbolReader> {
+        match source {
+            JitSource::PerfMap => Ok(JitSymbolReader::from_perf_map(PerfMapReader::new(self.perf_map_path()))),
+            JitSource::GdbInterface => {
+                let symbol = self.table.globals.jit_debug_descriptor;
+                let descriptor = self
+                    .symbol_address(symbol)
+                    .ok_or_else(|| self.unsupported(format!("symbol {symbol} not found: no JIT symbols")))?;
+                let reader = GdbJitReader::new(self.mem, descriptor, &self.table.jit_records);
+                Ok(JitSymbolReader::from_gdb_interface(reader))
+            }
+        }
+    }
+
+    /// Every JIT symbol the VM registered so far, and where they came from: the perf map when
+    /// the VM writes one (falling back if it cannot be read), else the GDB JIT interface. To
+    /// follow code loaded later, keep a [`JitSymbolReader`] and refresh it instead.
+    pub fn jit_symbols(&self) -> Result<(JitSymbols, JitSource)> {
+        let mut reader = self.jit_symbol_reader()?;
+        let mut symbols = JitSymbols::new();
+        match reader.refresh(&mut symbols) {
+            Ok(_) => Ok((symbols, reader.source())),
+            Err(_) if reader.source() == JitSource::PerfMap => {
+                let mut reader = self.jit_symbol_reader_for(JitSource::GdbInterface)?;
+                let mut symbols = JitSymbols::new();
+                reader.refresh(&mut symbols)?;
+                Ok((symbols, JitSource::GdbInterface))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The last pid of the `NSpid:` line of /proc/PID/status (the innermost namespace's).
+fn innermost_nspid(status: &str) -> Option<u32> {
+    let line = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
+    line.split_whitespace().last()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::innermost_nspid;
+
+    #[test]
+    fn nspid_is_the_innermost_pid() {
+        assert_eq!(innermost_nspid("Name:\tbeam.smp\nNSpid:\t20975\nNSsid:\t1\n"), Some(20975));
+        assert_eq!(innermost_nspid("NSpid:\t4242\t17\n"), Some(17));
+        assert_eq!(innermost_nspid("Name:\tbeam.smp\n"), None);
     }
 }

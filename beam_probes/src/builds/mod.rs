@@ -43,6 +43,46 @@ pub struct PtabLayout {
 pub struct GlobalSymbols {
     pub process_table: &'static str,
     pub atom_table: &'static str,
+    /// The GDB JIT interface's `jit_descriptor` (list of the JIT's code records).
+    pub jit_debug_descriptor: &'static str,
+}
+
+/// Layout of the records ERTS hangs on the GDB JIT interface (`symfile_addr` of each
+/// `jit_code_entry`). They are ERTS's own structures, not ELF, and OTP has changed them
+/// between releases (OTP 24 had no header and 64-bit ranges), so they belong to the build.
+///
+/// A record starts with `struct debug_info { u32 header; union payload }`; header 0 is the
+/// emulator record, 1 a module record. A module record is followed by `range_count`
+/// `range_info` records, each followed by its `line_count` `line_info` records; the strings
+/// are NUL-terminated and their lengths include the NUL.
+#[derive(Debug, Clone, Copy)]
+pub struct JitRecordLayout {
+    /// `debug_info.header` of the one emulator record (`emulator_info` payload).
+    pub header_emulator: u32,
+    /// `debug_info.header` of a module record (`module_info` payload).
+    pub header_module: u32,
+    /// `emulator_info.frame_layout` (0: return address only, 1: frame pointer + return address).
+    pub emulator_frame_layout: u64,
+    /// `sizeof(struct debug_info)`: a module's first range follows at this offset plus the
+    /// module name's length.
+    pub debug_info_size: u64,
+    /// `module_info` fields, from the start of the record.
+    pub module_base_address: u64,
+    pub module_range_count: u64,
+    pub module_code_size: u64,
+    pub module_name_length: u64,
+    pub module_name: u64,
+    /// `range_info` fields (offsets from `base_address`, u32) and `sizeof(struct range_info)`.
+    pub range_start_offset: u64,
+    pub range_end_offset: u64,
+    pub range_line_count: u64,
+    pub range_name_length: u64,
+    pub range_name: u64,
+    pub range_info_size: u64,
+    /// `line_info.file_length` and `sizeof(struct line_info)`: enough to step over line
+    /// records (scope-probe does not use line numbers yet).
+    pub line_file_length: u64,
+    pub line_info_size: u64,
 }
 
 #[derive(Debug)]
@@ -59,6 +99,7 @@ pub struct BuildTable {
     pub ptab: PtabLayout,
     pub pid: PidLayout,
     pub atom: AtomLayout,
+    pub jit_records: JitRecordLayout,
 }
 
 /// Every table, in the order they are tried.

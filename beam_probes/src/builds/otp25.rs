@@ -4,7 +4,7 @@
 //! Offsets were read from the OTP 25.2.3 source and validated against a live VM (pid term at
 //! +0 of every process table entry, registered names through the atom table).
 
-use crate::builds::{BuildTable, GlobalSymbols, ProcessLayout, PtabLayout, RegProcLayout};
+use crate::builds::{BuildTable, GlobalSymbols, JitRecordLayout, ProcessLayout, PtabLayout, RegProcLayout};
 use crate::hooks::{HookPoint, HookSpec};
 use crate::terms::{AtomLayout, PidLayout};
 
@@ -39,7 +39,11 @@ pub static DEBIAN12_OTP25: BuildTable = BuildTable {
         // the table here exactly once, however it died (normal exit, kill, exit signal).
         HookSpec { point: HookPoint::ProcessGone, symbol: "erts_ptab_delete_element" },
     ],
-    globals: GlobalSymbols { process_table: "erts_proc", atom_table: "erts_atom_table" },
+    globals: GlobalSymbols {
+        process_table: "erts_proc",
+        atom_table: "erts_atom_table",
+        jit_debug_descriptor: "__jit_debug_descriptor",
+    },
     process: ProcessLayout { id: 0, reg: 48 },
     reg_proc: RegProcLayout { name: 32 },
     ptab: PtabLayout { tab: 192, max: 208 },
@@ -64,5 +68,33 @@ pub static DEBIAN12_OTP25: BuildTable = BuildTable {
         segment_bits: 10,
         atom_len: 24,
         atom_name: 32,
+    },
+    // erts/emulator/beam/jit/beam_jit_metadata.cpp (OTP 25.2.3), x86-64 C layout:
+    // debug_info { u32 header @0; union @8 { emulator_info { int frame_layout @8;
+    // void *normal_exit @16 }; module_info { u64 base_address @8; u32 range_count @16;
+    // u32 code_size @20; u16 name_length @24; char name[] @26 } } }, sizeof 32, and the
+    // first range_info at 32 + name_length. range_info { u32 start_offset @0; u32 end_offset
+    // @4; u32 line_count @8; u16 name_length @12; char name[] @14 }, sizeof 16. line_info
+    // { u32 start_offset @0; u32 line_number @4; u16 file_length @8; char file[] @10 },
+    // sizeof 12. Checked live: every record of a running VM decodes to exactly the ranges
+    // and names its perf map lists.
+    jit_records: JitRecordLayout {
+        header_emulator: 0,
+        header_module: 1,
+        emulator_frame_layout: 8,
+        debug_info_size: 32,
+        module_base_address: 8,
+        module_range_count: 16,
+        module_code_size: 20,
+        module_name_length: 24,
+        module_name: 26,
+        range_start_offset: 0,
+        range_end_offset: 4,
+        range_line_count: 8,
+        range_name_length: 12,
+        range_name: 14,
+        range_info_size: 16,
+        line_file_length: 8,
+        line_info_size: 12,
     },
 };
