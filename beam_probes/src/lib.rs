@@ -15,10 +15,12 @@
 //! - [`jit`]: names of JIT code ranges, from the perf map or the GDB JIT interface.
 
 pub mod builds;
+pub mod code_names;
 pub mod elf;
 pub mod error;
 pub mod hooks;
 pub mod jit;
+pub mod maps;
 pub mod memory;
 pub mod proctab;
 pub mod target;

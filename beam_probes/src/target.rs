@@ -196,6 +196,13 @@ impl BeamTarget {
         self.decode_pid(term).map(|p| p.to_string()).unwrap_or_else(|| format!("{term:#x}"))
     }
 
+    /// Whether JIT code keeps frame pointers (the VM was started with `+JPperf true` or `fp`),
+    /// which is what lets a frame-pointer unwinder walk Erlang stacks. `None` when unknown.
+    pub fn jit_frame_pointers(&self) -> Option<bool> {
+        let addr = self.symbol_address(self.table.globals.frame_layout)?;
+        self.mem.read_u32(addr, "JIT frame layout").ok().map(|v| v == 1)
+    }
+
     /// Whether the target is still running.
     pub fn is_alive(&self) -> bool {
         proc_path(self.pid, "").exists()

@@ -21,9 +21,30 @@ pub fn fixtures_ebin() -> &'static Path {
         files.sort();
         let status = Command::new("erlc").arg("-o").arg(dir.path()).args(&files).status().expect("running erlc");
         assert!(status.success(), "erlc failed on {files:?}");
+        compile_elixir(&src.join("elixir"), dir.path());
         dir
     })
     .path()
+}
+
+/// Elixir fixtures, when Elixir is installed (Debian's `elixir`); tests that need them check
+/// [`elixir_available`].
+fn compile_elixir(src: &Path, out: &Path) {
+    if !elixir_available() {
+        return;
+    }
+    let files: Vec<PathBuf> = std::fs::read_dir(src)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "ex")).collect())
+        .unwrap_or_default();
+    if files.is_empty() {
+        return;
+    }
+    let status = Command::new("elixirc").arg("-o").arg(out).args(&files).status().expect("running elixirc");
+    assert!(status.success(), "elixirc failed on {files:?}");
+}
+
+pub fn elixir_available() -> bool {
+    Command::new("elixirc").arg("--version").output().is_ok_and(|o| o.status.success())
 }
 
 pub struct Beam {

@@ -1,22 +1,49 @@
-//! Command-line interface.
+//! Command-line interface. `scope-probe --pid PID` monitors (the main job); subcommands do
+//! one-off work (`profile`).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::mode::Mode;
 
 /// Observe a running Erlang/Elixir VM (BEAM) with eBPF: no code change, no restart.
 ///
-/// Attaches to the beam.smp process PID, serves Prometheus metrics until Ctrl-C, SIGTERM or
-/// --duration, then detaches. Needs root (CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE).
+/// `scope-probe --pid PID` attaches to the beam.smp process PID and serves Prometheus metrics
+/// until Ctrl-C, SIGTERM or --duration, then detaches. `scope-probe profile --pid PID` writes a
+/// CPU flame graph in Erlang terms. Needs root (CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE).
 #[derive(Debug, Parser)]
-#[command(name = "scope-probe", version, about, long_about)]
+#[command(
+    name = "scope-probe",
+    version,
+    about,
+    long_about,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub monitor: MonitorArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Monitor the VM and serve metrics (the default when no subcommand is given).
+    Monitor(MonitorArgs),
+    /// Sample the VM's CPU and write a flame graph in Erlang terms (Module:function/arity).
+    Profile(ProfileArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MonitorArgs {
     /// OS pid of the beam.smp process to observe (e.g. `pgrep -f beam.smp`).
-    #[arg(long, short = 'p', value_name = "PID")]
-    pub pid: u32,
+    #[arg(long, short = 'p', value_name = "PID", required = true)]
+    pub pid: Option<u32>,
 
     /// What to observe and how: `trace` attaches every per-event hook (exact counts).
     #[arg(long, value_enum, default_value_t = Mode::Trace)]
@@ -30,6 +57,10 @@ pub struct Cli {
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
 
+    /// CPU sampling frequency per CPU, in Hz (0 turns the sampler off).
+    #[arg(long, value_name = "HZ", default_value_t = 99, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub frequency: u64,
+
     /// Most processes kept in the per-process table (the least active are evicted, counted).
     #[arg(long, value_name = "N", default_value_t = 100_000)]
     pub max_processes: usize,
@@ -37,4 +68,62 @@ pub struct Cli {
     /// Most sender/receiver pairs kept (the smallest are evicted, counted).
     #[arg(long, value_name = "N", default_value_t = 100_000)]
     pub max_pairs: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProfileFormat {
+    /// Folded stacks (`frame;frame;frame count`), for flamegraph.pl, inferno, speedscope.
+    Folded,
+    /// An interactive SVG flame graph.
+    Svg,
+    /// speedscope JSON (https://www.speedscope.app/file-format-schema.json).
+    Speedscope,
+}
+
+#[derive(Debug, Args)]
+pub struct ProfileArgs {
+    /// OS pid of the beam.smp process to profile.
+    #[arg(long, short = 'p', value_name = "PID")]
+    pub pid: u32,
+
+    /// How long to sample (e.g. 30s, 2m).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+
+    /// Sampling frequency per CPU, in Hz.
+    #[arg(long, value_name = "HZ", default_value_t = 99, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub frequency: u64,
+
+    /// Output file; `-` for standard output. The format follows the extension (.svg, .json,
+    /// else folded) unless --format says otherwise.
+    #[arg(long, short = 'o', value_name = "FILE", default_value = "-")]
+    pub output: PathBuf,
+
+    /// Output format.
+    #[arg(long, value_enum)]
+    pub format: Option<ProfileFormat>,
+
+    /// One root per Erlang process (pid and registered name) instead of one graph.
+    #[arg(long)]
+    pub by_process: bool,
+}
+
+impl ProfileFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            ProfileFormat::Folded => "folded stacks",
+            ProfileFormat::Svg => "SVG flame graph",
+            ProfileFormat::Speedscope => "speedscope JSON",
+        }
+    }
+}
+
+impl ProfileArgs {
+    pub fn format(&self) -> ProfileFormat {
+        self.format.unwrap_or_else(|| match self.output.extension().and_then(|e| e.to_str()) {
+            Some("svg") => ProfileFormat::Svg,
+            Some("json") => ProfileFormat::Speedscope,
+            _ => ProfileFormat::Folded,
+        })
+    }
 }

@@ -15,6 +15,8 @@ use libbpf_rs::RingBufferBuilder;
 
 use crate::aggregate::Aggregator;
 use crate::bpf::{KernelStats, MonitorProbes};
+use crate::cpu_window::CpuWindow;
+use crate::sampler::SamplerStats;
 use crate::events::Event;
 use crate::mode::Mode;
 
@@ -28,6 +30,21 @@ pub struct Health {
 pub struct Shared {
     pub agg: Mutex<Aggregator>,
     pub health: Mutex<Health>,
+    /// CPU samples over the last minute (empty when the sampler is off).
+    pub cpu: Mutex<CpuWindow>,
+    /// The sampler's loss counters, when it runs.
+    pub sampler: Mutex<Option<Arc<SamplerStats>>>,
+}
+
+impl Shared {
+    pub fn new(agg: Aggregator) -> Shared {
+        Shared {
+            agg: Mutex::new(agg),
+            health: Mutex::new(Health::default()),
+            cpu: Mutex::new(CpuWindow::default()),
+            sampler: Mutex::new(None),
+        }
+    }
 }
 
 #[allow(dead_code)] // Attach/Detach are driven by the adaptive mode of a later issue.

@@ -7,12 +7,17 @@ mod aggregate;
 mod bpf;
 mod cli;
 mod collector;
+mod cpu_window;
 mod events;
 mod metrics;
 mod mode;
 mod names;
 mod privileges;
+mod procstat;
+mod profile;
+mod sampler;
 mod server;
+mod symbolize;
 
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -23,7 +28,7 @@ use beam_probes::BeamTarget;
 use clap::Parser;
 
 use crate::aggregate::Aggregator;
-use crate::cli::Cli;
+use crate::cli::{Cli, Command, MonitorArgs};
 use crate::collector::{ProbeThread, Shared};
 use crate::metrics::BuildLabels;
 use crate::server::App;
@@ -40,8 +45,17 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Some(Command::Profile(args)) => profile::run(args),
+        Some(Command::Monitor(args)) => run_monitor(args),
+        None => run_monitor(cli.monitor),
+    }
+}
+
+fn run_monitor(cli: MonitorArgs) -> Result<()> {
     privileges::check()?;
-    let target = Arc::new(BeamTarget::open(cli.pid)?);
+    let pid = cli.pid.context("--pid is required")?;
+    let target = Arc::new(BeamTarget::open(pid)?);
     let hooks = target.resolve_hooks()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -51,15 +65,12 @@ fn run(cli: Cli) -> Result<()> {
     runtime.block_on(monitor(cli, target, hooks))
 }
 
-async fn monitor(cli: Cli, target: Arc<BeamTarget>, hooks: Vec<beam_probes::ResolvedHook>) -> Result<()> {
+async fn monitor(cli: MonitorArgs, target: Arc<BeamTarget>, hooks: Vec<beam_probes::ResolvedHook>) -> Result<()> {
     // Bind before attaching: a busy port must not leave probes behind.
     let listener = tokio::net::TcpListener::bind(cli.listen).await.with_context(|| {
         format!("cannot listen on {} (use --listen to choose another address)", cli.listen)
     })?;
-    let shared = Arc::new(Shared {
-        agg: Mutex::new(Aggregator::new(cli.max_processes, cli.max_pairs)),
-        health: Mutex::new(Default::default()),
-    });
+    let shared = Arc::new(Shared::new(Aggregator::new(cli.max_processes, cli.max_pairs)));
     let started = std::time::Instant::now();
     let (probe, report) = ProbeThread::start(target.clone(), hooks, cli.mode, shared.clone())?;
     eprintln!(
@@ -73,6 +84,7 @@ async fn monitor(cli: Cli, target: Arc<BeamTarget>, hooks: Vec<beam_probes::Reso
         cli.mode.name(),
     );
     eprintln!("scope-probe: hooks: {} ({})", report.capabilities.join(", "), report.symbols.join(", "));
+    let sampler = if cli.frequency > 0 { Some(start_cpu_sampling(&target, cli.frequency, &shared)?) } else { None };
     eprintln!("scope-probe: metrics on http://{}/metrics", listener.local_addr()?);
 
     let app = Arc::new(App {
@@ -91,6 +103,10 @@ async fn monitor(cli: Cli, target: Arc<BeamTarget>, hooks: Vec<beam_probes::Reso
 
     let reason = wait_for_stop(cli.duration, &target).await;
     probe.stop()?;
+    if let Some((sampler, consumer)) = sampler {
+        sampler.stop()?;
+        let _ = consumer.join();
+    }
     server.abort();
     let agg = shared.agg.lock().unwrap_or_else(|e| e.into_inner());
     let health = shared.health.lock().unwrap_or_else(|e| e.into_inner());
@@ -106,6 +122,42 @@ async fn monitor(cli: Cli, target: Arc<BeamTarget>, hooks: Vec<beam_probes::Reso
         lost
     );
     Ok(())
+}
+
+/// Starts the CPU sampler and a thread that folds its samples into the one-minute window.
+fn start_cpu_sampling(
+    target: &Arc<BeamTarget>,
+    frequency: u64,
+    shared: &Arc<Shared>,
+) -> Result<(sampler::SamplerThread, std::thread::JoinHandle<()>)> {
+    // The symbolizer (blazesym) is not Send: it is made on the thread that uses it.
+    let (sym_tx, sym_rx) = std::sync::mpsc::channel();
+    let (sampler, rx) = sampler::SamplerThread::start(target, frequency)?;
+    *shared.sampler.lock().unwrap_or_else(|e| e.into_inner()) = Some(sampler.stats.clone());
+    let (shared, target) = (shared.clone(), target.clone());
+    let consumer = std::thread::Builder::new().name("scope-probe-cpu".into()).spawn(move || {
+        let symbolizer = match symbolize::Symbolizer::new(&target) {
+            Ok(s) => {
+                let _ = sym_tx.send(Ok(s.jit_source().describe()));
+                s
+            }
+            Err(e) => {
+                let _ = sym_tx.send(Err(e));
+                return;
+            }
+        };
+        let mut builder = profile::StackBuilder::new(symbolizer, false);
+        let epoch = std::time::Instant::now();
+        for s in rx {
+            let process = builder.process_of(&s);
+            let leaf = builder.symbolizer.name(s.stack.first().copied().unwrap_or(s.ip));
+            let second = epoch.elapsed().as_secs();
+            shared.cpu.lock().unwrap_or_else(|e| e.into_inner()).add(second, &leaf, process);
+        }
+    })?;
+    let source = sym_rx.recv().context("the CPU sample thread ended early")??;
+    eprintln!("scope-probe: CPU sampling at {frequency} Hz; JIT symbols: {source}");
+    Ok((sampler, consumer))
 }
 
 /// Waits for Ctrl-C, SIGTERM, the end of --duration or the target's exit.

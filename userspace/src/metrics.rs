@@ -12,6 +12,9 @@ use crate::aggregate::Aggregator;
 use crate::bpf::monitor::types::stat_id;
 use crate::collector::Health;
 use crate::events::KINDS;
+use crate::cpu_window::CpuWindow;
+use crate::procstat::ThreadKind;
+use std::collections::BTreeMap;
 
 /// How many series the top-N families carry. Fixed, so cardinality is bounded.
 pub const TOP_N: usize = 10;
@@ -30,6 +33,11 @@ pub struct BuildLabels {
 /// Everything a scrape needs besides the aggregator.
 pub struct ScrapeInput<'a> {
     pub build: &'a BuildLabels,
+    pub cpu: &'a CpuWindow,
+    /// Sampler losses (ring buffer, channel), when the sampler runs.
+    pub sampler_lost: Option<(u64, u64)>,
+    pub scheduler_cpu: &'a BTreeMap<(ThreadKind, Option<u32>), f64>,
+    pub resident_bytes: Option<u64>,
     pub health: &'a Health,
     pub live_processes: Option<u64>,
     pub attached: bool,
@@ -114,6 +122,43 @@ pub fn render(agg: &Aggregator, input: ScrapeInput<'_>) -> String {
         top_run,
     );
 
+    // CPU: /proc per scheduler thread, RSS, and the sampler's one-minute window.
+    let sched = Family::<Labels, Counter<f64, AtomicU64>>::default();
+    for ((kind, n), secs) in input.scheduler_cpu {
+        let scheduler = n.map(|n| n.to_string()).unwrap_or_default();
+        sched.get_or_create(&vec![("type".into(), kind.label().into()), ("scheduler".into(), scheduler)]).inc_by(*secs);
+    }
+    r.register(
+        "beam_scheduler_cpu_seconds",
+        "CPU time of the VM's threads by scheduler type (normal, dirty_cpu, dirty_io; other threads summed)",
+        sched,
+    );
+    if let Some(rss) = input.resident_bytes {
+        gauge(&mut r, "beam_memory_resident_bytes", "Resident memory of the VM", rss as i64);
+    }
+    if input.sampler_lost.is_some() {
+        counter(&mut r, "beam_cpu_samples", "CPU samples taken of the VM's threads", input.cpu.samples_total);
+        let funcs = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        for (mfa, share) in input.cpu.top_functions(TOP_N) {
+            funcs.get_or_create(&vec![("mfa".into(), mfa)]).set(share);
+        }
+        r.register(
+            "beam_top_function_cpu_ratio",
+            "Share of the last minute's CPU samples whose leaf is this function (top 10)",
+            funcs,
+        );
+        let procs = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        for (pid, share) in input.cpu.top_processes(TOP_N) {
+            let (pid, name) = (input.label)(pid);
+            procs.get_or_create(&vec![("pid".into(), pid), ("name".into(), name)]).set(share);
+        }
+        r.register(
+            "beam_top_process_cpu_ratio",
+            "Share of the last minute's CPU samples spent running this Erlang process (top 10)",
+            procs,
+        );
+    }
+
     // The probe's own health.
     let events = Family::<Labels, Counter>::default();
     for (kind, n) in KINDS.iter().zip(agg.events_by_kind) {
@@ -128,6 +173,8 @@ pub fn render(agg: &Aggregator, input: ScrapeInput<'_>) -> String {
         ("read_fault", k.get(stat_id::STAT_LOST_READ_FAULT)),
         ("unpaired", k.get(stat_id::STAT_LOST_UNPAIRED)),
         ("undecodable", agg.undecodable),
+        ("samples_ring_buffer_full", input.sampler_lost.map_or(0, |l| l.0)),
+        ("samples_consumer_behind", input.sampler_lost.map_or(0, |l| l.1)),
     ] {
         lost.get_or_create(&vec![("reason".into(), reason.into())]).inc_by(n);
     }

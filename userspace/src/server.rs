@@ -15,6 +15,8 @@ use crate::aggregate::ProcessStats;
 use crate::collector::Shared;
 use crate::metrics::{self, BuildLabels, ScrapeInput};
 use crate::names::NameCache;
+use crate::procstat;
+use std::sync::atomic::Ordering;
 
 pub struct App {
     pub target: Arc<BeamTarget>,
@@ -45,6 +47,12 @@ async fn scrape(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     let body = tokio::task::spawn_blocking(move || {
         // Read the process table before taking the aggregator lock: it is the slow part.
         let live = app.target.process_table().live_count().ok();
+        let scheduler_cpu = procstat::scheduler_cpu(app.target.pid);
+        let resident_bytes = procstat::resident_bytes(app.target.pid);
+        let sampler_lost = app.shared.sampler.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|s| {
+            (s.lost_ring_buffer.load(Ordering::Relaxed), s.lost_channel.load(Ordering::Relaxed))
+        });
+        let cpu = app.shared.cpu.lock().unwrap_or_else(|e| e.into_inner());
         let attached = app.target.is_alive();
         let health = app.shared.health.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let mut names = app.names.lock().unwrap_or_else(|e| e.into_inner());
@@ -55,6 +63,10 @@ async fn scrape(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
             &agg,
             ScrapeInput {
                 build: &app.build,
+                cpu: &cpu,
+                sampler_lost,
+                scheduler_cpu: &scheduler_cpu,
+                resident_bytes,
                 health: &health,
                 live_processes: live,
                 attached: attached && !health.attached.is_empty(),

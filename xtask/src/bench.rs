@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: what scope-probe costs the observed VM, as ratios against a baseline
-//! measured in the same run on the same VM. Configurations are interleaved round by round so
-//! that drift (thermal, other load) hits all of them alike; the median round is reported.
+//! measured in the same run on the same VM, and what scope-probe itself uses. Configurations
+//! are interleaved round by round so drift (thermal, other load) hits all of them alike; the
+//! median round is reported.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -10,10 +11,22 @@ use anyhow::{Context, Result};
 use scope_probe_tests::Beam;
 use scope_probe_tests::probe::free_port;
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq)]
+enum Workload {
+    /// Message-bound: two processes ping-ponging (round trips/s).
+    PingPong,
+    /// CPU-bound: one burner per scheduler (work units/s).
+    Cpu,
+}
+
+#[derive(Clone, Copy, PartialEq)]
 enum Config {
     Baseline,
-    ProbeTrace,
+    /// The monitor with every per-event hook, sampler off.
+    Trace,
+    /// The CPU sampler alone at 99 Hz (`scope-probe profile`).
+    Sampler,
+    /// The BEAM's own tracer: send + receive of the workload's processes to a counter.
     ErlangTrace,
 }
 
@@ -21,13 +34,20 @@ impl Config {
     fn label(self) -> &'static str {
         match self {
             Config::Baseline => "no probe (baseline)",
-            Config::ProbeTrace => "scope-probe --mode trace",
+            Config::Trace => "scope-probe --mode trace --frequency 0",
+            Config::Sampler => "scope-probe profile (sampler, 99 Hz)",
             Config::ErlangTrace => "erlang:trace send+receive",
         }
     }
 }
 
-const CONFIGS: [Config; 3] = [Config::Baseline, Config::ProbeTrace, Config::ErlangTrace];
+struct Row {
+    workload: Workload,
+    config: Config,
+    rates: Vec<f64>,
+    /// CPU seconds scope-probe used per second of measurement.
+    probe_cpu: Vec<f64>,
+}
 
 pub fn run(bin: &Path, each: Duration, rounds: usize) -> Result<()> {
     crate::setup::require_root("the benchmark attaches probes to a BEAM")?;
@@ -35,63 +55,140 @@ pub fn run(bin: &Path, each: Duration, rounds: usize) -> Result<()> {
     let ms = each.as_millis();
     // Warm up the JIT'd code and the schedulers.
     beam.call(&format!("scope_bench:pingpong({ms})"));
-    let mut results: Vec<Vec<f64>> = vec![Vec::new(); CONFIGS.len()];
+    beam.call(&format!("scope_bench:cpu({ms})"));
+    let plan = [
+        (Workload::PingPong, Config::Baseline),
+        (Workload::PingPong, Config::Trace),
+        (Workload::PingPong, Config::Sampler),
+        (Workload::PingPong, Config::ErlangTrace),
+        (Workload::Cpu, Config::Baseline),
+        (Workload::Cpu, Config::Sampler),
+    ];
+    let mut rows: Vec<Row> =
+        plan.iter().map(|&(workload, config)| Row { workload, config, rates: vec![], probe_cpu: vec![] }).collect();
     for round in 1..=rounds.max(1) {
-        for (i, config) in CONFIGS.iter().enumerate() {
-            let rate = measure(&mut beam, bin, *config, ms)?;
-            eprintln!("xtask: round {round}: {:<28} {:>12.0} round trips/s", config.label(), rate);
-            results[i].push(rate);
+        for row in rows.iter_mut() {
+            let (rate, cpu) = measure(&mut beam, bin, row.workload, row.config, ms)?;
+            eprintln!("xtask: round {round}: {:<10} {:<40} {:>12.0}/s", name(row.workload), row.config.label(), rate);
+            row.rates.push(rate);
+            row.probe_cpu.push(cpu);
         }
     }
-    let medians: Vec<f64> = results.iter_mut().map(|v| median(v)).collect();
     println!();
-    println!("ping-pong (message-bound), {rounds} rounds of {ms} ms, median; {}", machine());
-    println!("| configuration | round trips/s | vs baseline |");
-    println!("|---|---:|---:|");
-    for (config, rate) in CONFIGS.iter().zip(&medians) {
-        println!("| {} | {:.0} | {:.3} |", config.label(), rate, rate / medians[0]);
+    println!("{rounds} rounds of {ms} ms each, median; {}", machine());
+    println!("| workload | configuration | rate | vs baseline | scope-probe CPU |");
+    println!("|---|---|---:|---:|---:|");
+    for w in [Workload::PingPong, Workload::Cpu] {
+        let base = rows.iter().find(|r| r.workload == w && r.config == Config::Baseline).map(|r| median(&r.rates));
+        for r in rows.iter().filter(|r| r.workload == w) {
+            let rate = median(&r.rates);
+            let cpu = if r.config == Config::Baseline || r.config == Config::ErlangTrace {
+                "-".to_owned()
+            } else {
+                format!("{:.1}% of a core", median(&r.probe_cpu) * 100.0)
+            };
+            println!(
+                "| {} | {} | {:.0} {} | {:.3} | {} |",
+                name(w),
+                r.config.label(),
+                rate,
+                unit(w),
+                rate / base.unwrap_or(rate),
+                cpu
+            );
+        }
     }
     Ok(())
 }
 
-fn measure(beam: &mut Beam, bin: &Path, config: Config, ms: u128) -> Result<f64> {
+fn name(w: Workload) -> &'static str {
+    match w {
+        Workload::PingPong => "ping-pong",
+        Workload::Cpu => "cpu-bound",
+    }
+}
+
+fn unit(w: Workload) -> &'static str {
+    match w {
+        Workload::PingPong => "round trips/s",
+        Workload::Cpu => "units/s",
+    }
+}
+
+fn measure(beam: &mut Beam, bin: &Path, w: Workload, config: Config, ms: u128) -> Result<(f64, f64)> {
+    let pid = beam.os_pid.to_string();
     let probe = match config {
-        Config::ProbeTrace => Some(attach(bin, beam.os_pid)?),
+        Config::Trace => {
+            let port = free_port();
+            let args = ["--pid", &pid, "--listen", &format!("127.0.0.1:{port}"), "--frequency", "0"];
+            Some(start_and_wait(bin, &args, Some(port))?)
+        }
+        Config::Sampler => {
+            let secs = (ms / 1000 + 30).to_string() + "s";
+            let args = ["profile", "--pid", &pid, "--duration", &secs, "-o", "/dev/null", "--format", "folded"];
+            Some(start_and_wait(bin, &args, None)?)
+        }
         _ => None,
     };
-    let call = match config {
-        Config::ErlangTrace => format!("scope_bench:pingpong_traced({ms})"),
-        _ => format!("scope_bench:pingpong({ms})"),
+    let cpu_before = probe.as_ref().map(|p| cpu_seconds(p.id())).unwrap_or(0.0);
+    let call = match (w, config) {
+        (Workload::PingPong, Config::ErlangTrace) => format!("scope_bench:pingpong_traced({ms})"),
+        (Workload::PingPong, _) => format!("scope_bench:pingpong({ms})"),
+        (Workload::Cpu, _) => format!("scope_bench:cpu({ms})"),
     };
     let reply = beam.call(&call);
+    let mut probe_cpu = 0.0;
     if let Some(mut p) = probe {
+        probe_cpu = (cpu_seconds(p.id()) - cpu_before) / (ms as f64 / 1000.0);
         // SAFETY: plain kill(2) on our own child.
         unsafe { libc::kill(p.id() as i32, libc::SIGTERM) };
         p.wait()?;
     }
-    reply["round_trips_per_second"].parse().context("round trips from the VM")
+    let rate = reply.values().next().context("no rate from the VM")?.parse().context("rate from the VM")?;
+    Ok((rate, probe_cpu))
 }
 
-/// Starts scope-probe and waits until it serves metrics (it has attached by then).
-fn attach(bin: &Path, pid: u32) -> Result<Child> {
-    let port = free_port();
-    let child = Command::new(bin)
-        .args(["--pid", &pid.to_string(), "--listen", &format!("127.0.0.1:{port}")])
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting scope-probe")?;
-    for _ in 0..300 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(child);
+/// Starts scope-probe; waits until it serves metrics (monitor) or has printed its first line
+/// (profile), i.e. until it has attached.
+fn start_and_wait(bin: &Path, args: &[&str], port: Option<u16>) -> Result<Child> {
+    let mut child = Command::new(bin).args(args).stderr(Stdio::piped()).spawn().context("starting scope-probe")?;
+    match port {
+        Some(port) => {
+            for _ in 0..300 {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Ok(child);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            anyhow::bail!("scope-probe did not attach within 6 s")
         }
-        std::thread::sleep(Duration::from_millis(20));
+        None => {
+            use std::io::BufRead;
+            let stderr = child.stderr.take().context("stderr")?;
+            let mut lines = std::io::BufReader::new(stderr).lines();
+            let first = lines.next().context("scope-probe printed nothing")??;
+            anyhow::ensure!(first.contains("profiling pid"), "scope-probe: {first}");
+            // Keep draining so it never blocks on a full pipe.
+            std::thread::spawn(move || for _ in lines {});
+            Ok(child)
+        }
     }
-    anyhow::bail!("scope-probe did not attach within 6 s")
 }
 
-fn median(v: &mut [f64]) -> f64 {
+/// User + system CPU seconds of a process.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let f: Vec<&str> = stat.rsplit_once(')').map(|(_, a)| a.split_whitespace().collect()).unwrap_or_default();
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (t(11) + t(12)) / ticks
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
 fn machine() -> String {

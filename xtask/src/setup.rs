@@ -17,7 +17,12 @@ pub const APT_PACKAGES: &[&str] = &[
     "prometheus",  // promtool, to validate the exposition
     "util-linux",  // setpriv, to test running without privileges
     "procps",      // pgrep
+    "elixir",      // Elixir fixtures (Elixir-style frame names)
+    "python3-jsonschema", // validates speedscope output against speedscope's schema
 ];
+
+/// speedscope's file-format schema ships in its npm package; tests validate against it.
+const SPEEDSCOPE: &str = "speedscope@1.25.0";
 
 pub fn require_root(why: &str) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
@@ -56,6 +61,27 @@ pub fn setup() -> Result<()> {
         apt(&args)?;
     }
     mount_tracefs();
+    fetch_speedscope_schema()?;
+    Ok(())
+}
+
+/// Unpacks speedscope's npm package under .cache/speedscope (git-ignored) once.
+fn fetch_speedscope_schema() -> Result<()> {
+    let dir = crate::workspace_root().join(".cache/speedscope");
+    if dir.join("package/dist/release/file-format-schema.json").exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(&dir)?;
+    eprintln!("xtask: fetching {SPEEDSCOPE} (for its file-format schema)");
+    let out = Command::new("npm").args(["pack", "--silent", SPEEDSCOPE]).current_dir(&dir).output().context("running npm")?;
+    if !out.status.success() {
+        bail!("npm pack {SPEEDSCOPE} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let tarball = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let status = Command::new("tar").args(["xzf", &tarball]).current_dir(&dir).status()?;
+    if !status.success() {
+        bail!("unpacking {tarball} failed");
+    }
     Ok(())
 }
 

@@ -45,6 +45,8 @@ pub struct GlobalSymbols {
     pub atom_table: &'static str,
     /// The GDB JIT interface's `jit_descriptor` (list of the JIT's code records).
     pub jit_debug_descriptor: &'static str,
+    /// `int erts_frame_layout`: 1 when JIT code keeps frame pointers (`+JPperf true|fp`).
+    pub frame_layout: &'static str,
 }
 
 /// Layout of the records ERTS hangs on the GDB JIT interface (`symfile_addr` of each

@@ -43,6 +43,8 @@ pub static DEBIAN12_OTP25: BuildTable = BuildTable {
         process_table: "erts_proc",
         atom_table: "erts_atom_table",
         jit_debug_descriptor: "__jit_debug_descriptor",
+        // ERTS_FRAME_LAYOUT_RA = 0, ERTS_FRAME_LAYOUT_FP_RA = 1 (beam_jit_common.hpp).
+        frame_layout: "erts_frame_layout",
     },
     process: ProcessLayout { id: 0, reg: 48 },
     reg_proc: RegProcLayout { name: 32 },

@@ -1,0 +1,52 @@
+//! The target's memory map as far as scope-probe needs it: where the JIT keeps its code.
+
+use crate::error::{Error, Result};
+
+/// An executable address range of the JIT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CodeRegion {
+    pub start: u64,
+    pub end: u64,
+}
+
+/// Executable ranges of JIT code: the BEAM's JIT maps its code executable from a memfd
+/// (`/memfd:vmem (deleted)`, the read-execute view of its dual mapping) or, where memfd is not
+/// available, anonymously.
+pub fn jit_code_regions(pid: u32) -> Result<Vec<CodeRegion>> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .map_err(|e| Error::io(format!("reading /proc/{pid}/maps"), e))?;
+    Ok(parse_jit_code_regions(&maps))
+}
+
+pub fn parse_jit_code_regions(maps: &str) -> Vec<CodeRegion> {
+    maps.lines()
+        .filter_map(|line| {
+            let mut f = line.split_whitespace();
+            let range = f.next()?;
+            let perms = f.next()?;
+            let path = f.nth(3).unwrap_or("");
+            if !perms.contains('x') || !(path.is_empty() || path.starts_with("/memfd:")) {
+                return None;
+            }
+            let (a, b) = range.split_once('-')?;
+            Some(CodeRegion { start: u64::from_str_radix(a, 16).ok()?, end: u64::from_str_radix(b, 16).ok()? })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_memfd_view_only() {
+        let maps = "55a104025000-55a1042b0000 r-xp 00066000 fe:00 770341 /usr/lib/erlang/erts-13.1.5/bin/beam.smp\n\
+                    7f345d1ff000-7f345d9ff000 r-xs 00000000 00:01 1260 /memfd:vmem (deleted)\n\
+                    7f345e000000-7f345e800000 rw-s 00000000 00:01 1260 /memfd:vmem (deleted)\n\
+                    7f349fa06000-7f349fa08000 r-xp 00000000 00:00 0 [vdso]\n";
+        assert_eq!(
+            parse_jit_code_regions(maps),
+            vec![CodeRegion { start: 0x7f345d1ff000, end: 0x7f345d9ff000 }]
+        );
+    }
+}

@@ -1,0 +1,140 @@
+//! `scope-probe profile` against real VMs burning CPU in known code: names, chains, per-process
+//! attribution, Elixir names, code loaded mid-run, and the output formats.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+
+use scope_probe_tests::{Beam, probe};
+
+/// Runs a profile and returns folded stacks (stack -> samples).
+fn profile(pid: u32, secs: u32, extra: &[&str]) -> HashMap<Vec<String>, u64> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cpu.folded");
+    let o = probe::run(
+        &[
+            &["profile", "--pid", &pid.to_string(), "--duration", &format!("{secs}s"), "-o", out.to_str().unwrap()],
+            extra,
+        ]
+        .concat(),
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "profile failed: {stderr}");
+    parse_folded(&std::fs::read_to_string(&out).unwrap())
+}
+
+fn parse_folded(text: &str) -> HashMap<Vec<String>, u64> {
+    text.lines()
+        .map(|l| {
+            let (stack, n) = l.rsplit_once(' ').expect("folded line");
+            (stack.split(';').map(|f| f.replace('\u{a0}', " ")).collect(), n.parse().expect("count"))
+        })
+        .collect()
+}
+
+/// Samples whose root (with --by-process) starts with `pid`.
+fn under<'a>(stacks: &'a HashMap<Vec<String>, u64>, pid: &str) -> Vec<(&'a Vec<String>, u64)> {
+    stacks.iter().filter(|(s, _)| s[0].starts_with(pid)).map(|(s, n)| (s, *n)).collect()
+}
+
+fn share(stacks: &[(&Vec<String>, u64)], pred: impl Fn(&[String]) -> bool) -> f64 {
+    let total: u64 = stacks.iter().map(|(_, n)| n).sum();
+    let hit: u64 = stacks.iter().filter(|(s, _)| pred(s)).map(|(_, n)| n).sum();
+    assert!(total > 0, "no samples");
+    hit as f64 / total as f64
+}
+
+#[test]
+fn with_jpperf_the_leaf_and_its_chain_are_named() {
+    let mut beam = Beam::start_with(Path::new("erl"), &["+JPperf", "true"], &[]);
+    let pid = beam.call("scope_burn:start(scope_burner)")["pid"].clone();
+    let stacks = profile(beam.os_pid, 4, &["--by-process"]);
+    let mine = under(&stacks, &pid);
+    let leaf = share(&mine, |s| s.last().is_some_and(|f| f == "scope_burn:burn/2"));
+    assert!(leaf >= 0.9, "leaf scope_burn:burn/2 in {:.0}% of the burner's samples: {mine:?}", leaf * 100.0);
+    let chain = share(&mine, |s| {
+        let n = s.len();
+        n >= 4 && s[n - 1] == "scope_burn:burn/2" && s[n - 2] == "scope_burn:middle/1" && s[n - 3] == "scope_burn:outer/1"
+    });
+    assert!(chain >= 0.9, "burn <- middle <- outer in {:.0}% of the burner's samples: {mine:?}", chain * 100.0);
+    assert!(mine[0].0[0].contains("scope_burner"), "root names the registered process: {:?}", mine[0].0[0]);
+}
+
+#[test]
+fn without_jpperf_the_leaf_is_named_through_the_jit_interface() {
+    let mut beam = Beam::start();
+    let pid = beam.call("scope_burn:start(scope_burner)")["pid"].clone();
+    let stacks = profile(beam.os_pid, 4, &["--by-process"]);
+    let mine = under(&stacks, &pid);
+    let leaf = share(&mine, |s| s.last().is_some_and(|f| f == "scope_burn:burn/2"));
+    assert!(leaf >= 0.9, "leaf scope_burn:burn/2 in {:.0}% of the burner's samples: {mine:?}", leaf * 100.0);
+}
+
+/// Two processes with a 3:1 duty cycle: their shares of attributed samples match within 10
+/// points.
+#[test]
+fn cpu_is_attributed_to_processes_in_the_right_ratio() {
+    let mut beam = Beam::start();
+    let a = beam.call("scope_burn:start(scope_big, 30, 10)")["pid"].clone();
+    let b = beam.call("scope_burn:start(scope_small, 10, 30)")["pid"].clone();
+    let stacks = profile(beam.os_pid, 6, &["--by-process"]);
+    let count = |pid: &str| under(&stacks, pid).iter().map(|(_, n)| n).sum::<u64>() as f64;
+    let (na, nb) = (count(&a), count(&b));
+    assert!(na + nb > 100.0, "too few samples: {na} + {nb}");
+    let ratio = na / (na + nb);
+    assert!((ratio - 0.75).abs() <= 0.10, "big share {ratio:.2} (expected 0.75 ± 0.10): {na} vs {nb}");
+}
+
+#[test]
+fn elixir_frames_read_like_elixir() {
+    if !scope_probe_tests::beam::elixir_available() {
+        panic!("Elixir is not installed: `cargo xtask setup` installs Debian's elixir");
+    }
+    let mut beam = Beam::start();
+    let pid = beam.call("'Elixir.ScopeProbe.ElixirBurn':start(scope_elixir)")["pid"].clone();
+    let stacks = profile(beam.os_pid, 3, &["--by-process"]);
+    let mine = under(&stacks, &pid);
+    let leaf = share(&mine, |s| s.last().is_some_and(|f| f == "ScopeProbe.ElixirBurn.burn/2"));
+    assert!(leaf >= 0.9, "ScopeProbe.ElixirBurn.burn/2 in {:.0}%: {mine:?}", leaf * 100.0);
+}
+
+/// A module loaded after profiling started is named too.
+#[test]
+fn code_loaded_while_profiling_is_named() {
+    let mut beam = Beam::start();
+    let os_pid = beam.os_pid;
+    let runner = std::thread::spawn(move || profile(os_pid, 5, &["--by-process"]));
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let pid = beam.call("scope_late:start()")["pid"].clone();
+    let stacks = runner.join().unwrap();
+    let mine = under(&stacks, &pid);
+    let leaf = share(&mine, |s| s.last().is_some_and(|f| f == "scope_late:spin/1"));
+    assert!(leaf >= 0.9, "scope_late:spin/1 in {:.0}%: {mine:?}", leaf * 100.0);
+}
+
+#[test]
+fn svg_and_speedscope_outputs() {
+    let mut beam = Beam::start();
+    beam.call("scope_burn:start(scope_burner)");
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("cpu.svg");
+    let json = dir.path().join("cpu.json");
+    for out in [&svg, &json] {
+        let o = probe::run(&["profile", "--pid", &beam.os_pid.to_string(), "--duration", "2s", "-o", out.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    assert!(svg.starts_with("<?xml") && svg.contains("scope_burn:burn/2"), "SVG names the function");
+    // The speedscope file validates against speedscope's own schema (from its npm package).
+    let schema = scope_probe_tests::workspace_root().join(".cache/speedscope/package/dist/release/file-format-schema.json");
+    assert!(schema.exists(), "{} missing: `cargo xtask setup` fetches it", schema.display());
+    let check = Command::new("/usr/bin/python3")
+        .args(["-c", "import json,sys,jsonschema; jsonschema.validate(json.load(open(sys.argv[1])), json.load(open(sys.argv[2])))"])
+        .arg(&json)
+        .arg(&schema)
+        .output()
+        .expect("/usr/bin/python3 (Debian python3-jsonschema)");
+    assert!(check.status.success(), "speedscope schema: {}", String::from_utf8_lossy(&check.stderr));
+    let text = std::fs::read_to_string(&json).unwrap();
+    assert!(text.contains("scope_burn:burn/2"));
+}

@@ -1,0 +1,95 @@
+//! CPU samples summarised over a sliding window (the last minute, in one-second buckets), for
+//! the always-on metrics: which functions and which processes have the CPU right now.
+
+use std::collections::{HashMap, VecDeque};
+
+pub const WINDOW_SECS: usize = 60;
+
+#[derive(Default)]
+struct Bucket {
+    second: u64,
+    samples: u64,
+    by_function: HashMap<String, u64>,
+    by_process: HashMap<u64, u64>,
+}
+
+#[derive(Default)]
+pub struct CpuWindow {
+    buckets: VecDeque<Bucket>,
+    /// Samples consumed since start.
+    pub samples_total: u64,
+    /// Of those, attributed to an Erlang process.
+    pub attributed_total: u64,
+}
+
+impl CpuWindow {
+    /// Adds a sample taken at `second` (monotonic seconds) whose leaf is `function`.
+    pub fn add(&mut self, second: u64, function: &str, process: Option<u64>) {
+        self.samples_total += 1;
+        if process.is_some() {
+            self.attributed_total += 1;
+        }
+        if self.buckets.back().is_none_or(|b| b.second != second) {
+            self.buckets.push_back(Bucket { second, ..Default::default() });
+        }
+        while self.buckets.front().is_some_and(|b| b.second + (WINDOW_SECS as u64) <= second) {
+            self.buckets.pop_front();
+        }
+        let b = self.buckets.back_mut().expect("just pushed");
+        b.samples += 1;
+        *b.by_function.entry(function.to_owned()).or_default() += 1;
+        if let Some(p) = process {
+            *b.by_process.entry(p).or_default() += 1;
+        }
+    }
+
+    fn window_samples(&self) -> u64 {
+        self.buckets.iter().map(|b| b.samples).sum()
+    }
+
+    fn top<K: Clone + Eq + std::hash::Hash + Ord>(&self, n: usize, pick: impl Fn(&Bucket) -> &HashMap<K, u64>) -> Vec<(K, f64)> {
+        let total = self.window_samples();
+        if total == 0 {
+            return Vec::new();
+        }
+        let mut sums: HashMap<K, u64> = HashMap::new();
+        for b in &self.buckets {
+            for (k, v) in pick(b) {
+                *sums.entry(k.clone()).or_default() += v;
+            }
+        }
+        let mut v: Vec<(K, u64)> = sums.into_iter().collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        v.truncate(n);
+        v.into_iter().map(|(k, c)| (k, c as f64 / total as f64)).collect()
+    }
+
+    /// The `n` leaf functions with the largest share of the window's samples.
+    pub fn top_functions(&self, n: usize) -> Vec<(String, f64)> {
+        self.top(n, |b| &b.by_function)
+    }
+
+    /// The `n` processes with the largest share of the window's samples.
+    pub fn top_processes(&self, n: usize) -> Vec<(u64, f64)> {
+        self.top(n, |b| &b.by_process)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_over_the_window_and_expiry() {
+        let mut w = CpuWindow::default();
+        for _ in 0..3 {
+            w.add(1, "a:f/0", Some(0x13));
+        }
+        w.add(1, "b:g/1", None);
+        assert_eq!(w.top_functions(1), vec![("a:f/0".to_owned(), 0.75)]);
+        assert_eq!(w.top_processes(5), vec![(0x13, 0.75)]);
+        w.add(1 + WINDOW_SECS as u64, "b:g/1", None);
+        assert_eq!(w.top_functions(5), vec![("b:g/1".to_owned(), 1.0)]);
+        assert_eq!(w.samples_total, 5);
+    }
+}

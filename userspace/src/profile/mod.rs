@@ -1,0 +1,193 @@
+//! `scope-probe profile`: samples the VM's CPU for a while and writes a flame graph whose
+//! frames read `Module:function/arity`, optionally split by Erlang process.
+
+mod flamegraph;
+mod folded;
+mod speedscope;
+pub mod stacks;
+
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal, Write};
+use std::sync::mpsc::RecvTimeoutError;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use beam_probes::BeamTarget;
+
+use crate::cli::{ProfileArgs, ProfileFormat};
+use crate::names::NameCache;
+use crate::procstat;
+use crate::sampler::{Sample, SamplerThread};
+use crate::symbolize::Symbolizer;
+use stacks::Profile;
+
+/// Turns one sample into root-first frame names; also says whether the sample is attributed to
+/// an Erlang process (r13 is trusted only when the sampled IP is JIT code).
+pub struct StackBuilder {
+    pub symbolizer: Symbolizer,
+    names: NameCache,
+    by_process: bool,
+}
+
+impl StackBuilder {
+    pub fn new(symbolizer: Symbolizer, by_process: bool) -> StackBuilder {
+        StackBuilder { symbolizer, names: NameCache::default(), by_process }
+    }
+
+    /// The Erlang process a sample belongs to, if it can be trusted.
+    pub fn process_of(&self, s: &Sample) -> Option<u64> {
+        s.process.filter(|_| !s.in_kernel && self.symbolizer.in_jit(s.ip))
+    }
+
+    pub fn frames(&mut self, target: &BeamTarget, s: &Sample) -> Vec<String> {
+        // Without JIT frame pointers only the leaf can be trusted: the frame-pointer chain
+        // through JIT code is garbage then.
+        let depth = if self.symbolizer.frame_pointers() { s.stack.len() } else { 1 };
+        let leaf_first = if s.stack.is_empty() { vec![s.ip] } else { s.stack.iter().copied().take(depth).collect() };
+        let mut frames: Vec<String> = leaf_first.iter().rev().map(|a| self.symbolizer.name(*a).to_string()).collect();
+        if s.in_kernel {
+            frames.push("[kernel]".into());
+        }
+        if self.by_process {
+            let root = match self.process_of(s) {
+                Some(pid) => {
+                    let name = self.names.name(target, pid);
+                    let pid = target.format_pid(pid);
+                    if name.is_empty() { pid } else { format!("{pid} {name}") }
+                }
+                None => "[no Erlang process]".into(),
+            };
+            frames.insert(0, root);
+        }
+        frames
+    }
+}
+
+pub fn run(args: ProfileArgs) -> Result<()> {
+    crate::privileges::check()?;
+    let target = BeamTarget::open(args.pid)?;
+    let format = args.format();
+    // Open the output first: a bad path must fail before we sample for minutes.
+    let mut out: Box<dyn Write> = if args.output.as_os_str() == "-" {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(BufWriter::new(
+            File::create(&args.output).with_context(|| format!("cannot write {}", args.output.display()))?,
+        ))
+    };
+    let symbolizer = Symbolizer::new(&target)?;
+    let mut builder = StackBuilder::new(symbolizer, args.by_process);
+    let (sampler, rx) = SamplerThread::start(&target, args.frequency)?;
+    let fp = builder.symbolizer.frame_pointers();
+    eprintln!(
+        "scope-probe: profiling pid {} (OTP {}, ERTS {}) at {} Hz for {}; JIT symbols: {} ({} known){}",
+        target.pid,
+        target.otp_release,
+        target.erts_version,
+        args.frequency,
+        humantime::format_duration(args.duration),
+        builder.symbolizer.jit_source().describe(),
+        builder.symbolizer.jit_symbol_count(),
+        if fp { "" } else { "; no JIT frame pointers (VM not started with +JPperf): leaf frames only" },
+    );
+
+    let cpu_before = procstat::scheduler_cpu(target.pid);
+    let mut profile = Profile::default();
+    let started = Instant::now();
+    let tty = std::io::stderr().is_terminal();
+    let mut last_progress = Instant::now();
+    let mut peak_rss = procstat::resident_bytes(target.pid).unwrap_or(0);
+    while started.elapsed() < args.duration {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(s) => {
+                let frames = builder.frames(&target, &s);
+                if builder.process_of(&s).is_some() {
+                    profile.attributed += 1;
+                }
+                profile.add(frames);
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if last_progress.elapsed() >= Duration::from_millis(if tty { 250 } else { 5000 }) {
+            last_progress = Instant::now();
+            peak_rss = peak_rss.max(procstat::resident_bytes(target.pid).unwrap_or(0));
+            let line = format!(
+                "scope-probe: {:>5.1}s / {}  {} samples, {:.0}% attributed to Erlang processes",
+                started.elapsed().as_secs_f64(),
+                humantime::format_duration(args.duration),
+                profile.samples,
+                percent(profile.attributed, profile.samples)
+            );
+            if tty { eprint!("\r{line}") } else { eprintln!("{line}") }
+            if !target.is_alive() {
+                break;
+            }
+        }
+    }
+    peak_rss = peak_rss.max(procstat::resident_bytes(target.pid).unwrap_or(0));
+    let stats = sampler.stats.clone();
+    sampler.stop()?;
+    // Samples still queued belong to the run.
+    while let Ok(s) = rx.try_recv() {
+        let frames = builder.frames(&target, &s);
+        if builder.process_of(&s).is_some() {
+            profile.attributed += 1;
+        }
+        profile.add(frames);
+    }
+    if tty {
+        eprintln!();
+    }
+    let lost = stats.lost_ring_buffer.load(Ordering::Relaxed) + stats.lost_channel.load(Ordering::Relaxed);
+    profile.title = format!(
+        "pid {} (OTP {}) · {} samples at {} Hz over {}",
+        target.pid,
+        target.otp_release,
+        profile.samples,
+        args.frequency,
+        humantime::format_duration(args.duration)
+    );
+    if !fp {
+        profile.notes.push("no JIT frame pointers (start the VM with +JPperf true for full stacks): leaf frames only".into());
+    }
+    profile.notes.push(format!("{:.0}% of samples attributed to Erlang processes", percent(profile.attributed, profile.samples)));
+    if lost > 0 {
+        profile.notes.push(format!("{lost} samples lost"));
+    }
+    match format {
+        ProfileFormat::Folded => folded::write(&profile, &mut out)?,
+        ProfileFormat::Svg => flamegraph::write(&profile, &mut out)?,
+        ProfileFormat::Speedscope => speedscope::write(&profile, &mut out)?,
+    }
+    out.flush()?;
+    let cpu_after = procstat::scheduler_cpu(target.pid);
+    eprintln!(
+        "scope-probe: wrote {} ({}): {} samples, {} attributed, {} unattributed, {} lost; peak RSS {} MiB",
+        args.output.display(),
+        format.name(),
+        profile.samples,
+        profile.attributed,
+        profile.samples - profile.attributed,
+        lost,
+        peak_rss / (1 << 20)
+    );
+    eprintln!("scope-probe: scheduler CPU during the run: {}", cpu_summary(&cpu_before, &cpu_after));
+    Ok(())
+}
+
+fn percent(a: u64, b: u64) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 * 100.0 / b as f64 }
+}
+
+fn cpu_summary(
+    before: &std::collections::BTreeMap<(procstat::ThreadKind, Option<u32>), f64>,
+    after: &std::collections::BTreeMap<(procstat::ThreadKind, Option<u32>), f64>,
+) -> String {
+    let mut by_kind: std::collections::BTreeMap<procstat::ThreadKind, f64> = Default::default();
+    for (k, v) in after {
+        *by_kind.entry(k.0).or_default() += v - before.get(k).copied().unwrap_or(0.0);
+    }
+    by_kind.iter().map(|(k, v)| format!("{} {:.2}s", k.label(), v.max(0.0))).collect::<Vec<_>>().join(", ")
+}
