@@ -20,9 +20,22 @@ const volatile struct event btf_event = {};
 const volatile enum event_kind btf_event_kind = EVENT_SEND;
 const volatile enum stat_id btf_stat_id = STAT_NR;
 
+/*
+ * Waking the consumer on every event costs the VM's thread an irq_work and a wakeup (measured:
+ * ~15 µs per schedule event instead of ~2 µs). Userspace drains the ring on a timer instead, and
+ * is only woken early when the ring is half full.
+ */
+#define RINGBUF_BYTES (16 * 1024 * 1024)
+
+static __always_inline __u64 wakeup_flags(void *ring)
+{
+	return bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA) > RINGBUF_BYTES / 2 ? BPF_RB_FORCE_WAKEUP
+									      : BPF_RB_NO_WAKEUP;
+}
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 8 * 1024 * 1024);
+	__uint(max_entries, RINGBUF_BYTES);
 } events SEC(".maps");
 
 struct {
@@ -95,7 +108,7 @@ static __always_inline void emit(__u32 kind, __u64 a, __u64 b, __u64 c, __u64 no
 	e->c = c;
 	e->kind = kind;
 	e->tid = current_tid();
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, wakeup_flags(&events));
 }
 
 static __always_inline void start_span(void *map, __u64 pid, __u64 now)

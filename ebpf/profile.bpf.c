@@ -69,6 +69,8 @@ int on_cpu_sample(struct bpf_perf_event_data *ctx)
 		pcount(PSTAT_NO_PROCESS);
 	long n = bpf_get_stack(ctx, s->stack, sizeof(s->stack), BPF_F_USER_STACK);
 	s->frames = n < 0 ? (__s32)n : (__s32)(n / sizeof(__u64));
-	bpf_ringbuf_submit(s, 0);
+	/* Userspace drains on a timer (see monitor.bpf.c); wake it only when half full. */
+	bpf_ringbuf_submit(s, bpf_ringbuf_query(&samples, BPF_RB_AVAIL_DATA) > (2 << 20) ? BPF_RB_FORCE_WAKEUP
+											      : BPF_RB_NO_WAKEUP);
 	return 0;
 }

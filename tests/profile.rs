@@ -138,3 +138,35 @@ fn svg_and_speedscope_outputs() {
     let text = std::fs::read_to_string(&json).unwrap();
     assert!(text.contains("scope_burn:burn/2"));
 }
+
+/// The monitor runs the same sampler: CPU metrics name the burning function and process, and
+/// the per-thread CPU from /proc adds up to the VM's own runtime statistic.
+#[test]
+fn monitor_exports_cpu_metrics() {
+    use scope_probe_tests::{Probe, wait_stable};
+    let mut beam = Beam::start();
+    let pid = beam.call("scope_burn:start(scope_burner)")["pid"].clone();
+    let probe = Probe::attach(beam.os_pid, &["--frequency", "99"]);
+    let runtime = |beam: &mut Beam| -> f64 {
+        beam.call("element(1, erlang:statistics(runtime))")["value"].parse::<f64>().unwrap() / 1000.0
+    };
+    let cpu_sum = |probe: &Probe| -> f64 { probe.metrics().all("beam_scheduler_cpu_seconds_total").iter().map(|s| s.value).sum() };
+    let (rt0, ours0) = (runtime(&mut beam), cpu_sum(&probe));
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let (rt1, ours1) = (runtime(&mut beam), cpu_sum(&probe));
+    let (vm, ours) = (rt1 - rt0, ours1 - ours0);
+    // Both count every thread's CPU; /proc ticks are 10 ms, so allow 10% + 0.1 s.
+    assert!((ours - vm).abs() <= vm * 0.1 + 0.1, "scheduler CPU {ours:.2}s vs statistics(runtime) {vm:.2}s");
+
+    let _ = wait_stable(std::time::Duration::from_secs(10), std::time::Duration::from_millis(500), || {
+        probe.metrics().get("beam_top_process_cpu_ratio", &[("pid", &pid)]).map(|v| (v * 10.0).round())
+    });
+    let m = probe.metrics();
+    let proc_share = m.get("beam_top_process_cpu_ratio", &[("pid", &pid), ("name", "scope_burner")]).expect("the burner");
+    let fn_share = m.get("beam_top_function_cpu_ratio", &[("mfa", "scope_burn:burn/2")]).expect("its function");
+    assert!(proc_share >= 0.8 && fn_share >= 0.8, "shares: process {proc_share}, function {fn_share}");
+    assert!(m.value("beam_cpu_samples_total") >= 100.0);
+    let rss = m.value("beam_memory_resident_bytes");
+    let total: f64 = beam.call("erlang:memory(total)")["value"].parse().unwrap();
+    assert!(rss >= total * 0.5 && rss <= total * 4.0, "RSS {rss} vs erlang:memory(total) {total}");
+}

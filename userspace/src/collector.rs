@@ -177,8 +177,11 @@ fn run(
     publish();
     let mut last_stats = Instant::now();
     loop {
+        // The probes do not wake us per event (that costs the VM): poll sleeps until the ring is
+        // half full or the timeout passes, then consume drains whatever is there.
         // EINTR (a signal) is not an error worth stopping for.
         let _ = ring.poll(POLL);
+        let _ = ring.consume();
         flush();
         if last_stats.elapsed() >= STATS_EVERY {
             publish();

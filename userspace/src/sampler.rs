@@ -211,7 +211,9 @@ fn run(
         stats.lost_ring_buffer.store(sum(types::profile_stat_id::PSTAT_LOST_RINGBUF), Ordering::Relaxed);
     };
     while !stop.load(Ordering::Relaxed) {
+        // Samples do not wake us one by one (see collector.rs): drain on a timer.
         let _ = ring.poll(Duration::from_millis(100));
+        let _ = ring.consume();
         read_stats();
     }
     drop(links);
