@@ -23,6 +23,7 @@ pub mod jit;
 pub mod maps;
 pub mod memory;
 pub mod proctab;
+pub mod snapshot;
 pub mod target;
 pub mod terms;
 

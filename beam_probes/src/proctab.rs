@@ -25,7 +25,22 @@ impl<'a> ProcessTable<'a> {
         ProcessTable { mem, table, ptab_addr, atom_table_addr }
     }
 
-    fn slots(&self) -> Result<(u64, u32)> {
+    pub fn build(&self) -> &'a BuildTable {
+        self.table
+    }
+
+    pub fn memory(&self) -> RemoteMemory {
+        self.mem
+    }
+
+    /// The registered name behind a `RegProc` pointer.
+    pub fn reg_name(&self, reg: u64) -> Result<String> {
+        let name = self.mem.read_u64(reg + self.table.reg_proc.name, "registered name")?;
+        self.atom_text(name)
+    }
+
+    /// The slot array and its size.
+    pub fn slots(&self) -> Result<(u64, u32)> {
         let tab = self.mem.read_u64(self.ptab_addr + self.table.ptab.tab, "process table pointer")?;
         let max = self.mem.read_u32(self.ptab_addr + self.table.ptab.max, "process table size")?;
         if tab == 0 || max == 0 || max > MAX_SLOTS {
@@ -73,8 +88,7 @@ impl<'a> ProcessTable<'a> {
         if reg == 0 {
             return Ok(None);
         }
-        let name = self.mem.read_u64(reg + self.table.reg_proc.name, "registered name")?;
-        self.atom_text(name).map(Some)
+        self.reg_name(reg).map(Some)
     }
 
     /// The text of an atom term.

@@ -37,6 +37,36 @@ pub enum Command {
     Monitor(MonitorArgs),
     /// Sample the VM's CPU and write a flame graph in Erlang terms (Module:function/arity).
     Profile(ProfileArgs),
+    /// Print the VM's process table once (pid, name, current function, mailbox, heap, ...).
+    Snapshot(SnapshotArgs),
+    /// A live view of the VM's processes, like observer or htop.
+    Top(TopArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// OS pid of the beam.smp process.
+    #[arg(long, short = 'p', value_name = "PID")]
+    pub pid: u32,
+    /// JSON for scripts instead of a text table.
+    #[arg(long)]
+    pub json: bool,
+    /// Include OTP's own (system) processes.
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// OS pid of the beam.smp process.
+    #[arg(long, short = 'p', value_name = "PID")]
+    pub pid: u32,
+    /// Refresh interval (e.g. 1s, 500ms); `+`/`-` change it while running.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub interval: Duration,
+    /// Show OTP's own (system) processes from the start (`a` toggles them).
+    #[arg(long)]
+    pub all: bool,
 }
 
 #[derive(Debug, Args)]

@@ -14,6 +14,9 @@ mod mode;
 mod names;
 mod privileges;
 mod procstat;
+mod process_view;
+mod snapshot_cmd;
+mod top;
 mod profile;
 mod sampler;
 mod server;
@@ -47,6 +50,8 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Some(Command::Profile(args)) => profile::run(args),
+        Some(Command::Snapshot(args)) => snapshot_cmd::run(args),
+        Some(Command::Top(args)) => top::run(args),
         Some(Command::Monitor(args)) => run_monitor(args),
         None => run_monitor(cli.monitor),
     }
@@ -98,6 +103,7 @@ async fn monitor(cli: MonitorArgs, target: Arc<BeamTarget>, hooks: Vec<beam_prob
             build: target.table.id,
             mode: cli.mode.name(),
         },
+        snapshot_torn: Mutex::new(0),
     });
     let server = tokio::spawn(async move { axum::serve(listener, server::router(app)).await });
 

@@ -13,6 +13,7 @@ use crate::bpf::monitor::types::stat_id;
 use crate::collector::Health;
 use crate::events::KINDS;
 use crate::cpu_window::CpuWindow;
+use beam_probes::snapshot::{ProcessRecord, Snapshot};
 use crate::procstat::ThreadKind;
 use std::collections::BTreeMap;
 
@@ -39,7 +40,10 @@ pub struct ScrapeInput<'a> {
     pub scheduler_cpu: &'a BTreeMap<(ThreadKind, Option<u32>), f64>,
     pub resident_bytes: Option<u64>,
     pub health: &'a Health,
-    pub live_processes: Option<u64>,
+    /// The process table read at this scrape (None when it could not be read).
+    pub snapshot: Option<&'a Snapshot>,
+    /// Records skipped as torn, over all snapshots so far.
+    pub snapshot_torn_total: u64,
     pub attached: bool,
     /// pid term -> ("<0.N.S>", registered name or "")
     pub label: &'a mut dyn FnMut(u64) -> (String, String),
@@ -79,8 +83,8 @@ pub fn render(agg: &Aggregator, input: ScrapeInput<'_>) -> String {
         "Time processes spent scheduled in (on a scheduler)",
         t.run_ns as f64 / 1e9,
     );
-    if let Some(live) = input.live_processes {
-        gauge(&mut r, "beam_processes", "Live processes (process table entries)", live as i64);
+    if let Some(snap) = input.snapshot {
+        render_snapshot(&mut r, snap, &mut *input.label);
     }
 
     let top_sent = Family::<Labels, Counter>::default();
@@ -219,10 +223,50 @@ pub fn render(agg: &Aggregator, input: ScrapeInput<'_>) -> String {
         .set(1);
     r.register("scope_probe_build_info", "The observed VM's build and how scope-probe observes it", build);
 
+    counter(
+        &mut r,
+        "scope_probe_snapshot_torn_records",
+        "Process records skipped because they changed while being read",
+        input.snapshot_torn_total,
+    );
+
     let mut out = String::new();
     // Writing to a String cannot fail.
     let _ = encode(&mut out, &r);
     out
+}
+
+/// Metrics read from the process table (no probe in the VM): counts, mailboxes, heaps.
+fn render_snapshot(r: &mut Registry, snap: &Snapshot, label: &mut dyn FnMut(u64) -> (String, String)) {
+    let procs = &snap.processes;
+    gauge(r, "beam_processes", "Live processes (process table entries)", procs.len() as i64);
+    let max_q = procs.iter().map(|p| p.message_queue_len).max().unwrap_or(0);
+    let total_q: u64 = procs.iter().map(|p| p.message_queue_len).sum();
+    let heap: u64 = procs.iter().map(|p| p.total_heap_words * 8).sum();
+    gauge(r, "beam_process_message_queue_length_max", "Longest message queue of any process", max_q as i64);
+    gauge(r, "beam_process_message_queue_length_total", "Messages queued in all processes", total_q as i64);
+    gauge(r, "beam_process_heap_bytes_total", "Heap of all processes (young + old + fragments)", heap as i64);
+    let mut top = |name: &str, help: &str, key: &dyn Fn(&ProcessRecord) -> u64| {
+        let mut v: Vec<&ProcessRecord> = procs.iter().filter(|p| key(p) > 0).collect();
+        v.sort_by(|a, b| key(b).cmp(&key(a)).then(a.term.cmp(&b.term)));
+        let family = Family::<Labels, Gauge>::default();
+        for p in v.into_iter().take(TOP_N) {
+            // The snapshot knows the name already; only unnamed pids fall back to the lookup.
+            let (pid, looked_up) = label(p.term);
+            let name = p.name.clone().unwrap_or(looked_up);
+            family.get_or_create(&vec![("pid".into(), pid), ("name".into(), name)]).set(key(p) as i64);
+        }
+        r.register(name, help, family);
+    };
+    top(
+        "beam_top_process_message_queue_length",
+        "Message queue length of the 10 processes with the longest queues",
+        &|p| p.message_queue_len,
+    );
+    top("beam_top_process_heap_bytes", "Heap of the 10 processes with the largest heaps", &|p| p.total_heap_words * 8);
+    let g = Gauge::<f64, AtomicU64>::default();
+    g.set(snap.elapsed.as_secs_f64());
+    r.register("scope_probe_snapshot_seconds", "Time the last process-table snapshot took", g);
 }
 
 /// Converts prometheus-client's OpenMetrics text into the classic Prometheus text format

@@ -32,3 +32,11 @@ pub fn check() -> anyhow::Result<()> {
         anyhow::bail!("insufficient privileges: missing {}; run scope-probe as root (sudo)", missing.join(", "))
     }
 }
+
+/// Reading the VM's memory from outside needs CAP_SYS_PTRACE (and nothing else).
+pub fn check_ptrace() -> anyhow::Result<()> {
+    if effective_caps().unwrap_or(0) & (1 << CAP_SYS_PTRACE) == 0 {
+        anyhow::bail!("insufficient privileges: missing CAP_SYS_PTRACE; run scope-probe as root (sudo)");
+    }
+    Ok(())
+}

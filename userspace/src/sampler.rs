@@ -23,8 +23,10 @@ pub mod profile {
 
 use profile::{ProfileSkelBuilder, types};
 
-/// One CPU sample of the VM, as the kernel took it.
+/// One CPU sample of the VM, as the kernel took it. Time, thread and CPU are kept for the
+/// timelines and recordings that consume samples besides the flame graph.
 #[derive(Debug, Clone)]
+#[allow(dead_code)]
 pub struct Sample {
     pub ts_ns: u64,
     pub tid: u32,

@@ -23,6 +23,8 @@ pub struct App {
     pub shared: Arc<Shared>,
     pub names: Mutex<NameCache>,
     pub build: BuildLabels,
+    /// Torn records over all snapshots taken for scrapes.
+    pub snapshot_torn: Mutex<u64>,
 }
 
 pub fn router(app: Arc<App>) -> Router {
@@ -46,7 +48,12 @@ async fn scrape(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
         .is_some_and(|v| v.contains("application/openmetrics-text"));
     let body = tokio::task::spawn_blocking(move || {
         // Read the process table before taking the aggregator lock: it is the slow part.
-        let live = app.target.process_table().live_count().ok();
+        let snapshot = beam_probes::snapshot::snapshot(&app.target.process_table()).ok();
+        let snapshot_torn_total = {
+            let mut t = app.snapshot_torn.lock().unwrap_or_else(|e| e.into_inner());
+            *t += snapshot.as_ref().map_or(0, |s| s.torn);
+            *t
+        };
         let scheduler_cpu = procstat::scheduler_cpu(app.target.pid);
         let resident_bytes = procstat::resident_bytes(app.target.pid);
         let sampler_lost = app.shared.sampler.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|s| {
@@ -68,7 +75,8 @@ async fn scrape(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
                 scheduler_cpu: &scheduler_cpu,
                 resident_bytes,
                 health: &health,
-                live_processes: live,
+                snapshot: snapshot.as_ref(),
+                snapshot_torn_total,
                 attached: attached && !health.attached.is_empty(),
                 label: &mut label,
             },

@@ -21,6 +21,36 @@ pub struct ProcessLayout {
     pub id: u64,
     /// `common.u.alive.reg`: pointer to the `RegProc` when the process is registered.
     pub reg: u64,
+    /// `heap_sz`: young heap size in words.
+    pub heap_sz: u64,
+    /// `old_heap` and `old_hend`: the old generation (NULL when there is none).
+    pub old_heap: u64,
+    pub old_hend: u64,
+    /// `mbuf_sz`: words in heap and message fragments.
+    pub mbuf_sz: u64,
+    /// `i`: where the process resumes (JIT code address).
+    pub i: u64,
+    /// `reds`: reductions executed (up to the last schedule out).
+    pub reds: u64,
+    /// `state`: the atomic state flags (`ERTS_PSFLG_*`).
+    pub state: u64,
+    /// `sig_qs.len` and `sig_inq.len`: messages in the private and in the outer queue.
+    pub sig_qs_len: u64,
+    pub sig_inq_len: u64,
+}
+
+/// Bits of `Process.state` that decide what `process_info(P, status)` reports. Each field is
+/// the union of the flags tested for that status, in `erts_process_state2status`'s order.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessStatusFlags {
+    pub free: u32,
+    pub exiting: u32,
+    pub gc: u32,
+    pub suspended: u32,
+    /// RUNNING | RUNNING_SYS | DIRTY_RUNNING | DIRTY_RUNNING_SYS
+    pub running: u32,
+    /// ACTIVE | ACTIVE_SYS | DIRTY_ACTIVE_SYS
+    pub active: u32,
 }
 
 /// Offset of the name atom inside a `RegProc`.
@@ -97,6 +127,7 @@ pub struct BuildTable {
     pub hooks: &'static [HookSpec],
     pub globals: GlobalSymbols,
     pub process: ProcessLayout,
+    pub status_flags: ProcessStatusFlags,
     pub reg_proc: RegProcLayout,
     pub ptab: PtabLayout,
     pub pid: PidLayout,

@@ -4,7 +4,9 @@
 //! Offsets were read from the OTP 25.2.3 source and validated against a live VM (pid term at
 //! +0 of every process table entry, registered names through the atom table).
 
-use crate::builds::{BuildTable, GlobalSymbols, JitRecordLayout, ProcessLayout, PtabLayout, RegProcLayout};
+use crate::builds::{
+    BuildTable, GlobalSymbols, JitRecordLayout, ProcessLayout, ProcessStatusFlags, PtabLayout, RegProcLayout,
+};
 use crate::hooks::{HookPoint, HookSpec};
 use crate::terms::{AtomLayout, PidLayout};
 
@@ -46,7 +48,33 @@ pub static DEBIAN12_OTP25: BuildTable = BuildTable {
         // ERTS_FRAME_LAYOUT_RA = 0, ERTS_FRAME_LAYOUT_FP_RA = 1 (beam_jit_common.hpp).
         frame_layout: "erts_frame_layout",
     },
-    process: ProcessLayout { id: 0, reg: 48 },
+    // From `struct process` in erl_process.h (25.2.3, no dynamic trace): heap_sz, i, reds,
+    // sig_qs.len and sig_inq.len validated live; the old heap, mbuf_sz and state follow from the
+    // declarations between those anchors (gen_gcs at +528, off_heap 16 bytes).
+    process: ProcessLayout {
+        id: 0,
+        reg: 48,
+        heap_sz: 152,
+        old_heap: 520,
+        old_hend: 504,
+        mbuf_sz: 584,
+        i: 256,
+        reds: 280,
+        state: 640,
+        sig_qs_len: 392,
+        sig_inq_len: 672,
+    },
+    // ERTS_PSFLG_BIT(N) = 1 << (6 + N): FREE 4, EXITING 5, ACTIVE 7, RUNNING 9, SUSPENDED 10,
+    // GC 11, ACTIVE_SYS 14, RUNNING_SYS 15, DIRTY_ACTIVE_SYS 22, DIRTY_RUNNING 23,
+    // DIRTY_RUNNING_SYS 24.
+    status_flags: ProcessStatusFlags {
+        free: 1 << 10,
+        exiting: 1 << 11,
+        gc: 1 << 17,
+        suspended: 1 << 16,
+        running: (1 << 15) | (1 << 21) | (1 << 29) | (1 << 30),
+        active: (1 << 13) | (1 << 20) | (1 << 28),
+    },
     reg_proc: RegProcLayout { name: 32 },
     ptab: PtabLayout { tab: 192, max: 208 },
     // (ptab index << 32) | (serial << 19) | (number << 4) | 0x3

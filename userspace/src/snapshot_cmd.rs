@@ -1,0 +1,52 @@
+//! `scope-probe snapshot`: the process table once, as JSON (for scripts) or as a text table.
+
+use std::io::Write;
+
+use anyhow::Result;
+use beam_probes::BeamTarget;
+
+use crate::cli::SnapshotArgs;
+use crate::process_view;
+use crate::symbolize::Symbolizer;
+
+pub fn run(args: SnapshotArgs) -> Result<()> {
+    crate::privileges::check_ptrace()?;
+    let target = BeamTarget::open(args.pid)?;
+    let mut symbolizer = Symbolizer::new(&target)?;
+    let mut view = process_view::read(&target, &mut symbolizer)?;
+    if !args.all {
+        view.processes.retain(|p| !p.system);
+    }
+    view.processes.sort_by(|a, b| b.message_queue_len.cmp(&a.message_queue_len).then(a.number.cmp(&b.number)));
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &view)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "node {}  OTP {} (ERTS {})  {} processes ({} shown){}",
+        view.node,
+        view.otp_release,
+        view.erts_version,
+        view.process_count,
+        view.processes.len(),
+        if view.torn > 0 { format!(", {} changed while read", view.torn) } else { String::new() }
+    )?;
+    writeln!(out, "{:<14} {:<28} {:<36} {:>9} {:>12} {:>14} {:<9}", "PID", "NAME", "CURRENT FUNCTION", "MSGQ", "HEAP", "REDUCTIONS", "STATUS")?;
+    for p in &view.processes {
+        writeln!(
+            out,
+            "{:<14} {:<28} {:<36} {:>9} {:>12} {:>14} {:<9}",
+            p.pid,
+            p.name.as_deref().unwrap_or(""),
+            p.current_function,
+            p.message_queue_len,
+            p.heap_bytes,
+            p.reductions,
+            p.status.label()
+        )?;
+    }
+    Ok(())
+}
