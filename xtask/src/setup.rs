@@ -18,6 +18,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "util-linux",  // setpriv, to test running without privileges
     "procps",      // pgrep
     "elixir",      // Elixir fixtures (Elixir-style frame names)
+    "tmux",        // drives `scope-probe top` in the tests
     "python3-jsonschema", // validates speedscope output against speedscope's schema
 ];
 

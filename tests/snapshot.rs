@@ -1,0 +1,176 @@
+//! The process table read from outside: `snapshot` against process_info/2, the monitor's
+//! snapshot metrics, and the `top` view driven in tmux.
+
+use std::process::Command;
+use std::time::Duration;
+
+use scope_probe_tests::{Beam, Probe, probe};
+
+fn snapshot_json(pid: u32) -> serde_json::Value {
+    let o = probe::run(&["snapshot", "--pid", &pid.to_string(), "--json", "--all"]);
+    assert!(o.status.success(), "snapshot failed: {}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).expect("snapshot JSON")
+}
+
+fn row<'a>(snap: &'a serde_json::Value, pid: &str) -> &'a serde_json::Value {
+    snap["processes"].as_array().unwrap().iter().find(|p| p["pid"] == pid).unwrap_or_else(|| panic!("{pid} not in snapshot"))
+}
+
+fn num(v: &serde_json::Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+/// Queue lengths, names, current functions and statuses equal what the VM reports; heaps are
+/// equal for processes with empty mailboxes (process_info's total_heap_size also counts message
+/// data not yet copied to the heap, which the snapshot does not read: mailbox processes show
+/// less).
+#[test]
+fn snapshot_matches_process_info() {
+    let mut beam = Beam::start();
+    let mbox = beam.call("scope_table:mailbox(scope_mbox, 12345)");
+    let heap = beam.call("scope_table:big_heap(scope_heap, 200000)");
+    let blocked = beam.call("scope_table:blocked(scope_blocked)");
+    let snap = snapshot_json(beam.os_pid);
+
+    let m = row(&snap, &mbox["pid"]);
+    assert_eq!(num(&m["message_queue_len"]), 12345);
+    assert_eq!(mbox["queue"], "12345", "the VM agrees");
+    assert_eq!(m["name"], "scope_mbox");
+    assert!(num(&m["total_heap_words"]) <= mbox["heap_words"].parse::<u64>().unwrap());
+
+    for (vm, name) in [(&heap, "scope_heap"), (&blocked, "scope_blocked")] {
+        let r = row(&snap, &vm["pid"]);
+        assert_eq!(r["name"], name);
+        assert_eq!(r["name"], vm["name"].as_str());
+        assert_eq!(num(&r["message_queue_len"]), 0);
+        assert_eq!(num(&r["total_heap_words"]), vm["heap_words"].parse::<u64>().unwrap(), "heap of {name}");
+        assert_eq!(r["status"], vm["status"].as_str(), "status of {name}");
+    }
+    let b = row(&snap, &blocked["pid"]);
+    assert_eq!(b["current_function"], "scope_table:waiting_here/0");
+    // The controller prints strings quoted.
+    assert_eq!(b["current_function"], blocked["current"].trim_matches('"'), "current function as process_info says");
+
+    let vm_count: u64 = beam.call("erlang:system_info(process_count)")["value"].parse().unwrap();
+    assert!(num(&snap["process_count"]).abs_diff(vm_count) <= 1, "process count {} vs {vm_count}", snap["process_count"]);
+    assert_eq!(num(&snap["torn"]), 0, "an idle VM has no torn records");
+}
+
+/// Snapshots of a VM that spawns and reaps processes all the time: every snapshot succeeds and
+/// every record it returns is a live-looking pid (torn ones are skipped and counted).
+#[test]
+fn snapshots_survive_process_churn() {
+    let mut beam = Beam::start();
+    beam.call("spawn(fun() -> scope_demo:start() end)");
+    std::thread::sleep(Duration::from_millis(500));
+    for _ in 0..20 {
+        let snap = snapshot_json(beam.os_pid);
+        let procs = snap["processes"].as_array().unwrap();
+        assert!(procs.len() > 30, "the demo's processes are there");
+        assert!(procs.iter().all(|p| p["pid"].as_str().unwrap().starts_with("<0.")));
+    }
+}
+
+#[test]
+fn monitor_exports_snapshot_metrics() {
+    let mut beam = Beam::start();
+    let mbox = beam.call("scope_table:mailbox(scope_mbox, 7000)");
+    let heap = beam.call("scope_table:big_heap(scope_heap, 150000)");
+    let probe = Probe::attach(beam.os_pid, &["--frequency", "0"]);
+    let m = probe.metrics();
+    assert_eq!(m.get("beam_top_process_message_queue_length", &[("pid", &mbox["pid"]), ("name", "scope_mbox")]), Some(7000.0));
+    assert!(m.value("beam_process_message_queue_length_max") >= 7000.0);
+    assert!(m.value("beam_process_message_queue_length_total") >= 7000.0);
+    let heap_bytes = heap["heap_words"].parse::<f64>().unwrap() * 8.0;
+    assert_eq!(m.get("beam_top_process_heap_bytes", &[("pid", &heap["pid"]), ("name", "scope_heap")]), Some(heap_bytes));
+    assert!(m.value("beam_process_heap_bytes_total") >= heap_bytes);
+    assert!(m.value("scope_probe_snapshot_seconds") > 0.0);
+}
+
+struct Tmux(String);
+
+impl Tmux {
+    fn start(cmd: &str) -> Tmux {
+        let name = format!("scope-probe-test-{}", std::process::id());
+        let ok = Command::new("tmux")
+            .args(["new-session", "-d", "-s", &name, "-x", "220", "-y", "50", cmd])
+            .status()
+            .expect("tmux (Debian package tmux)");
+        assert!(ok.success());
+        Tmux(name)
+    }
+
+    fn screen(&self) -> String {
+        let o = Command::new("tmux").args(["capture-pane", "-p", "-t", &self.0]).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &str) {
+        Command::new("tmux").args(["send-keys", "-t", &self.0, keys]).status().unwrap();
+    }
+
+    fn wait_for(&self, what: impl Fn(&str) -> bool) -> String {
+        for _ in 0..50 {
+            let s = self.screen();
+            if what(&s) {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        self.screen()
+    }
+
+    fn alive(&self) -> bool {
+        Command::new("tmux").args(["has-session", "-t", &self.0]).output().is_ok_and(|o| o.status.success())
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux").args(["kill-session", "-t", &self.0]).output();
+    }
+}
+
+fn line_of(screen: &str, needle: &str) -> usize {
+    screen.lines().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle} not on screen:\n{screen}"))
+}
+
+#[test]
+fn top_shows_names_and_sorts_by_queue_length() {
+    let mut beam = Beam::start();
+    beam.call("scope_table:mailbox(scope_small_box, 100)");
+    beam.call("scope_table:mailbox(scope_big_box, 5000)");
+    beam.call("scope_table:blocked(scope_blocked)");
+    let cmd = format!("{} top --pid {} --interval 500ms", probe::binary().display(), beam.os_pid);
+    let tmux = Tmux::start(&cmd);
+    let screen = tmux.wait_for(|s| s.contains("scope_big_box") && s.contains("scope_blocked"));
+    assert!(screen.contains("scope_small_box") && screen.contains("scope_blocked"), "{screen}");
+    assert!(screen.contains("OTP 25") && screen.contains("processes"), "header: {screen}");
+    assert!(!screen.contains("code_server"), "system processes hidden by default:\n{screen}");
+
+    tmux.keys("m");
+    let screen = tmux.wait_for(|s| s.contains("MSGQ ▼"));
+    assert!(line_of(&screen, "scope_big_box") < line_of(&screen, "scope_small_box"), "largest queue first:\n{screen}");
+    tmux.keys("m");
+    let screen = tmux.wait_for(|s| s.contains("MSGQ ▲"));
+    assert!(line_of(&screen, "scope_big_box") > line_of(&screen, "scope_small_box"), "reversed:\n{screen}");
+
+    tmux.keys("a");
+    let screen = tmux.wait_for(|s| s.contains("code_server"));
+    assert!(screen.contains("code_server"), "`a` shows system processes:\n{screen}");
+
+    tmux.keys("/");
+    tmux.keys("big");
+    tmux.keys("Enter");
+    let screen = tmux.wait_for(|s| !s.contains("scope_small_box"));
+    assert!(screen.contains("scope_big_box") && !screen.contains("scope_small_box"), "filtered:\n{screen}");
+
+    tmux.keys("q");
+    for _ in 0..25 {
+        if !tmux.alive() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!tmux.alive(), "q quits");
+}
