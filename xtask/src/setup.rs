@@ -19,6 +19,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "procps",      // pgrep
     "elixir",      // Elixir fixtures (Elixir-style frame names)
     "tmux",        // drives `scope-probe top` in the tests
+    "time",        // GNU time: peak memory in the benchmark
     "python3-jsonschema", // validates speedscope output against speedscope's schema
 ];
 
