@@ -11,7 +11,10 @@ use std::sync::OnceLock;
 pub fn fixtures_ebin() -> &'static Path {
     static EBIN: OnceLock<tempfile::TempDir> = OnceLock::new();
     EBIN.get_or_init(|| {
-        let dir = tempfile::Builder::new().prefix("scope-probe-ebin").tempdir().expect("temp dir");
+        // Under target/ so that the compiled fixtures go with `cargo clean`, not into /tmp.
+        let target = crate::workspace_root().join("target");
+        std::fs::create_dir_all(&target).expect("target/");
+        let dir = tempfile::Builder::new().prefix("fixtures-ebin").tempdir_in(target).expect("temp dir");
         let src = crate::workspace_root().join("tests/fixtures");
         let mut files: Vec<PathBuf> = std::fs::read_dir(&src)
             .expect("tests/fixtures")
@@ -113,5 +116,9 @@ impl Drop for Beam {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A VM started with +JPperf leaves its perf map (and jitdump) behind: a few MB each.
+        for f in [format!("/tmp/perf-{}.map", self.os_pid), format!("/tmp/jit-{}.dump", self.os_pid)] {
+            let _ = std::fs::remove_file(f);
+        }
     }
 }
