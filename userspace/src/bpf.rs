@@ -158,14 +158,14 @@ impl MonitorProbes {
     pub fn kernel_stats(&self) -> Result<KernelStats> {
         let mut stats = KernelStats::default();
         for (i, slot) in stats.0.iter_mut().enumerate() {
-            let key = (i as u32).to_ne_bytes();
-            if let Some(per_cpu) = self.skel.maps.stats.lookup_percpu(&key, MapFlags::ANY)? {
-                *slot = per_cpu
-                    .iter()
-                    .filter_map(|v| v.get(..8).map(|b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8]))))
-                    .sum();
-            }
+            *slot = sum_per_cpu(&self.skel.maps.stats, i as u32)?;
         }
         Ok(stats)
     }
+}
+
+/// A u64 counter of a per-CPU array, summed over CPUs.
+pub fn sum_per_cpu(map: &dyn MapCore, index: u32) -> Result<u64> {
+    let per_cpu = map.lookup_percpu(&index.to_ne_bytes(), MapFlags::ANY)?.unwrap_or_default();
+    Ok(per_cpu.iter().filter_map(|v| v.get(..8)).map(|b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8]))).sum())
 }

@@ -14,7 +14,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use beam_probes::BeamTarget;
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{Link, MapCore, MapFlags, RingBufferBuilder};
+use libbpf_rs::{Link, RingBufferBuilder};
+
+use crate::bpf::sum_per_cpu;
 
 pub mod profile {
     #![allow(clippy::all, unused_imports, dead_code, non_camel_case_types)]
@@ -202,13 +204,7 @@ fn run(
     let ring = builder.build()?;
     let _ = ready.send(Ok(()));
     let read_stats = || {
-        let sum = |id: types::profile_stat_id| -> u64 {
-            let key = id.0.to_ne_bytes();
-            match skel.maps.profile_stats.lookup_percpu(&key, MapFlags::ANY) {
-                Ok(Some(v)) => v.iter().filter_map(|b| b.get(..8)).map(|b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8]))).sum(),
-                _ => 0,
-            }
-        };
+        let sum = |id: types::profile_stat_id| sum_per_cpu(&skel.maps.profile_stats, id.0).unwrap_or(0);
         stats.taken.store(sum(types::profile_stat_id::PSTAT_SAMPLES), Ordering::Relaxed);
         stats.lost_ring_buffer.store(sum(types::profile_stat_id::PSTAT_LOST_RINGBUF), Ordering::Relaxed);
     };
