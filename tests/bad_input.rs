@@ -35,6 +35,13 @@ fn pid_that_does_not_exist() {
 #[test]
 fn pid_that_is_not_a_beam() {
     let mut sleep = Command::new("sleep").arg("30").spawn().unwrap();
+    // Until exec completes the child still carries this thread's name.
+    for _ in 0..100 {
+        if std::fs::read_to_string(format!("/proc/{}/comm", sleep.id())).is_ok_and(|c| c.trim() == "sleep") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     let out = run_on(sleep.id());
     let _ = sleep.kill();
     let _ = sleep.wait();
