@@ -63,7 +63,10 @@ pub fn setup() -> Result<()> {
         apt(&args)?;
     }
     mount_tracefs();
-    fetch_speedscope_schema()?;
+    // Only one test needs it; the demo and the rest must not fail without it.
+    if let Err(e) = fetch_speedscope_schema() {
+        eprintln!("xtask: warning: {e:#} (the speedscope schema test will fail)");
+    }
     Ok(())
 }
 
