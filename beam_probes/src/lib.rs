@@ -7,6 +7,7 @@
 //! Layout:
 //! - [`target`]: from an OS pid to a verified BEAM (exe, root, mappings, version).
 //! - [`elf`]: ELF symbols, build-id and address translation with the `object` crate.
+//! - [`dwarf`]: struct layouts from DWARF (`gimli`), to derive and check a build's offsets.
 //! - [`memory`]: reads of the target's memory from outside (`process_vm_readv`).
 //! - [`builds`]: one table per supported build (hooks, offsets, pid layout).
 //! - [`hooks`]: the hook points scope-probe can attach, named by what they observe.
@@ -16,6 +17,7 @@
 
 pub mod builds;
 pub mod code_names;
+pub mod dwarf;
 pub mod elf;
 pub mod error;
 pub mod hooks;

@@ -3,12 +3,17 @@
 //! - `setup`: installs the Debian packages scope-probe builds and tests with; mounts tracefs.
 //! - `build`: the release binary.
 //! - `demo`: setup + build, starts the bundled demo BEAM workload and attaches scope-probe.
-//! - `test`: setup + build + the whole test suite (needs root: it attaches to real VMs).
+//! - `test`: setup + build + the debug beam.smp (`otp-debug`, cached) + the whole test suite
+//!   (needs root: it attaches to real VMs).
 //! - `bench`: ping-pong round trips/s without a probe, with `--mode trace`, and with the
 //!   BEAM's own tracer, as ratios measured in the same run.
+//! - `otp-debug`: a beam.smp with DWARF built from Debian's own OTP 25 source (cached).
+//! - `offsets`: a build table's struct offsets from a beam.smp's DWARF, as Rust; `--check`.
 
 mod bench;
 mod demo;
+mod offsets;
+mod otp_debug;
 mod setup;
 
 use std::path::PathBuf;
@@ -54,6 +59,26 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// Build a beam.smp with DWARF from Debian's OTP 25 source into .cache/otp25-debug/ (cached).
+    OtpDebug {
+        /// Rebuild from a fresh source tree even when the cached binary exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print a build table's struct offsets read from a beam.smp's DWARF, as Rust.
+    Offsets {
+        /// The beam.smp (with DWARF, or with --debug-file).
+        binary: PathBuf,
+        /// Separate debug file holding the binary's DWARF (same build-id).
+        #[arg(long)]
+        debug_file: Option<PathBuf>,
+        /// Compare with the build table matching the binary's release; fail on any difference.
+        #[arg(long)]
+        check: bool,
+        /// Compare with this table (its id) instead of the one matching the release.
+        #[arg(long)]
+        table: Option<String>,
+    },
 }
 
 fn main() {
@@ -74,6 +99,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Test { args } => {
             setup::setup()?;
+            otp_debug::provision(false)?;
             let bin = build()?;
             test(&bin, &args)
         }
@@ -81,6 +107,10 @@ fn run(cli: Cli) -> Result<()> {
             setup::setup()?;
             let bin = build()?;
             bench::run(&bin, each, rounds)
+        }
+        Cmd::OtpDebug { force } => otp_debug::provision(force).map(|_| ()),
+        Cmd::Offsets { binary, debug_file, check, table } => {
+            offsets::run(&binary, debug_file.as_deref(), check, table.as_deref())
         }
     }
 }
