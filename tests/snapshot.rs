@@ -80,10 +80,10 @@ fn monitor_exports_snapshot_metrics() {
     let m = probe.metrics();
     assert_eq!(m.get("beam_top_process_message_queue_length", &[("pid", &mbox["pid"]), ("name", "scope_mbox")]), Some(7000.0));
     assert!(m.value("beam_process_message_queue_length_max") >= 7000.0);
-    assert!(m.value("beam_process_message_queue_length_total") >= 7000.0);
+    assert!(m.value("beam_processes_queued_messages") >= 7000.0);
     let heap_bytes = heap["heap_words"].parse::<f64>().unwrap() * 8.0;
     assert_eq!(m.get("beam_top_process_heap_bytes", &[("pid", &heap["pid"]), ("name", "scope_heap")]), Some(heap_bytes));
-    assert!(m.value("beam_process_heap_bytes_total") >= heap_bytes);
+    assert!(m.value("beam_processes_heap_bytes") >= heap_bytes);
     assert!(m.value("scope_probe_snapshot_seconds") > 0.0);
 }
 

@@ -244,8 +244,8 @@ fn render_snapshot(r: &mut Registry, snap: &Snapshot, label: &mut dyn FnMut(u64)
     let total_q: u64 = procs.iter().map(|p| p.message_queue_len).sum();
     let heap: u64 = procs.iter().map(|p| p.total_heap_words * 8).sum();
     gauge(r, "beam_process_message_queue_length_max", "Longest message queue of any process", max_q as i64);
-    gauge(r, "beam_process_message_queue_length_total", "Messages queued in all processes", total_q as i64);
-    gauge(r, "beam_process_heap_bytes_total", "Heap of all processes (young + old + fragments)", heap as i64);
+    gauge(r, "beam_processes_queued_messages", "Messages queued in all processes", total_q as i64);
+    gauge(r, "beam_processes_heap_bytes", "Heap of all processes (young + old + fragments)", heap as i64);
     let mut top = |name: &str, help: &str, key: &dyn Fn(&ProcessRecord) -> u64| {
         let mut v: Vec<&ProcessRecord> = procs.iter().filter(|p| key(p) > 0).collect();
         v.sort_by(|a, b| key(b).cmp(&key(a)).then(a.term.cmp(&b.term)));

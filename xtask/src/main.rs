@@ -139,7 +139,7 @@ fn test(bin: &std::path::Path, args: &[String]) -> Result<()> {
     setup::require_root("the integration tests attach probes to real BEAM processes")?;
     eprintln!("xtask: running the test suite");
     let status = cargo()
-        .args(["test", "--release", "--workspace"])
+        .args(["test", "--release", "--workspace", "--no-fail-fast"])
         .args(args)
         .env("SCOPE_PROBE_BIN", bin)
         .status()

@@ -87,7 +87,7 @@ pub static DEBIAN12_OTP25: BuildTable = BuildTable {
         serial_bits: 13,
         table_index_shift: 32,
     },
-    // (index << 6) | 0xb; IndexTable { Hash htable (112 bytes); type; size; limit; entries @116;
+    // (index << 6) | 0xb; IndexTable { Hash htable (104 bytes); type; size; limit; entries @116;
     // IndexSlot ***seg_table @120 }, 1024 slots per segment; Atom { len @24, name @32 }.
     atom: AtomLayout {
         tag_mask: 0x3f,
