@@ -114,6 +114,14 @@ fn vm_runs_from_the_debug_build_and_is_read_with_the_table() {
     let code_server = vm.call("pid_to_list(whereis(code_server))")["value"].trim_matches('"').to_owned();
     let target = beam_probes::BeamTarget::open(vm.os_pid).unwrap();
     assert_eq!(target.table.id, DEBIAN12_OTP25.id);
+    // With DWARF in the binary, its offsets are the ones in use (and equal the table's).
+    assert_eq!(target.offsets, beam_probes::target::OffsetSource::Dwarf);
+    assert!(dwarf::compare(&dwarf::derive_offsets(&exe).unwrap(), target.table).is_empty());
+    let out = scope_probe_tests::probe::run(&["snapshot", "--pid", &vm.os_pid.to_string(), "--json", "--all"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["offsets"], "dwarf", "the snapshot says where its offsets come from");
+    assert!(json["processes"].as_array().unwrap().iter().any(|p| p["name"] == "code_server" && p["pid"] == code_server.as_str()));
     let snap = beam_probes::snapshot::snapshot(&target.process_table()).unwrap();
     let found = snap.processes.iter().find(|p| p.name.as_deref() == Some("code_server"));
     let found = found.unwrap_or_else(|| panic!("code_server in the snapshot of the debug VM: {:?}", snap.processes));

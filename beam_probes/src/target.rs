@@ -16,6 +16,24 @@ use crate::memory::RemoteMemory;
 use crate::proctab::ProcessTable;
 use crate::terms::Pid;
 
+/// Where the struct offsets in use come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetSource {
+    /// The hand-written build table.
+    Table,
+    /// The binary's own DWARF (gimli), over the table's values.
+    Dwarf,
+}
+
+impl OffsetSource {
+    pub fn label(self) -> &'static str {
+        match self {
+            OffsetSource::Table => "table",
+            OffsetSource::Dwarf => "dwarf",
+        }
+    }
+}
+
 /// A live BEAM VM that scope-probe can observe.
 #[derive(Debug)]
 pub struct BeamTarget {
@@ -30,6 +48,8 @@ pub struct BeamTarget {
     pub otp_release: String,
     pub erts_version: String,
     pub table: &'static BuildTable,
+    /// Whether `table`'s struct offsets come from the table or from the binary's DWARF.
+    pub offsets: OffsetSource,
     pub mem: RemoteMemory,
 }
 
@@ -100,7 +120,28 @@ impl BeamTarget {
             path: exe.clone(),
             missing: format!("no offsets table for this release; known builds: {}", builds::known_builds()),
         })?;
-        Ok(BeamTarget { pid, exe, host_path, elf, load_bias, otp_release, erts_version, table, mem })
+        let (table, offsets) = Self::offsets_from_dwarf(&host_path, table);
+        Ok(BeamTarget { pid, exe, host_path, elf, load_bias, otp_release, erts_version, table, offsets, mem })
+    }
+
+    /// When the binary carries DWARF, its struct layouts are the truth for this binary: they
+    /// replace the table's offsets (hooks and term layouts stay the table's). A binary whose
+    /// DWARF lacks a struct keeps the table.
+    fn offsets_from_dwarf(path: &Path, table: &'static BuildTable) -> (&'static BuildTable, OffsetSource) {
+        if !crate::dwarf::has_debug_info(path) {
+            return (table, OffsetSource::Table);
+        }
+        let Ok(d) = crate::dwarf::derive_offsets(path) else { return (table, OffsetSource::Table) };
+        let mut t = table.clone();
+        t.process = d.process;
+        t.reg_proc = d.reg_proc;
+        t.ptab = d.ptab;
+        t.atom.table_entries = d.atom.table_entries;
+        t.atom.table_seg_table = d.atom.table_seg_table;
+        t.atom.atom_len = d.atom.atom_len;
+        t.atom.atom_name = d.atom.atom_name;
+        // One table per attach, for the life of the process.
+        (Box::leak(Box::new(t)), OffsetSource::Dwarf)
     }
 
     /// The executable as seen from here: through the target's root when that path exists,

@@ -79,13 +79,14 @@ async fn monitor(cli: MonitorArgs, target: Arc<BeamTarget>, hooks: Vec<beam_prob
     let started = std::time::Instant::now();
     let (probe, report) = ProbeThread::start(target.clone(), hooks, cli.mode, shared.clone())?;
     eprintln!(
-        "scope-probe: attached to pid {} ({}) in {} ms: OTP {}, ERTS {}, build {}, source uprobe, mode {}",
+        "scope-probe: attached to pid {} ({}) in {} ms: OTP {}, ERTS {}, build {} (offsets from {}), source uprobe, mode {}",
         target.pid,
         target.exe.display(),
         started.elapsed().as_millis(),
         target.otp_release,
         target.erts_version,
         target.table.id,
+        target.offsets.label(),
         cli.mode.name(),
     );
     eprintln!("scope-probe: hooks: {} ({})", report.capabilities.join(", "), report.symbols.join(", "));

@@ -35,6 +35,8 @@ pub struct ProcessTableView {
     pub os_pid: u32,
     pub otp_release: String,
     pub erts_version: String,
+    /// Where the struct offsets came from: the build table or the binary's DWARF.
+    pub offsets: &'static str,
     pub process_count: usize,
     /// Records skipped because they changed while being read.
     pub torn: u64,
@@ -117,6 +119,7 @@ pub fn read(target: &BeamTarget, symbolizer: &mut Symbolizer) -> Result<ProcessT
         os_pid: target.pid,
         otp_release: target.otp_release.clone(),
         erts_version: target.erts_version.clone(),
+        offsets: target.offsets.label(),
         process_count: processes.len(),
         torn: snap.torn,
         snapshot_seconds: snap.elapsed.as_secs_f64(),

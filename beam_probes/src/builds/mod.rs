@@ -117,7 +117,7 @@ pub struct JitRecordLayout {
     pub line_info_size: u64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct BuildTable {
     /// Short stable name, printed at attach and in `scope_probe_build_info`.
     pub id: &'static str,
