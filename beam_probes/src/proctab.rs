@@ -49,22 +49,6 @@ impl<'a> ProcessTable<'a> {
         Ok((tab, max))
     }
 
-    /// Number of live processes: occupied slots of the table.
-    pub fn live_count(&self) -> Result<u64> {
-        let (tab, max) = self.slots()?;
-        // Read in chunks to bound the buffer.
-        const CHUNK: u32 = 64 * 1024;
-        let mut live = 0u64;
-        let mut start = 0u32;
-        while start < max {
-            let n = CHUNK.min(max - start);
-            let buf = self.mem.read_vec(tab + u64::from(start) * 8, n as usize * 8, "process table")?;
-            live += buf.chunks_exact(8).filter(|c| c.iter().any(|&b| b != 0)).count() as u64;
-            start += n;
-        }
-        Ok(live)
-    }
-
     /// The `Process*` for a pid term, if that pid is still alive.
     pub fn process_ptr(&self, pid_term: u64) -> Result<Option<u64>> {
         let (tab, max) = self.slots()?;
