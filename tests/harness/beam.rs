@@ -91,6 +91,27 @@ impl Beam {
         Beam { child, stdin, stdout, os_pid }
     }
 
+    /// Spawns a prepared command that starts a VM running the controller (`-eval
+    /// scope_ctl:main()` with the fixtures on its code path; e.g. a VM in a chroot, see
+    /// [`crate::chroot`]) and waits for its `ready` line; `what` names it in panics.
+    pub fn spawn(mut cmd: Command, what: &str) -> Beam {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {what}: {e}"));
+        let stdin = child.stdin.take().expect("stdin");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("reading the VM's first line");
+        let os_pid = line
+            .trim()
+            .strip_prefix("ready os_pid=")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line from {what}: {line:?}"));
+        Beam { child, stdin, stdout, os_pid }
+    }
+
     /// Evaluates one Erlang expression (without the final dot) in the VM.
     pub fn call(&mut self, expr: &str) -> Reply {
         writeln!(self.stdin, "{expr}.").expect("writing to the VM");

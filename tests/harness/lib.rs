@@ -3,6 +3,7 @@
 //! VM's own tracing inside the fixtures (tests/fixtures).
 
 pub mod beam;
+pub mod chroot;
 pub mod metrics;
 pub mod probe;
 

@@ -9,8 +9,10 @@
 //!   BEAM's own tracer, as ratios measured in the same run.
 //! - `otp-debug`: a beam.smp with DWARF built from Debian's own OTP 25 source (cached).
 //! - `offsets`: a build table's struct offsets from a beam.smp's DWARF, as Rust; `--check`.
+//! - `chroot`: a minimal Debian trixie/forky chroot with newer OTP (cached); `--run -- CMD`.
 
 mod bench;
+mod chroot;
 mod demo;
 mod offsets;
 mod otp_debug;
@@ -79,6 +81,20 @@ enum Cmd {
         #[arg(long)]
         table: Option<String>,
     },
+    /// A minimal Debian chroot (trixie: OTP 27, forky: OTP 29) with erlang-base and elixir in
+    /// .cache/chroots/<suite>/ (cached); `--run -- CMD...` runs a command inside it.
+    Chroot {
+        /// trixie or forky.
+        suite: String,
+        /// Redo it even when cached.
+        #[arg(long)]
+        force: bool,
+        /// Run the command after `--` inside the chroot (with /proc and /dev mounted for it).
+        #[arg(long)]
+        run: bool,
+        #[arg(last = true)]
+        cmd: Vec<String>,
+    },
 }
 
 fn main() {
@@ -112,6 +128,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Offsets { binary, debug_file, check, table } => {
             offsets::run(&binary, debug_file.as_deref(), check, table.as_deref())
         }
+        Cmd::Chroot { suite, force, run, cmd } => chroot::run(&suite, force, run, &cmd),
     }
 }
 

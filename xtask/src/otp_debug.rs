@@ -78,7 +78,7 @@ pub fn debug_beam_path() -> PathBuf {
     crate::workspace_root().join(".cache/otp25-debug/beam.smp")
 }
 
-fn src_dir() -> PathBuf {
+pub(crate) fn src_dir() -> PathBuf {
     crate::workspace_root().join(".cache/otp25-src")
 }
 
@@ -93,9 +93,31 @@ pub fn provision(force: bool) -> Result<PathBuf> {
     let started = Instant::now();
     let step = |what: &str| eprintln!("xtask: otp-debug [{:>5.0}s] {what}", started.elapsed().as_secs_f64());
 
+    prepare_apt(&[], &step)?;
+    let src = src_dir();
+    let tree = download_source(&src, &step)?;
+
+    step("./configure (Debian's flags, CFLAGS with -g)");
+    configure(&tree, &[], &src.join("configure.log"))?;
+    let make_log = src.join("make.log");
+    let built = make_emulator(&tree, &make_log, "otp-debug", &step)?;
+    std::fs::create_dir_all(out.parent().unwrap())?;
+    let tmp = out.with_extension("tmp");
+    std::fs::copy(&built, &tmp).with_context(|| format!("copying {}", built.display()))?;
+    std::fs::rename(&tmp, &out)?;
+    if !beam_probes::dwarf::has_debug_info(&out) {
+        bail!("{} has no .debug_info: were CFLAGS honoured? see {}", out.display(), make_log.display());
+    }
+    step(&format!("done: {} (built from {})", out.display(), tree.display()));
+    Ok(out)
+}
+
+/// Adds the deb-src entry if needed, runs `apt-get update` when something is missing, and
+/// installs [`BUILD_PACKAGES`] plus `extra` (those not installed yet).
+pub(crate) fn prepare_apt(extra: &[&str], step: &dyn Fn(&str)) -> Result<()> {
     step("deb-src entry");
     let wrote_sources = ensure_deb_src()?;
-    let missing: Vec<&str> = BUILD_PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    let missing: Vec<&str> = BUILD_PACKAGES.iter().chain(extra).copied().filter(|p| !installed(p)).collect();
     if wrote_sources || !missing.is_empty() || !apt_knows_source() {
         step("apt-get update");
         apt(&["-q", "-o", "DPkg::Lock::Timeout=600", "update"])?;
@@ -106,43 +128,57 @@ pub fn provision(force: bool) -> Result<PathBuf> {
         args.extend(&missing);
         apt(&args)?;
     }
+    Ok(())
+}
 
-    let src = src_dir();
+/// Empties `src` and `apt-get source`s Debian's OTP source (the installed version when apt has
+/// it) into it; returns the unpacked tree.
+pub(crate) fn download_source(src: &Path, step: &dyn Fn(&str)) -> Result<PathBuf> {
     if src.exists() {
-        std::fs::remove_dir_all(&src).with_context(|| format!("removing {}", src.display()))?;
+        std::fs::remove_dir_all(src).with_context(|| format!("removing {}", src.display()))?;
     }
-    std::fs::create_dir_all(&src)?;
+    std::fs::create_dir_all(src)?;
     let wanted = source_version();
     step(&format!("apt-get source {wanted} into {}", src.display()));
     let status = Command::new("apt-get")
         .args(["source", "-q", &wanted])
-        .current_dir(&src)
+        .current_dir(src)
         .env("DEBIAN_FRONTEND", "noninteractive")
         .status()
         .context("running apt-get source")?;
     if !status.success() {
         bail!("apt-get source {wanted} failed (is {SOURCES_FILE} right for this mirror?)");
     }
-    let tree = std::fs::read_dir(&src)?
+    unpacked_tree(src)
+}
+
+/// The unpacked OTP source tree under `dir`.
+pub(crate) fn unpacked_tree(dir: &Path) -> Result<PathBuf> {
+    std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.is_dir() && p.join("erts/configure").exists())
-        .with_context(|| format!("no unpacked OTP source tree under {}", src.display()))?;
+        .with_context(|| format!("no unpacked OTP source tree under {}", dir.display()))
+}
 
-    step("./configure (Debian's flags, CFLAGS with -g)");
-    let configure_log = src.join("configure.log");
+/// `./configure` in `tree` with Debian's flags, ours, and `extra`, with Debian's CFLAGS;
+/// output into `log`.
+pub(crate) fn configure(tree: &Path, extra: &[&str], log: &Path) -> Result<()> {
     run_logged(
         Command::new("./configure")
             .args(DEBIAN_CONFIGURE_FLAGS)
             .args(EXTRA_CONFIGURE_FLAGS)
+            .args(extra)
             .env("CFLAGS", DEBIAN_CFLAGS)
-            .current_dir(&tree),
-        &configure_log,
+            .current_dir(tree),
+        log,
     )
-    .with_context(|| format!("configure failed, see {}", configure_log.display()))?;
+    .with_context(|| format!("configure failed, see {}", log.display()))
+}
 
+/// `make emulator` in a configured `tree` (output into `log`); returns the built beam.smp.
+pub(crate) fn make_emulator(tree: &Path, log: &Path, what: &str, step: &dyn Fn(&str)) -> Result<PathBuf> {
     let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
-    step(&format!("make -j{jobs} emulator (log: {})", src.join("make.log").display()));
-    let make_log = src.join("make.log");
+    step(&format!("make -j{jobs} emulator (log: {})", log.display()));
     // `make emulator` builds beam.smp, then may fail on erl_call (erl_interface): only
     // beam.smp matters, so success is judged by it being there.
     let make_ok = run_logged(
@@ -150,27 +186,19 @@ pub fn provision(force: bool) -> Result<PathBuf> {
             .arg(format!("-j{jobs}"))
             .arg(format!("GEN_OPT_FLGS={DEBIAN_GEN_OPT_FLGS}"))
             .arg("emulator")
-            .current_dir(&tree),
-        &make_log,
+            .current_dir(tree),
+        log,
     )
     .is_ok();
     let built = tree.join("bin/x86_64-pc-linux-gnu/beam.smp");
     let built = if built.exists() { built } else { find_beam_smp(&tree.join("bin")).unwrap_or(built) };
     if !built.exists() {
-        bail!("make emulator did not produce beam.smp, see {}", make_log.display());
+        bail!("make emulator did not produce beam.smp, see {}", log.display());
     }
     if !make_ok {
-        eprintln!("xtask: otp-debug: make stopped after beam.smp (harmless: see {})", make_log.display());
+        eprintln!("xtask: {what}: make stopped after beam.smp (harmless: see {})", log.display());
     }
-    std::fs::create_dir_all(out.parent().unwrap())?;
-    let tmp = out.with_extension("tmp");
-    std::fs::copy(&built, &tmp).with_context(|| format!("copying {}", built.display()))?;
-    std::fs::rename(&tmp, &out)?;
-    if !beam_probes::dwarf::has_debug_info(&out) {
-        bail!("{} has no .debug_info: were CFLAGS honoured? see {}", out.display(), make_log.display());
-    }
-    step(&format!("done: {} (built from {})", out.display(), tree.display()));
-    Ok(out)
+    Ok(built)
 }
 
 /// Writes [`SOURCES_FILE`]: `debian.sources` with `Types: deb-src` (same URIs, suites,

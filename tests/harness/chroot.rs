@@ -1,0 +1,127 @@
+//! BEAMs inside the minimal Debian chroots that `cargo xtask chroot <suite>` provisions under
+//! `.cache/chroots/<suite>/` (trixie: OTP 27, forky: OTP 29), for the build-matrix tests.
+//!
+//! A command runs in the chroot in its own mount namespace, with `/proc` mounted and `/dev`
+//! bind-mounted under the chroot's root: the mounts are private to that namespace, nobody else
+//! sees them, and the kernel removes them when the last process in it exits. Nothing to unmount
+//! by hand, even when a test panics or is killed. The process keeps its host pid (no pid
+//! namespace), so scope-probe, outside, finds it by that pid and its files through
+//! `/proc/PID/root`. The chroot's `/tmp` is its own directory (the VM's perf map lands there).
+//! Needs root (mount namespaces, mount, chroot).
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+use crate::Beam;
+
+/// The suites `cargo xtask chroot` provisions.
+pub const SUITES: &[&str] = &["trixie", "forky"];
+
+/// File at the root of a chroot, written last by `cargo xtask chroot`: without it the chroot is
+/// incomplete (and gets redone).
+pub const STAMP: &str = ".xtask-chroot-complete";
+
+/// `.cache/chroots/<suite>` under the workspace root.
+pub fn chroot_dir(suite: &str) -> PathBuf {
+    crate::workspace_root().join(".cache/chroots").join(suite)
+}
+
+/// The complete chroot of `suite`, or a message saying how to provision it.
+pub fn provisioned(suite: &str) -> Result<PathBuf, String> {
+    let dir = chroot_dir(suite);
+    if dir.join(STAMP).is_file() {
+        Ok(dir)
+    } else if dir.exists() {
+        Err(format!(
+            "{} is incomplete (no {STAMP}): run `cargo xtask chroot {suite} --force`",
+            dir.display()
+        ))
+    } else {
+        Err(format!("{} does not exist: run `cargo xtask chroot {suite}` (as root)", dir.display()))
+    }
+}
+
+fn cstring(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).expect("path without NUL")
+}
+
+/// `program` (a path inside the chroot, e.g. `/usr/bin/erl`) as a command to run with `root` as
+/// its root directory, in a private mount namespace with `/proc` and `/dev` mounted (see the
+/// module documentation). The working directory is the chroot's `/`; `PATH` and `HOME` are set
+/// for the chroot; the rest of the environment is inherited.
+pub fn command(root: &Path, program: &str) -> Command {
+    let root = root.canonicalize().unwrap_or_else(|e| panic!("chroot {}: {e}", root.display()));
+    let c_root = cstring(&root);
+    let c_proc = cstring(&root.join("proc"));
+    let c_dev = cstring(&root.join("dev"));
+    let (none, slash, proc_, dev) = (c"none", c"/", c"proc", c"/dev");
+    let mut cmd = Command::new(program);
+    cmd.env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin").env("HOME", "/root");
+    let check = |r: libc::c_int| if r == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) };
+    // SAFETY: only async-signal-safe system calls between fork and exec, on CStrings prepared
+    // before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            check(libc::unshare(libc::CLONE_NEWNS))?;
+            // Mounts made from here on must not propagate back to the host's namespace.
+            check(libc::mount(none.as_ptr(), slash.as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()))?;
+            check(libc::mount(
+                proc_.as_ptr(),
+                c_proc.as_ptr(),
+                proc_.as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                std::ptr::null(),
+            ))?;
+            check(libc::mount(dev.as_ptr(), c_dev.as_ptr(), std::ptr::null(), libc::MS_BIND | libc::MS_REC, std::ptr::null()))?;
+            check(libc::chroot(c_root.as_ptr()))?;
+            check(libc::chdir(slash.as_ptr()))?;
+            Ok(())
+        });
+    }
+    cmd
+}
+
+/// Compiles the Erlang fixtures (tests/fixtures/*.erl) with the chroot's own `erlc`, once per
+/// chroot and test binary, into a private directory under the chroot's `/tmp`; returns that
+/// directory as the chroot sees it. (The chroot's compiler rather than the host's: a .beam
+/// must not depend on which OTP the host has.) Elixir fixtures are not compiled.
+pub fn fixtures_ebin_in(root: &Path) -> String {
+    static DIRS: Mutex<Vec<(PathBuf, tempfile::TempDir)>> = Mutex::new(Vec::new());
+    let mut dirs = DIRS.lock().unwrap_or_else(|e| e.into_inner());
+    let inside = |d: &tempfile::TempDir| format!("/{}", d.path().strip_prefix(root).expect("under the chroot").display());
+    if let Some((_, d)) = dirs.iter().find(|(r, _)| r == root) {
+        return inside(d);
+    }
+    let dir = tempfile::Builder::new().prefix("scope-fixtures").tempdir_in(root.join("tmp")).expect("temp dir in the chroot's /tmp");
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).expect("src dir");
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(crate::workspace_root().join("tests/fixtures")).expect("tests/fixtures") {
+        let p = e.expect("dir entry").path();
+        if p.extension().is_some_and(|x| x == "erl") {
+            let name = p.file_name().expect("file name").to_owned();
+            std::fs::copy(&p, src.join(&name)).expect("copying a fixture");
+            names.push(format!("{}/src/{}", inside(&dir), name.to_string_lossy()));
+        }
+    }
+    names.sort();
+    let out = command(root, "/usr/bin/erlc").arg("-o").arg(inside(&dir)).args(&names).output().expect("running the chroot's erlc");
+    assert!(out.status.success(), "erlc in {} failed: {}", root.display(), String::from_utf8_lossy(&out.stderr));
+    let path = inside(&dir);
+    dirs.push((root.to_owned(), dir));
+    path
+}
+
+/// Starts the chroot's `erl` running the controller (tests/fixtures/scope_ctl.erl), like
+/// [`Beam::start_with`]: the same protocol, with extra emulator arguments `args`. The returned
+/// [`Beam::os_pid`] is the host pid of the chroot's beam.smp.
+pub fn start_beam_in_chroot(root: &Path, args: &[&str]) -> Beam {
+    let ebin = fixtures_ebin_in(root);
+    let mut cmd = command(root, "/usr/bin/erl");
+    cmd.args(["-noshell", "-pa", &ebin]).args(args).args(["-eval", "scope_ctl:main()"]);
+    Beam::spawn(cmd, &format!("erl in {}", root.display()))
+}
