@@ -1,0 +1,63 @@
+//! Newer OTP builds in Debian chroots (`cargo xtask chroot trixie|forky`, cached under
+//! .cache/chroots/): the VM runs inside the chroot, scope-probe outside. scope-probe has no table
+//! for these builds yet, so what is checked here is the refusal: one clear line, naming the build
+//! (trixie's OTP 27) or saying that the symbols are missing (forky's stripped OTP 29).
+//!
+//! Ignored by default: the chroots are not provisioned by `cargo xtask test` yet. Run with
+//! `cargo xtask chroot trixie && cargo xtask chroot forky && cargo xtask test chroot_targets -- --ignored`
+//! (as root).
+
+use beam_probes::elf::ElfInfo;
+use scope_probe_tests::chroot::{provisioned, start_beam_in_chroot};
+use scope_probe_tests::probe;
+
+fn chroot_or_fail(suite: &str) -> std::path::PathBuf {
+    provisioned(suite).unwrap_or_else(|e| panic!("the {suite} chroot is missing: {e}"))
+}
+
+/// scope-probe against `pid`: must fail with exactly one line, exit code 1, no panic; returns
+/// that line.
+fn refusal(pid: u32) -> String {
+    let port = probe::free_port().to_string();
+    let out = probe::run(&["--pid", &pid.to_string(), "--listen", &format!("127.0.0.1:{port}"), "--duration", "5s"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).trim_end().to_owned();
+    assert!(!out.status.success(), "expected a refusal, got {:?}: {stderr}", out.status);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    stderr
+}
+
+#[test]
+#[ignore = "needs cargo xtask chroot trixie|forky; run with --ignored"]
+fn trixie_otp27_is_refused_naming_the_build() {
+    let root = chroot_or_fail("trixie");
+    let mut beam = start_beam_in_chroot(&root, &[]);
+    let otp = beam.call("erlang:system_info(otp_release)")["value"].trim_matches('"').to_owned();
+    let erts = beam.call("erlang:system_info(version)")["value"].trim_matches('"').to_owned();
+    assert_eq!(otp, "27", "trixie ships OTP 27");
+    let msg = refusal(beam.os_pid);
+    assert!(msg.contains("unsupported BEAM build"), "{msg}");
+    assert!(msg.contains(&format!("OTP {otp}")) && msg.contains(&format!("ERTS {erts}")), "names OTP {otp}, ERTS {erts}: {msg}");
+}
+
+#[test]
+#[ignore = "needs cargo xtask chroot trixie|forky; run with --ignored"]
+fn forky_stripped_otp29_is_refused_for_missing_symbols() {
+    let root = chroot_or_fail("forky");
+    let mut beam = start_beam_in_chroot(&root, &[]);
+    let otp = beam.call("erlang:system_info(otp_release)")["value"].trim_matches('"').to_owned();
+    assert_eq!(otp, "29", "forky ships OTP 29");
+    // Stripped: only the NIF and driver API is exported (330 symbols in erts 17.1).
+    let exe = std::fs::read_link(format!("/proc/{}/exe", beam.os_pid)).expect("the VM's executable");
+    let elf = ElfInfo::open(&exe).expect("reading beam.smp");
+    assert!(elf.symbol("erts_send_message").is_none(), "forky's beam.smp exports its internals now: update this test");
+    let build_id = elf.build_id.expect("beam.smp has a build-id");
+    let msg = refusal(beam.os_pid);
+    assert!(msg.contains("unsupported BEAM build"), "{msg}");
+    assert!(msg.contains(&format!("build-id {build_id}")), "names the build: {msg}");
+    assert!(
+        msg.contains("etp_otp_release") && (msg.contains("not exported") || msg.contains("not found")),
+        "says which symbols are missing: {msg}"
+    );
+}
