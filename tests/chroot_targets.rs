@@ -55,6 +55,7 @@ fn forky_stripped_otp29_is_refused_for_missing_symbols() {
     let build_id = elf.build_id.expect("beam.smp has a build-id");
     let msg = refusal(beam.os_pid);
     assert!(msg.contains("unsupported BEAM build"), "{msg}");
+    assert!(msg.contains("ERTS 17.1"), "names the ERTS version from the install path: {msg}");
     assert!(msg.contains(&format!("build-id {build_id}")), "names the build: {msg}");
     assert!(
         msg.contains("etp_otp_release") && (msg.contains("not exported") || msg.contains("not found")),

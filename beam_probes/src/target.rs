@@ -91,9 +91,14 @@ impl BeamTarget {
         let elf = ElfInfo::open(&host_path)?;
         let (Some(rel_sym), Some(ver_sym)) = (elf.symbol(OTP_RELEASE_SYMBOL), elf.symbol(ERTS_VERSION_SYMBOL))
         else {
+            // Without the version symbols the install layout still names ERTS (erts-X/bin).
+            let erts_from_path = exe
+                .ancestors()
+                .filter_map(|a| a.file_name()?.to_str()?.strip_prefix("erts-").map(str::to_owned))
+                .next();
             return Err(Error::UnsupportedBuild {
                 otp_release: "?".into(),
-                erts_version: "?".into(),
+                erts_version: erts_from_path.unwrap_or_else(|| "?".into()),
                 build_id: elf.build_id.clone().unwrap_or_else(|| "none".into()),
                 path: exe,
                 missing: format!(
