@@ -37,8 +37,8 @@ pub fn classify(comm: &str) -> (ThreadKind, Option<u32>) {
         return (ThreadKind::DirtyIo, num(n));
     }
     // OTP 25: N_scheduler, N_dirty_cpu_sch(eduler), N_dirty_io_sche(duler) (15-char comm).
-    if let Some((n, rest)) = comm.split_once('_') {
-        if let Some(n) = num(n) {
+    if let Some((n, rest)) = comm.split_once('_')
+        && let Some(n) = num(n) {
             if rest.starts_with("scheduler") {
                 return (ThreadKind::Normal, Some(n));
             }
@@ -49,7 +49,6 @@ pub fn classify(comm: &str) -> (ThreadKind, Option<u32>) {
                 return (ThreadKind::DirtyIo, Some(n));
             }
         }
-    }
     (ThreadKind::Other, None)
 }
 

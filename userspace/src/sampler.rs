@@ -194,11 +194,10 @@ fn run(
     };
     let mut builder = RingBufferBuilder::new();
     builder.add(&skel.maps.samples, |data: &[u8]| {
-        if let Some(s) = Sample::decode(data) {
-            if let Err(TrySendError::Full(_)) = tx.try_send(s) {
+        if let Some(s) = Sample::decode(data)
+            && let Err(TrySendError::Full(_)) = tx.try_send(s) {
                 stats.lost_channel.fetch_add(1, Ordering::Relaxed);
             }
-        }
         0
     })?;
     let ring = builder.build()?;

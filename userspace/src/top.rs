@@ -96,11 +96,10 @@ impl App {
             terminal.draw(|f| self.draw(f)).context("drawing")?;
             let due = self.last_refresh.map_or(Duration::ZERO, |t| self.interval.saturating_sub(t.elapsed()));
             if event::poll(due)? {
-                if let Event::Key(k) = event::read()? {
-                    if k.kind == KeyEventKind::Press && !self.key(k.code, k.modifiers) {
+                if let Event::Key(k) = event::read()?
+                    && k.kind == KeyEventKind::Press && !self.key(k.code, k.modifiers) {
                         return Ok(());
                     }
-                }
             } else {
                 self.refresh();
                 if !self.target.is_alive() {
