@@ -83,7 +83,6 @@ impl AtomLayout {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::builds::DEBIAN12_OTP25;
 
     #[test]
