@@ -8,6 +8,7 @@
 //! - `bench`: ping-pong round trips/s without a probe, with `--mode trace`, and with the
 //!   BEAM's own tracer, as ratios measured in the same run.
 //! - `otp-debug`: a beam.smp with DWARF built from Debian's own OTP 25 source (cached).
+//! - `otp-usdt`: the same with the VM's USDT probes (`--with-dynamic-trace=systemtap`; cached).
 //! - `offsets`: a build table's struct offsets from a beam.smp's DWARF, as Rust; `--check`.
 //! - `chroot`: a minimal Debian trixie/forky chroot with newer OTP (cached); `--run -- CMD`.
 
@@ -16,6 +17,7 @@ mod chroot;
 mod demo;
 mod offsets;
 mod otp_debug;
+mod otp_usdt;
 mod setup;
 
 use std::path::PathBuf;
@@ -63,6 +65,13 @@ enum Cmd {
     },
     /// Build a beam.smp with DWARF from Debian's OTP 25 source into .cache/otp25-debug/ (cached).
     OtpDebug {
+        /// Rebuild from a fresh source tree even when the cached binary exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Build a beam.smp with USDT probes (systemtap) and DWARF from Debian's OTP 25 source into
+    /// .cache/otp25-usdt/ (cached).
+    OtpUsdt {
         /// Rebuild from a fresh source tree even when the cached binary exists.
         #[arg(long)]
         force: bool,
@@ -125,6 +134,7 @@ fn run(cli: Cli) -> Result<()> {
             bench::run(&bin, each, rounds)
         }
         Cmd::OtpDebug { force } => otp_debug::provision(force).map(|_| ()),
+        Cmd::OtpUsdt { force } => otp_usdt::provision(force).map(|_| ()),
         Cmd::Offsets { binary, debug_file, check, table } => {
             offsets::run(&binary, debug_file.as_deref(), check, table.as_deref())
         }

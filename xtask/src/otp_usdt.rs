@@ -131,5 +131,6 @@ fn stapsdt_erlang_probes(binary: &Path) -> Result<usize> {
     if !out.status.success() {
         bail!("readelf -n {} failed", binary.display());
     }
-    Ok(String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.trim() == "Provider: erlang").count())
+    // With --wide, each note is one line: "  stapsdt  0x.. NT_STAPSDT (...)\t    Provider: erlang".
+    Ok(String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.trim_end().ends_with("Provider: erlang")).count())
 }
