@@ -83,15 +83,8 @@ fn bad_duration_is_a_usage_error() {
 /// version string in beam.smp changed (the VM runs normally; only its identity differs).
 #[test]
 fn unsupported_build_is_refused_by_name() {
-    let root = tempfile::Builder::new().prefix("scope-probe-otp").tempdir().unwrap();
-    let status = Command::new("cp").args(["-a", "/usr/lib/erlang/."]).arg(root.path()).status().unwrap();
-    assert!(status.success());
-    let beam_smp = std::fs::read_dir(root.path())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.path().join("bin/beam.smp"))
-        .find(|p| p.exists())
-        .expect("erts-*/bin/beam.smp in the copy");
+    let copy = scope_probe_tests::otp_copy::OtpCopy::new();
+    let beam_smp = copy.beam_smp.clone();
     let elf = ElfInfo::open(&beam_smp).unwrap();
     let sym = elf.symbol("etp_erts_version").expect("OTP 25 exports etp_erts_version");
     let off = elf.file_offset(sym.address).unwrap() as usize;
@@ -103,13 +96,7 @@ fn unsupported_build_is_refused_by_name() {
     bytes[off..end].copy_from_slice(fake.as_bytes());
     std::fs::write(&beam_smp, bytes).unwrap();
 
-    // Debian's erl script hard-codes its root: point the copy's script at the copy.
-    let erl = root.path().join("bin/erl");
-    let script = std::fs::read_to_string(&erl).unwrap();
-    std::fs::write(&erl, script.replace("/usr/lib/erlang", &root.path().to_string_lossy())).unwrap();
-    let beam = Beam::start_with(&erl, &[], &[]);
-    let exe = std::fs::read_link(format!("/proc/{}/exe", beam.os_pid)).unwrap();
-    assert!(exe.starts_with(root.path()), "the VM runs the patched copy: {}", exe.display());
+    let beam = copy.start();
     let out = run_on(beam.os_pid);
     assert_clean_failure(&out, "unsupported BEAM build");
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -92,20 +92,9 @@ fn stripped_binary_has_no_dwarf() {
 #[test]
 fn vm_runs_from_the_debug_build_and_is_read_with_the_table() {
     let debug = debug_beam();
-    let root = tempfile::Builder::new().prefix("scope-probe-otp-debug").tempdir().unwrap();
-    let status = Command::new("cp").args(["-a", "/usr/lib/erlang/."]).arg(root.path()).status().unwrap();
-    assert!(status.success());
-    let beam_smp = root.path().join("erts-13.1.5/bin/beam.smp");
-    assert!(beam_smp.exists(), "the installed OTP is ERTS 13.1.5");
-    std::fs::copy(&debug, &beam_smp).unwrap();
-    // Debian's erl script hard-codes its root: point the copy's script at the copy.
-    let erl = root.path().join("bin/erl");
-    let script = std::fs::read_to_string(&erl).unwrap();
-    std::fs::write(&erl, script.replace("/usr/lib/erlang", &root.path().to_string_lossy())).unwrap();
-
-    let mut vm = Beam::start_with(&erl, &[], &[]);
-    let exe = std::fs::read_link(format!("/proc/{}/exe", vm.os_pid)).unwrap();
-    assert_eq!(exe, beam_smp, "the VM runs the debug build");
+    let copy = scope_probe_tests::otp_copy::OtpCopy::with_beam(&debug);
+    let mut vm = copy.start();
+    let exe = copy.beam_smp.clone();
     assert!(dwarf::has_debug_info(&exe));
     assert_eq!(vm.call("erlang:system_info(otp_release)")["value"], "\"25\"");
 

@@ -120,21 +120,35 @@ fn usdt_build_has_the_needed_stapsdt_probes() {
 #[ignore = "needs cargo xtask otp-usdt; run with --ignored"]
 fn vm_boots_from_the_usdt_build_with_dynamic_trace_systemtap() {
     let usdt = usdt_beam();
-    let root = tempfile::Builder::new().prefix("scope-probe-otp-usdt").tempdir().unwrap();
-    let status = Command::new("cp").args(["-a", "/usr/lib/erlang/."]).arg(root.path()).status().unwrap();
-    assert!(status.success());
-    let beam_smp = root.path().join("erts-13.1.5/bin/beam.smp");
-    assert!(beam_smp.exists(), "the installed OTP is ERTS 13.1.5");
-    std::fs::copy(&usdt, &beam_smp).unwrap();
-    // Debian's erl script hard-codes its root: point the copy's script at the copy.
-    let erl = root.path().join("bin/erl");
-    let script = std::fs::read_to_string(&erl).unwrap();
-    std::fs::write(&erl, script.replace("/usr/lib/erlang", &root.path().to_string_lossy())).unwrap();
-
-    let mut vm = Beam::start_with(&erl, &[], &[]);
-    let exe = std::fs::read_link(format!("/proc/{}/exe", vm.os_pid)).unwrap();
-    assert_eq!(exe, beam_smp, "the VM runs the USDT build");
+    let copy = scope_probe_tests::otp_copy::OtpCopy::with_beam(&usdt);
+    let mut vm = copy.start();
     assert_eq!(vm.call("erlang:system_info(otp_release)")["value"], "\"25\"");
     assert_eq!(vm.call("erlang:system_info(dynamic_trace)")["value"], "systemtap");
     assert_eq!(vm.call("erlang:system_info(dynamic_trace_probes)")["value"], "true");
+}
+
+/// The systemtap build shifts `struct process` by 16 bytes after `seq_trace_token`: without its
+/// DWARF the OTP 25 table would read the wrong fields, so scope-probe refuses it by name; with
+/// DWARF it reads the offsets from there.
+#[test]
+#[ignore = "needs cargo xtask otp-usdt; run with --ignored"]
+fn stripped_usdt_build_is_refused_and_dwarf_build_is_read() {
+    let usdt = usdt_beam();
+    let with_dwarf = scope_probe_tests::otp_copy::OtpCopy::with_beam(&usdt);
+    let mut vm = with_dwarf.start();
+    let out = scope_probe_tests::probe::run(&["snapshot", "--pid", &vm.os_pid.to_string(), "--json", "--all"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["offsets"], "dwarf");
+    let vm_count: u64 = vm.call("erlang:system_info(process_count)")["value"].parse().unwrap();
+    assert!(json["process_count"].as_u64().unwrap().abs_diff(vm_count) <= 1, "{json}");
+
+    let stripped = scope_probe_tests::otp_copy::OtpCopy::with_beam(&usdt);
+    let status = Command::new("objcopy").arg("--strip-debug").arg(&stripped.beam_smp).status().unwrap();
+    assert!(status.success());
+    let vm = stripped.start();
+    let out = scope_probe_tests::probe::run(&["snapshot", "--pid", &vm.os_pid.to_string()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("unsupported BEAM build") && stderr.contains("dynamic trace"), "{stderr}");
 }

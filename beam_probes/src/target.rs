@@ -126,6 +126,21 @@ impl BeamTarget {
             missing: format!("no offsets table for this release; known builds: {}", builds::known_builds()),
         })?;
         let (table, offsets) = Self::offsets_from_dwarf(&host_path, table);
+        if offsets == OffsetSource::Table && elf.has_usdt_notes != table.dynamic_trace {
+            return Err(Error::UnsupportedBuild {
+                otp_release,
+                erts_version,
+                build_id: elf.build_id.clone().unwrap_or_else(|| "none".into()),
+                path: exe,
+                missing: format!(
+                    "this beam.smp was built {} dynamic trace (systemtap), which changes the layout of \
+                     struct process, and the table for this release describes builds {} it; \
+                     with its debug info (DWARF) scope-probe reads the layout from there",
+                    if elf.has_usdt_notes { "with" } else { "without" },
+                    if table.dynamic_trace { "with" } else { "without" },
+                ),
+            });
+        }
         Ok(BeamTarget { pid, exe, host_path, elf, load_bias, otp_release, erts_version, table, offsets, mem })
     }
 

@@ -5,6 +5,7 @@
 pub mod beam;
 pub mod chroot;
 pub mod metrics;
+pub mod otp_copy;
 pub mod probe;
 
 pub use beam::Beam;

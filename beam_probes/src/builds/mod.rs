@@ -124,6 +124,9 @@ pub struct BuildTable {
     pub otp_release: &'static str,
     /// ERTS versions this layout was verified on.
     pub erts_versions: &'static [&'static str],
+    /// Whether the build was configured `--with-dynamic-trace` (it has USDT notes): that adds
+    /// fields to `struct process`, so a table describes builds with or without it, not both.
+    pub dynamic_trace: bool,
     pub hooks: &'static [HookSpec],
     pub globals: GlobalSymbols,
     pub process: ProcessLayout,

@@ -14,6 +14,7 @@ pub static DEBIAN12_OTP25: BuildTable = BuildTable {
     id: "otp25-x86_64-jit",
     otp_release: "25",
     erts_versions: &["13.1.5"],
+    dynamic_trace: false,
     hooks: &[
         // erts_send_message(Process *sender, Process *receiver, ErtsProcLocks *, Eterm msg)
         HookSpec { point: HookPoint::SendLocal, symbol: "erts_send_message" },
