@@ -125,9 +125,8 @@ fn snapshot_bench(bin: &Path) -> Result<()> {
             .last()
             .and_then(|l| l.trim().parse().ok())
             .context("peak RSS from /usr/bin/time")?;
-        let output = Some(out.stdout);
         let wall = started.elapsed().as_secs_f64();
-        let json: serde_json::Value = serde_json::from_slice(&output.unwrap_or_default()).context("snapshot JSON")?;
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).context("snapshot JSON")?;
         let count = json["process_count"].as_u64().unwrap_or(0);
         anyhow::ensure!(count >= u64::from(N), "snapshot saw {count} processes, expected at least {N}");
         runs.push((json["snapshot_seconds"].as_f64().unwrap_or(0.0), wall, peak_kib / 1024.0));

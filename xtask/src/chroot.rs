@@ -71,7 +71,7 @@ pub fn provision(suite: &str, force: bool) -> Result<PathBuf> {
     }
     std::fs::create_dir_all(dir.parent().expect("parent"))?;
 
-    step(&format!("chroot {suite}: debootstrap installed"), || install_debootstrap())?;
+    step(&format!("chroot {suite}: debootstrap installed"), install_debootstrap)?;
 
     let mirror = mirror()?;
     let script = script_for(suite);
@@ -132,25 +132,7 @@ fn install_debootstrap() -> Result<()> {
     if Path::new("/usr/sbin/debootstrap").exists() {
         return Ok(());
     }
-    eprintln!("xtask: installing debootstrap");
-    let apt = |args: &[&str]| -> Result<()> {
-        let status = Command::new("apt-get")
-            .args(["-q", "-o", "DPkg::Lock::Timeout=600"])
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .context("running apt-get")?;
-        if !status.success() {
-            bail!("apt-get {} failed", args.join(" "));
-        }
-        Ok(())
-    };
-    // Without a fresh index the install can fail on a package list apt no longer has.
-    if apt(&["install", "-y", "--no-install-recommends", "debootstrap"]).is_err() {
-        apt(&["update"])?;
-        apt(&["install", "-y", "--no-install-recommends", "debootstrap"])?;
-    }
-    Ok(())
+    crate::setup::install_missing(&["debootstrap"]).map(|_| ())
 }
 
 fn step<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
@@ -178,16 +160,14 @@ fn script_for(suite: &str) -> PathBuf {
 /// `debian.sources` that is not the security archive; else a `deb` line of
 /// `/etc/apt/sources.list`; else deb.debian.org.
 fn mirror() -> Result<String> {
-    if let Ok(s) = std::fs::read_to_string(DEBIAN_SOURCES) {
-        if let Some(m) = mirror_from_deb822(&s) {
+    if let Ok(s) = std::fs::read_to_string(DEBIAN_SOURCES)
+        && let Some(m) = mirror_from_deb822(&s) {
             return Ok(m);
         }
-    }
-    if let Ok(s) = std::fs::read_to_string("/etc/apt/sources.list") {
-        if let Some(m) = mirror_from_list(&s) {
+    if let Ok(s) = std::fs::read_to_string("/etc/apt/sources.list")
+        && let Some(m) = mirror_from_list(&s) {
             return Ok(m);
         }
-    }
     eprintln!("xtask: no Debian mirror found in apt's sources; using {DEFAULT_MIRROR}");
     Ok(DEFAULT_MIRROR.into())
 }

@@ -25,6 +25,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
+use crate::setup::{apt, install_missing};
+
 /// What building the emulator needs, beyond a Debian base system (perl, xz-utils). Not
 /// Debian's whole Build-Depends: no autoconf (the shipped configure scripts are used; Debian's
 /// patches to configure.ac only concern non-Linux systems), no wx, Java, ODBC or OpenSSL.
@@ -117,16 +119,14 @@ pub fn provision(force: bool) -> Result<PathBuf> {
 pub(crate) fn prepare_apt(extra: &[&str], step: &dyn Fn(&str)) -> Result<()> {
     step("deb-src entry");
     let wrote_sources = ensure_deb_src()?;
-    let missing: Vec<&str> = BUILD_PACKAGES.iter().chain(extra).copied().filter(|p| !installed(p)).collect();
-    if wrote_sources || !missing.is_empty() || !apt_knows_source() {
+    if wrote_sources || !apt_knows_source() {
         step("apt-get update");
-        apt(&["-q", "-o", "DPkg::Lock::Timeout=600", "update"])?;
+        apt(&["update"])?;
     }
-    if !missing.is_empty() {
-        step(&format!("installing build dependencies: {}", missing.join(" ")));
-        let mut args = vec!["install", "-y", "-q", "--no-install-recommends", "-o", "DPkg::Lock::Timeout=600"];
-        args.extend(&missing);
-        apt(&args)?;
+    let packages: Vec<&str> = BUILD_PACKAGES.iter().chain(extra).copied().collect();
+    let installed = install_missing(&packages)?;
+    if !installed.is_empty() {
+        step(&format!("installed build dependencies: {}", installed.join(" ")));
     }
     Ok(())
 }
@@ -250,13 +250,6 @@ fn apt_knows_source() -> bool {
         .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("Package: erlang"))
 }
 
-fn installed(pkg: &str) -> bool {
-    Command::new("dpkg-query")
-        .args(["-W", "-f=${Status}", pkg])
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
-}
-
 /// Whether some apt source (one-line or deb822 format) already has source packages.
 fn deb_src_configured() -> bool {
     let mut files = vec![PathBuf::from("/etc/apt/sources.list")];
@@ -292,18 +285,6 @@ fn source_version() -> String {
 
 fn find_beam_smp(bin: &Path) -> Option<PathBuf> {
     std::fs::read_dir(bin).ok()?.filter_map(|e| e.ok()).map(|e| e.path().join("beam.smp")).find(|p| p.exists())
-}
-
-fn apt(args: &[&str]) -> Result<()> {
-    let status = Command::new("apt-get")
-        .args(args)
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .status()
-        .context("running apt-get")?;
-    if !status.success() {
-        bail!("apt-get {} failed", args.join(" "));
-    }
-    Ok(())
 }
 
 /// Runs a command with stdout and stderr into `log`.

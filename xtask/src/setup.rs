@@ -34,34 +34,43 @@ pub fn require_root(why: &str) -> Result<()> {
     Ok(())
 }
 
-fn installed(pkg: &str) -> bool {
+pub(crate) fn installed(pkg: &str) -> bool {
     Command::new("dpkg-query")
         .args(["-W", "-f=${Status}", pkg])
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
 }
 
-pub fn setup() -> Result<()> {
-    let missing: Vec<&str> = APT_PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+/// apt-get as every caller wants it: no prompts, quiet, waiting for the dpkg lock.
+pub(crate) fn apt(args: &[&str]) -> Result<()> {
+    let status = Command::new("apt-get")
+        .args(["-q", "-o", "DPkg::Lock::Timeout=600"])
+        .args(args)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .context("running apt-get")?;
+    if !status.success() {
+        bail!("apt-get {} failed", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Installs the packages of `packages` that are missing (after `apt-get update`); returns them.
+pub(crate) fn install_missing(packages: &[&str]) -> Result<Vec<String>> {
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
     if !missing.is_empty() {
         require_root("installing Debian packages")?;
         eprintln!("xtask: installing {}", missing.join(" "));
-        let apt = |args: &[&str]| -> Result<()> {
-            let status = Command::new("apt-get")
-                .args(args)
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .status()
-                .context("running apt-get")?;
-            if !status.success() {
-                bail!("apt-get {} failed", args.join(" "));
-            }
-            Ok(())
-        };
-        apt(&["-q", "-o", "DPkg::Lock::Timeout=600", "update"])?;
-        let mut args = vec!["install", "-y", "-q", "--no-install-recommends", "-o", "DPkg::Lock::Timeout=600"];
+        apt(&["update"])?;
+        let mut args = vec!["install", "-y", "--no-install-recommends"];
         args.extend(&missing);
         apt(&args)?;
     }
+    Ok(missing.into_iter().map(str::to_owned).collect())
+}
+
+pub fn setup() -> Result<()> {
+    install_missing(APT_PACKAGES)?;
     mount_tracefs();
     // Only one test needs it; the demo and the rest must not fail without it.
     if let Err(e) = fetch_speedscope_schema() {
