@@ -117,16 +117,19 @@ async fn monitor(cli: MonitorArgs, target: Arc<BeamTarget>, hooks: Vec<beam_prob
     server.abort();
     let agg = shared.agg.lock().unwrap_or_else(|e| e.into_inner());
     let health = shared.health.lock().unwrap_or_else(|e| e.into_inner());
-    let lost = health.kernel.lost() + agg.undecodable;
+    use crate::bpf::monitor::types::stat_id;
+    let k = &health.kernel;
+    let unpaired = k.get(stat_id::STAT_LOST_UNPAIRED);
+    let lost = k.lost() - unpaired + agg.undecodable;
     eprintln!(
-        "scope-probe: detached ({reason}): {} events ({} sends, {} schedules, {} GCs, {} spawns, {} exits), {} lost",
+        "scope-probe: detached ({reason}): {} events ({} sends, {} schedules, {} GCs, {} spawns, {} exits), \
+         {lost} lost, {unpaired} spans cut by attach/detach",
         agg.events_by_kind.iter().sum::<u64>(),
         agg.totals.sends,
         agg.totals.schedules,
         agg.totals.gcs,
         agg.totals.spawns,
         agg.totals.exits,
-        lost
     );
     Ok(())
 }

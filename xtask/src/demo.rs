@@ -41,7 +41,10 @@ pub fn run(bin: &Path, duration: Duration, listen: &str) -> Result<()> {
     let _ = vm.kill();
     let _ = vm.wait();
     anyhow::ensure!(status.success(), "scope-probe exited with {status}");
-    eprintln!("xtask: demo done. Run it yourself: sudo target/release/scope-probe --pid <beam.smp pid>");
+    eprintln!(
+        "xtask: demo done. Run it yourself: sudo target/release/scope-probe --pid <beam.smp pid>; \
+         also `scope-probe top --pid ...`, `scope-probe profile --pid ... -o cpu.svg`"
+    );
     Ok(())
 }
 
@@ -62,6 +65,17 @@ fn summarize(m: &Metrics, elapsed: Duration) {
         v("beam_process_exits_total"),
         v("beam_process_schedules_total"),
     );
+    let top = |metric: &str, label: &str| {
+        let mut v = m.all(metric);
+        v.sort_by(|a, b| b.value.total_cmp(&a.value));
+        v.first().map(|s| (s.labels.get(label).cloned().unwrap_or_default(), s.labels.get("name").cloned(), s.value))
+    };
+    if let Some((pid, name, q)) = top("beam_top_process_message_queue_length", "pid") {
+        eprintln!("   longest mailbox: {} {pid}: {q} messages", name.unwrap_or_default());
+    }
+    if let Some((mfa, _, share)) = top("beam_top_function_cpu_ratio", "mfa") {
+        eprintln!("   hottest function (last minute): {mfa} ({:.0}% of CPU samples)", share * 100.0);
+    }
     let mut pairs = m.all("beam_top_pair_messages_sent_total");
     pairs.sort_by(|a, b| b.value.total_cmp(&a.value));
     for s in pairs.iter().take(3) {
