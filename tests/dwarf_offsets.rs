@@ -323,3 +323,31 @@ fn odd_input_gives_errors_not_panics() {
         assert!(outcome.is_ok(), "round {round}: a corrupt DWARF made the reader panic");
     }
 }
+
+/// A stripped beam.smp with a `.gnu_debuglink` to a debug file in its `.debug/` folder (the
+/// layout gdb and perf search): scope-probe finds the file and reads the offsets from it.
+#[test]
+fn separate_debug_file_found_through_gnu_debuglink() {
+    let debug = debug_beam();
+    let copy = scope_probe_tests::otp_copy::OtpCopy::with_beam(&debug);
+    let dir = copy.beam_smp.parent().unwrap().join(".debug");
+    std::fs::create_dir_all(&dir).unwrap();
+    let debug_file = dir.join("beam.smp.debug");
+    let objcopy = |args: &[&std::ffi::OsStr]| {
+        let status = Command::new("objcopy").args(args).status().expect("objcopy (binutils)");
+        assert!(status.success(), "objcopy {args:?}");
+    };
+    objcopy(&["--only-keep-debug".as_ref(), copy.beam_smp.as_os_str(), debug_file.as_os_str()]);
+    let link = format!("--add-gnu-debuglink={}", debug_file.display());
+    objcopy(&["--strip-debug".as_ref(), link.as_ref(), copy.beam_smp.as_os_str()]);
+    assert!(!dwarf::has_debug_info(&copy.beam_smp), "the copy is stripped");
+
+    let vm = copy.start();
+    let out = scope_probe_tests::probe::run(&["snapshot", "--pid", &vm.os_pid.to_string(), "--json", "--all"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["offsets"], "dwarf", "{json}");
+    // Found as the VM sees its files: through its root.
+    assert_eq!(json["debug_file"], format!("/proc/{}/root{}", vm.os_pid, debug_file.display()));
+    assert!(json["processes"].as_array().unwrap().iter().any(|p| p["name"] == "code_server"));
+}

@@ -32,6 +32,8 @@ pub struct ElfInfo {
     segments: Vec<Segment>,
     /// Whether `.note.stapsdt` (USDT probes) is present.
     pub has_usdt_notes: bool,
+    /// The file name in `.gnu_debuglink`: where a separate debug file may be.
+    pub debuglink: Option<String>,
 }
 
 impl ElfInfo {
@@ -67,7 +69,8 @@ impl ElfInfo {
             })
             .collect();
         let has_usdt_notes = file.section_by_name(".note.stapsdt").is_some();
-        Ok(ElfInfo { path: path.to_owned(), build_id, symbols, segments, has_usdt_notes })
+        let debuglink = file.gnu_debuglink().ok().flatten().map(|(name, _crc)| String::from_utf8_lossy(name).into_owned());
+        Ok(ElfInfo { path: path.to_owned(), build_id, symbols, segments, has_usdt_notes, debuglink })
     }
 
     pub fn symbol(&self, name: &str) -> Option<Symbol> {

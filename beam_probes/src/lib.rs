@@ -17,6 +17,7 @@
 
 pub mod builds;
 pub mod code_names;
+pub mod debugfile;
 pub mod dwarf;
 pub mod elf;
 pub mod error;

@@ -50,6 +50,8 @@ pub struct BeamTarget {
     pub table: &'static BuildTable,
     /// Whether `table`'s struct offsets come from the table or from the binary's DWARF.
     pub offsets: OffsetSource,
+    /// The separate debug file the DWARF came from, if it was not in the binary.
+    pub debug_file: Option<PathBuf>,
     pub mem: RemoteMemory,
 }
 
@@ -125,7 +127,7 @@ impl BeamTarget {
             path: exe.clone(),
             missing: format!("no offsets table for this release; known builds: {}", builds::known_builds()),
         })?;
-        let (table, offsets) = Self::offsets_from_dwarf(&host_path, table);
+        let (table, offsets, debug_file) = Self::offsets_from_dwarf(pid, &exe, &host_path, &elf, table);
         if offsets == OffsetSource::Table && elf.has_usdt_notes != table.dynamic_trace {
             return Err(Error::UnsupportedBuild {
                 otp_release,
@@ -141,17 +143,33 @@ impl BeamTarget {
                 ),
             });
         }
-        Ok(BeamTarget { pid, exe, host_path, elf, load_bias, otp_release, erts_version, table, offsets, mem })
+        Ok(BeamTarget { pid, exe, host_path, elf, load_bias, otp_release, erts_version, table, offsets, debug_file, mem })
     }
 
-    /// When the binary carries DWARF, its struct layouts are the truth for this binary: they
-    /// replace the table's offsets (hooks and term layouts stay the table's). A binary whose
-    /// DWARF lacks a struct keeps the table.
-    fn offsets_from_dwarf(path: &Path, table: &'static BuildTable) -> (&'static BuildTable, OffsetSource) {
-        if !crate::dwarf::has_debug_info(path) {
-            return (table, OffsetSource::Table);
-        }
-        let Ok(d) = crate::dwarf::derive_offsets(path) else { return (table, OffsetSource::Table) };
+    /// When the binary carries DWARF, or a separate debug file for it is installed (build-id or
+    /// `.gnu_debuglink`, as gdb finds them, inside the target's root), its struct layouts are
+    /// the truth for this binary: they replace the table's offsets (hooks and term layouts stay
+    /// the table's). Without usable DWARF the table stays.
+    fn offsets_from_dwarf(
+        pid: u32,
+        exe: &Path,
+        host_path: &Path,
+        elf: &ElfInfo,
+        table: &'static BuildTable,
+    ) -> (&'static BuildTable, OffsetSource, Option<PathBuf>) {
+        let (info, debug_file) = if crate::dwarf::has_debug_info(host_path) {
+            (crate::dwarf::DebugInfo::open(host_path).ok(), None)
+        } else {
+            let root = proc_path(pid, "root");
+            match crate::debugfile::find(&root, exe, elf.build_id.as_deref(), elf.debuglink.as_deref()) {
+                // open_split refuses a debug file whose build-id differs from the binary's.
+                Some(f) => (crate::dwarf::DebugInfo::open_split(host_path, &f).ok(), Some(f)),
+                None => (None, None),
+            }
+        };
+        let Some(d) = info.and_then(|i| crate::dwarf::derive_from(&i).ok()) else {
+            return (table, OffsetSource::Table, None);
+        };
         let mut t = table.clone();
         t.process = d.process;
         t.reg_proc = d.reg_proc;
@@ -161,7 +179,7 @@ impl BeamTarget {
         t.atom.atom_len = d.atom.atom_len;
         t.atom.atom_name = d.atom.atom_name;
         // One table per attach, for the life of the process.
-        (Box::leak(Box::new(t)), OffsetSource::Dwarf)
+        (Box::leak(Box::new(t)), OffsetSource::Dwarf, debug_file)
     }
 
     /// The executable as seen from here: through the target's root when that path exists,

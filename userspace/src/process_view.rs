@@ -37,6 +37,8 @@ pub struct ProcessTableView {
     pub erts_version: String,
     /// Where the struct offsets came from: the build table or the binary's DWARF.
     pub offsets: &'static str,
+    /// The separate debug file the offsets came from, when not from the binary itself.
+    pub debug_file: Option<String>,
     pub process_count: usize,
     /// Records skipped because they changed while being read.
     pub torn: u64,
@@ -120,6 +122,7 @@ pub fn read(target: &BeamTarget, symbolizer: &mut Symbolizer) -> Result<ProcessT
         otp_release: target.otp_release.clone(),
         erts_version: target.erts_version.clone(),
         offsets: target.offsets.label(),
+        debug_file: target.debug_file.as_ref().map(|p| p.display().to_string()),
         process_count: processes.len(),
         torn: snap.torn,
         snapshot_seconds: snap.elapsed.as_secs_f64(),
