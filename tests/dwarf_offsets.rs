@@ -13,7 +13,7 @@ use std::process::Command;
 use beam_probes::builds::{self, DEBIAN12_OTP25, ERTS_VERSION_SYMBOL, OTP_RELEASE_SYMBOL};
 use beam_probes::dwarf::{self, DebugInfo, DwarfError};
 use beam_probes::elf::ElfInfo;
-use scope_probe_tests::{Beam, workspace_root};
+use scope_probe_tests::workspace_root;
 
 const STOCK_BEAM: &str = "/usr/lib/erlang/erts-13.1.5/bin/beam.smp";
 

@@ -12,7 +12,7 @@ use std::process::Command;
 
 use object::read::elf::{ElfFile64, SectionHeader};
 use object::Endianness;
-use scope_probe_tests::{Beam, workspace_root};
+use scope_probe_tests::workspace_root;
 
 /// The probes issue 5 attaches to (provider `erlang`; `__` as in the source, `_` in the note).
 const NEEDED: &[&str] = &[

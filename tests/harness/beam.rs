@@ -69,26 +69,13 @@ impl Beam {
 
     /// Starts a given `erl` with extra emulator arguments and environment.
     pub fn start_with(erl: &Path, args: &[&str], env: &[(&str, &Path)]) -> Beam {
-        let mut child = Command::new(erl)
-            .envs(env.iter().copied())
+        let mut cmd = Command::new(erl);
+        cmd.envs(env.iter().copied())
             .args(["-noshell", "-pa"])
             .arg(fixtures_ebin())
             .args(args)
-            .args(["-eval", "scope_ctl:main()"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", erl.display()));
-        let stdin = child.stdin.take().expect("stdin");
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut line = String::new();
-        stdout.read_line(&mut line).expect("reading the VM's first line");
-        let os_pid = line
-            .trim()
-            .strip_prefix("ready os_pid=")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected first line from the VM: {line:?}"));
-        Beam { child, stdin, stdout, os_pid }
+            .args(["-eval", "scope_ctl:main()"]);
+        Beam::spawn(cmd, &erl.display().to_string())
     }
 
     /// Spawns a prepared command that starts a VM running the controller (`-eval
