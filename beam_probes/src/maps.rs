@@ -19,19 +19,38 @@ pub fn jit_code_regions(pid: u32) -> Result<Vec<CodeRegion>> {
 }
 
 pub fn parse_jit_code_regions(maps: &str) -> Vec<CodeRegion> {
-    maps.lines()
-        .filter_map(|line| {
-            let mut f = line.split_whitespace();
-            let range = f.next()?;
-            let perms = f.next()?;
-            let path = f.nth(3).unwrap_or("");
-            if !perms.contains('x') || !(path.is_empty() || path.starts_with("/memfd:")) {
-                return None;
-            }
-            let (a, b) = range.split_once('-')?;
-            Some(CodeRegion { start: u64::from_str_radix(a, 16).ok()?, end: u64::from_str_radix(b, 16).ok()? })
+    executable_mappings(maps)
+        .filter(|(_, path)| path.is_empty() || path.starts_with("/memfd:"))
+        .map(|(region, _)| region)
+        .collect()
+}
+
+/// Executable mappings of files (beam.smp, libraries), with their file names: what names code
+/// that has no symbol.
+pub fn executable_files(pid: u32) -> Vec<(CodeRegion, String)> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    executable_mappings(&maps)
+        .filter(|(_, path)| path.starts_with('/') && !path.starts_with("/memfd:"))
+        .filter_map(|(region, path)| {
+            let name = path.trim_end_matches(" (deleted)").rsplit('/').next()?;
+            Some((region, name.to_owned()))
         })
         .collect()
+}
+
+/// The executable lines of a /proc/PID/maps text: range and path ("" when anonymous).
+fn executable_mappings(maps: &str) -> impl Iterator<Item = (CodeRegion, &str)> {
+    maps.lines().filter_map(|line| {
+        let mut f = line.splitn(6, char::is_whitespace).filter(|s| !s.is_empty());
+        let range = f.next()?;
+        let perms = f.next()?;
+        let path = f.nth(3).map(str::trim).unwrap_or("");
+        if !perms.contains('x') {
+            return None;
+        }
+        let (a, b) = range.split_once('-')?;
+        Some((CodeRegion { start: u64::from_str_radix(a, 16).ok()?, end: u64::from_str_radix(b, 16).ok()? }, path))
+    })
 }
 
 #[cfg(test)]
@@ -48,5 +67,7 @@ mod tests {
             parse_jit_code_regions(maps),
             vec![CodeRegion { start: 0x7f345d1ff000, end: 0x7f345d9ff000 }]
         );
+        let anon = "7f0000000000-7f0000001000 rwxp 00000000 00:00 0 \n";
+        assert_eq!(parse_jit_code_regions(anon), vec![CodeRegion { start: 0x7f0000000000, end: 0x7f0000001000 }]);
     }
 }

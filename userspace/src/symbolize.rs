@@ -11,7 +11,7 @@ use anyhow::Result;
 use beam_probes::BeamTarget;
 use beam_probes::code_names::display_name;
 use beam_probes::jit::{JitSource, JitSymbolReader, JitSymbols};
-use beam_probes::maps::{CodeRegion, jit_code_regions};
+use beam_probes::maps::{CodeRegion, executable_files, jit_code_regions};
 use blazesym::symbolize::source::{Process, Source};
 use blazesym::symbolize::{Input, Symbolized, Symbolizer as Blaze};
 
@@ -27,8 +27,8 @@ pub struct Symbolizer {
     native_cache: HashMap<u64, Arc<str>>,
     last_refresh: Instant,
     frame_pointers: bool,
-    /// File-backed executable mappings (start, end, file name), for naming code without symbols.
-    modules: Vec<(u64, u64, Arc<str>)>,
+    /// File-backed executable mappings and their file names, for naming code without symbols.
+    modules: Vec<(CodeRegion, String)>,
     /// JIT addresses no symbol covered even after a refresh.
     pub jit_misses: u64,
 }
@@ -47,7 +47,7 @@ impl Symbolizer {
             native_cache: HashMap::new(),
             last_refresh: Instant::now(),
             frame_pointers: target.jit_frame_pointers().unwrap_or_else(|| target.has_perf_map()),
-            modules: executable_modules(target.pid),
+            modules: executable_files(target.pid),
             jit_misses: 0,
         })
     }
@@ -80,7 +80,7 @@ impl Symbolizer {
         if let Ok(r) = jit_code_regions(self.pid) {
             self.regions = r;
         }
-        self.modules = executable_modules(self.pid);
+        self.modules = executable_files(self.pid);
     }
 
     /// The display name of the code at `addr`.
@@ -117,28 +117,10 @@ impl Symbolizer {
         match self.native.symbolize(&src, Input::AbsAddr(&[addr])).ok().and_then(|mut v| v.pop()) {
             Some(Symbolized::Sym(sym)) => Arc::from(sym.name.as_ref()),
             // A stripped binary's static functions have no symbol: name the file at least.
-            _ => match self.modules.iter().find(|(start, end, _)| addr >= *start && addr < *end) {
-                Some((_, _, file)) => Arc::from(format!("[{file}]").as_str()),
+            _ => match self.modules.iter().find(|(r, _)| addr >= r.start && addr < r.end) {
+                Some((_, file)) => Arc::from(format!("[{file}]").as_str()),
                 None => Arc::from("[unknown]"),
             },
         }
     }
-}
-
-/// Executable file mappings of a process: (start, end, file name).
-fn executable_modules(pid: u32) -> Vec<(u64, u64, Arc<str>)> {
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
-    maps.lines()
-        .filter_map(|line| {
-            let mut f = line.split_whitespace();
-            let (range, perms) = (f.next()?, f.next()?);
-            let path = f.nth(3)?;
-            if !perms.contains('x') || !path.starts_with('/') || path.starts_with("/memfd:") {
-                return None;
-            }
-            let (a, b) = range.split_once('-')?;
-            let name = path.rsplit('/').next()?.trim_end_matches(" (deleted)");
-            Some((u64::from_str_radix(a, 16).ok()?, u64::from_str_radix(b, 16).ok()?, Arc::from(name)))
-        })
-        .collect()
 }
