@@ -81,6 +81,18 @@ impl ElfInfo {
         self.symbols.len()
     }
 
+    /// Adds the symbols of `debug` (the binary's separate debug file, whose `.symtab` a
+    /// stripped binary lacks) that this file does not define. Link-time addresses are the
+    /// binary's, so they mean the same in both; segments stay this file's (a debug file has no
+    /// code, only its layout).
+    pub fn add_symbols_from(&mut self, debug: &ElfInfo) -> usize {
+        let before = self.symbols.len();
+        for (name, sym) in &debug.symbols {
+            self.symbols.entry(name.clone()).or_insert(*sym);
+        }
+        self.symbols.len() - before
+    }
+
     /// File offset of a virtual address that lies in a file-backed part of a segment.
     pub fn file_offset(&self, vaddr: u64) -> Option<u64> {
         self.segments

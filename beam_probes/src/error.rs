@@ -20,6 +20,19 @@ pub enum Error {
         path: PathBuf,
         missing: String,
     },
+    #[error(
+        "BEAM build OTP {otp_release}, ERTS {erts_version}, build-id {build_id} ({path}) is stripped: \
+         {what} needs symbols it does not export ({missing}); {hint}"
+    )]
+    MissingDebugInfo {
+        otp_release: String,
+        erts_version: String,
+        build_id: String,
+        path: PathBuf,
+        what: String,
+        missing: String,
+        hint: String,
+    },
     #[error("cannot read {what} from the target's memory at {addr:#x}: {source}")]
     Memory {
         what: &'static str,

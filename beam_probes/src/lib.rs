@@ -18,6 +18,7 @@
 pub mod builds;
 pub mod code_names;
 pub mod debugfile;
+pub mod debuginfod;
 pub mod dwarf;
 pub mod elf;
 pub mod error;

@@ -50,8 +50,12 @@ pub struct BeamTarget {
     pub table: &'static BuildTable,
     /// Whether `table`'s struct offsets come from the table or from the binary's DWARF.
     pub offsets: OffsetSource,
-    /// The separate debug file the DWARF came from, if it was not in the binary.
+    /// The separate debug file the DWARF and full symbol table came from, if not the binary.
     pub debug_file: Option<PathBuf>,
+    /// Where the debug info came from; `None`: the binary is stripped and none was found.
+    pub debug_origin: Option<DebugOrigin>,
+    /// Why each place searched for debug info gave nothing (for error messages).
+    pub debug_tried: Vec<String>,
     pub mem: RemoteMemory,
 }
 
@@ -59,12 +63,73 @@ fn proc_path(pid: u32, rest: &str) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}/{rest}"))
 }
 
+/// `path` (as /proc/PID/exe and /proc/PID/maps show it to us) as the target sees it inside its
+/// own root: a chrooted VM's executable reads `/srv/root/usr/lib/...` from here but is
+/// `/usr/lib/...` in there, where its debug link and install layout are relative to.
+fn path_in_root(pid: u32, path: &Path) -> PathBuf {
+    match std::fs::read_link(proc_path(pid, "root")) {
+        Ok(root) if root != Path::new("/") => match path.strip_prefix(&root) {
+            Ok(rest) => Path::new("/").join(rest),
+            Err(_) => path.to_owned(),
+        },
+        _ => path.to_owned(),
+    }
+}
+
 fn read_comm(pid: u32) -> String {
     std::fs::read_to_string(proc_path(pid, "comm")).map(|s| s.trim().to_owned()).unwrap_or_default()
 }
 
+/// How to find a target's debug info (DWARF and the full symbol table), beyond what is in or
+/// installed next to the binary.
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    /// A separate debug file named by the user (`--debug-file`): tried first, and it must be
+    /// this binary's (same build-id).
+    pub debug_file: Option<PathBuf>,
+    /// Do not ask debuginfod servers even when `DEBUGINFOD_URLS` is set.
+    pub no_debuginfod: bool,
+    /// Hears about slow work (a debuginfod download), for a progress line.
+    pub progress: Option<fn(&str)>,
+}
+
+/// Where the DWARF and the symbols beyond `.dynsym` come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DebugOrigin {
+    /// The binary itself was not stripped.
+    Embedded,
+    /// `--debug-file`.
+    Given,
+    /// Installed where gdb looks (build-id directory, `.gnu_debuglink`), inside the VM's root.
+    Installed,
+    /// Fetched from this debuginfod server (or found in its client cache).
+    Debuginfod(String),
+}
+
+impl DebugOrigin {
+    pub fn label(&self) -> String {
+        match self {
+            DebugOrigin::Embedded => "in the binary".into(),
+            DebugOrigin::Given => "--debug-file".into(),
+            DebugOrigin::Installed => "installed debug file".into(),
+            DebugOrigin::Debuginfod(url) => format!("debuginfod {url}"),
+        }
+    }
+}
+
+/// The debug info found for a binary, and what was tried when none was.
+struct DebugLookup {
+    found: Option<(DebugOrigin, Option<PathBuf>)>,
+    /// Why each place that was tried gave nothing (for the error message).
+    tried: Vec<String>,
+}
+
 impl BeamTarget {
     pub fn open(pid: u32) -> Result<Self> {
+        Self::open_with(pid, &OpenOptions::default())
+    }
+
+    pub fn open_with(pid: u32, options: &OpenOptions) -> Result<Self> {
         if pid == 0 || !proc_path(pid, "").exists() {
             return Err(Error::NoSuchProcess(pid));
         }
@@ -90,49 +155,59 @@ impl BeamTarget {
             return Err(not_beam(format!("its executable is {}, not beam.smp", exe.display())));
         }
         let host_path = Self::host_path(pid, &exe);
-        let elf = ElfInfo::open(&host_path)?;
-        let (Some(rel_sym), Some(ver_sym)) = (elf.symbol(OTP_RELEASE_SYMBOL), elf.symbol(ERTS_VERSION_SYMBOL))
-        else {
-            // Without the version symbols the install layout still names ERTS (erts-X/bin).
-            let erts_from_path = exe
-                .ancestors()
-                .filter_map(|a| a.file_name()?.to_str()?.strip_prefix("erts-").map(str::to_owned))
-                .next();
-            return Err(Error::UnsupportedBuild {
-                otp_release: "?".into(),
-                erts_version: erts_from_path.unwrap_or_else(|| "?".into()),
-                build_id: elf.build_id.clone().unwrap_or_else(|| "none".into()),
-                path: exe,
-                missing: format!(
-                    "symbols {OTP_RELEASE_SYMBOL} and {ERTS_VERSION_SYMBOL} are not exported \
-                     ({} symbols found; a stripped build needs its debug info)",
-                    elf.symbol_count()
-                ),
-            });
-        };
+        let mut elf = ElfInfo::open(&host_path)?;
+        let exported = elf.symbol_count();
+        let lookup = Self::find_debug_info(pid, &exe, &host_path, &elf, options)?;
+        let debug_file = lookup.found.as_ref().and_then(|(_, f)| f.clone());
+        if let Some(file) = &debug_file {
+            elf.add_symbols_from(&ElfInfo::open(file)?);
+        }
+        let debug_origin = lookup.found.as_ref().map(|(o, _)| o.clone());
+        let build_id = elf.build_id.clone().unwrap_or_else(|| "none".into());
         let load_bias = Self::load_bias(pid, &exe, &elf)?;
         let mem = RemoteMemory::new(pid);
-        let read_str = |addr: u64, what| match mem.read_cstr(addr + load_bias, 32, what) {
-            Err(Error::Memory { source, .. }) if source.raw_os_error() == Some(libc::EPERM) => {
-                Err(Error::PermissionDenied { pid, what: "mem" })
+        let (otp_release, erts_version) = match (elf.symbol(OTP_RELEASE_SYMBOL), elf.symbol(ERTS_VERSION_SYMBOL)) {
+            (Some(rel_sym), Some(ver_sym)) => {
+                let read_str = |addr: u64, what| match mem.read_cstr(addr + load_bias, 32, what) {
+                    Err(Error::Memory { source, .. }) if source.raw_os_error() == Some(libc::EPERM) => {
+                        Err(Error::PermissionDenied { pid, what: "mem" })
+                    }
+                    other => other,
+                };
+                (read_str(rel_sym.address, "OTP release")?, read_str(ver_sym.address, "ERTS version")?)
             }
-            other => other,
+            // A stripped build without its debug info: the install layout still names both
+            // (erts-X/bin/beam.smp, releases/start_erl.data).
+            _ => match release_from_install(&proc_path(pid, "root"), &path_in_root(pid, &exe)) {
+                Some(versions) => versions,
+                None => {
+                    return Err(Error::UnsupportedBuild {
+                        otp_release: "?".into(),
+                        erts_version: erts_from_path(&exe).unwrap_or_else(|| "?".into()),
+                        build_id,
+                        path: exe,
+                        missing: format!(
+                            "symbols {OTP_RELEASE_SYMBOL} and {ERTS_VERSION_SYMBOL} are not exported \
+                             ({exported} symbols found) and the install layout does not name the release; {}",
+                            debug_info_hint(elf.build_id.as_deref(), &lookup.tried)
+                        ),
+                    });
+                }
+            },
         };
-        let otp_release = read_str(rel_sym.address, "OTP release")?;
-        let erts_version = read_str(ver_sym.address, "ERTS version")?;
         let table = builds::select(&otp_release, &erts_version).ok_or_else(|| Error::UnsupportedBuild {
             otp_release: otp_release.clone(),
             erts_version: erts_version.clone(),
-            build_id: elf.build_id.clone().unwrap_or_else(|| "none".into()),
+            build_id: build_id.clone(),
             path: exe.clone(),
             missing: format!("no offsets table for this release; known builds: {}", builds::known_builds()),
         })?;
-        let (table, offsets, debug_file) = Self::offsets_from_dwarf(pid, &exe, &host_path, &elf, table);
+        let (table, offsets) = Self::offsets_from_dwarf(&host_path, debug_file.as_deref(), debug_origin.is_some(), table);
         if offsets == OffsetSource::Table && elf.has_usdt_notes != table.dynamic_trace {
             return Err(Error::UnsupportedBuild {
                 otp_release,
                 erts_version,
-                build_id: elf.build_id.clone().unwrap_or_else(|| "none".into()),
+                build_id,
                 path: exe,
                 missing: format!(
                     "this beam.smp was built {} dynamic trace (systemtap), which changes the layout of \
@@ -143,32 +218,100 @@ impl BeamTarget {
                 ),
             });
         }
-        Ok(BeamTarget { pid, exe, host_path, elf, load_bias, otp_release, erts_version, table, offsets, debug_file, mem })
+        Ok(BeamTarget {
+            pid,
+            exe,
+            host_path,
+            elf,
+            load_bias,
+            otp_release,
+            erts_version,
+            table,
+            offsets,
+            debug_file,
+            debug_origin,
+            debug_tried: lookup.tried,
+            mem,
+        })
     }
 
-    /// When the binary carries DWARF, or a separate debug file for it is installed (build-id or
-    /// `.gnu_debuglink`, as gdb finds them, inside the target's root), its struct layouts are
-    /// the truth for this binary: they replace the table's offsets (hooks and term layouts stay
-    /// the table's). Without usable DWARF the table stays.
-    fn offsets_from_dwarf(
+    /// Debug info the way gdb and perf find it, first hit wins: `--debug-file`; DWARF in the
+    /// binary; a debug file installed for it (build-id directory or `.gnu_debuglink`, inside
+    /// the VM's root); a debuginfod server (`DEBUGINFOD_URLS`). A file whose build-id is not
+    /// the binary's is skipped (and refused when the user named it).
+    fn find_debug_info(
         pid: u32,
         exe: &Path,
         host_path: &Path,
         elf: &ElfInfo,
-        table: &'static BuildTable,
-    ) -> (&'static BuildTable, OffsetSource, Option<PathBuf>) {
-        let (info, debug_file) = if crate::dwarf::has_debug_info(host_path) {
-            (crate::dwarf::DebugInfo::open(host_path).ok(), None)
-        } else {
-            let root = proc_path(pid, "root");
-            match crate::debugfile::find(&root, exe, elf.build_id.as_deref(), elf.debuglink.as_deref()) {
-                // open_split refuses a debug file whose build-id differs from the binary's.
-                Some(f) => (crate::dwarf::DebugInfo::open_split(host_path, &f).ok(), Some(f)),
-                None => (None, None),
+        options: &OpenOptions,
+    ) -> Result<DebugLookup> {
+        let mut tried = Vec::new();
+        let matches = |file: &Path| -> std::result::Result<(), String> {
+            let debug = ElfInfo::open(file).map_err(|e| e.to_string())?;
+            match (&elf.build_id, &debug.build_id) {
+                (Some(want), Some(got)) if want != got => {
+                    Err(format!("{} has build-id {got}, the binary {want}", file.display()))
+                }
+                _ => Ok(()),
             }
         };
+        if let Some(file) = &options.debug_file {
+            if !file.is_file() {
+                return Err(Error::io(format!("--debug-file {}", file.display()), std::io::ErrorKind::NotFound.into()));
+            }
+            matches(file).map_err(|e| Error::Elf { path: file.clone(), reason: format!("not this VM's debug file: {e}") })?;
+            return Ok(DebugLookup { found: Some((DebugOrigin::Given, Some(file.clone()))), tried });
+        }
+        if crate::dwarf::has_debug_info(host_path) {
+            return Ok(DebugLookup { found: Some((DebugOrigin::Embedded, None)), tried });
+        }
+        let root = proc_path(pid, "root");
+        let exe = path_in_root(pid, exe);
+        let installed = crate::debugfile::candidates(&root, &exe, elf.build_id.as_deref(), elf.debuglink.as_deref());
+        for file in installed.iter().filter(|f| f.is_file() && **f != host_path) {
+            match matches(file) {
+                Ok(()) => return Ok(DebugLookup { found: Some((DebugOrigin::Installed, Some(file.clone()))), tried }),
+                Err(e) => tried.push(e),
+            }
+        }
+        if let Some(first) = installed.first() {
+            tried.push(format!("no debug file at {}", first.strip_prefix(&root).map(|p| Path::new("/").join(p)).unwrap_or(first.clone()).display()));
+        }
+        match (crate::debuginfod::Config::from_env(), &elf.build_id) {
+            _ if options.no_debuginfod => tried.push("debuginfod not asked (--no-debuginfod)".into()),
+            (None, _) => tried.push("DEBUGINFOD_URLS is not set".into()),
+            (Some(_), None) => tried.push("the binary has no build-id to ask debuginfod for".into()),
+            (Some(config), Some(id)) => {
+                let progress = options.progress.unwrap_or(|_| {});
+                match crate::debuginfod::fetch(&config, id, &progress) {
+                    Ok(file) => {
+                        let url = config.urls.join(" ");
+                        return Ok(DebugLookup { found: Some((DebugOrigin::Debuginfod(url), Some(file))), tried });
+                    }
+                    Err(e) => tried.push(format!("debuginfod: {e}")),
+                }
+            }
+        }
+        Ok(DebugLookup { found: None, tried })
+    }
+
+    /// When DWARF was found (in the binary or a debug file), its struct layouts are the truth
+    /// for this binary: they replace the table's offsets (hooks and term layouts stay the
+    /// table's). Without usable DWARF the table stays.
+    fn offsets_from_dwarf(
+        host_path: &Path,
+        debug_file: Option<&Path>,
+        has_debug: bool,
+        table: &'static BuildTable,
+    ) -> (&'static BuildTable, OffsetSource) {
+        let info = match (has_debug, debug_file) {
+            (false, _) => None,
+            (true, None) => crate::dwarf::DebugInfo::open(host_path).ok(),
+            (true, Some(f)) => crate::dwarf::DebugInfo::open_split(host_path, f).ok(),
+        };
         let Some(d) = info.and_then(|i| crate::dwarf::derive_from(&i).ok()) else {
-            return (table, OffsetSource::Table, None);
+            return (table, OffsetSource::Table);
         };
         let mut t = table.clone();
         t.process = d.process;
@@ -179,7 +322,7 @@ impl BeamTarget {
         t.atom.atom_len = d.atom.atom_len;
         t.atom.atom_name = d.atom.atom_name;
         // One table per attach, for the life of the process.
-        (Box::leak(Box::new(t)), OffsetSource::Dwarf, debug_file)
+        (Box::leak(Box::new(t)), OffsetSource::Dwarf)
     }
 
     /// The executable as seen from here: through the target's root when that path exists,
@@ -233,17 +376,24 @@ impl BeamTarget {
                 None => missing.push(spec.symbol),
             }
         }
-        for global in [self.table.globals.process_table, self.table.globals.atom_table] {
-            if self.elf.symbol(global).is_none() {
-                missing.push(global);
-            }
-        }
+        let globals = [self.table.globals.process_table, self.table.globals.atom_table];
+        missing.extend(globals.into_iter().filter(|g| self.elf.symbol(g).is_none()));
         if !missing.is_empty() {
-            missing.sort_unstable();
-            missing.dedup();
-            return Err(self.unsupported(format!("symbols not found: {}", missing.join(", "))));
+            return Err(self.missing_symbols("monitoring", missing));
         }
         Ok(hooks)
+    }
+
+    /// Checks that the symbols a capability reads (`what`: "monitoring", "the process table",
+    /// ...) are known, or says what is missing and how to get it.
+    pub fn require_symbols(&self, what: &str, symbols: &[&'static str]) -> Result<()> {
+        let missing: Vec<&str> = symbols.iter().copied().filter(|s| self.elf.symbol(s).is_none()).collect();
+        if missing.is_empty() { Ok(()) } else { Err(self.missing_symbols(what, missing)) }
+    }
+
+    /// The process and atom tables, which snapshots and names read.
+    pub fn require_process_table(&self) -> Result<()> {
+        self.require_symbols("reading the process table", &[self.table.globals.process_table, self.table.globals.atom_table])
     }
 
     fn unsupported(&self, missing: String) -> Error {
@@ -253,6 +403,26 @@ impl BeamTarget {
             build_id: self.elf.build_id.clone().unwrap_or_else(|| "none".into()),
             path: self.exe.clone(),
             missing,
+        }
+    }
+
+    fn missing_symbols(&self, what: &str, mut missing: Vec<&str>) -> Error {
+        missing.sort_unstable();
+        missing.dedup();
+        let missing = missing.join(", ");
+        match self.debug_origin {
+            // Stripped and no debug info found: that is what to fix.
+            None => Error::MissingDebugInfo {
+                otp_release: self.otp_release.clone(),
+                erts_version: self.erts_version.clone(),
+                build_id: self.elf.build_id.clone().unwrap_or_else(|| "none".into()),
+                path: self.exe.clone(),
+                what: what.to_owned(),
+                missing,
+                hint: debug_info_hint(self.elf.build_id.as_deref(), &self.debug_tried),
+            },
+            // The debug info is there and still lacks them: the table does not fit this build.
+            Some(_) => self.unsupported(format!("symbols not found: {missing}")),
         }
     }
 
@@ -338,9 +508,8 @@ impl BeamTarget {
             JitSource::PerfMap => Ok(JitSymbolReader::from_perf_map(PerfMapReader::new(self.perf_map_path()))),
             JitSource::GdbInterface => {
                 let symbol = self.table.globals.jit_debug_descriptor;
-                let descriptor = self
-                    .symbol_address(symbol)
-                    .ok_or_else(|| self.unsupported(format!("symbol {symbol} not found: no JIT symbols")))?;
+                self.require_symbols("naming JIT code without a perf map", &[symbol])?;
+                let descriptor = self.symbol_address(symbol).unwrap_or(0);
                 let reader = GdbJitReader::new(self.mem, descriptor, &self.table.jit_records);
                 Ok(JitSymbolReader::from_gdb_interface(reader))
             }
@@ -364,6 +533,40 @@ impl BeamTarget {
             Err(e) => Err(e),
         }
     }
+}
+
+/// ERTS version from an install path (`.../erts-17.1/bin/beam.smp`).
+fn erts_from_path(exe: &Path) -> Option<String> {
+    exe.ancestors().filter_map(|a| a.file_name()?.to_str()?.strip_prefix("erts-").map(str::to_owned)).next()
+}
+
+/// `(OTP release, ERTS version)` of a standard install, from `releases/start_erl.data` next to
+/// the `erts-X` directory the binary runs from (`"17.1 29"`), read through the VM's root. Only
+/// when the ERTS version there is the binary's own.
+fn release_from_install(root: &Path, exe: &Path) -> Option<(String, String)> {
+    let erts = erts_from_path(exe)?;
+    let erts_dir = exe.ancestors().find(|a| a.file_name().and_then(|n| n.to_str()) == Some(&format!("erts-{erts}")))?;
+    let install = erts_dir.parent()?;
+    let data = root.join(install.strip_prefix("/").unwrap_or(install)).join("releases/start_erl.data");
+    let text = std::fs::read_to_string(data).ok()?;
+    let mut fields = text.split_whitespace();
+    let (data_erts, release) = (fields.next()?, fields.next()?);
+    (data_erts == erts).then(|| (release.to_owned(), erts))
+}
+
+/// What to do about missing debug info, and what was searched.
+fn debug_info_hint(build_id: Option<&str>, tried: &[String]) -> String {
+    let file = match build_id {
+        Some(id) if id.len() > 2 => format!("/usr/lib/debug/.build-id/{}/{}.debug", &id[..2], &id[2..]),
+        _ => "/usr/lib/debug/.build-id/xx/yyyy.debug".into(),
+    };
+    format!(
+        "install its debug info ({file} inside the VM's root, e.g. the distribution's erlang-base-dbgsym), \
+         or set DEBUGINFOD_URLS to a debuginfod server that has build-id {}, or pass --debug-file FILE \
+         (tried: {}). Without it, `scope-probe profile` still works on a VM started with +JPperf map",
+        build_id.unwrap_or("?"),
+        if tried.is_empty() { "nothing".into() } else { tried.join("; ") }
+    )
 }
 
 /// The last pid of the `NSpid:` line of /proc/PID/status (the innermost namespace's).

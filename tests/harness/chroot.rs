@@ -54,7 +54,24 @@ fn cstring(p: &Path) -> CString {
 /// module documentation). The working directory is the chroot's `/`; `PATH` and `HOME` are set
 /// for the chroot; the rest of the environment is inherited.
 pub fn command(root: &Path, program: &str) -> Command {
+    command_with_binds(root, program, &[])
+}
+
+/// [`command`], with host files or directories bind-mounted over paths inside the chroot, in
+/// the command's private mount namespace only (`(host path, path inside the chroot)`; the
+/// target must exist). What the chroot looks like to everybody else does not change: this is
+/// how a test "installs" a debug file or swaps beam.smp for one VM. scope-probe sees the
+/// binds through `/proc/PID/root`, like it sees a container's files.
+pub fn command_with_binds(root: &Path, program: &str, binds: &[(&Path, &str)]) -> Command {
     let root = root.canonicalize().unwrap_or_else(|e| panic!("chroot {}: {e}", root.display()));
+    let binds: Vec<(CString, CString)> = binds
+        .iter()
+        .map(|(host, inside)| {
+            let target = root.join(inside.trim_start_matches('/'));
+            assert!(target.exists(), "bind target {} does not exist", target.display());
+            (cstring(host), cstring(&target))
+        })
+        .collect();
     let c_root = cstring(&root);
     let c_proc = cstring(&root.join("proc"));
     let c_dev = cstring(&root.join("dev"));
@@ -77,6 +94,9 @@ pub fn command(root: &Path, program: &str) -> Command {
                 std::ptr::null(),
             ))?;
             check(libc::mount(dev.as_ptr(), c_dev.as_ptr(), std::ptr::null(), libc::MS_BIND | libc::MS_REC, std::ptr::null()))?;
+            for (host, target) in &binds {
+                check(libc::mount(host.as_ptr(), target.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null()))?;
+            }
             check(libc::chroot(c_root.as_ptr()))?;
             check(libc::chdir(slash.as_ptr()))?;
             Ok(())
@@ -120,8 +140,13 @@ pub fn fixtures_ebin_in(root: &Path) -> String {
 /// [`Beam::start_with`]: the same protocol, with extra emulator arguments `args`. The returned
 /// [`Beam::os_pid`] is the host pid of the chroot's beam.smp.
 pub fn start_beam_in_chroot(root: &Path, args: &[&str]) -> Beam {
+    start_beam_in_chroot_with(root, args, &[])
+}
+
+/// [`start_beam_in_chroot`] with bind mounts private to this VM (see [`command_with_binds`]).
+pub fn start_beam_in_chroot_with(root: &Path, args: &[&str], binds: &[(&Path, &str)]) -> Beam {
     let ebin = fixtures_ebin_in(root);
-    let mut cmd = command(root, "/usr/bin/erl");
+    let mut cmd = command_with_binds(root, "/usr/bin/erl", binds);
     cmd.args(["-noshell", "-pa", &ebin]).args(args).args(["-eval", "scope_ctl:main()"]);
     Beam::spawn(cmd, &format!("erl in {}", root.display()))
 }

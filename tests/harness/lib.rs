@@ -4,6 +4,7 @@
 
 pub mod beam;
 pub mod chroot;
+pub mod debuginfod;
 pub mod metrics;
 pub mod otp_copy;
 pub mod probe;

@@ -43,11 +43,39 @@ pub enum Command {
     Top(TopArgs),
 }
 
+/// Where the VM's debug info is, for stripped beam.smp builds (they export too few symbols).
+#[derive(Debug, Clone, Args)]
+pub struct DebugInfoArgs {
+    /// The beam.smp's separate debug file (DWARF and symbol table, e.g. from a -dbgsym package
+    /// or `objcopy --only-keep-debug`). Default: look where gdb does (the build-id directory and
+    /// .gnu_debuglink, inside the VM's root), then ask the debuginfod servers of DEBUGINFOD_URLS.
+    #[arg(long, value_name = "FILE")]
+    pub debug_file: Option<PathBuf>,
+    /// Never ask debuginfod servers, even when DEBUGINFOD_URLS is set.
+    #[arg(long)]
+    pub no_debuginfod: bool,
+}
+
+impl DebugInfoArgs {
+    /// Opens the target VM, finding its debug info as asked; a debuginfod download prints a
+    /// progress line.
+    pub fn open(&self, pid: u32) -> beam_probes::Result<beam_probes::BeamTarget> {
+        let options = beam_probes::target::OpenOptions {
+            debug_file: self.debug_file.clone(),
+            no_debuginfod: self.no_debuginfod,
+            progress: Some(|msg| eprintln!("scope-probe: {msg}")),
+        };
+        beam_probes::BeamTarget::open_with(pid, &options)
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct SnapshotArgs {
     /// OS pid of the beam.smp process.
     #[arg(long, short = 'p', value_name = "PID")]
     pub pid: u32,
+    #[command(flatten)]
+    pub debug_info: DebugInfoArgs,
     /// JSON for scripts instead of a text table.
     #[arg(long)]
     pub json: bool,
@@ -61,6 +89,8 @@ pub struct TopArgs {
     /// OS pid of the beam.smp process.
     #[arg(long, short = 'p', value_name = "PID")]
     pub pid: u32,
+    #[command(flatten)]
+    pub debug_info: DebugInfoArgs,
     /// Refresh interval (e.g. 1s, 500ms); `+`/`-` change it while running.
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = humantime::parse_duration)]
     pub interval: Duration,
@@ -74,6 +104,8 @@ pub struct MonitorArgs {
     /// OS pid of the beam.smp process to observe (e.g. `pgrep -f beam.smp`).
     #[arg(long, short = 'p', value_name = "PID", required = true)]
     pub pid: Option<u32>,
+    #[command(flatten)]
+    pub debug_info: DebugInfoArgs,
 
     /// What to observe and how: `trace` attaches every per-event hook (exact counts).
     #[arg(long, value_enum, default_value_t = Mode::Trace)]
@@ -115,6 +147,8 @@ pub struct ProfileArgs {
     /// OS pid of the beam.smp process to profile.
     #[arg(long, short = 'p', value_name = "PID")]
     pub pid: u32,
+    #[command(flatten)]
+    pub debug_info: DebugInfoArgs,
 
     /// How long to sample (e.g. 30s, 2m).
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]

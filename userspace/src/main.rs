@@ -60,7 +60,7 @@ fn run(cli: Cli) -> Result<()> {
 fn run_monitor(cli: MonitorArgs) -> Result<()> {
     privileges::check()?;
     let pid = cli.pid.context("--pid is required")?;
-    let target = Arc::new(BeamTarget::open(pid)?);
+    let target = Arc::new(cli.debug_info.open(pid)?);
     let hooks = target.resolve_hooks()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -90,6 +90,10 @@ async fn monitor(cli: MonitorArgs, target: Arc<BeamTarget>, hooks: Vec<beam_prob
         cli.mode.name(),
     );
     eprintln!("scope-probe: hooks: {} ({})", report.capabilities.join(", "), report.symbols.join(", "));
+    if let Some(origin) = &target.debug_origin {
+        let file = target.debug_file.as_ref().map(|f| format!(" ({})", f.display())).unwrap_or_default();
+        eprintln!("scope-probe: debug info: {}{file}", origin.label());
+    }
     let sampler = if cli.frequency > 0 { Some(start_cpu_sampling(&target, cli.frequency, &shared)?) } else { None };
     eprintln!("scope-probe: metrics on http://{}/metrics", listener.local_addr()?);
 

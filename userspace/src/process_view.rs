@@ -39,6 +39,8 @@ pub struct ProcessTableView {
     pub offsets: &'static str,
     /// The separate debug file the offsets came from, when not from the binary itself.
     pub debug_file: Option<String>,
+    /// Where the debug info came from (in the binary, installed, --debug-file, debuginfod).
+    pub debug_info: Option<String>,
     pub process_count: usize,
     /// Records skipped because they changed while being read.
     pub torn: u64,
@@ -123,6 +125,7 @@ pub fn read(target: &BeamTarget, symbolizer: &mut Symbolizer) -> Result<ProcessT
         erts_version: target.erts_version.clone(),
         offsets: target.offsets.label(),
         debug_file: target.debug_file.as_ref().map(|p| p.display().to_string()),
+        debug_info: target.debug_origin.as_ref().map(|o| o.label()),
         process_count: processes.len(),
         torn: snap.torn,
         snapshot_seconds: snap.elapsed.as_secs_f64(),

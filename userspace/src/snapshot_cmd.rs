@@ -3,7 +3,6 @@
 use std::io::Write;
 
 use anyhow::Result;
-use beam_probes::BeamTarget;
 
 use crate::cli::SnapshotArgs;
 use crate::process_view;
@@ -11,7 +10,8 @@ use crate::symbolize::Symbolizer;
 
 pub fn run(args: SnapshotArgs) -> Result<()> {
     crate::privileges::check_ptrace()?;
-    let target = BeamTarget::open(args.pid)?;
+    let target = args.debug_info.open(args.pid)?;
+    target.require_process_table()?;
     let mut symbolizer = Symbolizer::new(&target)?;
     let mut view = process_view::read(&target, &mut symbolizer)?;
     if !args.all {

@@ -62,7 +62,8 @@ struct App {
 
 pub fn run(args: TopArgs) -> Result<()> {
     crate::privileges::check_ptrace()?;
-    let target = BeamTarget::open(args.pid)?;
+    let target = args.debug_info.open(args.pid)?;
+    target.require_process_table()?;
     let symbolizer = Symbolizer::new(&target)?;
     let mut app = App {
         target,

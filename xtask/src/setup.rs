@@ -21,6 +21,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "tmux",        // drives `scope-probe top` in the tests
     "time",        // GNU time: peak memory in the benchmark
     "python3-jsonschema", // validates speedscope output against speedscope's schema
+    "debuginfod",  // a real debuginfod server for the tests of scope-probe's debuginfod client
 ];
 
 /// speedscope's file-format schema ships in its npm package; tests validate against it.

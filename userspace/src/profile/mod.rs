@@ -66,7 +66,7 @@ impl StackBuilder {
 
 pub fn run(args: ProfileArgs) -> Result<()> {
     crate::privileges::check()?;
-    let target = BeamTarget::open(args.pid)?;
+    let target = args.debug_info.open(args.pid)?;
     let format = args.format();
     // Open the output first: a bad path must fail before we sample for minutes.
     let mut out: Box<dyn Write> = if args.output.as_os_str() == "-" {
