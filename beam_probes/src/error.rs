@@ -20,19 +20,8 @@ pub enum Error {
         path: PathBuf,
         missing: String,
     },
-    #[error(
-        "BEAM build OTP {otp_release}, ERTS {erts_version}, build-id {build_id} ({path}) is stripped: \
-         {what} needs symbols it does not export ({missing}); {hint}"
-    )]
-    MissingDebugInfo {
-        otp_release: String,
-        erts_version: String,
-        build_id: String,
-        path: PathBuf,
-        what: String,
-        missing: String,
-        hint: String,
-    },
+    #[error("{0}")]
+    MissingDebugInfo(Box<MissingDebugInfo>),
     #[error("cannot read {what} from the target's memory at {addr:#x}: {source}")]
     Memory {
         what: &'static str,
@@ -50,6 +39,22 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// A stripped build whose debug info was not found, and what a capability needed from it.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "BEAM build OTP {otp_release}, ERTS {erts_version}, build-id {build_id} ({path}) is stripped: \
+     {what} needs symbols it does not export ({missing}); {hint}"
+)]
+pub struct MissingDebugInfo {
+    pub otp_release: String,
+    pub erts_version: String,
+    pub build_id: String,
+    pub path: PathBuf,
+    pub what: String,
+    pub missing: String,
+    pub hint: String,
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -412,7 +412,7 @@ impl BeamTarget {
         let missing = missing.join(", ");
         match self.debug_origin {
             // Stripped and no debug info found: that is what to fix.
-            None => Error::MissingDebugInfo {
+            None => Error::MissingDebugInfo(Box::new(crate::error::MissingDebugInfo {
                 otp_release: self.otp_release.clone(),
                 erts_version: self.erts_version.clone(),
                 build_id: self.elf.build_id.clone().unwrap_or_else(|| "none".into()),
@@ -420,7 +420,7 @@ impl BeamTarget {
                 what: what.to_owned(),
                 missing,
                 hint: debug_info_hint(self.elf.build_id.as_deref(), &self.debug_tried),
-            },
+            })),
             // The debug info is there and still lacks them: the table does not fit this build.
             Some(_) => self.unsupported(format!("symbols not found: {missing}")),
         }

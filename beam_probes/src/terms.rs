@@ -89,7 +89,7 @@ mod tests {
     fn decodes_otp25_pids_like_erlang_prints_them() {
         let l = DEBIAN12_OTP25.pid;
         // Terms read from a live OTP 25 VM next to what pid_to_list/1 printed.
-        assert_eq!(l.decode(0x2800_0000_503).unwrap().to_string(), "<0.80.0>");
+        assert_eq!(l.decode(0x0280_0000_0503).unwrap().to_string(), "<0.80.0>");
         assert_eq!(l.decode(0x48_0000_0093).unwrap().to_string(), "<0.9.0>");
         assert_eq!(l.decode(0x3).unwrap().to_string(), "<0.0.0>");
         assert_eq!(l.table_index(0x48_0000_0093), 72);
