@@ -449,27 +449,41 @@ pub struct FieldSource {
     pub field: &'static str,
     /// The C struct (or typedef) name, as [`DebugInfo::struct_layout`] takes it.
     pub c_struct: &'static str,
-    pub member: &'static str,
+    /// The member path, under each name OTP has given it (oldest first).
+    pub members: &'static [&'static str],
+    /// Whether a build may lack the member (it then derives as 0).
+    pub optional: bool,
+    /// The member's size in bytes rather than its offset.
+    pub size: bool,
     pub table: fn(&BuildTable) -> u64,
     pub derived: fn(&DerivedOffsets) -> u64,
     set: fn(&mut DerivedOffsets, u64),
 }
 
 macro_rules! field {
-    ($group:ident . $f:ident, $c:literal, $m:literal) => {
+    ($group:ident . $f:ident, $c:literal, [$($m:literal),+] $(, $opt:ident)?) => {
         FieldSource {
             field: concat!(stringify!($group), ".", stringify!($f)),
             c_struct: $c,
-            member: $m,
+            members: &[$($m),+],
+            optional: field!(@opt $($opt)?),
+            size: false,
             table: |t| t.$group.$f,
             derived: |d| d.$group.$f,
             set: |d, v| d.$group.$f = v,
         }
     };
+    ($group:ident . $f:ident, $c:literal, $m:literal $(, $opt:ident)?) => {
+        field!($group.$f, $c, [$m] $(, $opt)?)
+    };
+    (@opt optional) => { true };
+    (@opt) => { false };
 }
 
-/// The struct offsets of a build table and where DWARF has them (OTP 25 names; a release
-/// that renames a member needs its own list).
+/// The struct offsets of a build table and where DWARF has them. A member OTP renamed lists
+/// its names oldest first (the first one the build's DWARF has is used: a build never has
+/// both); an `optional` member absent from a build derives as 0, which the table spells as
+/// "this build has no such member" (offset 0 is always `common.id`).
 pub static FIELDS: &[FieldSource] = &[
     field!(process.id, "process", "common.id"),
     field!(process.reg, "process", "common.u.alive.reg"),
@@ -480,11 +494,29 @@ pub static FIELDS: &[FieldSource] = &[
     field!(process.i, "process", "i"),
     field!(process.reds, "process", "reds"),
     field!(process.state, "process", "state"),
-    field!(process.sig_qs_len, "process", "sig_qs.len"),
-    field!(process.sig_inq_len, "process", "sig_inq.len"),
+    // OTP 26 split the counters: mq_len (handled part of the private queue), mlenoffs
+    // (messages after the last non-message signal of a queue).
+    field!(process.sig_qs_len, "process", ["sig_qs.len", "sig_qs.mq_len"]),
+    field!(process.sig_qs_cont_len, "process", "sig_qs.mlenoffs", optional),
+    field!(process.sig_inq_len, "process", ["sig_inq.len", "sig_inq.mlenoffs"]),
     field!(reg_proc.name, "RegProc", "name"),
     field!(ptab.tab, "ErtsPTab", "r.o.tab"),
     field!(ptab.max, "ErtsPTab", "r.o.max"),
+    field!(ptab.pix_mask, "ErtsPTab", "r.o.pix_mask"),
+    FieldSource {
+        field: "ptab.pix_mask_bytes",
+        c_struct: "ErtsPTab",
+        members: &["r.o.pix_mask"],
+        optional: false,
+        size: true,
+        table: |t| t.ptab.pix_mask_bytes,
+        derived: |d| d.ptab.pix_mask_bytes,
+        set: |d, v| d.ptab.pix_mask_bytes = v,
+    },
+    field!(ptab.pix_cl_mask, "ErtsPTab", "r.o.pix_cl_mask"),
+    field!(ptab.pix_cl_shift, "ErtsPTab", "r.o.pix_cl_shift"),
+    field!(ptab.pix_cli_mask, "ErtsPTab", "r.o.pix_cli_mask"),
+    field!(ptab.pix_cli_shift, "ErtsPTab", "r.o.pix_cli_shift"),
     field!(atom.table_entries, "IndexTable", "entries"),
     field!(atom.table_seg_table, "IndexTable", "seg_table"),
     field!(atom.atom_len, "Atom", "len"),
@@ -535,16 +567,38 @@ pub fn derive_from(info: &DebugInfo) -> Result<DerivedOffsets> {
             reds: 0,
             state: 0,
             sig_qs_len: 0,
+            sig_qs_cont_len: 0,
             sig_inq_len: 0,
         },
         reg_proc: RegProcLayout { name: 0 },
-        ptab: PtabLayout { tab: 0, max: 0 },
+        ptab: PtabLayout {
+            tab: 0,
+            max: 0,
+            pix_mask: 0,
+            pix_mask_bytes: 0,
+            pix_cl_mask: 0,
+            pix_cl_shift: 0,
+            pix_cli_mask: 0,
+            pix_cli_shift: 0,
+        },
         atom: AtomOffsets { table_entries: 0, table_seg_table: 0, atom_len: 0, atom_name: 0 },
         extra: Vec::new(),
     };
     for f in FIELDS {
-        let offset = layout(f.c_struct)?.offset(f.member)?;
-        (f.set)(&mut d, offset);
+        let l = layout(f.c_struct)?;
+        let found = f.members.iter().find_map(|m| l.member(m).ok());
+        let value = match found {
+            Some(m) if f.size => m.size.ok_or_else(|| DwarfError::NoMember {
+                path: l.path.clone(),
+                name: l.name.clone(),
+                member: format!("{} (its size)", f.members[0]),
+            })?,
+            Some(m) => m.offset,
+            None if f.optional => 0,
+            // Report it under its newest name: the one a current build should have.
+            None => l.offset(f.members[f.members.len() - 1]).map(|_| 0)?,
+        };
+        (f.set)(&mut d, value);
     }
     for &(c_struct, member) in EXTRA_MEMBERS {
         if let Ok(offset) = layout(c_struct)?.offset(member) {
@@ -585,7 +639,12 @@ pub fn compare(derived: &DerivedOffsets, table: &BuildTable) -> Vec<Mismatch> {
             let (t, d) = ((f.table)(table), (f.derived)(derived));
             (t != d).then(|| Mismatch {
                 field: f.field,
-                dwarf_member: format!("struct {}: {}", f.c_struct, f.member),
+                dwarf_member: format!(
+                    "struct {}: {}{}",
+                    f.c_struct,
+                    f.members.join(" or "),
+                    if f.size { " (size)" } else { "" }
+                ),
                 table: t,
                 dwarf: d,
             })
@@ -604,11 +663,27 @@ impl DerivedOffsets {
         s.push_str(&format!(
             "    process: ProcessLayout {{\n        id: {},\n        reg: {},\n        heap_sz: {},\n        \
              old_heap: {},\n        old_hend: {},\n        mbuf_sz: {},\n        i: {},\n        reds: {},\n        \
-             state: {},\n        sig_qs_len: {},\n        sig_inq_len: {},\n    }},\n",
-            p.id, p.reg, p.heap_sz, p.old_heap, p.old_hend, p.mbuf_sz, p.i, p.reds, p.state, p.sig_qs_len, p.sig_inq_len
+             state: {},\n        sig_qs_len: {},\n        sig_qs_cont_len: {},\n        sig_inq_len: {},\n    }},\n",
+            p.id,
+            p.reg,
+            p.heap_sz,
+            p.old_heap,
+            p.old_hend,
+            p.mbuf_sz,
+            p.i,
+            p.reds,
+            p.state,
+            p.sig_qs_len,
+            p.sig_qs_cont_len,
+            p.sig_inq_len
         ));
         s.push_str(&format!("    reg_proc: RegProcLayout {{ name: {} }},\n", self.reg_proc.name));
-        s.push_str(&format!("    ptab: PtabLayout {{ tab: {}, max: {} }},\n", self.ptab.tab, self.ptab.max));
+        let t = &self.ptab;
+        s.push_str(&format!(
+            "    ptab: PtabLayout {{\n        tab: {},\n        max: {},\n        pix_mask: {},\n        pix_mask_bytes: {},\n        \
+             pix_cl_mask: {},\n        pix_cl_shift: {},\n        pix_cli_mask: {},\n        pix_cli_shift: {},\n    }},\n",
+            t.tab, t.max, t.pix_mask, t.pix_mask_bytes, t.pix_cl_mask, t.pix_cl_shift, t.pix_cli_mask, t.pix_cli_shift
+        ));
         let a = &self.atom;
         let macro_field = |name: &str, v: Option<String>| match v {
             Some(v) => format!("        {name}: {v}, // not in DWARF: as in {}\n", like.map_or("", |t| t.id)),

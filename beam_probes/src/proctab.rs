@@ -5,6 +5,7 @@
 use crate::builds::BuildTable;
 use crate::error::{Error, Result};
 use crate::memory::RemoteMemory;
+use crate::terms::{PidDecoder, PidIndex, PtabIndexing};
 
 /// Upper bound on the slots we accept, so a corrupt `max` cannot make us read gigabytes.
 const MAX_SLOTS: u32 = 1 << 27;
@@ -49,10 +50,32 @@ impl<'a> ProcessTable<'a> {
         Ok((tab, max))
     }
 
+    /// The pid decoder for this VM: the build's pid layout with the table's index masks
+    /// (read every time: a few bytes, and a VM that restarted under the same pid has new ones).
+    pub fn pid_decoder(&self) -> Result<PidDecoder> {
+        let p = &self.table.ptab;
+        let read = |off: u64, what: &'static str| self.mem.read_u32(self.ptab_addr + off, what);
+        let mask = |off: u64, what: &'static str| match p.pix_mask_bytes {
+            8 => self.mem.read_u64(self.ptab_addr + off, what),
+            _ => read(off, what).map(u64::from),
+        };
+        let indexing = PtabIndexing {
+            pix_mask: mask(p.pix_mask, "process table pix_mask")?,
+            pix_cl_mask: mask(p.pix_cl_mask, "process table pix_cl_mask")?,
+            pix_cl_shift: read(p.pix_cl_shift, "process table pix_cl_shift")?,
+            pix_cli_mask: mask(p.pix_cli_mask, "process table pix_cli_mask")?,
+            pix_cli_shift: read(p.pix_cli_shift, "process table pix_cli_shift")?,
+        };
+        if self.table.pid.index == PidIndex::PixData && !indexing.is_sane() {
+            return Err(Error::Corrupt(format!("process table index masks: {indexing:?}")));
+        }
+        Ok(PidDecoder::new(self.table.pid, indexing))
+    }
+
     /// The `Process*` for a pid term, if that pid is still alive.
     pub fn process_ptr(&self, pid_term: u64) -> Result<Option<u64>> {
         let (tab, max) = self.slots()?;
-        let ix = self.table.pid.table_index(pid_term);
+        let ix = self.pid_decoder()?.table_index(pid_term);
         if ix >= u64::from(max) {
             return Ok(None);
         }

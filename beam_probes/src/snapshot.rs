@@ -13,7 +13,7 @@ use crate::builds::{BuildTable, ProcessStatusFlags};
 use crate::error::Result;
 use crate::memory::RemoteMemory;
 use crate::proctab::ProcessTable;
-use crate::terms::Pid;
+use crate::terms::{Pid, PidDecoder};
 
 /// Processes read per `process_vm_readv` call (each a separate iovec; IOV_MAX is 1024).
 const BATCH: usize = 512;
@@ -96,7 +96,7 @@ pub struct Snapshot {
 /// The span of `Process` a record needs, from the first to the last field read.
 fn record_span(t: &BuildTable) -> u64 {
     let p = &t.process;
-    [p.id, p.reg, p.heap_sz, p.old_heap, p.old_hend, p.mbuf_sz, p.i, p.reds, p.state, p.sig_qs_len, p.sig_inq_len]
+    [p.id, p.reg, p.heap_sz, p.old_heap, p.old_hend, p.mbuf_sz, p.i, p.reds, p.state, p.sig_qs_len, p.sig_qs_cont_len, p.sig_inq_len]
         .into_iter()
         .max()
         .unwrap_or(0)
@@ -151,6 +151,7 @@ pub fn snapshot(table: &ProcessTable<'_>) -> Result<Snapshot> {
     let t = table.build();
     let mem = table.memory();
     let (tab, max) = table.slots()?;
+    let pids = table.pid_decoder()?;
     let span = record_span(t);
     let mut snap = Snapshot { slots: u64::from(max), ..Default::default() };
     let mut names: HashMap<u64, Option<String>> = HashMap::new();
@@ -171,7 +172,7 @@ pub fn snapshot(table: &ProcessTable<'_>) -> Result<Snapshot> {
             let ok = read_many(&mem, &addrs, span as usize, &mut buf);
             for (i, &(ix, _)) in batch.iter().enumerate() {
                 let rec = &buf[i * span as usize..(i + 1) * span as usize];
-                match ok[i].then(|| decode(t, rec, ix)).flatten() {
+                match ok[i].then(|| decode(t, &pids, rec, ix)).flatten() {
                     Some(mut r) => {
                         let reg = u64_at(rec, t.process.reg);
                         if reg != 0 {
@@ -194,14 +195,16 @@ pub fn snapshot(table: &ProcessTable<'_>) -> Result<Snapshot> {
 
 /// Decodes one `Process` image read from table slot `ix`; `None` when it does not hold
 /// together (the slot was freed or reused while we read).
-fn decode(t: &BuildTable, rec: &[u8], ix: u64) -> Option<ProcessRecord> {
+fn decode(t: &BuildTable, pids: &PidDecoder, rec: &[u8], ix: u64) -> Option<ProcessRecord> {
     let p = &t.process;
     let term = u64_at(rec, p.id);
-    let pid = t.pid.decode(term)?;
-    if t.pid.table_index(term) != ix {
+    let pid = pids.decode(term)?;
+    if pids.table_index(term) != ix {
         return None;
     }
-    let queue = u64_at(rec, p.sig_qs_len).checked_add(u64_at(rec, p.sig_inq_len))?;
+    // A build without the middle counter has 0 there: offset 0 is the pid term, not a count.
+    let cont = if p.sig_qs_cont_len == 0 { 0 } else { u64_at(rec, p.sig_qs_cont_len) };
+    let queue = u64_at(rec, p.sig_qs_len).checked_add(cont)?.checked_add(u64_at(rec, p.sig_inq_len))?;
     let old = u64_at(rec, p.old_hend).checked_sub(u64_at(rec, p.old_heap))? / 8;
     let heap = u64_at(rec, p.heap_sz).checked_add(old)?.checked_add(u64_at(rec, p.mbuf_sz))?;
     if queue > MAX_QUEUE || heap > MAX_HEAP_WORDS {

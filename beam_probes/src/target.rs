@@ -4,6 +4,7 @@
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use crate::builds::{self, BuildTable, ERTS_VERSION_SYMBOL, OTP_RELEASE_SYMBOL};
 use crate::elf::ElfInfo;
@@ -14,7 +15,7 @@ use crate::jit::perf_map::{PerfMapReader, perf_map_path};
 use crate::jit::{JitSource, JitSymbolReader, JitSymbols};
 use crate::memory::RemoteMemory;
 use crate::proctab::ProcessTable;
-use crate::terms::Pid;
+use crate::terms::{Pid, PidDecoder};
 
 /// Where the struct offsets in use come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +58,8 @@ pub struct BeamTarget {
     /// Why each place searched for debug info gave nothing (for error messages).
     pub debug_tried: Vec<String>,
     pub mem: RemoteMemory,
+    /// Read from the process table on first use: the masks are fixed at the VM's boot.
+    pid_decoder: OnceLock<Option<PidDecoder>>,
 }
 
 fn proc_path(pid: u32, rest: &str) -> PathBuf {
@@ -232,6 +235,7 @@ impl BeamTarget {
             debug_origin,
             debug_tried: lookup.tried,
             mem,
+            pid_decoder: OnceLock::new(),
         })
     }
 
@@ -436,8 +440,10 @@ impl BeamTarget {
         ProcessTable::new(self.mem, self.table, self.process_table_address(), atoms)
     }
 
+    /// Decodes a pid term of this VM. `None` when it is not a pid, or when the process
+    /// table's index masks (needed by OTP 26+ pid terms) could not be read.
     pub fn decode_pid(&self, term: u64) -> Option<Pid> {
-        self.table.pid.decode(term)
+        self.pid_decoder.get_or_init(|| self.process_table().pid_decoder().ok()).as_ref()?.decode(term)
     }
 
     /// `<0.N.S>` for a pid term, or the raw term in hex when it is not a pid.

@@ -3,8 +3,10 @@
 //! the term layouts. Nothing outside `beam_probes` knows any of these numbers.
 
 mod otp25;
+mod otp27;
 
 pub use otp25::DEBIAN12_OTP25;
+pub use otp27::DEBIAN13_OTP27;
 
 use crate::hooks::HookSpec;
 use crate::terms::{AtomLayout, PidLayout};
@@ -34,8 +36,16 @@ pub struct ProcessLayout {
     pub reds: u64,
     /// `state`: the atomic state flags (`ERTS_PSFLG_*`).
     pub state: u64,
-    /// `sig_qs.len` and `sig_inq.len`: messages in the private and in the outer queue.
+    /// Message counters whose sum is the message queue length (`process_info`'s
+    /// `message_queue_len` once the process has handled its pending signals).
+    /// OTP 25: `sig_qs.len` (private queue) and `sig_inq.len` (outer queue); no third counter.
+    /// OTP 26+: `sig_qs.mq_len` (handled messages of the private queue), `sig_qs.mlenoffs`
+    /// (fetched, not yet handled) and `sig_inq.mlenoffs` (outer queue). Messages queued in
+    /// front of a pending non-message signal (a link, monitor or process_info request) are
+    /// counted in that signal, not here: the sum can be short while such a signal waits.
     pub sig_qs_len: u64,
+    /// 0 when the build has no such counter.
+    pub sig_qs_cont_len: u64,
     pub sig_inq_len: u64,
 }
 
@@ -66,6 +76,17 @@ pub struct PtabLayout {
     pub tab: u64,
     /// Number of slots (u32).
     pub max: u64,
+    /// The index masks and shifts (u32 each) that map a pid's data to its slot
+    /// (`erts_ptab_data2pix` / `erts_ptab_pixdata2data`). Set at boot from the table size
+    /// (`+P`), so read from the VM rather than assumed; OTP 26+ pid terms need them to decode.
+    pub pix_mask: u64,
+    /// Width of `pix_mask`, `pix_cl_mask` and `pix_cli_mask` (4 bytes in OTP 25, 8 in 27;
+    /// the shifts stay u32).
+    pub pix_mask_bytes: u64,
+    pub pix_cl_mask: u64,
+    pub pix_cl_shift: u64,
+    pub pix_cli_mask: u64,
+    pub pix_cli_shift: u64,
 }
 
 /// Names of the global data symbols a build table relies on.
@@ -140,7 +161,7 @@ pub struct BuildTable {
 
 /// Every table, in the order they are tried.
 pub fn all() -> &'static [&'static BuildTable] {
-    static ALL: [&BuildTable; 1] = [&DEBIAN12_OTP25];
+    static ALL: [&BuildTable; 2] = [&DEBIAN12_OTP25, &DEBIAN13_OTP27];
     &ALL
 }
 

@@ -8,7 +8,7 @@ use crate::builds::{
     BuildTable, GlobalSymbols, JitRecordLayout, ProcessLayout, ProcessStatusFlags, PtabLayout, RegProcLayout,
 };
 use crate::hooks::{HookPoint, HookSpec};
-use crate::terms::{AtomLayout, PidLayout};
+use crate::terms::{AtomLayout, PidIndex, PidLayout};
 
 pub static DEBIAN12_OTP25: BuildTable = BuildTable {
     id: "otp25-x86_64-jit",
@@ -63,6 +63,7 @@ pub static DEBIAN12_OTP25: BuildTable = BuildTable {
         reds: 280,
         state: 640,
         sig_qs_len: 392,
+        sig_qs_cont_len: 0,
         sig_inq_len: 672,
     },
     // ERTS_PSFLG_BIT(N) = 1 << (6 + N): FREE 4, EXITING 5, ACTIVE 7, RUNNING 9, SUSPENDED 10,
@@ -77,16 +78,27 @@ pub static DEBIAN12_OTP25: BuildTable = BuildTable {
         active: (1 << 13) | (1 << 20) | (1 << 28),
     },
     reg_proc: RegProcLayout { name: 32 },
-    ptab: PtabLayout { tab: 192, max: 208 },
-    // (ptab index << 32) | (serial << 19) | (number << 4) | 0x3
+    // ErtsPTabReadOnlyData at +192: tab +0, max +16, pix_mask..pix_cli_shift +20..+36 (u32s).
+    ptab: PtabLayout {
+        tab: 192,
+        max: 208,
+        pix_mask: 212,
+        pix_mask_bytes: 4,
+        pix_cl_mask: 216,
+        pix_cl_shift: 220,
+        pix_cli_mask: 224,
+        pix_cli_shift: 228,
+    },
+    // (ptab index << 32) | (data << 4) | 0x3, data = (serial << 15) | number, 28 bits
+    // (erl_term.h: _PID_DATA_SIZE 28, _PID_NUM_SIZE 15; erts_ptab_make_id in erl_ptab.h).
     pid: PidLayout {
         tag_mask: 0xf,
         tag: 0x3,
-        number_shift: 4,
+        data_shift: 4,
+        data_bits: 28,
         number_bits: 15,
-        serial_shift: 19,
         serial_bits: 13,
-        table_index_shift: 32,
+        index: PidIndex::Above { shift: 32 },
     },
     // (index << 6) | 0xb; IndexTable { Hash htable (104 bytes); type; size; limit; entries @116;
     // IndexSlot ***seg_table @120 }, 1024 slots per segment; Atom { len @24, name @32 }.

@@ -1,0 +1,153 @@
+//! OTP 27 as Debian 13 (trixie) ships it (`erlang-base` 1:27.3.4.1+dfsg-1+deb13u4, ERTS 15.2.7,
+//! x86-64 JIT, built without dynamic trace, stripped but exporting ~4,800 dynamic symbols,
+//! build-id c3c1e30f9638181692a0faa7554e2643b6def036).
+//!
+//! Struct offsets: from the DWARF of Debian's own source built with Debian's flags in a trixie
+//! chroot (`cargo xtask otp-debug --suite trixie`; `cargo xtask offsets <it> --check` passes
+//! and tests/dwarf_offsets.rs keeps it so). The newest source on the mirror is deb13u3 (the
+//! deb13u4 security upload's source is not there); deb13u4 only touches applications
+//! (inets, ssh: see its changelog), and the live tests read the packaged deb13u4 binary with
+//! this table. Term layouts, hook signatures, status flags and JIT records: read from the
+//! 27.3.4.1 source (files named below).
+
+use crate::builds::{
+    BuildTable, GlobalSymbols, JitRecordLayout, ProcessLayout, ProcessStatusFlags, PtabLayout, RegProcLayout,
+};
+use crate::hooks::{HookPoint, HookSpec};
+use crate::terms::{AtomLayout, PidIndex, PidLayout};
+
+pub static DEBIAN13_OTP27: BuildTable = BuildTable {
+    id: "otp27-x86_64-jit",
+    otp_release: "27",
+    erts_versions: &["15.2.7"],
+    dynamic_trace: false,
+    // Every hooked function keeps OTP 25's signature in 27.3.4.1, so the conventions of
+    // hooks.rs hold unchanged: erts_send_message(Process *sender, Process *receiver,
+    // ErtsProcLocks *, Eterm) (erl_message.c); Process *erts_schedule(ErtsSchedulerData *,
+    // Process *p, int calls) (erl_process.c); erts_garbage_collect_nobump(Process *, Uint need,
+    // Eterm *, int, int fcalls), erts_garbage_collect(Process *, Uint, Eterm *, int),
+    // erts_gc_after_bif_call_lhf(Process *, ErlHeapFragment *, Eterm, Eterm *, Uint),
+    // erts_garbage_collect_hibernate(Process *), erts_garbage_collect_literals(Process *, ...)
+    // (erl_gc.c); Eterm erl_create_process(Process *parent, Eterm, Eterm, Eterm,
+    // ErlSpawnOpts *) (erl_process.c); erts_ptab_delete_element(ErtsPTab *,
+    // ErtsPTabElementCommon *) (erl_ptab.c). All are exported by Debian's binary.
+    hooks: &[
+        HookSpec { point: HookPoint::SendLocal, symbol: "erts_send_message" },
+        HookSpec { point: HookPoint::ScheduleOut, symbol: "erts_schedule" },
+        HookSpec { point: HookPoint::ScheduleIn, symbol: "erts_schedule" },
+        HookSpec { point: HookPoint::GcStart, symbol: "erts_garbage_collect_nobump" },
+        HookSpec { point: HookPoint::GcEnd, symbol: "erts_garbage_collect_nobump" },
+        HookSpec { point: HookPoint::GcStart, symbol: "erts_garbage_collect" },
+        HookSpec { point: HookPoint::GcEnd, symbol: "erts_garbage_collect" },
+        HookSpec { point: HookPoint::GcStart, symbol: "erts_gc_after_bif_call_lhf" },
+        HookSpec { point: HookPoint::GcEnd, symbol: "erts_gc_after_bif_call_lhf" },
+        HookSpec { point: HookPoint::GcStart, symbol: "erts_garbage_collect_hibernate" },
+        HookSpec { point: HookPoint::GcEnd, symbol: "erts_garbage_collect_hibernate" },
+        HookSpec { point: HookPoint::GcStart, symbol: "erts_garbage_collect_literals" },
+        HookSpec { point: HookPoint::GcEnd, symbol: "erts_garbage_collect_literals" },
+        HookSpec { point: HookPoint::SpawnStart, symbol: "erl_create_process" },
+        HookSpec { point: HookPoint::SpawnEnd, symbol: "erl_create_process" },
+        HookSpec { point: HookPoint::ProcessGone, symbol: "erts_ptab_delete_element" },
+    ],
+    globals: GlobalSymbols {
+        process_table: "erts_proc",
+        atom_table: "erts_atom_table",
+        // Same four leading fields as in 25 (version, action, relevant, first); 27 appends a
+        // mutex after them (beam_jit_metadata.cpp).
+        jit_debug_descriptor: "__jit_debug_descriptor",
+        // ErtsFrameLayout erts_frame_layout (beam_jit_main.cpp): RA = 0, FP_RA = 1.
+        frame_layout: "erts_frame_layout",
+    },
+    // `struct process` moved almost everything: fcalls/flags/arity shrank and moved up,
+    // ErtsPTabElementCommon lost `tracer`/`trace_flags` before `u` (reg at +32) and gained
+    // `tracee` at its end; sizeof(struct process) = 760 (DWARF; the live
+    // erts_proc.r.o.element_size). The queue counters are mq_len/mlenoffs (see ProcessLayout).
+    process: ProcessLayout {
+        id: 0,
+        reg: 32,
+        heap_sz: 216,
+        old_heap: 512,
+        old_hend: 496,
+        mbuf_sz: 568,
+        i: 248,
+        reds: 272,
+        state: 624,
+        sig_qs_len: 336,
+        sig_qs_cont_len: 376,
+        sig_inq_len: 656,
+    },
+    // erl_process.h: ERTS_PSFLG_BIT(N) = 1 << (ERTS_PSFLGS_ZERO_BIT_OFFSET (6) + N), and the
+    // bits erts_process_state2status tests are numbered as in 25: FREE 4, EXITING 5,
+    // ACTIVE 7, RUNNING 9, SUSPENDED 10, GC 11, ACTIVE_SYS 14, RUNNING_SYS 15,
+    // DIRTY_ACTIVE_SYS 22, DIRTY_RUNNING 23, DIRTY_RUNNING_SYS 24.
+    status_flags: ProcessStatusFlags {
+        free: 1 << 10,
+        exiting: 1 << 11,
+        gc: 1 << 17,
+        suspended: 1 << 16,
+        running: (1 << 15) | (1 << 21) | (1 << 29) | (1 << 30),
+        active: (1 << 13) | (1 << 20) | (1 << 28),
+    },
+    reg_proc: RegProcLayout { name: 32 },
+    // ErtsPTabReadOnlyData at +192: the three masks became Uint (8 bytes) and the shifts
+    // moved after them.
+    ptab: PtabLayout {
+        tab: 192,
+        max: 208,
+        pix_mask: 216,
+        pix_mask_bytes: 8,
+        pix_cl_mask: 224,
+        pix_cl_shift: 240,
+        pix_cli_mask: 232,
+        pix_cli_shift: 244,
+    },
+    // erl_term.h: _PID_DATA_SIZE = 64 - _TAG_IMMED1_SIZE (4) = 60, _PID_NUM_SIZE 28, so
+    // serial 32 bits; erl_ptab.h erts_ptab_make_id: term = (pixdata << 4) | 0x3 with the slot
+    // index in pixdata's low bits. Checked live: term 0x2983 is <0.83.0> in slot 664.
+    pid: PidLayout {
+        tag_mask: 0xf,
+        tag: 0x3,
+        data_shift: 4,
+        data_bits: 60,
+        number_bits: 28,
+        serial_bits: 32,
+        index: PidIndex::PixData,
+    },
+    // Unchanged from 25: make_atom(x) = (x << 6) + 0xb (erl_term.h); IndexTable entries @116,
+    // seg_table @120, INDEX_PAGE_SHIFT 10 (index.h); Atom len @24, name @32 (atom.h).
+    atom: AtomLayout {
+        tag_mask: 0x3f,
+        tag: 0xb,
+        index_shift: 6,
+        table_entries: 116,
+        table_seg_table: 120,
+        segment_bits: 10,
+        atom_len: 24,
+        atom_name: 32,
+    },
+    // beam_jit_metadata.cpp (27.3.4.1): the same records as 25 (module_info renamed
+    // erlang_module_info, same fields): debug_info { enum header @0; union @8 {
+    // emulator_info { int frame_layout; const void *normal_exit }; erlang_module_info {
+    // u64 base_address; u32 range_count; u32 code_size; u16 name_length; char name[] } } },
+    // range_info { u32 start, end, line_count; u16 name_length; char name[] }, line_info
+    // { u32 start_offset, line_number; u16 file_length; char file[] }.
+    jit_records: JitRecordLayout {
+        header_emulator: 0,
+        header_module: 1,
+        emulator_frame_layout: 8,
+        debug_info_size: 32,
+        module_base_address: 8,
+        module_range_count: 16,
+        module_code_size: 20,
+        module_name_length: 24,
+        module_name: 26,
+        range_start_offset: 0,
+        range_end_offset: 4,
+        range_line_count: 8,
+        range_name_length: 12,
+        range_name: 14,
+        range_info_size: 16,
+        line_file_length: 8,
+        line_info_size: 12,
+    },
+};
