@@ -520,7 +520,9 @@ pub static FIELDS: &[FieldSource] = &[
     field!(atom.table_entries, "IndexTable", "entries"),
     field!(atom.table_seg_table, "IndexTable", "seg_table"),
     field!(atom.atom_len, "Atom", "len"),
-    field!(atom.atom_name, "Atom", "name"),
+    // OTP 29 made the name a union: `u.name` (byte*, lookup templates) or `u.bin` (a binary
+    // term, atoms in the table), at the same offset.
+    field!(atom.atom_name, "Atom", ["name", "u.name"]),
 ];
 
 /// `Process` members scope-probe does not read yet, printed with the table for review.
@@ -697,7 +699,9 @@ impl DerivedOffsets {
         s.push_str(&format!("        table_entries: {},\n", a.table_entries));
         s.push_str(&format!("        table_seg_table: {},\n", a.table_seg_table));
         s.push_str(&macro_field("segment_bits", la.map(|l| l.segment_bits.to_string())));
-        s.push_str(&format!("        atom_len: {},\n        atom_name: {},\n    }},\n", a.atom_len, a.atom_name));
+        s.push_str(&format!("        atom_len: {},\n        atom_name: {},\n", a.atom_len, a.atom_name));
+        s.push_str(&macro_field("name", la.map(|l| format!("AtomName::{:?}", l.name))));
+        s.push_str("    },\n");
         if !self.extra.is_empty() {
             s.push_str("    // Not in the table (not read by scope-probe yet):");
             for (i, (c, m, off)) in self.extra.iter().enumerate() {

@@ -5,7 +5,7 @@
 use crate::builds::BuildTable;
 use crate::error::{Error, Result};
 use crate::memory::RemoteMemory;
-use crate::terms::{PidDecoder, PidIndex, PtabIndexing};
+use crate::terms::{AtomName, PidDecoder, PidIndex, PtabIndexing};
 
 /// Upper bound on the slots we accept, so a corrupt `max` cannot make us read gigabytes.
 const MAX_SLOTS: u32 = 1 << 27;
@@ -98,6 +98,40 @@ impl<'a> ProcessTable<'a> {
         self.reg_name(reg).map(Some)
     }
 
+    /// Where an atom's bytes are, from its name field at `field`.
+    fn atom_text_address(&self, field: u64) -> Result<u64> {
+        let value = self.mem.read_u64(field, "atom name")?;
+        match self.table.atom.name {
+            AtomName::Pointer => Ok(value),
+            AtomName::Bitstring {
+                boxed_tag_mask,
+                boxed_tag,
+                header_tag_mask,
+                heap_bits_tag,
+                heap_bits_data,
+                sub_bits_tag,
+                sub_bits_base,
+                sub_bits_base_flags,
+                sub_bits_start,
+            } => {
+                if value & boxed_tag_mask != boxed_tag {
+                    return Err(Error::Corrupt(format!("atom name {value:#x} is not a boxed term")));
+                }
+                let boxed = value & !boxed_tag_mask;
+                let header = self.mem.read_u64(boxed, "atom name header")?;
+                match header & header_tag_mask {
+                    t if t == heap_bits_tag => Ok(boxed + heap_bits_data),
+                    t if t == sub_bits_tag => {
+                        let base = self.mem.read_u64(boxed + sub_bits_base, "atom name base")? & !sub_bits_base_flags;
+                        let start_bits = self.mem.read_u64(boxed + sub_bits_start, "atom name offset")?;
+                        Ok(base + start_bits / 8)
+                    }
+                    other => Err(Error::Corrupt(format!("atom name header tag {other:#x}"))),
+                }
+            }
+        }
+    }
+
     /// The text of an atom term.
     pub fn atom_text(&self, atom_term: u64) -> Result<String> {
         let l = &self.table.atom;
@@ -113,7 +147,7 @@ impl<'a> ProcessTable<'a> {
         if !(0..=MAX_ATOM_BYTES).contains(&len) {
             return Err(Error::Corrupt(format!("atom {ix}: length {len}")));
         }
-        let text_ptr = self.mem.read_u64(atom + l.atom_name, "atom text pointer")?;
+        let text_ptr = self.atom_text_address(atom + l.atom_name)?;
         let text = self.mem.read_vec(text_ptr, len as usize, "atom text")?;
         String::from_utf8(text).map_err(|_| Error::Corrupt(format!("atom {ix}: not UTF-8")))
     }

@@ -149,9 +149,33 @@ pub struct AtomLayout {
     pub table_seg_table: u64,
     /// log2 of the number of slots per segment.
     pub segment_bits: u32,
-    /// In an `Atom`: its byte length (i16) and a pointer to its text.
+    /// In an `Atom`: its byte length (i16) and where its text is (see `name`).
     pub atom_len: u64,
     pub atom_name: u64,
+    /// What the `atom_name` field holds.
+    pub name: AtomName,
+}
+
+/// How an `Atom` refers to its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AtomName {
+    /// `byte *name` (up to OTP 28).
+    Pointer,
+    /// `Eterm bin`: a boxed binary term in the literal area (OTP 29: `u.bin`, erl_bits.h). Its
+    /// header's low 6 bits tell a heap binary (the bytes follow the header and bit size) from
+    /// a sub-binary of an off-heap one (a base pointer whose low 2 bits are flags, plus a bit
+    /// offset). Atom names are whole bytes from offset 0.
+    Bitstring {
+        boxed_tag_mask: u64,
+        boxed_tag: u64,
+        header_tag_mask: u64,
+        heap_bits_tag: u64,
+        heap_bits_data: u64,
+        sub_bits_tag: u64,
+        sub_bits_base: u64,
+        sub_bits_base_flags: u64,
+        sub_bits_start: u64,
+    },
 }
 
 impl AtomLayout {

@@ -4,9 +4,11 @@
 
 mod otp25;
 mod otp27;
+mod otp29;
 
 pub use otp25::DEBIAN12_OTP25;
 pub use otp27::DEBIAN13_OTP27;
+pub use otp29::DEBIAN_FORKY_OTP29;
 
 use crate::hooks::HookSpec;
 use crate::terms::{AtomLayout, PidLayout};
@@ -161,7 +163,7 @@ pub struct BuildTable {
 
 /// Every table, in the order they are tried.
 pub fn all() -> &'static [&'static BuildTable] {
-    static ALL: [&BuildTable; 2] = [&DEBIAN12_OTP25, &DEBIAN13_OTP27];
+    static ALL: [&BuildTable; 3] = [&DEBIAN12_OTP25, &DEBIAN13_OTP27, &DEBIAN_FORKY_OTP29];
     &ALL
 }
 

@@ -8,7 +8,7 @@ use crate::builds::{
     BuildTable, GlobalSymbols, JitRecordLayout, ProcessLayout, ProcessStatusFlags, PtabLayout, RegProcLayout,
 };
 use crate::hooks::{HookPoint, HookSpec};
-use crate::terms::{AtomLayout, PidIndex, PidLayout};
+use crate::terms::{AtomLayout, AtomName, PidIndex, PidLayout};
 
 pub static DEBIAN12_OTP25: BuildTable = BuildTable {
     id: "otp25-x86_64-jit",
@@ -111,6 +111,7 @@ pub static DEBIAN12_OTP25: BuildTable = BuildTable {
         segment_bits: 10,
         atom_len: 24,
         atom_name: 32,
+        name: AtomName::Pointer,
     },
     // erts/emulator/beam/jit/beam_jit_metadata.cpp (OTP 25.2.3), x86-64 C layout:
     // debug_info { u32 header @0; union @8 { emulator_info { int frame_layout @8;

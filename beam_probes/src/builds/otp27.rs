@@ -14,7 +14,7 @@ use crate::builds::{
     BuildTable, GlobalSymbols, JitRecordLayout, ProcessLayout, ProcessStatusFlags, PtabLayout, RegProcLayout,
 };
 use crate::hooks::{HookPoint, HookSpec};
-use crate::terms::{AtomLayout, PidIndex, PidLayout};
+use crate::terms::{AtomLayout, AtomName, PidIndex, PidLayout};
 
 pub static DEBIAN13_OTP27: BuildTable = BuildTable {
     id: "otp27-x86_64-jit",
@@ -124,6 +124,7 @@ pub static DEBIAN13_OTP27: BuildTable = BuildTable {
         segment_bits: 10,
         atom_len: 24,
         atom_name: 32,
+        name: AtomName::Pointer,
     },
     // beam_jit_metadata.cpp (27.3.4.1): the same records as 25 (module_info renamed
     // erlang_module_info, same fields): debug_info { enum header @0; union @8 {

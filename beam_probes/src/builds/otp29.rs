@@ -1,0 +1,41 @@
+//! OTP 29 as Debian forky/sid ships it (`erlang-base` 1:29.1.1+dfsg-1, ERTS 17.1, x86-64 JIT,
+//! without dynamic trace, build-id a1a858f879ccf28e7871c290914b693182006115). Debian's binary is
+//! stripped and, unlike 25 and 27, exports only the NIF and driver API (330 symbols): the hooks,
+//! the process and atom tables and the release strings are found through its debug info (a
+//! separate debug file or debuginfod; see target.rs). Without it only CPU profiling with the
+//! VM's perf map works.
+//!
+//! Everything is OTP 27's (the hooked functions keep their signatures in the 29.1.1 source;
+//! `struct process`, `ErtsPTab`, `IndexTable`, `RegProc` and `Atom` offsets equal 27's in the
+//! DWARF of Debian's forky source built with Debian's flags, `cargo xtask otp-debug --suite
+//! forky`; the pid layout, status flags and JIT records (beam_jit_metadata.cpp) are unchanged
+//! in the source) except how an atom holds its text: a binary term instead of a pointer.
+
+use crate::builds::{BuildTable, DEBIAN13_OTP27};
+use crate::terms::{AtomLayout, AtomName};
+
+pub static DEBIAN_FORKY_OTP29: BuildTable = BuildTable {
+    id: "otp29-x86_64-jit",
+    otp_release: "29",
+    erts_versions: &["17.1"],
+    // atom.h: `union { byte *name; Eterm bin; } u` at the old `name` offset. erl_term.h:
+    // boxed terms have primary tag 0x2 (mask 0x3); header subtags (mask 0x3f)
+    // HEAP_BITS = 0x8 << 2 = 0x20, SUB_BITS = 0x9 << 2 = 0x24. erl_bits.h: ErlHeapBits
+    // { thing_word @0; size @8; data @16 }, ErlSubBits { thing_word @0; base_flags @8 (low 2
+    // bits: ERL_SUB_BITS_FLAG_MASK); start @16; end @24; orig @32 }.
+    atom: AtomLayout {
+        name: AtomName::Bitstring {
+            boxed_tag_mask: 0x3,
+            boxed_tag: 0x2,
+            header_tag_mask: 0x3f,
+            heap_bits_tag: 0x20,
+            heap_bits_data: 16,
+            sub_bits_tag: 0x24,
+            sub_bits_base: 8,
+            sub_bits_base_flags: 0x3,
+            sub_bits_start: 16,
+        },
+        ..DEBIAN13_OTP27.atom
+    },
+    ..DEBIAN13_OTP27
+};
