@@ -19,6 +19,9 @@ pub struct PidLayout {
     pub serial_bits: u32,
     /// Where the process-table index sits (the bits above it).
     pub table_index_shift: u32,
+    /// Process-table slots per cache line (`ERTS_CACHE_LINE_SIZE / sizeof(erts_atomic_t)`): the
+    /// table index spreads consecutive pids over cache lines by it (see `usdt::PidIndexing`).
+    pub ptab_slots_per_cache_line: u64,
 }
 
 impl PidLayout {
