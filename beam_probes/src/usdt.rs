@@ -276,7 +276,11 @@ impl BeamTarget {
                 .filter(|s| !found.iter().any(|r| r.name == s.name))
                 .map(|s| s.name)
                 .collect();
-            if needed.is_empty() || !missing.is_empty() {
+            if needed.is_empty() {
+                plans.push(uprobe("no_usdt_probe", "the build table names no USDT probe for it".into()));
+                continue;
+            }
+            if !missing.is_empty() {
                 plans.push(uprobe(
                     "probe_missing",
                     format!("USDT probe missing from this beam.smp: {}", missing.join(", ")),
