@@ -5,10 +5,15 @@
  * Each program is attached by userspace to the function the build table names for its hook
  * point, filtered to the target pid, and can be detached at any time. Entry/return pairs are
  * joined here (per OS thread) so that one event with a duration reaches userspace.
+ *
+ * On a beam.smp built with dynamic trace, some capabilities can come from its USDT probes
+ * instead (the usdt_* programs below; userspace picks the source per capability). They emit the
+ * same events with the same pid terms, so nothing downstream knows which source was used.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
+#include <bpf/usdt.bpf.h>
 #include "monitor.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -238,6 +243,150 @@ int BPF_UPROBE(on_process_gone, const void *ptab, const void *element)
 		return 0; /* the port table */
 	count(STAT_HIT_PROCESS_GONE);
 	__u64 pid = process_pid(element);
+	if (pid)
+		emit(EVENT_EXIT, pid, 0, 0, bpf_ktime_get_ns());
+	return 0;
+}
+
+/* ---- USDT sources ---- */
+
+/* "<0.80.0>" is 8 bytes; the longest local pid, <0.32767.8191>, is 14. */
+#define PID_STR_MAX 24
+
+/*
+ * The pid term of the pid string at user address str (as "%T" prints a local pid), rebuilt
+ * exactly as the VM builds it (see struct monitor_config), or 0 when it is unreadable, remote
+ * (node not 0) or not a pid.
+ */
+static __always_inline __u64 pid_from_string(long str)
+{
+	char buf[PID_STR_MAX] = {};
+	if (!str || bpf_probe_read_user_str(buf, sizeof(buf), (const void *)str) < 0)
+		goto bad;
+	if (buf[0] != '<')
+		goto bad;
+	__u64 part[3] = {};
+	__u32 field = 0;
+	bool digits = false, closed = false;
+	for (int i = 1; i < PID_STR_MAX; i++) {
+		char c = buf[i];
+		if (c >= '0' && c <= '9') {
+			if (field > 2)
+				goto bad;
+			part[field] = part[field] * 10 + (c - '0');
+			digits = true;
+		} else if (c == '.' && digits && field < 2) {
+			field++;
+			digits = false;
+		} else if (c == '>' && digits && field == 2) {
+			closed = true;
+			break;
+		} else {
+			goto bad;
+		}
+	}
+	if (!closed || part[0] != 0)
+		goto bad;
+	__u64 number = part[1], serial = part[2];
+	if (number >> cfg.pid_number_bits || serial >> cfg.pid_serial_bits)
+		goto bad;
+	__u64 data = number | (serial << cfg.pid_number_bits);
+	__u64 pix = ((data & cfg.pix_cl_mask) << cfg.pix_cl_shift) + ((data >> cfg.pix_cli_shift) & cfg.pix_cli_mask);
+	if (cfg.pid_index_above_shift)
+		return (pix << cfg.pid_index_above_shift) | (data << cfg.pid_data_shift) | cfg.pid_tag;
+	return (((data & ~cfg.pix_mask) | pix) << cfg.pid_data_shift) | cfg.pid_tag;
+bad:
+	count(STAT_LOST_PID_STRING);
+	return 0;
+}
+
+/* The pid term in the cookie's first (which = 0) or second (which = 1) pid argument. */
+static __always_inline __u64 usdt_pid_arg(struct pt_regs *ctx, int which)
+{
+	__u64 arg = (bpf_usdt_cookie(ctx) >> (which * 8)) & 0xff;
+	long str = 0;
+	if (arg == USDT_NO_ARG || bpf_usdt_arg(ctx, arg, &str)) {
+		count(STAT_LOST_PID_STRING);
+		return 0;
+	}
+	return pid_from_string(str);
+}
+
+SEC("usdt")
+int usdt_send(struct pt_regs *ctx)
+{
+	/* One program serves every site of message__send; only the local sends count. */
+	__u64 ip = PT_REGS_IP(ctx);
+	bool local = false;
+	for (int i = 0; i < USDT_SITES_MAX; i++)
+		if (cfg.send_sites[i] && cfg.send_sites[i] == ip)
+			local = true;
+	if (!local) {
+		count(STAT_HIT_SEND_OTHER_SITE);
+		return 0;
+	}
+	count(STAT_HIT_SEND);
+	__u64 from = usdt_pid_arg(ctx, 0), to = usdt_pid_arg(ctx, 1);
+	if (!from || !to)
+		return 0;
+	emit(EVENT_SEND, from, to, 0, bpf_ktime_get_ns());
+	return 0;
+}
+
+/*
+ * gc_minor__start / gc_major__start and their ends fire on the collecting thread around one
+ * collection, never nested: a span per thread, like the uprobe GC probe.
+ */
+SEC("usdt")
+int usdt_gc_start(struct pt_regs *ctx)
+{
+	count(STAT_HIT_GC_START);
+	__u64 pid = usdt_pid_arg(ctx, 0);
+	if (pid)
+		start_span(&gc_pending, pid, bpf_ktime_get_ns());
+	return 0;
+}
+
+SEC("usdt")
+int usdt_gc_end(struct pt_regs *ctx)
+{
+	count(STAT_HIT_GC_END);
+	__u64 now = bpf_ktime_get_ns();
+	__u32 tid = current_tid();
+	struct pending_span *span = bpf_map_lookup_elem(&gc_pending, &tid);
+	if (!span) {
+		count(STAT_LOST_UNPAIRED);
+		return 0;
+	}
+	emit(EVENT_GC, span->pid, now - span->start_ns, 0, now);
+	bpf_map_delete_elem(&gc_pending, &tid);
+	return 0;
+}
+
+/*
+ * process__spawn(pid, mfa) has no parent. erl_create_process runs on the parent's scheduler
+ * thread while the parent is scheduled in, so the parent is the process the schedule hook saw
+ * scheduled in on this thread (sched_pending); 0 (unknown) when that hook is not attached or
+ * the spawn does not come from a running process.
+ */
+SEC("usdt")
+int usdt_spawn(struct pt_regs *ctx)
+{
+	count(STAT_HIT_SPAWN_END);
+	__u64 child = usdt_pid_arg(ctx, 0);
+	if (!child)
+		return 0;
+	__u32 tid = current_tid();
+	struct pending_span *running = bpf_map_lookup_elem(&sched_pending, &tid);
+	emit(EVENT_SPAWN, running ? running->pid : 0, child, 0, bpf_ktime_get_ns());
+	return 0;
+}
+
+SEC("usdt")
+int usdt_exit(struct pt_regs *ctx)
+{
+	count(STAT_HIT_PROCESS_GONE);
+	__u64 pid = usdt_pid_arg(ctx, 0);
 	if (pid)
 		emit(EVENT_EXIT, pid, 0, 0, bpf_ktime_get_ns());
 	return 0;

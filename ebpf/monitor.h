@@ -40,8 +40,14 @@ enum stat_id {
 	STAT_LOST_PENDING_FULL,    /* per-thread start table was full */
 	STAT_LOST_READ_FAULT,      /* a Process could not be read or held no pid */
 	STAT_LOST_UNPAIRED,        /* an end without its start (probe attached mid-way) */
+	STAT_LOST_PID_STRING,      /* a USDT pid string that was unreadable or not <0.N.S> */
+	/* USDT message__send sites that are not local process sends (distribution, NIFs). */
+	STAT_HIT_SEND_OTHER_SITE,
 	STAT_NR,
 };
+
+/* Most USDT sites of one probe that can be accepted (the rest are dropped by address). */
+#define USDT_SITES_MAX 4
 
 /* Set by userspace before load from the build table (beam_probes). */
 struct monitor_config {
@@ -49,7 +55,31 @@ struct monitor_config {
 	__u64 process_table;  /* runtime address of the process table */
 	__u64 pid_tag_mask;
 	__u64 pid_tag;
+	/*
+	 * Rebuilding a pid term from a USDT pid string <0.N.S> (beam_probes PidDecoder::encode):
+	 * data = N | S << number_bits; slot = ((data & cl_mask) << cl_shift) +
+	 * ((data >> cli_shift) & cli_mask); with index_above_shift (OTP 25) term = slot <<
+	 * index_above_shift | data << data_shift | tag, else (OTP 26+) term = ((data & ~pix_mask) |
+	 * slot) << data_shift | tag.
+	 */
+	__u64 pid_number_bits;
+	__u64 pid_serial_bits;
+	__u64 pid_data_shift;
+	__u64 pid_index_above_shift; /* 0: the slot is inside the data (pixdata) */
+	__u64 pix_mask;
+	__u64 pix_cl_mask;
+	__u64 pix_cl_shift;
+	__u64 pix_cli_shift;
+	__u64 pix_cli_mask;
+	/* Runtime addresses of the message__send sites that are local sends (0: unused). */
+	__u64 send_sites[USDT_SITES_MAX];
 };
+
+/*
+ * The cookie of a USDT attachment says which arguments hold pid strings: bits 0-7 the first,
+ * bits 8-15 the second (USDT_NO_ARG: none). The build table decides (beam_probes).
+ */
+#define USDT_NO_ARG 0xff
 
 /* Per-thread state between a function's entry and its return. */
 struct pending_span {

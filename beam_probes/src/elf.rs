@@ -34,6 +34,8 @@ pub struct ElfInfo {
     pub has_usdt_notes: bool,
     /// The file name in `.gnu_debuglink`: where a separate debug file may be.
     pub debuglink: Option<String>,
+    /// Every USDT probe site (`.note.stapsdt`), in note order.
+    pub usdt_notes: Vec<crate::usdt::UsdtNote>,
 }
 
 impl ElfInfo {
@@ -70,7 +72,8 @@ impl ElfInfo {
             .collect();
         let has_usdt_notes = file.section_by_name(".note.stapsdt").is_some();
         let debuglink = file.gnu_debuglink().ok().flatten().map(|(name, _crc)| String::from_utf8_lossy(name).into_owned());
-        Ok(ElfInfo { path: path.to_owned(), build_id, symbols, segments, has_usdt_notes, debuglink })
+        let usdt_notes = crate::usdt::parse_notes(&file);
+        Ok(ElfInfo { path: path.to_owned(), build_id, symbols, segments, has_usdt_notes, debuglink, usdt_notes })
     }
 
     pub fn symbol(&self, name: &str) -> Option<Symbol> {

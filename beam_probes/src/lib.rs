@@ -13,6 +13,7 @@
 //! - [`hooks`]: the hook points scope-probe can attach, named by what they observe.
 //! - [`terms`]: pid and atom term decoding.
 //! - [`proctab`]: the process table: live count and registered names.
+//! - [`usdt`]: USDT probes in `.note.stapsdt`, and which source serves each capability.
 //! - [`jit`]: names of JIT code ranges, from the perf map or the GDB JIT interface.
 
 pub mod builds;
@@ -30,6 +31,7 @@ pub mod proctab;
 pub mod snapshot;
 pub mod target;
 pub mod terms;
+pub mod usdt;
 
 pub use builds::BuildTable;
 pub use error::{Error, Result};
@@ -37,3 +39,4 @@ pub use hooks::{HookPoint, ResolvedHook};
 pub use jit::{JitSource, JitSymbol, JitSymbolReader, JitSymbols};
 pub use target::BeamTarget;
 pub use terms::Pid;
+pub use usdt::{CapabilityPlan, ProbeSource, ResolvedUsdt, SourcePreference, UsdtPoint};

@@ -120,6 +120,29 @@ impl PidDecoder {
     pub fn decode(&self, term: u64) -> Option<Pid> {
         self.is_pid(term).then(|| Pid { term, number: self.number(term), serial: self.serial(term) })
     }
+
+    /// The table slot of pid data (`erts_ptab_data2pix`, erl_ptab.h).
+    fn data_to_slot(&self, data: u64) -> u64 {
+        let ix = &self.indexing;
+        ((data & ix.pix_cl_mask) << ix.pix_cl_shift) + ((data >> ix.pix_cli_shift) & ix.pix_cli_mask)
+    }
+
+    /// The inverse of [`decode`](Self::decode): the term of `<0.number.serial>` as the VM
+    /// builds it (`erts_ptab_make_id`), or `None` when they do not fit the layout. USDT probes
+    /// name processes by such strings; the BPF programs do this same computation (monitor.h,
+    /// `pid_from_string`) so their events key processes like the uprobes' raw terms.
+    pub fn encode(&self, number: u64, serial: u64) -> Option<u64> {
+        let l = &self.layout;
+        if low_bits(number, l.number_bits) != number || low_bits(serial, l.serial_bits) != serial {
+            return None;
+        }
+        let data = number | (serial << l.number_bits);
+        let slot = self.data_to_slot(data);
+        Some(match l.index {
+            PidIndex::Above { shift } => (slot << shift) | (data << l.data_shift) | l.tag,
+            PidIndex::PixData => (((data & !self.indexing.pix_mask) | slot) << l.data_shift) | l.tag,
+        })
+    }
 }
 
 /// A decoded local pid. Displays as Erlang prints it: `<0.N.S>`.

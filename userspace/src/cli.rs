@@ -111,6 +111,12 @@ pub struct MonitorArgs {
     #[arg(long, value_enum, default_value_t = Mode::Trace)]
     pub mode: Mode,
 
+    /// Where per-event hooks come from: `auto` uses the VM's USDT probes (a beam.smp built
+    /// --with-dynamic-trace=systemtap) for each capability they serve without loss, uprobes
+    /// elsewhere; `usdt` uses USDT wherever a probe exists; `uprobe` never uses USDT.
+    #[arg(long, value_enum, default_value_t = ProbeSourceArg::Auto)]
+    pub probe_source: ProbeSourceArg,
+
     /// Address of the metrics endpoint (/metrics). Loopback by default; expose with care.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9568")]
     pub listen: SocketAddr,
@@ -130,6 +136,23 @@ pub struct MonitorArgs {
     /// Most sender/receiver pairs kept (the smallest are evicted, counted).
     #[arg(long, value_name = "N", default_value_t = 100_000)]
     pub max_pairs: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProbeSourceArg {
+    Auto,
+    Usdt,
+    Uprobe,
+}
+
+impl ProbeSourceArg {
+    pub fn preference(self) -> beam_probes::SourcePreference {
+        match self {
+            ProbeSourceArg::Auto => beam_probes::SourcePreference::Auto,
+            ProbeSourceArg::Usdt => beam_probes::SourcePreference::Usdt,
+            ProbeSourceArg::Uprobe => beam_probes::SourcePreference::Uprobe,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use beam_probes::{BeamTarget, ResolvedHook};
+use beam_probes::{BeamTarget, CapabilityPlan, ResolvedHook};
 use libbpf_rs::RingBufferBuilder;
 
 use crate::aggregate::Aggregator;
@@ -25,6 +25,8 @@ use crate::mode::Mode;
 pub struct Health {
     pub kernel: KernelStats,
     pub attached: Vec<&'static str>,
+    /// The source of each capability (uprobe or USDT) and why.
+    pub plans: Vec<CapabilityPlan>,
 }
 
 pub struct Shared {
@@ -58,6 +60,7 @@ pub enum Command {
 pub struct AttachReport {
     pub capabilities: Vec<&'static str>,
     pub symbols: Vec<String>,
+    pub plans: Vec<CapabilityPlan>,
 }
 
 pub struct ProbeThread {
@@ -74,6 +77,7 @@ impl ProbeThread {
     pub fn start(
         target: Arc<BeamTarget>,
         hooks: Vec<ResolvedHook>,
+        plans: Vec<CapabilityPlan>,
         mode: Mode,
         shared: Arc<Shared>,
     ) -> Result<(ProbeThread, AttachReport)> {
@@ -81,7 +85,7 @@ impl ProbeThread {
         let (ready_tx, ready_rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("scope-probe-bpf".into())
-            .spawn(move || run(&target, hooks, mode, &shared, rx, ready_tx))
+            .spawn(move || run(&target, hooks, plans, mode, &shared, rx, ready_tx))
             .context("starting the probe thread")?;
         match ready_rx.recv() {
             Ok(Ok(report)) => Ok((ProbeThread { tx, thread: Some(thread) }, report)),
@@ -123,15 +127,20 @@ impl Drop for ProbeThread {
 fn run(
     target: &BeamTarget,
     hooks: Vec<ResolvedHook>,
+    plans: Vec<CapabilityPlan>,
     mode: Mode,
     shared: &Shared,
     rx: Receiver<Command>,
     ready: Sender<Result<AttachReport>>,
 ) -> Result<()> {
     let attach = || -> Result<MonitorProbes> {
-        let probes = MonitorProbes::load(target, hooks)?;
+        let probes = MonitorProbes::load(target, hooks, plans)?;
         for cap in mode.initial_capabilities() {
-            probes.attach(cap)?;
+            if let Err(e) = probes.attach(cap) {
+                // Never leave the VM half-instrumented.
+                probes.detach_all();
+                return Err(e);
+            }
         }
         Ok(probes)
     };
@@ -158,7 +167,11 @@ fn run(
         })?;
     }
     let ring = builder.build().context("setting up the event ring buffer")?;
-    let _ = ready.send(Ok(AttachReport { capabilities: probes.attached(), symbols: probes.attached_symbols() }));
+    let _ = ready.send(Ok(AttachReport {
+        capabilities: probes.attached(),
+        symbols: probes.attached_symbols(),
+        plans: probes.plans(),
+    }));
 
     let flush = || {
         let events = std::mem::take(&mut *batch.borrow_mut());
@@ -173,6 +186,7 @@ fn run(
         let mut h = shared.health.lock().unwrap_or_else(|e| e.into_inner());
         h.kernel = kernel;
         h.attached = probes.attached();
+        h.plans = probes.plans();
     };
     publish();
     let mut last_stats = Instant::now();

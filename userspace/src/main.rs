@@ -62,24 +62,31 @@ fn run_monitor(cli: MonitorArgs) -> Result<()> {
     let pid = cli.pid.context("--pid is required")?;
     let target = Arc::new(cli.debug_info.open(pid)?);
     let hooks = target.resolve_hooks()?;
+    let plans = target.plan_sources(cli.probe_source.preference())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(monitor(cli, target, hooks))
+    runtime.block_on(monitor(cli, target, hooks, plans))
 }
 
-async fn monitor(cli: MonitorArgs, target: Arc<BeamTarget>, hooks: Vec<beam_probes::ResolvedHook>) -> Result<()> {
+async fn monitor(
+    cli: MonitorArgs,
+    target: Arc<BeamTarget>,
+    hooks: Vec<beam_probes::ResolvedHook>,
+    plans: Vec<beam_probes::CapabilityPlan>,
+) -> Result<()> {
     // Bind before attaching: a busy port must not leave probes behind.
     let listener = tokio::net::TcpListener::bind(cli.listen).await.with_context(|| {
         format!("cannot listen on {} (use --listen to choose another address)", cli.listen)
     })?;
     let shared = Arc::new(Shared::new(Aggregator::new(cli.max_processes, cli.max_pairs)));
     let started = std::time::Instant::now();
-    let (probe, report) = ProbeThread::start(target.clone(), hooks, cli.mode, shared.clone())?;
+    let (probe, report) = ProbeThread::start(target.clone(), hooks, plans, cli.mode, shared.clone())?;
+    let source = source_summary(&report.plans);
     eprintln!(
-        "scope-probe: attached to pid {} ({}) in {} ms: OTP {}, ERTS {}, build {} (offsets from {}), source uprobe, mode {}",
+        "scope-probe: attached to pid {} ({}) in {} ms: OTP {}, ERTS {}, build {} (offsets from {}), source {source}, mode {}",
         target.pid,
         target.exe.display(),
         started.elapsed().as_millis(),
@@ -90,6 +97,9 @@ async fn monitor(cli: MonitorArgs, target: Arc<BeamTarget>, hooks: Vec<beam_prob
         cli.mode.name(),
     );
     eprintln!("scope-probe: hooks: {} ({})", report.capabilities.join(", "), report.symbols.join(", "));
+    for plan in report.plans.iter().filter(|p| report.capabilities.contains(&p.capability)) {
+        eprintln!("scope-probe: source of {plan}");
+    }
     if let Some(origin) = &target.debug_origin {
         let file = target.debug_file.as_ref().map(|f| format!(" ({})", f.display())).unwrap_or_default();
         eprintln!("scope-probe: debug info: {}{file}", origin.label());
@@ -104,7 +114,7 @@ async fn monitor(cli: MonitorArgs, target: Arc<BeamTarget>, hooks: Vec<beam_prob
         build: BuildLabels {
             otp_release: target.otp_release.clone(),
             erts_version: target.erts_version.clone(),
-            source: "uprobe",
+            source,
             build: target.table.id,
             mode: cli.mode.name(),
         },
@@ -136,6 +146,18 @@ async fn monitor(cli: MonitorArgs, target: Arc<BeamTarget>, hooks: Vec<beam_prob
         agg.totals.exits,
     );
     Ok(())
+}
+
+/// "uprobe", "usdt", or "usdt+uprobe" when capabilities use both.
+fn source_summary(plans: &[beam_probes::CapabilityPlan]) -> &'static str {
+    use beam_probes::ProbeSource;
+    let usdt = plans.iter().any(|p| p.source == ProbeSource::Usdt);
+    let uprobe = plans.iter().any(|p| p.source == ProbeSource::Uprobe);
+    match (usdt, uprobe) {
+        (true, true) => "usdt+uprobe",
+        (true, false) => "usdt",
+        _ => "uprobe",
+    }
 }
 
 /// Starts the CPU sampler and a thread that folds its samples into the one-minute window.

@@ -176,6 +176,7 @@ pub fn render(agg: &Aggregator, input: ScrapeInput<'_>) -> String {
         ("pending_table_full", k.get(stat_id::STAT_LOST_PENDING_FULL)),
         ("read_fault", k.get(stat_id::STAT_LOST_READ_FAULT)),
         ("unpaired", k.get(stat_id::STAT_LOST_UNPAIRED)),
+        ("pid_string", k.get(stat_id::STAT_LOST_PID_STRING)),
         ("undecodable", agg.undecodable),
         ("samples_ring_buffer_full", input.sampler_lost.map_or(0, |l| l.0)),
         ("samples_consumer_behind", input.sampler_lost.map_or(0, |l| l.1)),
@@ -193,6 +194,7 @@ pub fn render(agg: &Aggregator, input: ScrapeInput<'_>) -> String {
         ("spawn_start", k.get(stat_id::STAT_HIT_SPAWN_START)),
         ("spawn_end", k.get(stat_id::STAT_HIT_SPAWN_END)),
         ("process_gone", k.get(stat_id::STAT_HIT_PROCESS_GONE)),
+        ("send_other_site", k.get(stat_id::STAT_HIT_SEND_OTHER_SITE)),
     ] {
         hits.get_or_create(&vec![("hook".into(), hook.into())]).inc_by(n);
     }
@@ -222,6 +224,21 @@ pub fn render(agg: &Aggregator, input: ScrapeInput<'_>) -> String {
         ])
         .set(1);
     r.register("scope_probe_build_info", "The observed VM's build and how scope-probe observes it", build);
+    let sources = Family::<Labels, Gauge>::default();
+    for plan in &input.health.plans {
+        sources
+            .get_or_create(&vec![
+                ("capability".into(), plan.capability.into()),
+                ("source".into(), plan.source.label().into()),
+                ("reason".into(), plan.code.into()),
+            ])
+            .set(1);
+    }
+    r.register(
+        "scope_probe_capability_source",
+        "Where each capability's events come from (uprobe or usdt) and why, always 1",
+        sources,
+    );
 
     counter(
         &mut r,

@@ -28,6 +28,10 @@ enum Config {
     Sampler,
     /// The BEAM's own tracer: send + receive of the workload's processes to a counter.
     ErlangTrace,
+    /// Trace mode on the systemtap build, every capability from uprobes.
+    TraceUprobe,
+    /// Trace mode on the systemtap build, USDT wherever a probe serves (`--probe-source usdt`).
+    TraceUsdt,
 }
 
 impl Config {
@@ -37,6 +41,8 @@ impl Config {
             Config::Trace => "scope-probe --mode trace --frequency 0",
             Config::Sampler => "scope-probe profile (sampler, 99 Hz)",
             Config::ErlangTrace => "erlang:trace send+receive",
+            Config::TraceUprobe => "scope-probe --mode trace --frequency 0 --probe-source uprobe",
+            Config::TraceUsdt => "scope-probe --mode trace --frequency 0 --probe-source usdt",
         }
     }
 }
@@ -64,18 +70,48 @@ pub fn run(bin: &Path, each: Duration, rounds: usize) -> Result<()> {
         (Workload::Cpu, Config::Baseline),
         (Workload::Cpu, Config::Sampler),
     ];
+    run_rows(&mut beam, bin, &plan, rounds, ms, "stock Debian OTP 25")?;
+    drop(beam);
+    usdt_bench(bin, ms, rounds)?;
+    snapshot_bench(bin)
+}
+
+/// The same ping-pong on the systemtap build (`cargo xtask otp-usdt`): its baseline, uprobe
+/// sources and USDT sources, interleaved like the rest. A USDT hit costs the VM more than the
+/// trap: with a probe's semaphore raised, the VM formats the pid strings (`%T`) at every site.
+fn usdt_bench(bin: &Path, ms: u128, rounds: usize) -> Result<()> {
+    let usdt = crate::otp_usdt::provision(false)?;
+    let copy = scope_probe_tests::otp_copy::OtpCopy::with_beam(&usdt);
+    let mut beam = copy.start();
+    beam.call(&format!("scope_bench:pingpong({ms})"));
+    let plan = [
+        (Workload::PingPong, Config::Baseline),
+        (Workload::PingPong, Config::TraceUprobe),
+        (Workload::PingPong, Config::TraceUsdt),
+    ];
+    run_rows(&mut beam, bin, &plan, rounds, ms, "systemtap OTP 25 build (cargo xtask otp-usdt)")
+}
+
+fn run_rows(
+    beam: &mut Beam,
+    bin: &Path,
+    plan: &[(Workload, Config)],
+    rounds: usize,
+    ms: u128,
+    vm: &str,
+) -> Result<()> {
     let mut rows: Vec<Row> =
         plan.iter().map(|&(workload, config)| Row { workload, config, rates: vec![], probe_cpu: vec![] }).collect();
     for round in 1..=rounds.max(1) {
         for row in rows.iter_mut() {
-            let (rate, cpu) = measure(&mut beam, bin, row.workload, row.config, ms)?;
+            let (rate, cpu) = measure(beam, bin, row.workload, row.config, ms)?;
             eprintln!("xtask: round {round}: {:<10} {:<40} {:>12.0}/s", name(row.workload), row.config.label(), rate);
             row.rates.push(rate);
             row.probe_cpu.push(cpu);
         }
     }
     println!();
-    println!("{rounds} rounds of {ms} ms each, median; {}", machine());
+    println!("{vm}: {rounds} rounds of {ms} ms each, median; {}", machine());
     println!("| workload | configuration | rate | vs baseline | scope-probe CPU |");
     println!("|---|---|---:|---:|---:|");
     for w in [Workload::PingPong, Workload::Cpu] {
@@ -98,8 +134,7 @@ pub fn run(bin: &Path, each: Duration, rounds: usize) -> Result<()> {
             );
         }
     }
-    drop(beam);
-    snapshot_bench(bin)
+    Ok(())
 }
 
 /// The process table read from outside: time and memory of `scope-probe snapshot` on a VM with
@@ -158,10 +193,18 @@ fn unit(w: Workload) -> &'static str {
 
 fn measure(beam: &mut Beam, bin: &Path, w: Workload, config: Config, ms: u128) -> Result<(f64, f64)> {
     let pid = beam.os_pid.to_string();
+    let source = match config {
+        Config::TraceUprobe => "uprobe",
+        _ => "usdt",
+    };
     let probe = match config {
-        Config::Trace => {
+        Config::Trace | Config::TraceUprobe | Config::TraceUsdt => {
             let port = free_port();
-            let args = ["--pid", &pid, "--listen", &format!("127.0.0.1:{port}"), "--frequency", "0"];
+            let listen = format!("127.0.0.1:{port}");
+            let mut args = vec!["--pid", &pid, "--listen", &listen, "--frequency", "0"];
+            if config != Config::Trace {
+                args.extend(["--probe-source", source]);
+            }
             Some(start_and_wait(bin, &args, Some(port))?)
         }
         Config::Sampler => {

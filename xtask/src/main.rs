@@ -125,6 +125,8 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Test { args } => {
             setup::setup()?;
             otp_debug::provision(false)?;
+            // tests/usdt_build.rs runs a VM on the systemtap build (cached after the first run).
+            otp_usdt::provision(false)?;
             let bin = build()?;
             test(&bin, &args)
         }

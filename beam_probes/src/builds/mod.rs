@@ -151,6 +151,8 @@ pub struct BuildTable {
     /// fields to `struct process`, so a table describes builds with or without it, not both.
     pub dynamic_trace: bool,
     pub hooks: &'static [HookSpec],
+    /// USDT probes of this release's systemtap builds (used only when the binary has them).
+    pub usdt: crate::usdt::UsdtTable,
     pub globals: GlobalSymbols,
     pub process: ProcessLayout,
     pub status_flags: ProcessStatusFlags,

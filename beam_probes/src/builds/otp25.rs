@@ -9,6 +9,7 @@ use crate::builds::{
 };
 use crate::hooks::{HookPoint, HookSpec};
 use crate::terms::{AtomLayout, AtomName, PidIndex, PidLayout};
+use crate::usdt::{UsdtPoint, UsdtSpec, UsdtTable};
 
 pub static DEBIAN12_OTP25: BuildTable = BuildTable {
     id: "otp25-x86_64-jit",
@@ -42,6 +43,49 @@ pub static DEBIAN12_OTP25: BuildTable = BuildTable {
         // the table here exactly once, however it died (normal exit, kill, exit signal).
         HookSpec { point: HookPoint::ProcessGone, symbol: "erts_ptab_delete_element" },
     ],
+    // The `erlang` provider's probes (erlang_dtrace.d) in builds configured
+    // `--with-dynamic-trace=systemtap`; Debian's own build has none. Pids are strings made by
+    // `"%T"` of the pid term: `<0.N.S>`. Sites and semaphores: beam_probes/notes/
+    // otp25-systemtap-usdt-probes.md.
+    usdt: UsdtTable {
+        probes: &[
+            // message__send(char *sender, char *receiver, uint32_t size, label, prev, current).
+            // Five sites: two in erts_send_message (every local process-to-process send fires
+            // exactly one of them, the same calls the uprobe counts), the others in
+            // erts_dsig_send_msg / erts_dsig_send_reg_msg (distribution) and enif_send (NIFs),
+            // which the uprobe does not count either: only erts_send_message's sites serve.
+            UsdtSpec {
+                point: UsdtPoint::Send,
+                provider: "erlang",
+                name: "message__send",
+                pid_args: &[0, 1],
+                only_in: Some("erts_send_message"),
+            },
+            // gc_{minor,major}__{start,end}(char *pid, int need | reclaimed), all in the static
+            // garbage_collect(), which every collector entry reaches. A minor collection that
+            // escalates to a major one fires minor start/end then major start/end: two
+            // collections, as erlang:trace reports them (the uprobes count one invocation).
+            UsdtSpec { point: UsdtPoint::GcStart, provider: "erlang", name: "gc_minor__start", pid_args: &[0], only_in: None },
+            UsdtSpec { point: UsdtPoint::GcEnd, provider: "erlang", name: "gc_minor__end", pid_args: &[0], only_in: None },
+            UsdtSpec { point: UsdtPoint::GcStart, provider: "erlang", name: "gc_major__start", pid_args: &[0], only_in: None },
+            UsdtSpec { point: UsdtPoint::GcEnd, provider: "erlang", name: "gc_major__end", pid_args: &[0], only_in: None },
+            // process__spawn(char *pid, char *mfa) in erl_create_process: no parent.
+            UsdtSpec { point: UsdtPoint::Spawn, provider: "erlang", name: "process__spawn", pid_args: &[0], only_in: None },
+            // process__exit(char *pid, char *reason) in erts_do_exit_process, which every dying
+            // process passes through (killed ones too, via beam_exit), before it leaves the table.
+            UsdtSpec { point: UsdtPoint::Exit, provider: "erlang", name: "process__exit", pid_args: &[0], only_in: None },
+        ],
+        auto_uprobe: &[(
+            "spawn",
+            "process__spawn has no parent pid; with USDT the parent is taken from the process \
+             the schedule hook saw scheduled in on that thread, the uprobe reads it directly",
+        )],
+        unavailable: &[(
+            "schedule",
+            "under the JIT process__scheduled fires only on dirty schedulers, and \
+             process__unscheduled lacks the reductions the erts_schedule uprobe reads",
+        )],
+    },
     globals: GlobalSymbols {
         process_table: "erts_proc",
         atom_table: "erts_atom_table",

@@ -49,6 +49,8 @@ pub static DEBIAN13_OTP27: BuildTable = BuildTable {
         HookSpec { point: HookPoint::SpawnEnd, symbol: "erl_create_process" },
         HookSpec { point: HookPoint::ProcessGone, symbol: "erts_ptab_delete_element" },
     ],
+    // Debian builds 27 without dynamic trace; no systemtap build of 27 was checked.
+    usdt: crate::usdt::UsdtTable::UNCHECKED,
     globals: GlobalSymbols {
         process_table: "erts_proc",
         atom_table: "erts_atom_table",
