@@ -1,0 +1,93 @@
+//! Debian forky's OTP 29 (ERTS 17.1): a stripped beam.smp that exports only the NIF and driver
+//! API (330 symbols). The VM runs in the forky chroot (`cargo xtask chroot forky`), scope-probe
+//! outside, finding its files through /proc/PID/root.
+//!
+//! - Without debug info: everything that needs the VM's internal symbols is refused with one
+//!   line saying what to install; CPU profiling still works from the VM's perf map.
+//! - With the debug file installed in the VM's root (as `apt install erlang-base-dbgsym`
+//!   would), or served by a real debuginfod: attach, snapshot and counts work (the ground-truth
+//!   suites run against this build in the test matrix, see `cargo xtask test`).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use beam_probes::elf::ElfInfo;
+use scope_probe_tests::chroot::{provisioned, start_beam_in_chroot};
+use scope_probe_tests::{Beam, probe};
+
+fn forky() -> PathBuf {
+    provisioned("forky").unwrap_or_else(|e| panic!("the forky chroot is missing: {e}"))
+}
+
+fn scope_probe(args: &[&str]) -> Output {
+    let mut cmd = Command::new(probe::binary());
+    cmd.args(args).env_remove("DEBUGINFOD_URLS");
+    cmd.output().expect("running scope-probe")
+}
+
+/// A refusal: exit code 1, one line, no panic. Returns the line.
+fn refused(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).trim_end().to_owned();
+    assert_eq!(out.status.code(), Some(1), "expected a refusal: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    stderr
+}
+
+fn start(root: &Path, args: &[&str]) -> (Beam, String) {
+    let beam = start_beam_in_chroot(root, args);
+    let exe = std::fs::read_link(format!("/proc/{}/exe", beam.os_pid)).expect("the VM's executable");
+    let elf = ElfInfo::open(&exe).expect("reading beam.smp");
+    assert!(elf.symbol("erts_send_message").is_none(), "forky's beam.smp exports its internals now: update this test");
+    (beam, elf.build_id.expect("a build-id"))
+}
+
+#[test]
+fn without_debug_info_only_profiling_works() {
+    let root = forky();
+    let (mut beam, build_id) = start(&root, &["+JPperf", "map"]);
+    let otp = beam.call("erlang:system_info(otp_release)")["value"].trim_matches('"').to_owned();
+    assert_eq!(otp, "29", "forky ships OTP 29");
+    let pid = beam.os_pid.to_string();
+    let listen = format!("127.0.0.1:{}", probe::free_port());
+
+    let monitor = refused(&scope_probe(&["--pid", &pid, "--listen", &listen, "--duration", "5s"]));
+    let snapshot = refused(&scope_probe(&["snapshot", "--pid", &pid]));
+    for msg in [&monitor, &snapshot] {
+        // Names the build (release from the install layout, the symbols being absent)...
+        assert!(msg.contains("OTP 29") && msg.contains("ERTS 17.1") && msg.contains(&build_id), "{msg}");
+        // ...what is missing and every way to provide it.
+        assert!(msg.contains("is stripped") && msg.contains("erts_proc"), "{msg}");
+        let debug_path = format!("/usr/lib/debug/.build-id/{}/{}.debug", &build_id[..2], &build_id[2..]);
+        assert!(msg.contains(&debug_path) && msg.contains("erlang-base-dbgsym"), "{msg}");
+        assert!(msg.contains("DEBUGINFOD_URLS") && msg.contains("--debug-file"), "{msg}");
+        assert!(msg.contains("scope-probe profile"), "says what still works: {msg}");
+    }
+    assert!(monitor.contains("erts_send_message"), "{monitor}");
+
+    // Profiling needs no symbol of beam.smp: JIT names come from the perf map.
+    let burner = beam.call("scope_burn:start(scope_burner)")["pid"].clone();
+    assert!(burner.starts_with("<0."), "{burner}");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cpu.folded");
+    let o = scope_probe(&["profile", "--pid", &pid, "--duration", "4s", "-o", out.to_str().unwrap()]);
+    assert!(o.status.success(), "profile failed: {}", String::from_utf8_lossy(&o.stderr));
+    let stacks: HashMap<String, u64> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (s, n) = l.rsplit_once(' ').unwrap();
+            (s.to_owned(), n.parse().unwrap())
+        })
+        .collect();
+    let burning: u64 = stacks.iter().filter(|(s, _)| s.contains("scope_burn:")).map(|(_, n)| n).sum();
+    let chain: u64 = stacks
+        .iter()
+        .filter(|(s, _)| s.ends_with("scope_burn:outer/1;scope_burn:middle/1;scope_burn:burn/2"))
+        .map(|(_, n)| n)
+        .sum();
+    // One busy process on two cores: about half of all samples.
+    assert!(burning >= 100, "samples in scope_burn: {burning} of {stacks:?}");
+    assert!(chain as f64 >= 0.9 * burning as f64, "burn <- middle <- outer in {chain} of {burning}: {stacks:?}");
+}
