@@ -84,6 +84,15 @@ impl ElfInfo {
         self.symbols.len()
     }
 
+    /// Symbols with a size (functions and objects), sorted by address: for naming code
+    /// addresses of a stripped binary from its debug file's symbol table.
+    pub fn sized_symbols(&self) -> Vec<(u64, u64, &str)> {
+        let mut v: Vec<(u64, u64, &str)> =
+            self.symbols.iter().filter(|(_, s)| s.size > 0).map(|(n, s)| (s.address, s.size, n.as_str())).collect();
+        v.sort_unstable();
+        v
+    }
+
     /// Adds the symbols of `debug` (the binary's separate debug file, whose `.symtab` a
     /// stripped binary lacks) that this file does not define. Link-time addresses are the
     /// binary's, so they mean the same in both; segments stay this file's (a debug file has no

@@ -29,6 +29,9 @@ pub struct Symbolizer {
     frame_pointers: bool,
     /// File-backed executable mappings and their file names, for naming code without symbols.
     modules: Vec<(CodeRegion, String)>,
+    /// beam.smp's functions from its separate debug file (runtime start, size, name), sorted:
+    /// a stripped build's static functions, which blazesym cannot name from the binary alone.
+    debug_functions: Vec<(u64, u64, Arc<str>)>,
     /// JIT addresses no symbol covered even after a refresh.
     pub jit_misses: u64,
 }
@@ -48,6 +51,15 @@ impl Symbolizer {
             last_refresh: Instant::now(),
             frame_pointers: target.jit_frame_pointers().unwrap_or_else(|| target.has_perf_map()),
             modules: executable_files(target.pid),
+            debug_functions: match target.debug_file {
+                Some(_) => target
+                    .elf
+                    .sized_symbols()
+                    .into_iter()
+                    .map(|(addr, size, name)| (addr.wrapping_add(target.load_bias), size, Arc::from(name)))
+                    .collect(),
+                None => Vec::new(),
+            },
             jit_misses: 0,
         })
     }
@@ -110,6 +122,12 @@ impl Symbolizer {
     }
 
     fn native_name(&self, addr: u64) -> Arc<str> {
+        let i = self.debug_functions.partition_point(|(start, _, _)| *start <= addr);
+        if let Some((start, size, name)) = i.checked_sub(1).map(|i| &self.debug_functions[i])
+            && addr < start + size
+        {
+            return name.clone();
+        }
         let mut process = Process::new(self.pid.into());
         // OTP's perf map has 0x-prefixed addresses blazesym rejects; JIT code is ours anyway.
         process.perf_map = false;
