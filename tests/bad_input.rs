@@ -103,3 +103,32 @@ fn unsupported_build_is_refused_by_name() {
     assert!(stderr.contains(&format!("ERTS {fake}")), "names the build: {stderr}");
     assert!(stderr.contains("no offsets table"), "says what is missing: {stderr}");
 }
+
+/// A known release whose binary lacks one function its table hooks (the name of
+/// `erts_schedule` changed in the dynamic string table of a copy; the VM runs normally since
+/// nothing looks that name up): refused in one line naming the missing symbol, nothing
+/// attached.
+#[test]
+fn build_missing_a_hooked_symbol_is_refused_naming_it() {
+    use object::{Object, ObjectSection};
+    let copy = scope_probe_tests::otp_copy::OtpCopy::new();
+    let mut bytes = std::fs::read(&copy.beam_smp).unwrap();
+    let (dynstr_off, dynstr_len) = {
+        let file = object::File::parse(&*bytes).unwrap();
+        let (off, len) = file.section_by_name(".dynstr").unwrap().file_range().unwrap();
+        (off as usize, len as usize)
+    };
+    let dynstr = &mut bytes[dynstr_off..dynstr_off + dynstr_len];
+    let name = b"\0erts_schedule\0";
+    let at = dynstr.windows(name.len()).position(|w| w == name).expect("erts_schedule in .dynstr");
+    dynstr[at + name.len() - 2] = b'X'; // erts_schedulX
+    std::fs::write(&copy.beam_smp, bytes).unwrap();
+    assert!(ElfInfo::open(&copy.beam_smp).unwrap().symbol("erts_schedule").is_none());
+
+    let beam = copy.start();
+    let out = run_on(beam.os_pid);
+    assert_clean_failure(&out, "erts_schedule");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("OTP 25") && stderr.contains("ERTS 13.1.5"), "names the build: {stderr}");
+    assert!(!stderr.contains("erts_send_message"), "only what is missing: {stderr}");
+}
