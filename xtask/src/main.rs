@@ -7,7 +7,8 @@
 //!   (needs root: it attaches to real VMs).
 //! - `bench`: ping-pong round trips/s without a probe, with `--mode trace`, and with the
 //!   BEAM's own tracer, as ratios measured in the same run.
-//! - `otp-debug`: a beam.smp with DWARF built from Debian's own OTP 25 source (cached).
+//! - `otp-debug [--suite S]`: a beam.smp with DWARF built from Debian's own OTP source, the
+//!   host's or a chroot suite's (cached).
 //! - `otp-usdt`: the same with the VM's USDT probes (`--with-dynamic-trace=systemtap`; cached).
 //! - `offsets`: a build table's struct offsets from a beam.smp's DWARF, as Rust; `--check`.
 //! - `chroot`: a minimal Debian trixie/forky chroot with newer OTP (cached); `--run -- CMD`.
@@ -63,8 +64,13 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
-    /// Build a beam.smp with DWARF from Debian's OTP 25 source into .cache/otp25-debug/ (cached).
+    /// Build a beam.smp with DWARF from Debian's own OTP source into .cache/otp-debug/<suite>/
+    /// (cached): the host's, or with --suite that chroot suite's, built inside the chroot.
     OtpDebug {
+        /// trixie or forky: build that suite's erlang source package inside its chroot (also
+        /// writes the split debug file and, if the build-id differs from Debian's, a stripped copy).
+        #[arg(long)]
+        suite: Option<String>,
         /// Rebuild from a fresh source tree even when the cached binary exists.
         #[arg(long)]
         force: bool,
@@ -124,7 +130,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Test { args } => {
             setup::setup()?;
-            otp_debug::provision(false)?;
+            otp_debug::provision(None, false)?;
             let bin = build()?;
             test(&bin, &args)
         }
@@ -133,7 +139,7 @@ fn run(cli: Cli) -> Result<()> {
             let bin = build()?;
             bench::run(&bin, each, rounds)
         }
-        Cmd::OtpDebug { force } => otp_debug::provision(force).map(|_| ()),
+        Cmd::OtpDebug { suite, force } => otp_debug::provision(suite.as_deref(), force).map(|_| ()),
         Cmd::OtpUsdt { force } => otp_usdt::provision(force).map(|_| ()),
         Cmd::Offsets { binary, debug_file, check, table } => {
             offsets::run(&binary, debug_file.as_deref(), check, table.as_deref())
