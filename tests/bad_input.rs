@@ -102,4 +102,5 @@ fn unsupported_build_is_refused_by_name() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&format!("ERTS {fake}")), "names the build: {stderr}");
     assert!(stderr.contains("no offsets table"), "says what is missing: {stderr}");
+    assert!(stderr.contains("cargo xtask offsets"), "names the command that derives a table: {stderr}");
 }

@@ -128,7 +128,12 @@ impl BeamTarget {
             erts_version: erts_version.clone(),
             build_id: elf.build_id.clone().unwrap_or_else(|| "none".into()),
             path: exe.clone(),
-            missing: format!("no offsets table for this release; known builds: {}", builds::known_builds()),
+            missing: format!(
+                "no offsets table for this release (known builds: {}); `cargo xtask offsets <beam.smp with DWARF> \
+                 [--debug-file F]` derives one for beam_probes/src/builds/ (`cargo xtask otp-debug --suite S` \
+                 builds such a beam.smp from a Debian suite's source)",
+                builds::known_builds()
+            ),
         })?;
         let (table, offsets, debug_file) = Self::offsets_from_dwarf(pid, &exe, &host_path, &elf, table);
         if offsets == OffsetSource::Table && elf.has_usdt_notes != table.dynamic_trace {

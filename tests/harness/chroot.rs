@@ -123,5 +123,7 @@ pub fn start_beam_in_chroot(root: &Path, args: &[&str]) -> Beam {
     let ebin = fixtures_ebin_in(root);
     let mut cmd = command(root, "/usr/bin/erl");
     cmd.args(["-noshell", "-pa", &ebin]).args(args).args(["-eval", "scope_ctl:main()"]);
-    Beam::spawn(cmd, &format!("erl in {}", root.display()))
+    let mut beam = Beam::spawn(cmd, &format!("erl in {}", root.display()));
+    beam.root = Some(root.to_owned());
+    beam
 }
