@@ -12,9 +12,10 @@
 //!    When the mirror lacks that version's source (trixie's deb13u4 security upload), the
 //!    newest older revision of the same upstream version on the mirror is used instead and the
 //!    choice is recorded in `source-version` and printed;
-//! 4. `build_in_chroot.sh` (next to this file): `dpkg-buildflags` environment, debian/rules'
-//!    own CFLAGS / GEN_OPT_FLGS and configure command line (expanded by make from the rules
-//!    file: nothing re-typed here), `make emulator`;
+//! 4. `build_in_chroot.sh` (next to this file): debian/rules' own `automake-stamp` and
+//!    `configure-stamp` targets in the environment dpkg-buildpackage gives them
+//!    (SOURCE_DATE_EPOCH, no exported build flags), then `make emulator` with the rules'
+//!    GEN_OPT_FLGS: no flag is re-typed here;
 //! 5. copies beam.smp (with DWARF) to `.cache/otp-debug/<suite>/beam.smp`, then writes the
 //!    split debug file as dh_strip would and compares build-ids with the packaged beam.smp
 //!    (see [`debug_artifacts`]).
@@ -29,10 +30,24 @@ use scope_probe_tests::chroot as harness;
 /// The build recipe run inside the chroot.
 const BUILD_SCRIPT: &str = include_str!("build_in_chroot.sh");
 
-/// Beyond [`super::BUILD_PACKAGES`]: Debian's configure line has `--enable-systemd` and
-/// `--enable-dynamic-ssl-lib` (configure checks for their headers), and `debian/rules` itself
-/// needs `dpkg-parsechangelog` / `dpkg-buildflags` (dpkg-dev, in build-essential).
-const SUITE_PACKAGES: &[&str] = &["libssl-dev", "libsystemd-dev"];
+/// Beyond [`super::BUILD_PACKAGES`]: the part of Debian's Build-Depends that debian/rules'
+/// automake-stamp and configure-stamp use (autoconf regeneration, dh_testdir, grep-status;
+/// `--enable-systemd` and `--enable-dynamic-ssl-lib` check for their headers; pkgconf, bison,
+/// flex and ed as configure finds them on Debian's buildds). Not wx, ODBC, Java or docs.
+const SUITE_PACKAGES: &[&str] = &[
+    "libssl-dev",
+    "libsystemd-dev",
+    "autoconf",
+    "m4",
+    "autotools-dev",
+    "debhelper",
+    "dctrl-tools",
+    "pkgconf",
+    "bison",
+    "flex",
+    "ed",
+    "openssl",
+];
 
 /// `.cache/otp-debug/<suite>/`.
 pub fn dir(suite: &str) -> PathBuf {
@@ -69,7 +84,7 @@ pub fn build(suite: &str, force: bool, step: &dyn Fn(&str)) -> Result<PathBuf> {
         .context("running the build in the chroot")?;
     let log = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     std::fs::write(dir(suite).join("build.log"), &log)?;
-    for l in log.lines().filter(|l| l.contains('=') || l.starts_with("configure ")) {
+    for l in log.lines().filter(|l| l.contains('=') || l.starts_with("configure")) {
         step(&format!("{suite}:   {l}"));
     }
     let built = tree.join("bin/x86_64-pc-linux-gnu/beam.smp");
