@@ -275,6 +275,8 @@ pub fn debug_artifacts(suite: &str, beam: &Path) -> Result<DebugArtifacts> {
     let packaged = packaged_beam(&harness::chroot_dir(suite))
         .and_then(|p| ElfInfo::open(&p).ok())
         .and_then(|e| e.build_id);
+    // One debug file, for the current build: a stale one of an earlier build would only mislead.
+    let _ = std::fs::remove_dir_all(d.join("debug"));
     let ids = d.join("debug/.build-id").join(&build_id[..2]);
     std::fs::create_dir_all(&ids)?;
     let debug_file = ids.join(format!("{}.debug", &build_id[2..]));
