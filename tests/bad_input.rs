@@ -102,6 +102,7 @@ fn unsupported_build_is_refused_by_name() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&format!("ERTS {fake}")), "names the build: {stderr}");
     assert!(stderr.contains("no offsets table"), "says what is missing: {stderr}");
+    assert!(stderr.contains("cargo xtask offsets"), "names the command that derives a table: {stderr}");
 }
 
 /// A known release whose binary lacks one function its table hooks (the name of

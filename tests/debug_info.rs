@@ -11,10 +11,10 @@ use std::process::{Command, Output};
 use beam_probes::elf::ElfInfo;
 use scope_probe_tests::debuginfod::Debuginfod;
 use scope_probe_tests::otp_copy::OtpCopy;
-use scope_probe_tests::{probe, workspace_root};
+use scope_probe_tests::probe;
 
 fn debug_beam() -> PathBuf {
-    let path = workspace_root().join(".cache/otp25-debug/beam.smp");
+    let path = scope_probe_tests::otp_debug_beam(&scope_probe_tests::host_suite());
     assert!(path.exists(), "{} is missing: run `cargo xtask otp-debug` (`cargo xtask test` does)", path.display());
     path
 }

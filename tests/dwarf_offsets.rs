@@ -1,7 +1,9 @@
 //! Struct offsets from DWARF (`beam_probes::dwarf`):
 //! - on a beam.smp built with DWARF from Debian's own OTP 25 source (`cargo xtask otp-debug`,
-//!   cached at .cache/otp25-debug/beam.smp), every offset of the OTP 25 build table equals the
-//!   DWARF's, and a VM running that binary boots and is read correctly with the table;
+//!   cached at .cache/otp-debug/bookworm/beam.smp), every offset of the OTP 25 build table equals
+//!   the DWARF's, and a VM running that binary boots and is read correctly with the table;
+//! - the same for Debian 13's OTP 27 source built in its chroot (`cargo xtask otp-debug --suite
+//!   trixie`, .cache/otp-debug/trixie/beam.smp) and the OTP 27 table;
 //! - on small C programs compiled here, the layouts equal what the compiler's own `offsetof`
 //!   prints (nested and anonymous structs and unions, typedef and qualifier chains, a struct
 //!   opaque in one unit and defined in another, DWARF 4 and 5, a separate compressed debug
@@ -10,19 +12,30 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use beam_probes::builds::{self, DEBIAN12_OTP25, ERTS_VERSION_SYMBOL, OTP_RELEASE_SYMBOL};
+use beam_probes::builds::{self, DEBIAN12_OTP25, DEBIAN13_OTP27, ERTS_VERSION_SYMBOL, OTP_RELEASE_SYMBOL};
 use beam_probes::dwarf::{self, DebugInfo, DwarfError};
 use beam_probes::elf::ElfInfo;
-use scope_probe_tests::workspace_root;
 
 const STOCK_BEAM: &str = "/usr/lib/erlang/erts-13.1.5/bin/beam.smp";
 
 fn debug_beam() -> PathBuf {
-    let path = workspace_root().join(".cache/otp25-debug/beam.smp");
+    let path = scope_probe_tests::otp_debug_beam(&scope_probe_tests::host_suite());
     assert!(
         path.exists(),
         "{} is missing: run `cargo xtask otp-debug` (builds beam.smp with DWARF from Debian's OTP 25 source; \
          `cargo xtask test` does it first)",
+        path.display()
+    );
+    path
+}
+
+/// The trixie (OTP 27) build with DWARF.
+fn trixie_debug_beam() -> PathBuf {
+    let path = scope_probe_tests::otp_debug_beam("trixie");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo xtask otp-debug --suite trixie` (builds Debian 13's OTP 27 source in its \
+         chroot; `cargo xtask test` does it first)",
         path.display()
     );
     path
@@ -78,6 +91,36 @@ fn dwarf_offsets_equal_the_otp25_table() {
     let ptab = dwarf::struct_layout(&beam, "ErtsPTab").unwrap();
     assert_eq!(ptab.size, Some(320), "the size of the exported erts_proc symbol");
     assert_eq!(ptab.member("r.o.max").unwrap().size, Some(4));
+}
+
+#[test]
+fn dwarf_offsets_equal_the_otp27_table() {
+    let beam = trixie_debug_beam();
+    let (release, erts) = release_strings(&beam);
+    assert_eq!((release.as_str(), erts.as_str()), ("27", "15.2.7"));
+    let table = builds::select(&release, &erts).expect("OTP 27 has a table");
+    assert_eq!(table.id, DEBIAN13_OTP27.id);
+    let mismatches = dwarf::check_table(&beam, table).unwrap();
+    assert!(
+        mismatches.is_empty(),
+        "build table {} differs from the DWARF of {}:\n{}",
+        table.id,
+        beam.display(),
+        mismatches.iter().map(|m| format!("  {m}")).collect::<Vec<_>>().join("\n")
+    );
+    // What changed since 25, by name: the queue counters were renamed and split, the
+    // process-table masks widened.
+    let process = dwarf::struct_layout(&beam, "struct process").unwrap();
+    assert_eq!(process.size, Some(760), "sizeof(Process) in 27");
+    assert!(process.member("sig_qs.len").is_err() && process.member("sig_qs.mq_len").is_ok());
+    assert_eq!(process.member("sig_qs.mlenoffs").unwrap().size, Some(8));
+    let ptab = dwarf::struct_layout(&beam, "ErtsPTab").unwrap();
+    assert_eq!(ptab.size, Some(320), "the size of the exported erts_proc symbol in trixie's beam.smp");
+    assert_eq!(ptab.member("r.o.pix_mask").unwrap().size, Some(8));
+    assert_eq!(ptab.member("r.o.pix_cl_shift").unwrap().size, Some(4));
+    // The OTP 25 table read against this DWARF is wrong, and says where.
+    let wrong = dwarf::check_table(&beam, &DEBIAN12_OTP25).unwrap();
+    assert!(wrong.iter().any(|m| m.field == "process.sig_qs_len" && m.dwarf == 336), "{wrong:?}");
 }
 
 #[test]

@@ -53,6 +53,16 @@ impl<'a> ProcessTable<'a> {
     /// The pid decoder for this VM: the build's pid layout with the table's index masks
     /// (read every time: a few bytes, and a VM that restarted under the same pid has new ones).
     pub fn pid_decoder(&self) -> Result<PidDecoder> {
+        if self.table.pid.index != PidIndex::PixData {
+            // The index sits in the term itself: nothing to read (nor to fail on).
+            return Ok(PidDecoder::new(self.table.pid, PtabIndexing::default()));
+        }
+        self.pid_encoder()
+    }
+
+    /// A pid decoder that can also [encode](PidDecoder::encode): building a term from number
+    /// and serial needs the table's index masks on every layout.
+    pub fn pid_encoder(&self) -> Result<PidDecoder> {
         let p = &self.table.ptab;
         let read = |off: u64, what: &'static str| self.mem.read_u32(self.ptab_addr + off, what);
         let mask = |off: u64, what: &'static str| match p.pix_mask_bytes {
@@ -66,7 +76,7 @@ impl<'a> ProcessTable<'a> {
             pix_cli_mask: mask(p.pix_cli_mask, "process table pix_cli_mask")?,
             pix_cli_shift: read(p.pix_cli_shift, "process table pix_cli_shift")?,
         };
-        if self.table.pid.index == PidIndex::PixData && !indexing.is_sane() {
+        if !indexing.is_sane() {
             return Err(Error::Corrupt(format!("process table index masks: {indexing:?}")));
         }
         Ok(PidDecoder::new(self.table.pid, indexing))

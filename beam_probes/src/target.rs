@@ -203,7 +203,12 @@ impl BeamTarget {
             erts_version: erts_version.clone(),
             build_id: build_id.clone(),
             path: exe.clone(),
-            missing: format!("no offsets table for this release; known builds: {}", builds::known_builds()),
+            missing: format!(
+                "no offsets table for this release (known builds: {}); `cargo xtask offsets <beam.smp with DWARF> \
+                 [--debug-file F]` derives one for beam_probes/src/builds/ (`cargo xtask otp-debug --suite S` \
+                 builds such a beam.smp from a Debian suite's source)",
+                builds::known_builds()
+            ),
         })?;
         let (table, offsets) = Self::offsets_from_dwarf(&host_path, debug_file.as_deref(), debug_origin.is_some(), table);
         if offsets == OffsetSource::Table && elf.has_usdt_notes != table.dynamic_trace {

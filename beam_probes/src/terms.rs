@@ -245,4 +245,28 @@ mod tests {
         assert!(l.decode(0x4b).is_none(), "an atom is not a pid");
         assert!(!PtabIndexing::default().is_sane());
     }
+
+    /// USDT probes name pids by strings; the BPF programs rebuild the VM's term from them.
+    #[test]
+    fn pid_terms_rebuilt_from_number_and_serial_equal_the_vm_terms() {
+        // OTP 25: the masks erts_ptab_init_table sets for the default table (262144 slots, 8
+        // per cache line), and terms read from a live VM next to what it printed.
+        let otp25 = PtabIndexing { pix_mask: (1 << 18) - 1, pix_cl_mask: (1 << 15) - 1, pix_cl_shift: 3, pix_cli_mask: 7, pix_cli_shift: 15 };
+        let d = PidDecoder::new(DEBIAN12_OTP25.pid, otp25);
+        assert_eq!(d.encode(80, 0), Some(0x0280_0000_0503));
+        assert_eq!(d.encode(9, 0), Some(0x0048_0000_0093));
+        assert_eq!(d.encode(0, 0), Some(0x3));
+        // A serial above 0 lands in the next slot of the same cache line.
+        let t = d.encode(80, 1).unwrap();
+        assert_eq!(d.decode(t).unwrap().to_string(), "<0.80.1>");
+        assert_eq!(d.table_index(t), 641);
+        assert_eq!(d.encode(1 << 15, 0), None, "the number does not fit");
+        // OTP 27: <0.83.0> in slot 664.
+        let otp27 = PtabIndexing { pix_mask: (1 << 20) - 1, pix_cl_mask: (1 << 17) - 1, pix_cl_shift: 3, pix_cli_mask: 7, pix_cli_shift: 17 };
+        let d = PidDecoder::new(DEBIAN13_OTP27.pid, otp27);
+        assert_eq!(d.encode(83, 0), Some(0x2983));
+        for (n, s) in [(0, 0), (1 << 17, 5), (123_456, 7), ((1 << 28) - 1, 1)] {
+            assert_eq!(d.decode(d.encode(n, s).unwrap()).map(|p| (p.number, p.serial)), Some((n, s)));
+        }
+    }
 }

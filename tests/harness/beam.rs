@@ -56,19 +56,59 @@ pub struct Beam {
     stdout: BufReader<ChildStdout>,
     /// The OS pid of beam.smp, as the VM reports it (os:getpid/0).
     pub os_pid: u32,
+    /// The chroot the VM runs in (`None`: the host's own OTP).
+    pub root: Option<PathBuf>,
+}
+
+/// The environment variable choosing the VM the ground-truth tests start: `host` (default:
+/// the host's `erl`) or a chroot suite (`trixie`, `forky`: the chroot's `erl`, see
+/// [`crate::chroot`]). `cargo xtask test` sets it for its runs on extra targets.
+pub const TARGET_VAR: &str = "SCOPE_PROBE_TEST_TARGET";
+
+/// The chroot suite the tests target, `None` for the host. Panics on an unknown value: a
+/// typo must not quietly test the host instead.
+pub fn test_target() -> Option<String> {
+    match std::env::var(TARGET_VAR).ok().as_deref().map(str::trim) {
+        None | Some("") | Some("host") => None,
+        Some(s) if crate::chroot::SUITES.contains(&s) => Some(s.to_owned()),
+        Some(other) => panic!("{TARGET_VAR}={other}: expected host or one of {:?}", crate::chroot::SUITES),
+    }
+}
+
+/// For a test that cannot apply to a chroot target: when one is selected, says so on the
+/// terminal (written to stderr directly, past the test harness's output capture, so a skip is
+/// never mistaken for a pass) and returns true; the test then returns.
+pub fn skip_on_chroot_target(test: &str, reason: &str) -> bool {
+    let Some(suite) = test_target() else { return false };
+    let mut err = std::io::stderr();
+    let _ = writeln!(err, "SKIPPED {test} on {suite}: {reason}");
+    true
 }
 
 /// A reply of the controller: `key=value` pairs, or a single value under "value".
 pub type Reply = HashMap<String, String>;
 
 impl Beam {
-    /// Starts `erl` from PATH.
+    /// Starts `erl` from PATH, or the test target's (see [`TARGET_VAR`]).
     pub fn start() -> Beam {
         Beam::start_with(Path::new("erl"), &[], &[])
     }
 
-    /// Starts a given `erl` with extra emulator arguments and environment.
+    /// Starts a given `erl` with extra emulator arguments and environment. The plain `erl`
+    /// with no environment is the test target's when a chroot target is selected; an explicit
+    /// path (a copy of the host's OTP) always runs on the host.
     pub fn start_with(erl: &Path, args: &[&str], env: &[(&str, &Path)]) -> Beam {
+        if erl == Path::new("erl") && env.is_empty()
+            && let Some(suite) = test_target()
+        {
+            let root = crate::chroot::provisioned(&suite).unwrap_or_else(|e| panic!("test target {suite}: {e}"));
+            // Once per test binary, on the terminal: which VM these results are about.
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                let _ = writeln!(std::io::stderr(), "test target: the {suite} chroot's erl ({})", root.display());
+            });
+            return crate::chroot::start_beam_in_chroot(&root, args);
+        }
         let mut cmd = Command::new(erl);
         cmd.envs(env.iter().copied())
             .args(["-noshell", "-pa"])
@@ -96,7 +136,7 @@ impl Beam {
             .strip_prefix("ready os_pid=")
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("unexpected first line from {what}: {line:?}"));
-        Beam { child, stdin, stdout, os_pid }
+        Beam { child, stdin, stdout, os_pid, root: None }
     }
 
     /// Evaluates one Erlang expression (without the final dot) in the VM.
@@ -124,9 +164,11 @@ impl Drop for Beam {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        // A VM started with +JPperf leaves its perf map (and jitdump) behind: a few MB each.
-        for f in [format!("/tmp/perf-{}.map", self.os_pid), format!("/tmp/jit-{}.dump", self.os_pid)] {
-            let _ = std::fs::remove_file(f);
+        // A VM started with +JPperf leaves its perf map (and jitdump) behind: a few MB each,
+        // in its own /tmp (the chroot's for a chrooted VM).
+        let tmp = self.root.as_ref().map_or_else(|| PathBuf::from("/tmp"), |r| r.join("tmp"));
+        for f in [format!("perf-{}.map", self.os_pid), format!("jit-{}.dump", self.os_pid)] {
+            let _ = std::fs::remove_file(tmp.join(f));
         }
     }
 }

@@ -148,5 +148,7 @@ pub fn start_beam_in_chroot_with(root: &Path, args: &[&str], binds: &[(&Path, &s
     let ebin = fixtures_ebin_in(root);
     let mut cmd = command_with_binds(root, "/usr/bin/erl", binds);
     cmd.args(["-noshell", "-pa", &ebin]).args(args).args(["-eval", "scope_ctl:main()"]);
-    Beam::spawn(cmd, &format!("erl in {}", root.display()))
+    let mut beam = Beam::spawn(cmd, &format!("erl in {}", root.display()));
+    beam.root = Some(root.to_owned());
+    beam
 }

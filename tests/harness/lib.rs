@@ -35,3 +35,19 @@ pub fn wait_stable<T: PartialEq + Clone>(timeout: Duration, settle: Duration, mu
         last = now;
     }
 }
+
+/// The host's Debian codename (`VERSION_CODENAME` in /etc/os-release, e.g. `bookworm`): the
+/// name its cached builds go under, next to the chroot suites'.
+pub fn host_suite() -> String {
+    std::fs::read_to_string("/etc/os-release")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VERSION_CODENAME=").map(|v| v.trim_matches('"').to_owned())))
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "host".into())
+}
+
+/// `.cache/otp-debug/<suite>/beam.smp`: the beam.smp with DWARF that `cargo xtask otp-debug
+/// [--suite <suite>]` builds from that suite's Debian source.
+pub fn otp_debug_beam(suite: &str) -> PathBuf {
+    workspace_root().join(".cache/otp-debug").join(suite).join("beam.smp")
+}

@@ -7,7 +7,8 @@
 //!   (needs root: it attaches to real VMs).
 //! - `bench`: ping-pong round trips/s without a probe, with `--mode trace`, and with the
 //!   BEAM's own tracer, as ratios measured in the same run.
-//! - `otp-debug`: a beam.smp with DWARF built from Debian's own OTP 25 source (cached).
+//! - `otp-debug [--suite S]`: a beam.smp with DWARF built from Debian's own OTP source, the
+//!   host's or a chroot suite's (cached).
 //! - `otp-usdt`: the same with the VM's USDT probes (`--with-dynamic-trace=systemtap`; cached).
 //! - `offsets`: a build table's struct offsets from a beam.smp's DWARF, as Rust; `--check`.
 //! - `chroot`: a minimal Debian trixie/forky chroot with newer OTP (cached); `--run -- CMD`.
@@ -63,8 +64,13 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
-    /// Build a beam.smp with DWARF from Debian's OTP 25 source into .cache/otp25-debug/ (cached).
+    /// Build a beam.smp with DWARF from Debian's own OTP source into .cache/otp-debug/<suite>/
+    /// (cached): the host's, or with --suite that chroot suite's, built inside the chroot.
     OtpDebug {
+        /// trixie or forky: build that suite's erlang source package inside its chroot (also
+        /// writes the split debug file and, if the build-id differs from Debian's, a stripped copy).
+        #[arg(long)]
+        suite: Option<String>,
         /// Rebuild from a fresh source tree even when the cached binary exists.
         #[arg(long)]
         force: bool,
@@ -124,18 +130,54 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Test { args } => {
             setup::setup()?;
-            otp_debug::provision(false)?;
+            otp_debug::provision(None, false)?;
             // tests/usdt_build.rs runs a VM on the systemtap build (cached after the first run).
             otp_usdt::provision(false)?;
             let bin = build()?;
-            test(&bin, &args)
+            if !args.is_empty() {
+                // A filtered run is for the host only: the extra targets run whole suites.
+                return test(&bin, &args, None);
+            }
+            let t = std::time::Instant::now();
+            for suite in EXTRA_TEST_TARGETS {
+                chroot::provision(suite, false)?;
+                otp_debug::provision(Some(suite), false)?;
+            }
+            // The chroot tests (forky's refusal) need both chroots.
+            chroot::provision("forky", false)?;
+            eprintln!("xtask: extra targets provisioned in {:.1?}", t.elapsed());
+            let mut failed = Vec::new();
+            if let Err(e) = test(&bin, &[], None) {
+                failed.push(format!("host: {e:#}"));
+            }
+            let chroot_args: Vec<String> =
+                ["--test", "chroot_targets", "--", "--ignored"].iter().map(|s| s.to_string()).collect();
+            if let Err(e) = test(&bin, &chroot_args, None) {
+                failed.push(format!("chroot_targets: {e:#}"));
+            }
+            for suite in EXTRA_TEST_TARGETS {
+                let t = std::time::Instant::now();
+                let mut args: Vec<String> = Vec::new();
+                for name in GROUND_TRUTH_TESTS {
+                    args.extend(["--test".to_owned(), name.to_string()]);
+                }
+                let r = test(&bin, &args, Some(suite));
+                eprintln!("xtask: ground-truth tests on {suite}: {} in {:.1?}", if r.is_ok() { "passed" } else { "FAILED" }, t.elapsed());
+                if let Err(e) = r {
+                    failed.push(format!("{suite}: {e:#}"));
+                }
+            }
+            if !failed.is_empty() {
+                bail!("tests failed: {}", failed.join("; "));
+            }
+            Ok(())
         }
         Cmd::Bench { each, rounds } => {
             setup::setup()?;
             let bin = build()?;
             bench::run(&bin, each, rounds)
         }
-        Cmd::OtpDebug { force } => otp_debug::provision(force).map(|_| ()),
+        Cmd::OtpDebug { suite, force } => otp_debug::provision(suite.as_deref(), force).map(|_| ()),
         Cmd::OtpUsdt { force } => otp_usdt::provision(force).map(|_| ()),
         Cmd::Offsets { binary, debug_file, check, table } => {
             offsets::run(&binary, debug_file.as_deref(), check, table.as_deref())
@@ -164,13 +206,31 @@ fn build() -> Result<PathBuf> {
     Ok(workspace_root().join("target/release/scope-probe"))
 }
 
-fn test(bin: &std::path::Path, args: &[String]) -> Result<()> {
+/// Chroot suites whose VM the ground-truth tests also run against (`cargo xtask test`): those
+/// with a build table. Forky's stripped OTP 29 is not among them: scope-probe refuses it until
+/// its debug information is found (chroot_targets checks that refusal).
+const EXTRA_TEST_TARGETS: &[&str] = &["trixie"];
+
+/// The test files whose ground truth comes from the observed VM itself (erlang:trace,
+/// process_info, the VM's own function names): they run once more per extra target.
+const GROUND_TRUTH_TESTS: &[&str] = &["foundation", "snapshot", "profile", "jit_symbols"];
+
+/// `cargo test` with `args`; against the host's VM, or with `target` the chroot suite's
+/// (`SCOPE_PROBE_TEST_TARGET`, read by the harness's `Beam::start`).
+fn test(bin: &std::path::Path, args: &[String], target: Option<&str>) -> Result<()> {
     setup::require_root("the integration tests attach probes to real BEAM processes")?;
-    eprintln!("xtask: running the test suite");
-    let status = cargo()
-        .args(["test", "--release", "--workspace", "--no-fail-fast"])
+    eprintln!("xtask: running tests {args:?} against {}", target.unwrap_or("the host's OTP"));
+    let mut cmd = cargo();
+    cmd.args(["test", "--release", "--no-fail-fast"]);
+    if !args.iter().any(|a| a == "--test" || a == "-p") {
+        cmd.arg("--workspace");
+    } else if args.iter().any(|a| a == "--test") {
+        cmd.args(["-p", "scope-probe-tests"]);
+    }
+    let status = cmd
         .args(args)
         .env("SCOPE_PROBE_BIN", bin)
+        .env(scope_probe_tests::beam::TARGET_VAR, target.unwrap_or("host"))
         .status()
         .context("running cargo test")?;
     if !status.success() {

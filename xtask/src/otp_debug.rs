@@ -1,8 +1,11 @@
-//! `cargo xtask otp-debug`: a beam.smp with DWARF, built from Debian's own OTP 25 source.
+//! `cargo xtask otp-debug [--suite S]`: a beam.smp with DWARF, built from Debian's own OTP
+//! source: the host's (Debian 12, OTP 25) by default, or a chroot suite's (`--suite trixie`:
+//! OTP 27, `--suite forky`: OTP 29) inside that suite's chroot (see [`suite`]).
 //!
 //! Debian's `erlang-base` ships beam.smp stripped. Its struct layouts (the offsets in
-//! `beam_probes/src/builds/otp25.rs`) can be checked against DWARF only with a build of the
-//! same source configured the same way. This step:
+//! `beam_probes/src/builds/`) can be checked against DWARF only with a build of the same
+//! source configured the same way. Every result is cached at `.cache/otp-debug/<suite>/beam.smp`
+//! (the host's under its codename, e.g. `bookworm`). For the host, this step:
 //!
 //! 1. adds a `deb-src` entry for the mirrors apt already uses (its own file,
 //!    `/etc/apt/sources.list.d/scope-probe-src.sources`, derived from `debian.sources`) and
@@ -15,9 +18,12 @@
 //!    --without-odbc`, with Debian's `CFLAGS` (`-g -O2 -fno-strict-aliasing`: `-g` keeps the
 //!    DWARF, Debian strips it when packaging);
 //! 5. `make emulator` (it may stop after beam.smp on erl_call: harmless);
-//! 6. copies beam.smp to `.cache/otp25-debug/beam.smp`.
+//! 6. copies beam.smp to `.cache/otp-debug/<host codename>/beam.smp` (a copy left at the
+//!    former path, `.cache/otp25-debug/beam.smp`, is adopted instead of rebuilding).
 //!
 //! The result is reused when present; `--force` rebuilds from a fresh source tree.
+
+pub mod suite;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -75,8 +81,15 @@ const DEBIAN_GEN_OPT_FLGS: &str = "-O2 -fno-strict-aliasing";
 const SOURCES_FILE: &str = "/etc/apt/sources.list.d/scope-probe-src.sources";
 const DEBIAN_SOURCES: &str = "/etc/apt/sources.list.d/debian.sources";
 
-/// Where the debug beam.smp is cached.
-pub fn debug_beam_path() -> PathBuf {
+/// Where the debug beam.smp of `suite` (`None`: the host's) is cached.
+pub fn debug_beam_path(suite: Option<&str>) -> PathBuf {
+    let suite = suite.map_or_else(scope_probe_tests::host_suite, str::to_owned);
+    scope_probe_tests::otp_debug_beam(&suite)
+}
+
+/// Where the host build kept its beam.smp before builds were per suite (others' checkouts
+/// may still use it: it is adopted, never removed).
+fn former_host_path() -> PathBuf {
     crate::workspace_root().join(".cache/otp25-debug/beam.smp")
 }
 
@@ -84,34 +97,81 @@ pub(crate) fn src_dir() -> PathBuf {
     crate::workspace_root().join(".cache/otp25-src")
 }
 
-/// Ensures `.cache/otp25-debug/beam.smp` exists (builds it unless cached or `force`); returns it.
-pub fn provision(force: bool) -> Result<PathBuf> {
-    let out = debug_beam_path();
+/// The prologue and epilogue every cached beam.smp build shares: returns `out` when it exists
+/// (unless `force`); else checks for root, runs `build` (given a step printer, returning the
+/// built beam.smp), copies the result to `out` atomically and checks that it kept its DWARF.
+pub(crate) fn cached_or_build(
+    what: &str,
+    out: &Path,
+    force: bool,
+    why_root: &str,
+    build: impl FnOnce(&dyn Fn(&str)) -> Result<PathBuf>,
+) -> Result<PathBuf> {
     if out.exists() && !force {
-        eprintln!("xtask: otp-debug: using cached {}", out.display());
-        return Ok(out);
+        eprintln!("xtask: {what}: using cached {}", out.display());
+        return Ok(out.to_owned());
     }
-    crate::setup::require_root("building the debug beam.smp installs Debian packages and adds a deb-src entry")?;
+    crate::setup::require_root(why_root)?;
     let started = Instant::now();
-    let step = |what: &str| eprintln!("xtask: otp-debug [{:>5.0}s] {what}", started.elapsed().as_secs_f64());
-
-    prepare_apt(&[], &step)?;
-    let src = src_dir();
-    let tree = download_source(&src, &step)?;
-
-    step("./configure (Debian's flags, CFLAGS with -g)");
-    configure(&tree, &[], &src.join("configure.log"))?;
-    let make_log = src.join("make.log");
-    let built = make_emulator(&tree, &make_log, "otp-debug", &step)?;
-    std::fs::create_dir_all(out.parent().unwrap())?;
+    let step = |msg: &str| eprintln!("xtask: {what} [{:>5.0}s] {msg}", started.elapsed().as_secs_f64());
+    let built = build(&step)?;
+    std::fs::create_dir_all(out.parent().context("output path without a parent")?)?;
     let tmp = out.with_extension("tmp");
     std::fs::copy(&built, &tmp).with_context(|| format!("copying {}", built.display()))?;
-    std::fs::rename(&tmp, &out)?;
-    if !beam_probes::dwarf::has_debug_info(&out) {
-        bail!("{} has no .debug_info: were CFLAGS honoured? see {}", out.display(), make_log.display());
+    std::fs::rename(&tmp, out)?;
+    if !beam_probes::dwarf::has_debug_info(out) {
+        bail!("{} has no .debug_info: were CFLAGS honoured? (build logs next to {})", out.display(), built.display());
     }
-    step(&format!("done: {} (built from {})", out.display(), tree.display()));
+    step(&format!("done: {} (built as {})", out.display(), built.display()));
+    Ok(out.to_owned())
+}
+
+/// Ensures the debug beam.smp of `suite` (`None`: the host's) exists (builds it unless cached
+/// or `force`); returns it. For a chroot suite it also writes the split debug file and, when
+/// the build is not bit-for-bit Debian's, a stripped copy (see [`suite::debug_artifacts`]).
+pub fn provision(suite: Option<&str>, force: bool) -> Result<PathBuf> {
+    let out = debug_beam_path(suite);
+    let Some(name) = suite else { return provision_host(&out, force) };
+    if !scope_probe_tests::chroot::SUITES.contains(&name) {
+        bail!("unknown suite {name:?}: one of {} (or none, for the host's)", scope_probe_tests::chroot::SUITES.join(", "));
+    }
+    let what = format!("otp-debug {name}");
+    let fresh = force || !out.exists();
+    let out = cached_or_build(&what, &out, force, "the build uses a chroot (mounts, chroot, apt inside it)", |step| {
+        suite::build(name, force, step)
+    })?;
+    if fresh || !suite::dir(name).join("debug/.build-id").exists() {
+        let a = suite::debug_artifacts(name, &out)?;
+        let verdict = match &a.packaged_build_id {
+            Some(p) if *p == a.build_id => "identical to Debian's packaged beam.smp (reproducible)".to_owned(),
+            Some(p) => format!("differs from Debian's packaged beam.smp ({p})"),
+            None => "no packaged beam.smp to compare with".to_owned(),
+        };
+        eprintln!("xtask: {what}: build-id {} {verdict}", a.build_id);
+        eprintln!("xtask: {what}: split debug file (as dh_strip): {}", a.debug_file.display());
+        if let Some(s) = &a.stripped {
+            eprintln!("xtask: {what}: stripped as dh_strip, with .gnu_debuglink: {}", s.display());
+        }
+    }
     Ok(out)
+}
+
+fn provision_host(out: &Path, force: bool) -> Result<PathBuf> {
+    let former = former_host_path();
+    if !out.exists() && !force && former.exists() {
+        std::fs::create_dir_all(out.parent().context("output path without a parent")?)?;
+        std::fs::copy(&former, out).with_context(|| format!("copying {}", former.display()))?;
+        eprintln!("xtask: otp-debug: adopted {} as {}", former.display(), out.display());
+    }
+    let why = "building the debug beam.smp installs Debian packages and adds a deb-src entry";
+    cached_or_build("otp-debug", out, force, why, |step| {
+        prepare_apt(&[], step)?;
+        let src = src_dir();
+        let tree = download_source(&src, step)?;
+        step("./configure (Debian's flags, CFLAGS with -g)");
+        configure(&tree, &[], &src.join("configure.log"))?;
+        make_emulator(&tree, &src.join("make.log"), "otp-debug", step)
+    })
 }
 
 /// Adds the deb-src entry if needed, runs `apt-get update` when something is missing, and

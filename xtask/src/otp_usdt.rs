@@ -13,7 +13,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
@@ -33,45 +32,29 @@ fn src_dir() -> PathBuf {
 
 /// Ensures `.cache/otp25-usdt/beam.smp` exists (builds it unless cached or `force`); returns it.
 pub fn provision(force: bool) -> Result<PathBuf> {
-    let out = usdt_beam_path();
-    if out.exists() && !force {
-        eprintln!("xtask: otp-usdt: using cached {}", out.display());
-        return Ok(out);
-    }
-    crate::setup::require_root("building the USDT beam.smp installs Debian packages and adds a deb-src entry")?;
-    let started = Instant::now();
-    let step = |what: &str| eprintln!("xtask: otp-usdt [{:>5.0}s] {what}", started.elapsed().as_secs_f64());
-
-    otp_debug::prepare_apt(USDT_PACKAGES, &step)?;
-    let src = src_dir();
-    let tree = match cached_dsc() {
-        Some(dsc) => unpack(&dsc, &src, &step)?,
-        None => otp_debug::download_source(&src, &step)?,
-    };
-
-    step("./configure (Debian's flags, CFLAGS with -g, --with-dynamic-trace=systemtap)");
-    let configure_log = src.join("configure.log");
-    otp_debug::configure(&tree, &["--with-dynamic-trace=systemtap"], &configure_log)?;
-    let make_log = src.join("make.log");
-    let built = otp_debug::make_emulator(&tree, &make_log, "otp-usdt", &step)?;
-
-    let probes = stapsdt_erlang_probes(&built)?;
-    if probes == 0 {
-        bail!(
-            "{} has no erlang USDT probes (.note.stapsdt): did configure find sys/sdt.h? see {}",
-            built.display(),
-            configure_log.display()
-        );
-    }
-    std::fs::create_dir_all(out.parent().unwrap())?;
-    let tmp = out.with_extension("tmp");
-    std::fs::copy(&built, &tmp).with_context(|| format!("copying {}", built.display()))?;
-    std::fs::rename(&tmp, &out)?;
-    if !beam_probes::dwarf::has_debug_info(&out) {
-        bail!("{} has no .debug_info: were CFLAGS honoured? see {}", out.display(), make_log.display());
-    }
-    step(&format!("done: {} ({probes} erlang USDT probes; built from {})", out.display(), tree.display()));
-    Ok(out)
+    let why = "building the USDT beam.smp installs Debian packages and adds a deb-src entry";
+    otp_debug::cached_or_build("otp-usdt", &usdt_beam_path(), force, why, |step| {
+        otp_debug::prepare_apt(USDT_PACKAGES, step)?;
+        let src = src_dir();
+        let tree = match cached_dsc() {
+            Some(dsc) => unpack(&dsc, &src, step)?,
+            None => otp_debug::download_source(&src, step)?,
+        };
+        step("./configure (Debian's flags, CFLAGS with -g, --with-dynamic-trace=systemtap)");
+        let configure_log = src.join("configure.log");
+        otp_debug::configure(&tree, &["--with-dynamic-trace=systemtap"], &configure_log)?;
+        let built = otp_debug::make_emulator(&tree, &src.join("make.log"), "otp-usdt", step)?;
+        let probes = stapsdt_erlang_probes(&built)?;
+        if probes == 0 {
+            bail!(
+                "{} has no erlang USDT probes (.note.stapsdt): did configure find sys/sdt.h? see {}",
+                built.display(),
+                configure_log.display()
+            );
+        }
+        step(&format!("{probes} erlang USDT probes"));
+        Ok(built)
+    })
 }
 
 /// The `.dsc` `otp-debug` downloaded, when its tarballs are all there.
