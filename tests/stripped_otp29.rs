@@ -91,3 +91,43 @@ fn without_debug_info_only_profiling_works() {
     assert!(burning >= 100, "samples in scope_burn: {burning} of {stacks:?}");
     assert!(chain as f64 >= 0.9 * burning as f64, "burn <- middle <- outer in {chain} of {burning}: {stacks:?}");
 }
+
+/// The same build's source, stripped like Debian strips it (`cargo xtask otp-debug --suite
+/// forky`; Debian's own debug file cannot be fetched here and ours carries another build-id,
+/// see beam_probes/notes), with its debug file installed where `erlang-base-dbgsym` puts it:
+/// symbols, release and offsets come from that file, and every uprobe steps over the
+/// `endbr64` these builds open functions with (a uprobe on it costs a single-step).
+#[test]
+fn installed_debug_file_gives_symbols_offsets_and_hooks() {
+    let root = forky();
+    let build = scope_probe_tests::otp_debug_beam("forky");
+    let stripped = build.with_file_name("beam.smp.stripped");
+    let debug_dir = build.with_file_name("debug");
+    assert!(stripped.exists(), "{} is missing: run `cargo xtask otp-debug --suite forky`", stripped.display());
+    std::fs::create_dir_all(root.join("usr/lib/debug")).unwrap();
+    let beam = scope_probe_tests::chroot::start_beam_in_chroot_with(
+        &root,
+        &[],
+        &[(&stripped, "/usr/lib/erlang/erts-17.1/bin/beam.smp"), (&debug_dir, "/usr/lib/debug")],
+    );
+    let target = beam_probes::BeamTarget::open(beam.os_pid).expect("scope-probe reads the VM");
+    assert_eq!((target.otp_release.as_str(), target.erts_version.as_str()), ("29", "17.1"));
+    assert_eq!(target.table.id, "otp29-x86_64-jit");
+    assert_eq!(target.debug_origin, Some(beam_probes::target::DebugOrigin::Installed));
+    assert_eq!(target.offsets, beam_probes::target::OffsetSource::Dwarf);
+    let hooks = target.resolve_hooks().expect("every hook resolves through the debug file");
+    let code = std::fs::read(&stripped).unwrap();
+    for hook in &hooks {
+        let entry = target.elf.file_offset(target.elf.symbol(&hook.symbol).unwrap().address).unwrap();
+        assert_eq!(code[entry as usize..entry as usize + 4], [0xf3, 0x0f, 0x1e, 0xfa], "{} opens with endbr64", hook.symbol);
+        assert_eq!(hook.file_offset, entry + 4, "{}: the probe goes after endbr64", hook.symbol);
+    }
+
+    // Debian 12's OTP 25 has no endbr64: probes stay on the entry.
+    let host = Beam::start_with(Path::new("/usr/bin/erl"), &[], &[]);
+    let target = beam_probes::BeamTarget::open(host.os_pid).unwrap();
+    for hook in target.resolve_hooks().unwrap() {
+        let entry = target.elf.file_offset(target.elf.symbol(&hook.symbol).unwrap().address).unwrap();
+        assert_eq!(hook.file_offset, entry, "{}", hook.symbol);
+    }
+}

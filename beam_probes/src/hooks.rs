@@ -57,6 +57,7 @@ pub struct HookSpec {
 pub struct ResolvedHook {
     pub point: HookPoint,
     pub symbol: String,
-    /// Offset of the function in the ELF file (uprobes attach by file offset).
+    /// Where the uprobe goes, as an offset in the ELF file (uprobes attach by file offset):
+    /// the function's entry, or just past its `endbr64` (see `BeamTarget::resolve_hooks`).
     pub file_offset: u64,
 }

@@ -380,7 +380,7 @@ impl BeamTarget {
                 Some(file_offset) => hooks.push(ResolvedHook {
                     point: spec.point,
                     symbol: spec.symbol.to_owned(),
-                    file_offset,
+                    file_offset: file_offset + self.probe_skip(file_offset),
                 }),
                 None => missing.push(spec.symbol),
             }
@@ -391,6 +391,21 @@ impl BeamTarget {
             return Err(self.missing_symbols("monitoring", missing));
         }
         Ok(hooks)
+    }
+
+    /// Bytes to step over at a function's entry before placing a uprobe there. Builds with
+    /// `-fcf-protection` (Debian's OTP 27 and 29) start every function with `endbr64`, which
+    /// the kernel cannot emulate: a uprobe on it single-steps out of line, measured at ~5 µs
+    /// a hit instead of well under 1 µs on OTP 25's `push %r15`. Right after it the arguments
+    /// are still in their registers and the return address on top of the stack, so entry and
+    /// return probes see exactly what they would at the entry.
+    fn probe_skip(&self, file_offset: u64) -> u64 {
+        const ENDBR64: [u8; 4] = [0xf3, 0x0f, 0x1e, 0xfa];
+        use std::io::{Read, Seek, SeekFrom};
+        let mut head = [0u8; 4];
+        let read = std::fs::File::open(&self.host_path)
+            .and_then(|mut f| f.seek(SeekFrom::Start(file_offset)).and_then(|_| f.read_exact(&mut head)));
+        if read.is_ok() && head == ENDBR64 { 4 } else { 0 }
     }
 
     /// Checks that the symbols a capability reads (`what`: "monitoring", "the process table",

@@ -65,23 +65,56 @@ pub struct Beam {
 /// [`crate::chroot`]). `cargo xtask test` sets it for its runs on extra targets.
 pub const TARGET_VAR: &str = "SCOPE_PROBE_TEST_TARGET";
 
-/// The chroot suite the tests target, `None` for the host. Panics on an unknown value: a
+/// Extra targets that run a chroot's VM on a beam.smp other than the packaged one: forky's OTP
+/// 29 stripped like Debian strips it, from the source build (`cargo xtask otp-debug --suite
+/// forky`), whose debug info scope-probe must find by itself. `forky-dbgsym`: the split debug
+/// file is installed in the VM's root (`/usr/lib/debug/.build-id/...`, as `apt install
+/// erlang-base-dbgsym` would); `forky-debuginfod`: nothing is installed and a debuginfod server
+/// serves it (`cargo xtask test` starts one and sets DEBUGINFOD_URLS).
+pub const STRIPPED_TARGETS: &[&str] = &["forky-dbgsym", "forky-debuginfod"];
+
+/// A VM to run the tests against, other than the host's.
+#[derive(Debug, Clone)]
+pub struct TestTarget {
+    /// What the user asked for (`trixie`, `forky-dbgsym`...).
+    pub name: String,
+    /// The chroot it runs in.
+    pub suite: String,
+    /// Bind mounts private to the VM (host path, path inside the chroot).
+    pub binds: Vec<(PathBuf, String)>,
+}
+
+/// The target the tests run against, `None` for the host. Panics on an unknown value: a
 /// typo must not quietly test the host instead.
-pub fn test_target() -> Option<String> {
-    match std::env::var(TARGET_VAR).ok().as_deref().map(str::trim) {
-        None | Some("") | Some("host") => None,
-        Some(s) if crate::chroot::SUITES.contains(&s) => Some(s.to_owned()),
-        Some(other) => panic!("{TARGET_VAR}={other}: expected host or one of {:?}", crate::chroot::SUITES),
+pub fn test_target() -> Option<TestTarget> {
+    let name = match std::env::var(TARGET_VAR).ok().as_deref().map(str::trim) {
+        None | Some("") | Some("host") => return None,
+        Some(s) => s.to_owned(),
+    };
+    if crate::chroot::SUITES.contains(&name.as_str()) {
+        return Some(TestTarget { suite: name.clone(), name, binds: Vec::new() });
     }
+    if STRIPPED_TARGETS.contains(&name.as_str()) {
+        let build = crate::otp_debug_beam("forky").with_file_name("beam.smp.stripped");
+        assert!(build.exists(), "{} is missing: run `cargo xtask otp-debug --suite forky`", build.display());
+        let mut binds = vec![(build, "/usr/lib/erlang/erts-17.1/bin/beam.smp".to_owned())];
+        if name == "forky-dbgsym" {
+            let root = crate::chroot::provisioned("forky").unwrap_or_else(|e| panic!("test target {name}: {e}"));
+            std::fs::create_dir_all(root.join("usr/lib/debug")).expect("a mount point for the debug files");
+            binds.push((crate::otp_debug_beam("forky").with_file_name("debug"), "/usr/lib/debug".to_owned()));
+        }
+        return Some(TestTarget { name, suite: "forky".into(), binds });
+    }
+    panic!("{TARGET_VAR}={name}: expected host, one of {:?} or one of {STRIPPED_TARGETS:?}", crate::chroot::SUITES)
 }
 
 /// For a test that cannot apply to a chroot target: when one is selected, says so on the
 /// terminal (written to stderr directly, past the test harness's output capture, so a skip is
 /// never mistaken for a pass) and returns true; the test then returns.
 pub fn skip_on_chroot_target(test: &str, reason: &str) -> bool {
-    let Some(suite) = test_target() else { return false };
+    let Some(target) = test_target() else { return false };
     let mut err = std::io::stderr();
-    let _ = writeln!(err, "SKIPPED {test} on {suite}: {reason}");
+    let _ = writeln!(err, "SKIPPED {test} on {}: {reason}", target.name);
     true
 }
 
@@ -99,15 +132,17 @@ impl Beam {
     /// path (a copy of the host's OTP) always runs on the host.
     pub fn start_with(erl: &Path, args: &[&str], env: &[(&str, &Path)]) -> Beam {
         if erl == Path::new("erl") && env.is_empty()
-            && let Some(suite) = test_target()
+            && let Some(target) = test_target()
         {
-            let root = crate::chroot::provisioned(&suite).unwrap_or_else(|e| panic!("test target {suite}: {e}"));
+            let root = crate::chroot::provisioned(&target.suite).unwrap_or_else(|e| panic!("test target {}: {e}", target.name));
             // Once per test binary, on the terminal: which VM these results are about.
             static SAID: std::sync::Once = std::sync::Once::new();
             SAID.call_once(|| {
-                let _ = writeln!(std::io::stderr(), "test target: the {suite} chroot's erl ({})", root.display());
+                let binds: Vec<String> = target.binds.iter().map(|(h, i)| format!(" {} on {i}", h.display())).collect();
+                let _ = writeln!(std::io::stderr(), "test target {}: the {} chroot's erl ({}){}", target.name, target.suite, root.display(), binds.join(","));
             });
-            return crate::chroot::start_beam_in_chroot(&root, args);
+            let binds: Vec<(&Path, &str)> = target.binds.iter().map(|(h, i)| (h.as_path(), i.as_str())).collect();
+            return crate::chroot::start_beam_in_chroot_with(&root, args, &binds);
         }
         let mut cmd = Command::new(erl);
         cmd.envs(env.iter().copied())

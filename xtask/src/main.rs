@@ -136,35 +136,41 @@ fn run(cli: Cli) -> Result<()> {
             let bin = build()?;
             if !args.is_empty() {
                 // A filtered run is for the host only: the extra targets run whole suites.
-                return test(&bin, &args, None);
+                return test(&bin, &args, None, &[]);
             }
             let t = std::time::Instant::now();
-            for suite in EXTRA_TEST_TARGETS {
+            for suite in scope_probe_tests::chroot::SUITES {
                 chroot::provision(suite, false)?;
                 otp_debug::provision(Some(suite), false)?;
             }
-            // The chroot tests (forky's refusal) need both chroots.
-            chroot::provision("forky", false)?;
             eprintln!("xtask: extra targets provisioned in {:.1?}", t.elapsed());
             let mut failed = Vec::new();
-            if let Err(e) = test(&bin, &[], None) {
+            if let Err(e) = test(&bin, &[], None, &[]) {
                 failed.push(format!("host: {e:#}"));
             }
-            let chroot_args: Vec<String> =
-                ["--test", "chroot_targets", "--", "--ignored"].iter().map(|s| s.to_string()).collect();
-            if let Err(e) = test(&bin, &chroot_args, None) {
-                failed.push(format!("chroot_targets: {e:#}"));
+            let mut args: Vec<String> = Vec::new();
+            for name in GROUND_TRUTH_TESTS {
+                args.extend(["--test".to_owned(), name.to_string()]);
             }
-            for suite in EXTRA_TEST_TARGETS {
+            for target in EXTRA_TEST_TARGETS {
                 let t = std::time::Instant::now();
-                let mut args: Vec<String> = Vec::new();
-                for name in GROUND_TRUTH_TESTS {
-                    args.extend(["--test".to_owned(), name.to_string()]);
-                }
-                let r = test(&bin, &args, Some(suite));
-                eprintln!("xtask: ground-truth tests on {suite}: {} in {:.1?}", if r.is_ok() { "passed" } else { "FAILED" }, t.elapsed());
+                // forky-debuginfod: nothing installed in the VM's root; a real debuginfod on
+                // this machine serves the debug file, into a client cache of this run's own.
+                let (_server, cache, env) = if *target == "forky-debuginfod" {
+                    let (server, cache) = start_debuginfod()?;
+                    let env = vec![
+                        ("DEBUGINFOD_URLS".to_owned(), server.url.clone()),
+                        ("DEBUGINFOD_CACHE_PATH".to_owned(), cache.path().display().to_string()),
+                    ];
+                    (Some(server), Some(cache), env)
+                } else {
+                    (None, None, Vec::new())
+                };
+                let r = test(&bin, &args, Some(target), &env);
+                drop(cache);
+                eprintln!("xtask: ground-truth tests on {target}: {} in {:.1?}", if r.is_ok() { "passed" } else { "FAILED" }, t.elapsed());
                 if let Err(e) = r {
-                    failed.push(format!("{suite}: {e:#}"));
+                    failed.push(format!("{target}: {e:#}"));
                 }
             }
             if !failed.is_empty() {
@@ -206,10 +212,25 @@ fn build() -> Result<PathBuf> {
     Ok(workspace_root().join("target/release/scope-probe"))
 }
 
-/// Chroot suites whose VM the ground-truth tests also run against (`cargo xtask test`): those
-/// with a build table. Forky's stripped OTP 29 is not among them: scope-probe refuses it until
-/// its debug information is found (chroot_targets checks that refusal).
-const EXTRA_TEST_TARGETS: &[&str] = &["trixie"];
+/// Targets the ground-truth tests also run against (`cargo xtask test`), after the host's
+/// OTP 25 (see `SCOPE_PROBE_TEST_TARGET` in tests/harness/beam.rs): trixie's OTP 27 as packaged,
+/// and forky's OTP 29 stripped like Debian strips it (from its source build), with its debug
+/// file installed in the VM's root, then served by debuginfod only.
+const EXTRA_TEST_TARGETS: &[&str] = &["trixie", "forky-dbgsym", "forky-debuginfod"];
+
+/// A debuginfod server serving forky's split debug file, and an empty client cache.
+fn start_debuginfod() -> Result<(scope_probe_tests::debuginfod::Debuginfod, tempfile::TempDir)> {
+    let debug_dir = otp_debug::debug_beam_path(Some("forky")).with_file_name("debug");
+    let stripped = otp_debug::debug_beam_path(Some("forky")).with_file_name("beam.smp.stripped");
+    let build_id = beam_probes::elf::ElfInfo::open(&stripped)
+        .with_context(|| format!("reading {}", stripped.display()))?
+        .build_id
+        .context("forky's stripped beam.smp has no build-id")?;
+    let t = std::time::Instant::now();
+    let server = scope_probe_tests::debuginfod::Debuginfod::serve(&debug_dir, &build_id);
+    eprintln!("xtask: debuginfod serving {} on {} (ready in {:.1?})", debug_dir.display(), server.url, t.elapsed());
+    Ok((server, tempfile::tempdir()?))
+}
 
 /// The test files whose ground truth comes from the observed VM itself (erlang:trace,
 /// process_info, the VM's own function names): they run once more per extra target.
@@ -217,7 +238,7 @@ const GROUND_TRUTH_TESTS: &[&str] = &["foundation", "snapshot", "profile", "jit_
 
 /// `cargo test` with `args`; against the host's VM, or with `target` the chroot suite's
 /// (`SCOPE_PROBE_TEST_TARGET`, read by the harness's `Beam::start`).
-fn test(bin: &std::path::Path, args: &[String], target: Option<&str>) -> Result<()> {
+fn test(bin: &std::path::Path, args: &[String], target: Option<&str>, env: &[(String, String)]) -> Result<()> {
     setup::require_root("the integration tests attach probes to real BEAM processes")?;
     eprintln!("xtask: running tests {args:?} against {}", target.unwrap_or("the host's OTP"));
     let mut cmd = cargo();
@@ -231,6 +252,10 @@ fn test(bin: &std::path::Path, args: &[String], target: Option<&str>) -> Result<
         .args(args)
         .env("SCOPE_PROBE_BIN", bin)
         .env(scope_probe_tests::beam::TARGET_VAR, target.unwrap_or("host"))
+        // No debuginfod from the caller's environment (Debian's profile.d sets one for login
+        // shells): a target that uses one says so in `env`.
+        .env("DEBUGINFOD_URLS", "")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .status()
         .context("running cargo test")?;
     if !status.success() {
