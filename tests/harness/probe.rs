@@ -68,6 +68,17 @@ impl Probe {
             let _ = child.kill();
             panic!("scope-probe did not attach: {:?}", stderr.lock().unwrap());
         }
+        // On the stripped targets, the debug info must have come the way the target says
+        // (a run that found it some other way would not test that way).
+        let expected = match crate::beam::test_target().map(|t| t.name) {
+            Some(n) if n == "forky-dbgsym" => Some("debug info: installed debug file"),
+            Some(n) if n == "forky-debuginfod" => Some("debug info: debuginfod http://127.0.0.1:"),
+            _ => None,
+        };
+        if let Some(expected) = expected {
+            let said = stderr.lock().unwrap().clone();
+            assert!(said.iter().any(|l| l.contains(expected)), "expected {expected:?} in scope-probe's attach lines: {said:?}");
+        }
         Probe { child, port, stderr }
     }
 
