@@ -10,11 +10,8 @@
 //! this table. Term layouts, hook signatures, status flags and JIT records: read from the
 //! 27.3.4.1 source (files named below).
 
-use crate::builds::{
-    BuildTable, GlobalSymbols, JitRecordLayout, ProcessLayout, ProcessStatusFlags, PtabLayout, RegProcLayout,
-};
-use crate::hooks::{HookPoint, HookSpec};
-use crate::terms::{AtomLayout, AtomName, PidIndex, PidLayout};
+use crate::builds::{BuildTable, DEBIAN12_OTP25, GlobalSymbols, ProcessLayout, PtabLayout, RegProcLayout};
+use crate::terms::{PidIndex, PidLayout};
 
 pub static DEBIAN13_OTP27: BuildTable = BuildTable {
     id: "otp27-x86_64-jit",
@@ -30,25 +27,9 @@ pub static DEBIAN13_OTP27: BuildTable = BuildTable {
     // erts_garbage_collect_hibernate(Process *), erts_garbage_collect_literals(Process *, ...)
     // (erl_gc.c); Eterm erl_create_process(Process *parent, Eterm, Eterm, Eterm,
     // ErlSpawnOpts *) (erl_process.c); erts_ptab_delete_element(ErtsPTab *,
-    // ErtsPTabElementCommon *) (erl_ptab.c). All are exported by Debian's binary.
-    hooks: &[
-        HookSpec { point: HookPoint::SendLocal, symbol: "erts_send_message" },
-        HookSpec { point: HookPoint::ScheduleOut, symbol: "erts_schedule" },
-        HookSpec { point: HookPoint::ScheduleIn, symbol: "erts_schedule" },
-        HookSpec { point: HookPoint::GcStart, symbol: "erts_garbage_collect_nobump" },
-        HookSpec { point: HookPoint::GcEnd, symbol: "erts_garbage_collect_nobump" },
-        HookSpec { point: HookPoint::GcStart, symbol: "erts_garbage_collect" },
-        HookSpec { point: HookPoint::GcEnd, symbol: "erts_garbage_collect" },
-        HookSpec { point: HookPoint::GcStart, symbol: "erts_gc_after_bif_call_lhf" },
-        HookSpec { point: HookPoint::GcEnd, symbol: "erts_gc_after_bif_call_lhf" },
-        HookSpec { point: HookPoint::GcStart, symbol: "erts_garbage_collect_hibernate" },
-        HookSpec { point: HookPoint::GcEnd, symbol: "erts_garbage_collect_hibernate" },
-        HookSpec { point: HookPoint::GcStart, symbol: "erts_garbage_collect_literals" },
-        HookSpec { point: HookPoint::GcEnd, symbol: "erts_garbage_collect_literals" },
-        HookSpec { point: HookPoint::SpawnStart, symbol: "erl_create_process" },
-        HookSpec { point: HookPoint::SpawnEnd, symbol: "erl_create_process" },
-        HookSpec { point: HookPoint::ProcessGone, symbol: "erts_ptab_delete_element" },
-    ],
+    // ErtsPTabElementCommon *) (erl_ptab.c). All are exported by Debian's binary: the same
+    // hook list as 25.
+    hooks: DEBIAN12_OTP25.hooks,
     // Debian builds 27 without dynamic trace; no systemtap build of 27 was checked.
     usdt: crate::usdt::UsdtTable::UNCHECKED,
     globals: GlobalSymbols {
@@ -81,15 +62,8 @@ pub static DEBIAN13_OTP27: BuildTable = BuildTable {
     // erl_process.h: ERTS_PSFLG_BIT(N) = 1 << (ERTS_PSFLGS_ZERO_BIT_OFFSET (6) + N), and the
     // bits erts_process_state2status tests are numbered as in 25: FREE 4, EXITING 5,
     // ACTIVE 7, RUNNING 9, SUSPENDED 10, GC 11, ACTIVE_SYS 14, RUNNING_SYS 15,
-    // DIRTY_ACTIVE_SYS 22, DIRTY_RUNNING 23, DIRTY_RUNNING_SYS 24.
-    status_flags: ProcessStatusFlags {
-        free: 1 << 10,
-        exiting: 1 << 11,
-        gc: 1 << 17,
-        suspended: 1 << 16,
-        running: (1 << 15) | (1 << 21) | (1 << 29) | (1 << 30),
-        active: (1 << 13) | (1 << 20) | (1 << 28),
-    },
+    // DIRTY_ACTIVE_SYS 22, DIRTY_RUNNING 23, DIRTY_RUNNING_SYS 24: the same flags as 25.
+    status_flags: DEBIAN12_OTP25.status_flags,
     reg_proc: RegProcLayout { name: 32 },
     // ErtsPTabReadOnlyData at +192: the three masks became Uint (8 bytes) and the shifts
     // moved after them.
@@ -117,40 +91,12 @@ pub static DEBIAN13_OTP27: BuildTable = BuildTable {
     },
     // Unchanged from 25: make_atom(x) = (x << 6) + 0xb (erl_term.h); IndexTable entries @116,
     // seg_table @120, INDEX_PAGE_SHIFT 10 (index.h); Atom len @24, name @32 (atom.h).
-    atom: AtomLayout {
-        tag_mask: 0x3f,
-        tag: 0xb,
-        index_shift: 6,
-        table_entries: 116,
-        table_seg_table: 120,
-        segment_bits: 10,
-        atom_len: 24,
-        atom_name: 32,
-        name: AtomName::Pointer,
-    },
+    atom: DEBIAN12_OTP25.atom,
     // beam_jit_metadata.cpp (27.3.4.1): the same records as 25 (module_info renamed
     // erlang_module_info, same fields): debug_info { enum header @0; union @8 {
     // emulator_info { int frame_layout; const void *normal_exit }; erlang_module_info {
     // u64 base_address; u32 range_count; u32 code_size; u16 name_length; char name[] } } },
     // range_info { u32 start, end, line_count; u16 name_length; char name[] }, line_info
     // { u32 start_offset, line_number; u16 file_length; char file[] }.
-    jit_records: JitRecordLayout {
-        header_emulator: 0,
-        header_module: 1,
-        emulator_frame_layout: 8,
-        debug_info_size: 32,
-        module_base_address: 8,
-        module_range_count: 16,
-        module_code_size: 20,
-        module_name_length: 24,
-        module_name: 26,
-        range_start_offset: 0,
-        range_end_offset: 4,
-        range_line_count: 8,
-        range_name_length: 12,
-        range_name: 14,
-        range_info_size: 16,
-        line_file_length: 8,
-        line_info_size: 12,
-    },
+    jit_records: DEBIAN12_OTP25.jit_records,
 };
