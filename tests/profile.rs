@@ -89,7 +89,7 @@ fn cpu_is_attributed_to_processes_in_the_right_ratio() {
 fn elixir_frames_read_like_elixir() {
     if scope_probe_tests::beam::skip_on_chroot_target(
         "elixir_frames_read_like_elixir",
-        "the Elixir fixtures are compiled with the host's elixirc only (chroot fixtures are Erlang)",
+        "the Elixir fixtures are compiled and run with the host's own elixir and OTP only",
     ) {
         return;
     }

@@ -58,6 +58,8 @@ pub struct Beam {
     pub os_pid: u32,
     /// The chroot the VM runs in (`None`: the host's own OTP).
     pub root: Option<PathBuf>,
+    /// The private OTP copy the VM runs from, removed with it.
+    copy: Option<crate::otp_copy::OtpCopy>,
 }
 
 /// The environment variable choosing the VM the ground-truth tests start: `host` (default:
@@ -73,15 +75,25 @@ pub const TARGET_VAR: &str = "SCOPE_PROBE_TEST_TARGET";
 /// serves it (`cargo xtask test` starts one and sets DEBUGINFOD_URLS).
 pub const STRIPPED_TARGETS: &[&str] = &["forky-dbgsym", "forky-debuginfod"];
 
+/// Targets that run the host's OTP 25 with another beam.smp in a private copy of it: the DWARF
+/// build of Debian's source (`cargo xtask otp-debug`; offsets read from its DWARF) and the
+/// systemtap build (`cargo xtask otp-usdt`; send, gc and exit through its USDT probes).
+pub const HOST_COPY_TARGETS: &[&str] = &["otp25-dwarf", "otp25-usdt"];
+
 /// A VM to run the tests against, other than the host's.
 #[derive(Debug, Clone)]
 pub struct TestTarget {
     /// What the user asked for (`trixie`, `forky-dbgsym`...).
     pub name: String,
-    /// The chroot it runs in.
-    pub suite: String,
-    /// Bind mounts private to the VM (host path, path inside the chroot).
-    pub binds: Vec<(PathBuf, String)>,
+    pub vm: TargetVm,
+}
+
+#[derive(Debug, Clone)]
+pub enum TargetVm {
+    /// In a chroot, with bind mounts private to the VM (host path, path inside the chroot).
+    Chroot { suite: String, binds: Vec<(PathBuf, String)> },
+    /// The host's OTP in a private copy whose beam.smp is this one.
+    HostCopy { beam_smp: PathBuf },
 }
 
 /// The target the tests run against, `None` for the host. Panics on an unknown value: a
@@ -91,24 +103,35 @@ pub fn test_target() -> Option<TestTarget> {
         None | Some("") | Some("host") => return None,
         Some(s) => s.to_owned(),
     };
-    if crate::chroot::SUITES.contains(&name.as_str()) {
-        return Some(TestTarget { suite: name.clone(), name, binds: Vec::new() });
-    }
-    if STRIPPED_TARGETS.contains(&name.as_str()) {
-        let build = crate::otp_debug_beam("forky").with_file_name("beam.smp.stripped");
-        assert!(build.exists(), "{} is missing: run `cargo xtask otp-debug --suite forky`", build.display());
-        let mut binds = vec![(build, "/usr/lib/erlang/erts-17.1/bin/beam.smp".to_owned())];
+    let built = |path: PathBuf, how: &str| {
+        assert!(path.exists(), "test target {name}: {} is missing: run `cargo xtask {how}`", path.display());
+        path
+    };
+    let vm = if crate::chroot::SUITES.contains(&name.as_str()) {
+        TargetVm::Chroot { suite: name.clone(), binds: Vec::new() }
+    } else if STRIPPED_TARGETS.contains(&name.as_str()) {
+        let stripped = built(crate::otp_debug_beam("forky").with_file_name("beam.smp.stripped"), "otp-debug --suite forky");
+        let mut binds = vec![(stripped, "/usr/lib/erlang/erts-17.1/bin/beam.smp".to_owned())];
         if name == "forky-dbgsym" {
             let root = crate::chroot::provisioned("forky").unwrap_or_else(|e| panic!("test target {name}: {e}"));
             std::fs::create_dir_all(root.join("usr/lib/debug")).expect("a mount point for the debug files");
             binds.push((crate::otp_debug_beam("forky").with_file_name("debug"), "/usr/lib/debug".to_owned()));
         }
-        return Some(TestTarget { name, suite: "forky".into(), binds });
-    }
-    panic!("{TARGET_VAR}={name}: expected host, one of {:?} or one of {STRIPPED_TARGETS:?}", crate::chroot::SUITES)
+        TargetVm::Chroot { suite: "forky".into(), binds }
+    } else if name == "otp25-dwarf" {
+        TargetVm::HostCopy { beam_smp: built(crate::otp_debug_beam(&crate::host_suite()), "otp-debug") }
+    } else if name == "otp25-usdt" {
+        TargetVm::HostCopy { beam_smp: built(crate::workspace_root().join(".cache/otp25-usdt/beam.smp"), "otp-usdt") }
+    } else {
+        panic!(
+            "{TARGET_VAR}={name}: expected host or one of {:?}, {STRIPPED_TARGETS:?}, {HOST_COPY_TARGETS:?}",
+            crate::chroot::SUITES
+        )
+    };
+    Some(TestTarget { name, vm })
 }
 
-/// For a test that cannot apply to a chroot target: when one is selected, says so on the
+/// For a test that cannot apply to a target other than the host's: when one is selected, says so on the
 /// terminal (written to stderr directly, past the test harness's output capture, so a skip is
 /// never mistaken for a pass) and returns true; the test then returns.
 pub fn skip_on_chroot_target(test: &str, reason: &str) -> bool {
@@ -134,15 +157,24 @@ impl Beam {
         if erl == Path::new("erl") && env.is_empty()
             && let Some(target) = test_target()
         {
-            let root = crate::chroot::provisioned(&target.suite).unwrap_or_else(|e| panic!("test target {}: {e}", target.name));
             // Once per test binary, on the terminal: which VM these results are about.
             static SAID: std::sync::Once = std::sync::Once::new();
             SAID.call_once(|| {
-                let binds: Vec<String> = target.binds.iter().map(|(h, i)| format!(" {} on {i}", h.display())).collect();
-                let _ = writeln!(std::io::stderr(), "test target {}: the {} chroot's erl ({}){}", target.name, target.suite, root.display(), binds.join(","));
+                let _ = writeln!(std::io::stderr(), "test target {}: {:?}", target.name, target.vm);
             });
-            let binds: Vec<(&Path, &str)> = target.binds.iter().map(|(h, i)| (h.as_path(), i.as_str())).collect();
-            return crate::chroot::start_beam_in_chroot_with(&root, args, &binds);
+            return match &target.vm {
+                TargetVm::Chroot { suite, binds } => {
+                    let root = crate::chroot::provisioned(suite).unwrap_or_else(|e| panic!("test target {}: {e}", target.name));
+                    let binds: Vec<(&Path, &str)> = binds.iter().map(|(h, i)| (h.as_path(), i.as_str())).collect();
+                    crate::chroot::start_beam_in_chroot_with(&root, args, &binds)
+                }
+                TargetVm::HostCopy { beam_smp } => {
+                    let copy = crate::otp_copy::OtpCopy::with_beam(beam_smp);
+                    let mut beam = Beam::start_with(&copy.erl, args, &[]);
+                    beam.copy = Some(copy);
+                    beam
+                }
+            };
         }
         let mut cmd = Command::new(erl);
         cmd.envs(env.iter().copied())
@@ -171,7 +203,7 @@ impl Beam {
             .strip_prefix("ready os_pid=")
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("unexpected first line from {what}: {line:?}"));
-        Beam { child, stdin, stdout, os_pid, root: None }
+        Beam { child, stdin, stdout, os_pid, root: None, copy: None }
     }
 
     /// Evaluates one Erlang expression (without the final dot) in the VM.

@@ -213,10 +213,11 @@ fn build() -> Result<PathBuf> {
 }
 
 /// Targets the ground-truth tests also run against (`cargo xtask test`), after the host's
-/// OTP 25 (see `SCOPE_PROBE_TEST_TARGET` in tests/harness/beam.rs): trixie's OTP 27 as packaged,
-/// and forky's OTP 29 stripped like Debian strips it (from its source build), with its debug
-/// file installed in the VM's root, then served by debuginfod only.
-const EXTRA_TEST_TARGETS: &[&str] = &["trixie", "forky-dbgsym", "forky-debuginfod"];
+/// OTP 25 (see `SCOPE_PROBE_TEST_TARGET` in tests/harness/beam.rs): OTP 25 built with DWARF
+/// (offsets from DWARF) and with systemtap (USDT sources), in private copies of the host's OTP;
+/// trixie's OTP 27 as packaged; forky's OTP 29 stripped like Debian strips it (from its source
+/// build), with its debug file installed in the VM's root, then served by debuginfod only.
+const EXTRA_TEST_TARGETS: &[&str] = &["otp25-dwarf", "otp25-usdt", "trixie", "forky-dbgsym", "forky-debuginfod"];
 
 /// A debuginfod server serving forky's split debug file, and an empty client cache.
 fn start_debuginfod() -> Result<(scope_probe_tests::debuginfod::Debuginfod, tempfile::TempDir)> {
