@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use beam_probes::builds::{self, DEBIAN12_OTP25, DEBIAN13_OTP27, ERTS_VERSION_SYMBOL, OTP_RELEASE_SYMBOL};
+use beam_probes::builds::{self, DEBIAN_FORKY_OTP29, DEBIAN12_OTP25, DEBIAN13_OTP27, ERTS_VERSION_SYMBOL, OTP_RELEASE_SYMBOL};
 use beam_probes::dwarf::{self, DebugInfo, DwarfError};
 use beam_probes::elf::ElfInfo;
 
@@ -121,6 +121,31 @@ fn dwarf_offsets_equal_the_otp27_table() {
     // The OTP 25 table read against this DWARF is wrong, and says where.
     let wrong = dwarf::check_table(&beam, &DEBIAN12_OTP25).unwrap();
     assert!(wrong.iter().any(|m| m.field == "process.sig_qs_len" && m.dwarf == 336), "{wrong:?}");
+}
+
+/// Forky's OTP 29 built from Debian's source (`cargo xtask otp-debug --suite forky`): its
+/// DWARF equals the OTP 29 table (OTP 27's offsets; the atom name became a union whose binary
+/// term member the table reads), and the release strings, local symbols in 29, are in its
+/// symbol table.
+#[test]
+fn dwarf_offsets_equal_the_otp29_table() {
+    let beam = scope_probe_tests::otp_debug_beam("forky");
+    assert!(beam.exists(), "{} is missing: run `cargo xtask otp-debug --suite forky`", beam.display());
+    let (release, erts) = release_strings(&beam);
+    assert_eq!((release.as_str(), erts.as_str()), ("29", "17.1"));
+    let table = builds::select(&release, &erts).expect("OTP 29 has a table");
+    assert_eq!(table.id, DEBIAN_FORKY_OTP29.id);
+    let mismatches = dwarf::check_table(&beam, table).unwrap();
+    assert!(
+        mismatches.is_empty(),
+        "build table {} differs from the DWARF of {}:\n{}",
+        table.id,
+        beam.display(),
+        mismatches.iter().map(|m| format!("  {m}")).collect::<Vec<_>>().join("\n")
+    );
+    let atom = dwarf::struct_layout(&beam, "Atom").unwrap();
+    assert!(atom.member("name").is_err(), "OTP 29 has no Atom.name any more");
+    assert_eq!(atom.member("u.bin").unwrap().offset, DEBIAN_FORKY_OTP29.atom.atom_name);
 }
 
 #[test]
