@@ -94,6 +94,14 @@ fn unsupported_build_is_refused_by_name() {
     // Same length, unknown to every table.
     let fake: String = original.chars().map(|c| if c.is_ascii_digit() { '9' } else { c }).collect();
     bytes[off..end].copy_from_slice(fake.as_bytes());
+    // Another build has another build-id too (a known one identifies its table by itself).
+    let id_end = {
+        use object::{Object, ObjectSection};
+        let file = object::File::parse(&*bytes).unwrap();
+        let (o, n) = file.section_by_name(".note.gnu.build-id").unwrap().file_range().unwrap();
+        (o + n) as usize
+    };
+    bytes[id_end - 1] ^= 0xff;
     std::fs::write(&beam_smp, bytes).unwrap();
 
     let beam = copy.start();

@@ -180,8 +180,10 @@ impl BeamTarget {
                 (read_str(rel_sym.address, "OTP release")?, read_str(ver_sym.address, "ERTS version")?)
             }
             // A stripped build without its debug info: the install layout still names both
-            // (erts-X/bin/beam.smp, releases/start_erl.data).
-            _ => match release_from_install(&proc_path(pid, "root"), &path_in_root(pid, &exe)) {
+            // (erts-X/bin/beam.smp, releases/start_erl.data), else a known build-id does.
+            _ => match release_from_install(&proc_path(pid, "root"), &path_in_root(pid, &exe)).or_else(|| {
+                builds::by_build_id(&build_id).map(|t| (t.otp_release.to_owned(), t.erts_versions[0].to_owned()))
+            }) {
                 Some(versions) => versions,
                 None => {
                     return Err(Error::UnsupportedBuild {
@@ -198,7 +200,9 @@ impl BeamTarget {
                 }
             },
         };
-        let table = builds::select(&otp_release, &erts_version).ok_or_else(|| Error::UnsupportedBuild {
+        // A packaged binary the table was checked against is known by its build-id first.
+        let known = builds::by_build_id(&build_id).or_else(|| builds::select(&otp_release, &erts_version));
+        let table = known.ok_or_else(|| Error::UnsupportedBuild {
             otp_release: otp_release.clone(),
             erts_version: erts_version.clone(),
             build_id: build_id.clone(),

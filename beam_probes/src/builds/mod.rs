@@ -147,6 +147,10 @@ pub struct BuildTable {
     pub otp_release: &'static str,
     /// ERTS versions this layout was verified on.
     pub erts_versions: &'static [&'static str],
+    /// GNU build-ids of the packaged binaries this table was checked against. A binary with
+    /// one of them is this build even when nothing else can be read from it (stripped, and
+    /// installed in an unusual layout).
+    pub build_ids: &'static [&'static str],
     /// Whether the build was configured `--with-dynamic-trace` (it has USDT notes): that adds
     /// fields to `struct process`, so a table describes builds with or without it, not both.
     pub dynamic_trace: bool,
@@ -177,6 +181,11 @@ pub fn select(otp_release: &str, erts_version: &str) -> Option<&'static BuildTab
         .find(|t| t.otp_release == otp_release && t.erts_versions.contains(&erts_version))
 }
 
+/// The table whose packaged binary has this build-id.
+pub fn by_build_id(build_id: &str) -> Option<&'static BuildTable> {
+    all().iter().copied().find(|t| t.build_ids.contains(&build_id))
+}
+
 /// What the user should know when no table matches: the builds that are known.
 pub fn known_builds() -> String {
     all()
@@ -184,4 +193,23 @@ pub fn known_builds() -> String {
         .map(|t| format!("OTP {} (ERTS {})", t.otp_release, t.erts_versions.join(", ")))
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packaged_binaries_are_known_by_build_id() {
+        assert_eq!(by_build_id("a1a858f879ccf28e7871c290914b693182006115").map(|t| t.id), Some(DEBIAN_FORKY_OTP29.id));
+        assert_eq!(by_build_id("c3c1e30f9638181692a0faa7554e2643b6def036").map(|t| t.id), Some(DEBIAN13_OTP27.id));
+        assert_eq!(by_build_id("94bcd90b66fca38e41e627fa3a2ec089b2e498be").map(|t| t.id), Some(DEBIAN12_OTP25.id));
+        assert!(by_build_id("ace490f26791e1feb3c533b7000b496cfd603617").is_none(), "our rebuild is not Debian's");
+        // Every table's build-ids are its own.
+        for t in all() {
+            for id in t.build_ids {
+                assert_eq!(by_build_id(id).map(|f| f.id), Some(t.id));
+            }
+        }
+    }
 }

@@ -15,6 +15,8 @@ pub static DEBIAN12_OTP25: BuildTable = BuildTable {
     id: "otp25-x86_64-jit",
     otp_release: "25",
     erts_versions: &["13.1.5"],
+    // Debian 12 erlang-base 1:25.2.3+dfsg-1+deb12u4 (amd64).
+    build_ids: &["94bcd90b66fca38e41e627fa3a2ec089b2e498be"],
     dynamic_trace: false,
     hooks: &[
         // erts_send_message(Process *sender, Process *receiver, ErtsProcLocks *, Eterm msg)

@@ -17,6 +17,8 @@ pub static DEBIAN13_OTP27: BuildTable = BuildTable {
     id: "otp27-x86_64-jit",
     otp_release: "27",
     erts_versions: &["15.2.7"],
+    // Debian 13 erlang-base 1:27.3.4.1+dfsg-1+deb13u4 (amd64).
+    build_ids: &["c3c1e30f9638181692a0faa7554e2643b6def036"],
     dynamic_trace: false,
     // Every hooked function keeps OTP 25's signature in 27.3.4.1, so the conventions of
     // hooks.rs hold unchanged: erts_send_message(Process *sender, Process *receiver,

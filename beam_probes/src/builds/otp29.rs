@@ -18,6 +18,8 @@ pub static DEBIAN_FORKY_OTP29: BuildTable = BuildTable {
     id: "otp29-x86_64-jit",
     otp_release: "29",
     erts_versions: &["17.1"],
+    // Debian forky erlang-base 1:29.1.1+dfsg-1 (amd64).
+    build_ids: &["a1a858f879ccf28e7871c290914b693182006115"],
     // atom.h: `union { byte *name; Eterm bin; } u` at the old `name` offset. erl_term.h:
     // boxed terms have primary tag 0x2 (mask 0x3); header subtags (mask 0x3f)
     // HEAP_BITS = 0x8 << 2 = 0x20, SUB_BITS = 0x9 << 2 = 0x24. erl_bits.h: ErlHeapBits
