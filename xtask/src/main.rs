@@ -180,7 +180,11 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Bench { each, rounds } => {
             setup::setup()?;
-            let bin = build()?;
+            // SCOPE_PROBE_BIN benchmarks another scope-probe binary (e.g. an older build).
+            let bin = match std::env::var_os("SCOPE_PROBE_BIN") {
+                Some(bin) => PathBuf::from(bin),
+                None => build()?,
+            };
             bench::run(&bin, each, rounds)
         }
         Cmd::OtpDebug { suite, force } => otp_debug::provision(suite.as_deref(), force).map(|_| ()),
