@@ -53,14 +53,8 @@ fn release_strings(path: &Path) -> (String, String) {
     (read(OTP_RELEASE_SYMBOL), read(ERTS_VERSION_SYMBOL))
 }
 
-#[test]
-fn dwarf_offsets_equal_the_otp25_table() {
-    let beam = debug_beam();
-    assert!(dwarf::has_debug_info(&beam));
-    let (release, erts) = release_strings(&beam);
-    let table = builds::select(&release, &erts).expect("the debug build's release has a table");
-    assert_eq!(table.id, DEBIAN12_OTP25.id, "OTP {release} / ERTS {erts} selects the Debian 12 table");
-
+/// Every struct offset of `table` equals the DWARF of `beam`; the difference, by field, if not.
+fn assert_table_matches_dwarf(beam: &Path, table: &beam_probes::BuildTable) {
     let mismatches = dwarf::check_table(&beam, table).unwrap();
     assert!(
         mismatches.is_empty(),
@@ -69,6 +63,17 @@ fn dwarf_offsets_equal_the_otp25_table() {
         beam.display(),
         mismatches.iter().map(|m| format!("  {m}")).collect::<Vec<_>>().join("\n")
     );
+}
+
+#[test]
+fn dwarf_offsets_equal_the_otp25_table() {
+    let beam = debug_beam();
+    assert!(dwarf::has_debug_info(&beam));
+    let (release, erts) = release_strings(&beam);
+    let table = builds::select(&release, &erts).expect("the debug build's release has a table");
+    assert_eq!(table.id, DEBIAN12_OTP25.id, "OTP {release} / ERTS {erts} selects the Debian 12 table");
+
+    assert_table_matches_dwarf(&beam, table);
 
     // A table with one wrong offset is caught, by name.
     let wrong = beam_probes::BuildTable {
@@ -100,14 +105,7 @@ fn dwarf_offsets_equal_the_otp27_table() {
     assert_eq!((release.as_str(), erts.as_str()), ("27", "15.2.7"));
     let table = builds::select(&release, &erts).expect("OTP 27 has a table");
     assert_eq!(table.id, DEBIAN13_OTP27.id);
-    let mismatches = dwarf::check_table(&beam, table).unwrap();
-    assert!(
-        mismatches.is_empty(),
-        "build table {} differs from the DWARF of {}:\n{}",
-        table.id,
-        beam.display(),
-        mismatches.iter().map(|m| format!("  {m}")).collect::<Vec<_>>().join("\n")
-    );
+    assert_table_matches_dwarf(&beam, table);
     // What changed since 25, by name: the queue counters were renamed and split, the
     // process-table masks widened.
     let process = dwarf::struct_layout(&beam, "struct process").unwrap();
@@ -135,14 +133,7 @@ fn dwarf_offsets_equal_the_otp29_table() {
     assert_eq!((release.as_str(), erts.as_str()), ("29", "17.1"));
     let table = builds::select(&release, &erts).expect("OTP 29 has a table");
     assert_eq!(table.id, DEBIAN_FORKY_OTP29.id);
-    let mismatches = dwarf::check_table(&beam, table).unwrap();
-    assert!(
-        mismatches.is_empty(),
-        "build table {} differs from the DWARF of {}:\n{}",
-        table.id,
-        beam.display(),
-        mismatches.iter().map(|m| format!("  {m}")).collect::<Vec<_>>().join("\n")
-    );
+    assert_table_matches_dwarf(&beam, table);
     let atom = dwarf::struct_layout(&beam, "Atom").unwrap();
     assert!(atom.member("name").is_err(), "OTP 29 has no Atom.name any more");
     assert_eq!(atom.member("u.bin").unwrap().offset, DEBIAN_FORKY_OTP29.atom.atom_name);

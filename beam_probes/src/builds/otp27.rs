@@ -10,7 +10,7 @@
 //! this table. Term layouts, hook signatures, status flags and JIT records: read from the
 //! 27.3.4.1 source (files named below).
 
-use crate::builds::{BuildTable, DEBIAN12_OTP25, GlobalSymbols, ProcessLayout, PtabLayout, RegProcLayout};
+use crate::builds::{BuildTable, DEBIAN12_OTP25, ProcessLayout, PtabLayout, RegProcLayout};
 use crate::terms::{PidIndex, PidLayout};
 
 pub static DEBIAN13_OTP27: BuildTable = BuildTable {
@@ -34,15 +34,9 @@ pub static DEBIAN13_OTP27: BuildTable = BuildTable {
     hooks: DEBIAN12_OTP25.hooks,
     // Debian builds 27 without dynamic trace; no systemtap build of 27 was checked.
     usdt: crate::usdt::UsdtTable::UNCHECKED,
-    globals: GlobalSymbols {
-        process_table: "erts_proc",
-        atom_table: "erts_atom_table",
-        // Same four leading fields as in 25 (version, action, relevant, first); 27 appends a
-        // mutex after them (beam_jit_metadata.cpp).
-        jit_debug_descriptor: "__jit_debug_descriptor",
-        // ErtsFrameLayout erts_frame_layout (beam_jit_main.cpp): RA = 0, FP_RA = 1.
-        frame_layout: "erts_frame_layout",
-    },
+    // The same globals as 25; __jit_debug_descriptor keeps its four leading fields (version,
+    // action, relevant, first) and appends a mutex after them (beam_jit_metadata.cpp).
+    globals: DEBIAN12_OTP25.globals,
     // `struct process` moved almost everything: fcalls/flags/arity shrank and moved up,
     // ErtsPTabElementCommon lost `tracer`/`trace_flags` before `u` (reg at +32) and gained
     // `tracee` at its end; sizeof(struct process) = 760 (DWARF; the live
