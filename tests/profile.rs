@@ -87,12 +87,6 @@ fn cpu_is_attributed_to_processes_in_the_right_ratio() {
 
 #[test]
 fn elixir_frames_read_like_elixir() {
-    if scope_probe_tests::beam::skip_on_chroot_target(
-        "elixir_frames_read_like_elixir",
-        "the Elixir fixtures are compiled and run with the host's own elixir and OTP only",
-    ) {
-        return;
-    }
     if !scope_probe_tests::beam::elixir_available() {
         panic!("Elixir is not installed: `cargo xtask setup` installs Debian's elixir");
     }

@@ -131,16 +131,6 @@ pub fn test_target() -> Option<TestTarget> {
     Some(TestTarget { name, vm })
 }
 
-/// For a test that cannot apply to a target other than the host's: when one is selected, says so on the
-/// terminal (written to stderr directly, past the test harness's output capture, so a skip is
-/// never mistaken for a pass) and returns true; the test then returns.
-pub fn skip_on_chroot_target(test: &str, reason: &str) -> bool {
-    let Some(target) = test_target() else { return false };
-    let mut err = std::io::stderr();
-    let _ = writeln!(err, "SKIPPED {test} on {}: {reason}", target.name);
-    true
-}
-
 /// A reply of the controller: `key=value` pairs, or a single value under "value".
 pub type Reply = HashMap<String, String>;
 

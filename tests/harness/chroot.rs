@@ -108,7 +108,7 @@ pub fn command_with_binds(root: &Path, program: &str, binds: &[(&Path, &str)]) -
 /// Compiles the Erlang fixtures (tests/fixtures/*.erl) with the chroot's own `erlc`, once per
 /// chroot and test binary, into a private directory under the chroot's `/tmp`; returns that
 /// directory as the chroot sees it. (The chroot's compiler rather than the host's: a .beam
-/// must not depend on which OTP the host has.) Elixir fixtures are not compiled.
+/// must not depend on which OTP the host has.) Elixir fixtures likewise, with its elixirc.
 pub fn fixtures_ebin_in(root: &Path) -> String {
     static DIRS: Mutex<Vec<(PathBuf, tempfile::TempDir)>> = Mutex::new(Vec::new());
     let mut dirs = DIRS.lock().unwrap_or_else(|e| e.into_inner());
@@ -131,6 +131,21 @@ pub fn fixtures_ebin_in(root: &Path) -> String {
     names.sort();
     let out = command(root, "/usr/bin/erlc").arg("-o").arg(inside(&dir)).args(&names).output().expect("running the chroot's erlc");
     assert!(out.status.success(), "erlc in {} failed: {}", root.display(), String::from_utf8_lossy(&out.stderr));
+    // The Elixir fixtures too, with the chroot's own elixirc (Debian's elixir is in every chroot).
+    let ex_src = crate::workspace_root().join("tests/fixtures/elixir");
+    let mut ex_names = Vec::new();
+    for e in std::fs::read_dir(&ex_src).expect("tests/fixtures/elixir") {
+        let p = e.expect("dir entry").path();
+        if p.extension().is_some_and(|x| x == "ex") {
+            let name = p.file_name().expect("file name").to_owned();
+            std::fs::copy(&p, src.join(&name)).expect("copying an Elixir fixture");
+            ex_names.push(format!("{}/src/{}", inside(&dir), name.to_string_lossy()));
+        }
+    }
+    if !ex_names.is_empty() {
+        let out = command(root, "/usr/bin/elixirc").arg("-o").arg(inside(&dir)).args(&ex_names).output().expect("running the chroot's elixirc");
+        assert!(out.status.success(), "elixirc in {} failed: {}", root.display(), String::from_utf8_lossy(&out.stderr));
+    }
     let path = inside(&dir);
     dirs.push((root.to_owned(), dir));
     path
