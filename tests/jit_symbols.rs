@@ -273,3 +273,13 @@ fn a_module_loaded_later_appears_after_a_refresh() {
     };
     assert_eq!(late(perf), late(gdb), "same ranges for the new module");
 }
+
+/// The descriptor search that serves stripped builds without debug info finds exactly the
+/// `__jit_debug_descriptor` the symbol table names, on a VM where both are available.
+#[test]
+fn descriptor_found_by_layout_is_the_symbol() {
+    let beam = Beam::start();
+    let target = BeamTarget::open(beam.os_pid).expect("open the VM");
+    let by_symbol = target.symbol_address(target.table.globals.jit_debug_descriptor).expect("the symbol");
+    assert_eq!(target.find_jit_descriptor(), Some(by_symbol));
+}

@@ -92,6 +92,36 @@ fn without_debug_info_only_profiling_works() {
     assert!(chain as f64 >= 0.9 * burning as f64, "burn <- middle <- outer in {chain} of {burning}: {stacks:?}");
 }
 
+/// Without a perf map either (no `+JPperf`): the GDB JIT interface's descriptor, a local symbol
+/// here, is found by its layout in beam.smp's data, and leaf frames are named from it.
+#[test]
+fn without_debug_info_or_perf_map_the_jit_interface_is_found_by_layout() {
+    let root = forky();
+    let (mut beam, _) = start(&root, &[]);
+    beam.call("scope_burn:start(scope_burner)");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cpu.folded");
+    let pid = beam.os_pid.to_string();
+    let o = scope_probe(&["profile", "--pid", &pid, "--duration", "4s", "-o", out.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "profile failed: {stderr}");
+    assert!(stderr.contains("GDB JIT interface"), "{stderr}");
+    let mut burning = 0u64;
+    let mut leaf = 0u64;
+    for line in std::fs::read_to_string(&out).unwrap().lines() {
+        let (stack, n) = line.rsplit_once(' ').unwrap();
+        let n: u64 = n.parse().unwrap();
+        if stack.contains("scope_burn:") {
+            burning += n;
+        }
+        if stack.ends_with("scope_burn:burn/2") {
+            leaf += n;
+        }
+    }
+    assert!(burning >= 100, "samples named in scope_burn: {burning}");
+    assert!(leaf as f64 >= 0.9 * burning as f64, "leaf burn/2 in {leaf} of {burning}");
+}
+
 /// The same build's source, stripped like Debian strips it (`cargo xtask otp-debug --suite
 /// forky`; Debian's own debug file cannot be fetched here and ours carries another build-id,
 /// see beam_probes/notes), with its debug file installed where `erlang-base-dbgsym` puts it:

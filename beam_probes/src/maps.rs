@@ -38,6 +38,39 @@ pub fn executable_files(pid: u32) -> Vec<(CodeRegion, String)> {
         .collect()
 }
 
+/// Where an executable's writable data lives in the target: its file-backed read-write mappings
+/// (`.data`) and the anonymous mapping right after the last of them (`.bss`). `exe` is the path
+/// as /proc/PID/maps shows it.
+pub fn writable_data_regions(pid: u32, exe: &str) -> Vec<CodeRegion> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    parse_writable_data_regions(&maps, exe)
+}
+
+pub fn parse_writable_data_regions(maps: &str, exe: &str) -> Vec<CodeRegion> {
+    let mut out: Vec<CodeRegion> = Vec::new();
+    let mut after_exe = false;
+    for line in maps.lines() {
+        let mut f = line.splitn(6, char::is_whitespace).filter(|s| !s.is_empty());
+        let (Some(range), Some(perms)) = (f.next(), f.next()) else { continue };
+        let path = f.nth(3).map(str::trim).unwrap_or("");
+        let Some((a, b)) = range.split_once('-') else { continue };
+        let (Ok(start), Ok(end)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) else { continue };
+        let region = CodeRegion { start, end };
+        if path == exe {
+            if perms.starts_with("rw") {
+                out.push(region);
+            }
+            after_exe = true;
+        } else if after_exe && path.is_empty() && perms.starts_with("rw") && out.last().is_some_and(|l| l.end == start) {
+            out.push(region);
+            after_exe = false;
+        } else {
+            after_exe = false;
+        }
+    }
+    out
+}
+
 /// The executable lines of a /proc/PID/maps text: range and path ("" when anonymous).
 fn executable_mappings(maps: &str) -> impl Iterator<Item = (CodeRegion, &str)> {
     maps.lines().filter_map(|line| {
@@ -56,6 +89,23 @@ fn executable_mappings(maps: &str) -> impl Iterator<Item = (CodeRegion, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn data_and_bss_of_the_executable() {
+        let maps = "55a103fbf000-55a104025000 r--p 00000000 fe:00 770341 /usr/lib/erlang/erts-17.1/bin/beam.smp\n\
+                    55a104025000-55a1042b0000 r-xp 00066000 fe:00 770341 /usr/lib/erlang/erts-17.1/bin/beam.smp\n\
+                    55a1042b0000-55a1042c0000 r--p 002f1000 fe:00 770341 /usr/lib/erlang/erts-17.1/bin/beam.smp\n\
+                    55a1042c0000-55a1042d0000 rw-p 00301000 fe:00 770341 /usr/lib/erlang/erts-17.1/bin/beam.smp\n\
+                    55a1042d0000-55a1042f0000 rw-p 00000000 00:00 0 \n\
+                    55a105000000-55a105100000 rw-p 00000000 00:00 0 [heap]\n";
+        assert_eq!(
+            parse_writable_data_regions(maps, "/usr/lib/erlang/erts-17.1/bin/beam.smp"),
+            vec![
+                CodeRegion { start: 0x55a1042c0000, end: 0x55a1042d0000 },
+                CodeRegion { start: 0x55a1042d0000, end: 0x55a1042f0000 }
+            ]
+        );
+    }
 
     #[test]
     fn finds_the_memfd_view_only() {

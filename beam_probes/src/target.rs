@@ -538,12 +538,25 @@ impl BeamTarget {
             JitSource::PerfMap => Ok(JitSymbolReader::from_perf_map(PerfMapReader::new(self.perf_map_path()))),
             JitSource::GdbInterface => {
                 let symbol = self.table.globals.jit_debug_descriptor;
-                self.require_symbols("naming JIT code without a perf map", &[symbol])?;
-                let descriptor = self.symbol_address(symbol).unwrap_or(0);
+                let descriptor = match self.symbol_address(symbol) {
+                    Some(addr) => addr,
+                    // Stripped, no debug info: find it by its layout, or say what is missing.
+                    None => self
+                        .find_jit_descriptor()
+                        .ok_or_else(|| self.missing_symbols("naming JIT code without a perf map", vec![symbol]))?,
+                };
                 let reader = GdbJitReader::new(self.mem, descriptor, &self.table.jit_records);
                 Ok(JitSymbolReader::from_gdb_interface(reader))
             }
         }
+    }
+
+    /// `__jit_debug_descriptor` found in the executable's writable data by its layout (see
+    /// `gdb_interface::find_descriptor`), for stripped builds without debug info.
+    pub fn find_jit_descriptor(&self) -> Option<u64> {
+        let data = crate::maps::writable_data_regions(self.pid, &self.exe.to_string_lossy());
+        let jit = crate::maps::jit_code_regions(self.pid).ok()?;
+        crate::jit::gdb_interface::find_descriptor(self.mem, &data, &jit, &self.table.jit_records)
     }
 
     /// Every JIT symbol the VM registered so far, and where they came from: the perf map when
@@ -593,7 +606,7 @@ fn debug_info_hint(build_id: Option<&str>, tried: &[String]) -> String {
     format!(
         "install its debug info ({file} inside the VM's root, e.g. the distribution's erlang-base-dbgsym), \
          or set DEBUGINFOD_URLS to a debuginfod server that has build-id {}, or pass --debug-file FILE \
-         (tried: {}). Without it, `scope-probe profile` still works on a VM started with +JPperf map",
+         (tried: {}). Without it, `scope-probe profile` still works",
         build_id.unwrap_or("?"),
         if tried.is_empty() { "nothing".into() } else { tried.join("; ") }
     )

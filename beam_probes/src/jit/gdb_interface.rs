@@ -249,6 +249,76 @@ impl GdbJitReader {
     }
 }
 
+/// Upper bound on the writable data scanned for the descriptor (beam.smp's `.data` and `.bss`
+/// are a few MiB).
+pub const MAX_SCAN_BYTES: u64 = 64 << 20;
+
+/// Finds `__jit_debug_descriptor` without its symbol (a stripped build without debug info) by
+/// its layout in the executable's writable data (`data`: its .data and .bss mappings).
+///
+/// A candidate is 8-aligned, has version 1, an action flag GDB defines (0-2) and an aligned,
+/// non-null head entry. It is accepted only if that head entry's record decodes as a module
+/// (or the emulator) record with this build's layout and a module's code lies in the JIT's
+/// executable mappings (`jit`), and a whole read of the list then decodes modules. A wrong
+/// candidate cannot pass all of that by chance; the first one that does is the descriptor.
+pub fn find_descriptor(
+    mem: RemoteMemory,
+    data: &[crate::maps::CodeRegion],
+    jit: &[crate::maps::CodeRegion],
+    layout: &'static JitRecordLayout,
+) -> Option<u64> {
+    const CHUNK: u64 = 1 << 20;
+    let mut scanned = 0u64;
+    for region in data {
+        let mut at = region.start;
+        while at + 24 <= region.end && scanned < MAX_SCAN_BYTES {
+            let len = CHUNK.min(region.end - at);
+            let Ok(bytes) = mem.read_vec(at, len as usize, "executable data") else { break };
+            scanned += len;
+            let word = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
+            let mut i = 0usize;
+            while i + 24 <= bytes.len() {
+                let (version, action) = (word(i) as u32, (word(i) >> 32) as u32);
+                let (relevant, first) = (word(i + 8), word(i + 16));
+                if version == SUPPORTED_VERSION
+                    && action <= 2
+                    && first != 0
+                    && first.is_multiple_of(8)
+                    && relevant.is_multiple_of(8)
+                    && is_descriptor(mem, at + i as u64, first, jit, layout)
+                {
+                    return Some(at + i as u64);
+                }
+                i += 8;
+            }
+            // Overlap so a descriptor across the chunk edge is not missed.
+            at += len.saturating_sub(24).max(8);
+        }
+    }
+    None
+}
+
+fn is_descriptor(
+    mem: RemoteMemory,
+    candidate: u64,
+    first: u64,
+    jit: &[crate::maps::CodeRegion],
+    layout: &'static JitRecordLayout,
+) -> bool {
+    let reader = GdbJitReader::new(mem, candidate, layout);
+    let Ok(head) = reader.read_entry(first) else { return false };
+    let in_jit = |addr: u64| jit.iter().any(|r| addr >= r.start && addr < r.end);
+    match reader.read_record(&head) {
+        Ok(JitRecord::Module(m)) if in_jit(m.base_address) => {}
+        Ok(JitRecord::Emulator { frame_layout }) if frame_layout <= 1 => {}
+        _ => return false,
+    }
+    let mut reader = reader;
+    reader.read_new().is_ok_and(|symbols| {
+        reader.stats.modules > 0 && symbols.iter().take(1000).all(|s| in_jit(s.start))
+    })
+}
+
 /// Decodes one ERTS record (the bytes at `symfile_addr`, `symfile_size` long).
 pub fn decode_record(bytes: &[u8], layout: &JitRecordLayout) -> std::result::Result<JitRecord, BadRecord> {
     let record = Record(bytes);
