@@ -55,7 +55,7 @@ fn release_strings(path: &Path) -> (String, String) {
 
 /// Every struct offset of `table` equals the DWARF of `beam`; the difference, by field, if not.
 fn assert_table_matches_dwarf(beam: &Path, table: &beam_probes::BuildTable) {
-    let mismatches = dwarf::check_table(&beam, table).unwrap();
+    let mismatches = dwarf::check_table(beam, table).unwrap();
     assert!(
         mismatches.is_empty(),
         "build table {} differs from the DWARF of {}:\n{}",
