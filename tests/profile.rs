@@ -70,19 +70,35 @@ fn without_jpperf_the_leaf_is_named_through_the_jit_interface() {
     assert!(leaf >= 0.9, "leaf scope_burn:burn/2 in {:.0}% of the burner's samples: {mine:?}", leaf * 100.0);
 }
 
-/// Two processes with a 3:1 duty cycle: their shares of attributed samples match within 10
-/// points.
+/// Two processes with a 3:1 duty cycle: their shares of attributed samples match their shares
+/// of the work the VM itself counted for them in the same window (reductions, the same burn
+/// loop in both), within 10 points. The VM's count rather than the nominal 3:1: on a loaded
+/// machine (2 cores, other tests running) the wall-clock duty cycle is not what each gets.
 #[test]
 fn cpu_is_attributed_to_processes_in_the_right_ratio() {
     let mut beam = Beam::start();
     let a = beam.call("scope_burn:start(scope_big, 30, 10)")["pid"].clone();
     let b = beam.call("scope_burn:start(scope_small, 10, 30)")["pid"].clone();
+    let reductions = |beam: &mut Beam| {
+        let r = |beam: &mut Beam, pid: &str| -> f64 {
+            let expr = format!("element(2, erlang:process_info(list_to_pid(\"{pid}\"), reductions))");
+            beam.call(&expr)["value"].parse().expect("reductions")
+        };
+        (r(beam, &a), r(beam, &b))
+    };
+    let (ra0, rb0) = reductions(&mut beam);
     let stacks = profile(beam.os_pid, 6, &["--by-process"]);
+    let (ra1, rb1) = reductions(&mut beam);
+    let vm_share = (ra1 - ra0) / ((ra1 - ra0) + (rb1 - rb0));
+    assert!((vm_share - 0.75).abs() <= 0.2, "the VM ran them {vm_share:.2} : {:.2}, far from 3:1", 1.0 - vm_share);
     let count = |pid: &str| under(&stacks, pid).iter().map(|(_, n)| n).sum::<u64>() as f64;
     let (na, nb) = (count(&a), count(&b));
     assert!(na + nb > 100.0, "too few samples: {na} + {nb}");
     let ratio = na / (na + nb);
-    assert!((ratio - 0.75).abs() <= 0.10, "big share {ratio:.2} (expected 0.75 ± 0.10): {na} vs {nb}");
+    assert!(
+        (ratio - vm_share).abs() <= 0.10,
+        "big share of samples {ratio:.2}, of reductions {vm_share:.2} (± 0.10): {na} vs {nb} samples"
+    );
 }
 
 #[test]

@@ -7,43 +7,25 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::OnceLock;
 
-/// Compiles every fixture once per test binary; returns the directory with the .beam files.
+/// The fixtures compiled by the host's `erlc` (and `elixirc`, when Elixir is installed), once
+/// per compiler and set of sources, under target/ (so that they go with `cargo clean`).
 pub fn fixtures_ebin() -> &'static Path {
-    static EBIN: OnceLock<tempfile::TempDir> = OnceLock::new();
+    static EBIN: OnceLock<PathBuf> = OnceLock::new();
     EBIN.get_or_init(|| {
-        // Under target/ so that the compiled fixtures go with `cargo clean`, not into /tmp.
-        let target = crate::workspace_root().join("target");
-        std::fs::create_dir_all(&target).expect("target/");
-        let dir = tempfile::Builder::new().prefix("fixtures-ebin").tempdir_in(target).expect("temp dir");
-        let src = crate::workspace_root().join("tests/fixtures");
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&src)
-            .expect("tests/fixtures")
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "erl"))
-            .collect();
-        files.sort();
-        let status = Command::new("erlc").arg("-o").arg(dir.path()).args(&files).status().expect("running erlc");
-        assert!(status.success(), "erlc failed on {files:?}");
-        compile_elixir(&src.join("elixir"), dir.path());
-        dir
+        let compilers = format!("{} / {}", crate::fixtures::host_tool("erlc"), crate::fixtures::host_tool("elixirc"));
+        let parent = crate::workspace_root().join("target");
+        crate::fixtures::cached_dir(&parent, "fixtures-ebin", crate::fixtures::key(&compilers), |out| {
+            let (erl, ex) = crate::fixtures::sources();
+            let status = Command::new("erlc").arg("-o").arg(out).args(&erl).status().expect("running erlc");
+            assert!(status.success(), "erlc failed on {erl:?}");
+            // Elixir fixtures when Elixir is installed (Debian's `elixir`); tests that need
+            // them check [`elixir_available`].
+            if elixir_available() && !ex.is_empty() {
+                let status = Command::new("elixirc").arg("-o").arg(out).args(&ex).status().expect("running elixirc");
+                assert!(status.success(), "elixirc failed on {ex:?}");
+            }
+        })
     })
-    .path()
-}
-
-/// Elixir fixtures, when Elixir is installed (Debian's `elixir`); tests that need them check
-/// [`elixir_available`].
-fn compile_elixir(src: &Path, out: &Path) {
-    if !elixir_available() {
-        return;
-    }
-    let files: Vec<PathBuf> = std::fs::read_dir(src)
-        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "ex")).collect())
-        .unwrap_or_default();
-    if files.is_empty() {
-        return;
-    }
-    let status = Command::new("elixirc").arg("-o").arg(out).args(&files).status().expect("running elixirc");
-    assert!(status.success(), "elixirc failed on {files:?}");
 }
 
 pub fn elixir_available() -> bool {

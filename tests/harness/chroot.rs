@@ -14,7 +14,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
 
 use crate::Beam;
 
@@ -105,50 +104,34 @@ pub fn command_with_binds(root: &Path, program: &str, binds: &[(&Path, &str)]) -
     cmd
 }
 
-/// Compiles the Erlang fixtures (tests/fixtures/*.erl) with the chroot's own `erlc`, once per
-/// chroot and test binary, into a private directory under the chroot's `/tmp`; returns that
-/// directory as the chroot sees it. (The chroot's compiler rather than the host's: a .beam
-/// must not depend on which OTP the host has.) Elixir fixtures likewise, with its elixirc.
+/// The fixtures (Erlang and Elixir) compiled with the chroot's own `erlc` and `elixirc`, once
+/// per chroot build and set of sources, under the chroot's `/tmp`; returns that directory as the
+/// chroot sees it. (The chroot's compilers rather than the host's: a .beam must not depend on
+/// which OTP the host has.)
 pub fn fixtures_ebin_in(root: &Path) -> String {
-    static DIRS: Mutex<Vec<(PathBuf, tempfile::TempDir)>> = Mutex::new(Vec::new());
-    let mut dirs = DIRS.lock().unwrap_or_else(|e| e.into_inner());
-    let inside = |d: &tempfile::TempDir| format!("/{}", d.path().strip_prefix(root).expect("under the chroot").display());
-    if let Some((_, d)) = dirs.iter().find(|(r, _)| r == root) {
-        return inside(d);
-    }
-    let dir = tempfile::Builder::new().prefix("scope-fixtures").tempdir_in(root.join("tmp")).expect("temp dir in the chroot's /tmp");
-    let src = dir.path().join("src");
-    std::fs::create_dir(&src).expect("src dir");
-    let mut names = Vec::new();
-    for e in std::fs::read_dir(crate::workspace_root().join("tests/fixtures")).expect("tests/fixtures") {
-        let p = e.expect("dir entry").path();
-        if p.extension().is_some_and(|x| x == "erl") {
-            let name = p.file_name().expect("file name").to_owned();
-            std::fs::copy(&p, src.join(&name)).expect("copying a fixture");
-            names.push(format!("{}/src/{}", inside(&dir), name.to_string_lossy()));
+    // The stamp names the chroot's suite and release: a chroot made anew compiles anew.
+    let stamp = std::fs::read_to_string(root.join(STAMP)).unwrap_or_default();
+    let key = crate::fixtures::key(&format!("{} {stamp}", root.display()));
+    let inside = |p: &Path| format!("/{}", p.strip_prefix(root).expect("under the chroot").display());
+    let dir = crate::fixtures::cached_dir(&root.join("tmp"), "scope-fixtures", key, |out| {
+        let src = out.join("src");
+        std::fs::create_dir(&src).expect("src dir");
+        let (erl, ex) = crate::fixtures::sources();
+        for (compiler, files) in [("/usr/bin/erlc", erl), ("/usr/bin/elixirc", ex)] {
+            if files.is_empty() {
+                continue;
+            }
+            let mut names = Vec::new();
+            for p in &files {
+                let copy = src.join(p.file_name().expect("file name"));
+                std::fs::copy(p, &copy).expect("copying a fixture into the chroot");
+                names.push(inside(&copy));
+            }
+            let out = command(root, compiler).arg("-o").arg(inside(out)).args(&names).output().expect("running a chroot compiler");
+            assert!(out.status.success(), "{compiler} in {} failed: {}", root.display(), String::from_utf8_lossy(&out.stderr));
         }
-    }
-    names.sort();
-    let out = command(root, "/usr/bin/erlc").arg("-o").arg(inside(&dir)).args(&names).output().expect("running the chroot's erlc");
-    assert!(out.status.success(), "erlc in {} failed: {}", root.display(), String::from_utf8_lossy(&out.stderr));
-    // The Elixir fixtures too, with the chroot's own elixirc (Debian's elixir is in every chroot).
-    let ex_src = crate::workspace_root().join("tests/fixtures/elixir");
-    let mut ex_names = Vec::new();
-    for e in std::fs::read_dir(&ex_src).expect("tests/fixtures/elixir") {
-        let p = e.expect("dir entry").path();
-        if p.extension().is_some_and(|x| x == "ex") {
-            let name = p.file_name().expect("file name").to_owned();
-            std::fs::copy(&p, src.join(&name)).expect("copying an Elixir fixture");
-            ex_names.push(format!("{}/src/{}", inside(&dir), name.to_string_lossy()));
-        }
-    }
-    if !ex_names.is_empty() {
-        let out = command(root, "/usr/bin/elixirc").arg("-o").arg(inside(&dir)).args(&ex_names).output().expect("running the chroot's elixirc");
-        assert!(out.status.success(), "elixirc in {} failed: {}", root.display(), String::from_utf8_lossy(&out.stderr));
-    }
-    let path = inside(&dir);
-    dirs.push((root.to_owned(), dir));
-    path
+    });
+    inside(&dir)
 }
 
 /// Starts the chroot's `erl` running the controller (tests/fixtures/scope_ctl.erl), like

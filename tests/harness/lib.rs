@@ -5,6 +5,7 @@
 pub mod beam;
 pub mod chroot;
 pub mod debuginfod;
+pub mod fixtures;
 pub mod metrics;
 pub mod otp_copy;
 pub mod probe;
