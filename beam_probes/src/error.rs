@@ -31,6 +31,8 @@ pub enum Error {
     },
     #[error("invalid data in the target's memory: {0}")]
     Corrupt(String),
+    #[error("{path} is not this VM's debug file: its build-id is {found}, the VM's beam.smp has {expected}")]
+    WrongDebugFile { path: PathBuf, found: String, expected: String },
     #[error("cannot parse ELF file {path}: {reason}")]
     Elf { path: PathBuf, reason: String },
     #[error("{context}: {source}")]

@@ -273,7 +273,13 @@ impl BeamTarget {
             if !file.is_file() {
                 return Err(Error::io(format!("--debug-file {}", file.display()), std::io::ErrorKind::NotFound.into()));
             }
-            matches(file).map_err(|e| Error::Elf { path: file.clone(), reason: format!("not this VM's debug file: {e}") })?;
+            // Not an ELF file: that error says so itself. Another build's file: say whose.
+            let debug = ElfInfo::open(file)?;
+            if let (Some(want), Some(got)) = (&elf.build_id, &debug.build_id)
+                && want != got
+            {
+                return Err(Error::WrongDebugFile { path: file.clone(), found: got.clone(), expected: want.clone() });
+            }
             return Ok(DebugLookup { found: Some((DebugOrigin::Given, Some(file.clone()))), tried });
         }
         if crate::dwarf::has_debug_info(host_path) {
