@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use object::{Object, ObjectSegment, ObjectSymbol};
+use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
 
 use crate::error::{Error, Result};
 
@@ -36,6 +36,8 @@ pub struct ElfInfo {
     pub debuglink: Option<String>,
     /// Every USDT probe site (`.note.stapsdt`), in note order.
     pub usdt_notes: Vec<crate::usdt::UsdtNote>,
+    /// Whether the file carries DWARF (a non-empty `.debug_info`).
+    pub has_dwarf: bool,
 }
 
 impl ElfInfo {
@@ -73,7 +75,8 @@ impl ElfInfo {
         let has_usdt_notes = file.section_by_name(".note.stapsdt").is_some();
         let debuglink = file.gnu_debuglink().ok().flatten().map(|(name, _crc)| String::from_utf8_lossy(name).into_owned());
         let usdt_notes = crate::usdt::parse_notes(&file);
-        Ok(ElfInfo { path: path.to_owned(), build_id, symbols, segments, has_usdt_notes, debuglink, usdt_notes })
+        let has_dwarf = file.section_by_name(".debug_info").is_some_and(|s| s.size() > 0);
+        Ok(ElfInfo { path: path.to_owned(), build_id, symbols, segments, has_usdt_notes, debuglink, usdt_notes, has_dwarf })
     }
 
     pub fn symbol(&self, name: &str) -> Option<Symbol> {

@@ -122,7 +122,8 @@ impl DebugOrigin {
 
 /// The debug info found for a binary, and what was tried when none was.
 struct DebugLookup {
-    found: Option<(DebugOrigin, Option<PathBuf>)>,
+    /// Where the debug info is, and the separate file it is in (parsed) unless embedded.
+    found: Option<(DebugOrigin, Option<(PathBuf, ElfInfo)>)>,
     /// Why each place that was tried gave nothing (for the error message).
     tried: Vec<String>,
 }
@@ -161,11 +162,14 @@ impl BeamTarget {
         let mut elf = ElfInfo::open(&host_path)?;
         let exported = elf.symbol_count();
         let lookup = Self::find_debug_info(pid, &exe, &host_path, &elf, options)?;
-        let debug_file = lookup.found.as_ref().and_then(|(_, f)| f.clone());
-        if let Some(file) = &debug_file {
-            elf.add_symbols_from(&ElfInfo::open(file)?);
-        }
-        let debug_origin = lookup.found.as_ref().map(|(o, _)| o.clone());
+        let (debug_origin, debug_file) = match lookup.found {
+            Some((origin, Some((file, debug_elf)))) => {
+                elf.add_symbols_from(&debug_elf);
+                (Some(origin), Some(file))
+            }
+            Some((origin, None)) => (Some(origin), None),
+            None => (None, None),
+        };
         let build_id = elf.build_id.clone().unwrap_or_else(|| "none".into());
         let load_bias = Self::load_bias(pid, &exe, &elf)?;
         let mem = RemoteMemory::new(pid);
@@ -214,7 +218,12 @@ impl BeamTarget {
                 builds::known_builds()
             ),
         })?;
-        let (table, offsets) = Self::offsets_from_dwarf(&host_path, debug_file.as_deref(), debug_origin.is_some(), table);
+        let dwarf_in = match (&debug_file, elf.has_dwarf) {
+            (Some(file), _) => Some(file.as_path()),
+            (None, true) => Some(host_path.as_path()),
+            (None, false) => None,
+        };
+        let (table, offsets) = Self::offsets_from_dwarf(dwarf_in, table);
         if offsets == OffsetSource::Table && elf.has_usdt_notes != table.dynamic_trace {
             return Err(Error::UnsupportedBuild {
                 otp_release,
@@ -260,38 +269,25 @@ impl BeamTarget {
         options: &OpenOptions,
     ) -> Result<DebugLookup> {
         let mut tried = Vec::new();
-        let matches = |file: &Path| -> std::result::Result<(), String> {
-            let debug = ElfInfo::open(file).map_err(|e| e.to_string())?;
-            match (&elf.build_id, &debug.build_id) {
-                (Some(want), Some(got)) if want != got => {
-                    Err(format!("{} has build-id {got}, the binary {want}", file.display()))
-                }
-                _ => Ok(()),
-            }
-        };
         if let Some(file) = &options.debug_file {
             if !file.is_file() {
                 return Err(Error::io(format!("--debug-file {}", file.display()), std::io::ErrorKind::NotFound.into()));
             }
-            // Not an ELF file: that error says so itself. Another build's file: say whose.
-            let debug = ElfInfo::open(file)?;
-            if let (Some(want), Some(got)) = (&elf.build_id, &debug.build_id)
-                && want != got
-            {
-                return Err(Error::WrongDebugFile { path: file.clone(), found: got.clone(), expected: want.clone() });
-            }
-            return Ok(DebugLookup { found: Some((DebugOrigin::Given, Some(file.clone()))), tried });
+            let debug = debug_file_for(elf, file)?;
+            return Ok(DebugLookup { found: Some((DebugOrigin::Given, Some((file.clone(), debug)))), tried });
         }
-        if crate::dwarf::has_debug_info(host_path) {
+        if elf.has_dwarf {
             return Ok(DebugLookup { found: Some((DebugOrigin::Embedded, None)), tried });
         }
         let root = proc_path(pid, "root");
         let exe = path_in_root(pid, exe);
         let installed = crate::debugfile::candidates(&root, &exe, elf.build_id.as_deref(), elf.debuglink.as_deref());
         for file in installed.iter().filter(|f| f.is_file() && **f != host_path) {
-            match matches(file) {
-                Ok(()) => return Ok(DebugLookup { found: Some((DebugOrigin::Installed, Some(file.clone()))), tried }),
-                Err(e) => tried.push(e),
+            match debug_file_for(elf, file) {
+                Ok(debug) => {
+                    return Ok(DebugLookup { found: Some((DebugOrigin::Installed, Some((file.clone(), debug)))), tried });
+                }
+                Err(e) => tried.push(e.to_string()),
             }
         }
         if let Some(first) = installed.first() {
@@ -303,10 +299,13 @@ impl BeamTarget {
             (Some(_), None) => tried.push("the binary has no build-id to ask debuginfod for".into()),
             (Some(config), Some(id)) => {
                 let progress = options.progress.unwrap_or(|_| {});
-                match crate::debuginfod::fetch(&config, id, &progress) {
-                    Ok(file) => {
+                // A cached file is checked like a downloaded one: the cache is shared with gdb.
+                match crate::debuginfod::fetch(&config, id, &progress)
+                    .and_then(|file| debug_file_for(elf, &file).map(|debug| (file, debug)).map_err(|e| e.to_string()))
+                {
+                    Ok(found) => {
                         let url = config.urls.join(" ");
-                        return Ok(DebugLookup { found: Some((DebugOrigin::Debuginfod(url), Some(file))), tried });
+                        return Ok(DebugLookup { found: Some((DebugOrigin::Debuginfod(url), Some(found))), tried });
                     }
                     Err(e) => tried.push(format!("debuginfod: {e}")),
                 }
@@ -318,17 +317,9 @@ impl BeamTarget {
     /// When DWARF was found (in the binary or a debug file), its struct layouts are the truth
     /// for this binary: they replace the table's offsets (hooks and term layouts stay the
     /// table's). Without usable DWARF the table stays.
-    fn offsets_from_dwarf(
-        host_path: &Path,
-        debug_file: Option<&Path>,
-        has_debug: bool,
-        table: &'static BuildTable,
-    ) -> (&'static BuildTable, OffsetSource) {
-        let info = match (has_debug, debug_file) {
-            (false, _) => None,
-            (true, None) => crate::dwarf::DebugInfo::open(host_path).ok(),
-            (true, Some(f)) => crate::dwarf::DebugInfo::open_split(host_path, f).ok(),
-        };
+    fn offsets_from_dwarf(dwarf_in: Option<&Path>, table: &'static BuildTable) -> (&'static BuildTable, OffsetSource) {
+        // A separate file's build-id was checked when it was found.
+        let info = dwarf_in.and_then(|f| crate::dwarf::DebugInfo::open(f).ok());
         let Some(d) = info.and_then(|i| crate::dwarf::derive_from(&i).ok()) else {
             return (table, OffsetSource::Table);
         };
@@ -581,6 +572,17 @@ impl BeamTarget {
             }
             Err(e) => Err(e),
         }
+    }
+}
+
+/// The separate debug file `file` parsed, if it is `elf`'s (same build-id).
+fn debug_file_for(elf: &ElfInfo, file: &Path) -> Result<ElfInfo> {
+    let debug = ElfInfo::open(file)?;
+    match (&elf.build_id, &debug.build_id) {
+        (Some(want), Some(got)) if want != got => {
+            Err(Error::WrongDebugFile { path: file.to_owned(), found: got.clone(), expected: want.clone() })
+        }
+        _ => Ok(debug),
     }
 }
 
