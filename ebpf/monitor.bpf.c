@@ -187,8 +187,11 @@ int BPF_UPROBE(on_gc_start, const void *proc)
 	return 0;
 }
 
-SEC("uretprobe")
-int BPF_URETPROBE(on_gc_end)
+/*
+ * The end of a collection on this thread: one GC event for the outermost entry. Shared by the
+ * uprobe and USDT sources (a USDT start never nests, so its depth stays 1).
+ */
+static __always_inline void end_gc(void)
 {
 	count(STAT_HIT_GC_END);
 	__u64 now = bpf_ktime_get_ns();
@@ -196,14 +199,20 @@ int BPF_URETPROBE(on_gc_end)
 	struct pending_span *span = bpf_map_lookup_elem(&gc_pending, &tid);
 	if (!span) {
 		count(STAT_LOST_UNPAIRED);
-		return 0;
+		return;
 	}
 	if (span->depth > 1) {
 		span->depth -= 1;
-		return 0;
+		return;
 	}
 	emit(EVENT_GC, span->pid, now - span->start_ns, 0, now);
 	bpf_map_delete_elem(&gc_pending, &tid);
+}
+
+SEC("uretprobe")
+int BPF_URETPROBE(on_gc_end)
+{
+	end_gc();
 	return 0;
 }
 
@@ -350,16 +359,7 @@ int usdt_gc_start(struct pt_regs *ctx)
 SEC("usdt")
 int usdt_gc_end(struct pt_regs *ctx)
 {
-	count(STAT_HIT_GC_END);
-	__u64 now = bpf_ktime_get_ns();
-	__u32 tid = current_tid();
-	struct pending_span *span = bpf_map_lookup_elem(&gc_pending, &tid);
-	if (!span) {
-		count(STAT_LOST_UNPAIRED);
-		return 0;
-	}
-	emit(EVENT_GC, span->pid, now - span->start_ns, 0, now);
-	bpf_map_delete_elem(&gc_pending, &tid);
+	end_gc();
 	return 0;
 }
 
