@@ -167,12 +167,6 @@ fn run(
         })?;
     }
     let ring = builder.build().context("setting up the event ring buffer")?;
-    let _ = ready.send(Ok(AttachReport {
-        capabilities: probes.attached(),
-        symbols: probes.attached_symbols(),
-        plans: probes.plans(),
-    }));
-
     let flush = || {
         let events = std::mem::take(&mut *batch.borrow_mut());
         let mut agg = shared.agg.lock().unwrap_or_else(|e| e.into_inner());
@@ -188,7 +182,14 @@ fn run(
         h.attached = probes.attached();
         h.plans = probes.plans();
     };
+    // Health (attached hooks, their sources) is published before the caller hears we are
+    // ready: the first scrape after attach must already see it.
     publish();
+    let _ = ready.send(Ok(AttachReport {
+        capabilities: probes.attached(),
+        symbols: probes.attached_symbols(),
+        plans: probes.plans(),
+    }));
     let mut last_stats = Instant::now();
     loop {
         // The probes do not wake us per event (that costs the VM): poll sleeps until the ring is
