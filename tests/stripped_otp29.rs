@@ -130,15 +130,14 @@ fn without_debug_info_or_perf_map_the_jit_interface_is_found_by_layout() {
 #[test]
 fn installed_debug_file_gives_symbols_offsets_and_hooks() {
     let root = forky();
-    let build = scope_probe_tests::otp_debug_beam("forky");
-    let stripped = build.with_file_name("beam.smp.stripped");
-    let debug_dir = build.with_file_name("debug");
+    let stripped = scope_probe_tests::otp_debug_stripped("forky");
+    let debug_dir = scope_probe_tests::otp_debug_dir("forky");
     assert!(stripped.exists(), "{} is missing: run `cargo xtask otp-debug --suite forky`", stripped.display());
     std::fs::create_dir_all(root.join("usr/lib/debug")).unwrap();
     let beam = scope_probe_tests::chroot::start_beam_in_chroot_with(
         &root,
         &[],
-        &[(&stripped, "/usr/lib/erlang/erts-17.1/bin/beam.smp"), (&debug_dir, "/usr/lib/debug")],
+        &[(&stripped, scope_probe_tests::chroot::FORKY_BEAM_SMP), (&debug_dir, "/usr/lib/debug")],
     );
     let target = beam_probes::BeamTarget::open(beam.os_pid).expect("scope-probe reads the VM");
     assert_eq!((target.otp_release.as_str(), target.erts_version.as_str()), ("29", "17.1"));

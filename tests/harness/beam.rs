@@ -68,6 +68,10 @@ pub struct TestTarget {
     /// What the user asked for (`trixie`, `forky-dbgsym`...).
     pub name: String,
     pub vm: TargetVm,
+    /// What scope-probe's attach lines must say on this target: that the offsets, probes or
+    /// debug info came the way the target is about (a run that got them some other way would
+    /// not test that way).
+    pub attach_says: Option<&'static str>,
 }
 
 #[derive(Debug, Clone)]
@@ -89,28 +93,33 @@ pub fn test_target() -> Option<TestTarget> {
         assert!(path.exists(), "test target {name}: {} is missing: run `cargo xtask {how}`", path.display());
         path
     };
-    let vm = if crate::chroot::SUITES.contains(&name.as_str()) {
-        TargetVm::Chroot { suite: name.clone(), binds: Vec::new() }
+    let (vm, attach_says) = if crate::chroot::SUITES.contains(&name.as_str()) {
+        (TargetVm::Chroot { suite: name.clone(), binds: Vec::new() }, None)
     } else if STRIPPED_TARGETS.contains(&name.as_str()) {
-        let stripped = built(crate::otp_debug_beam("forky").with_file_name("beam.smp.stripped"), "otp-debug --suite forky");
-        let mut binds = vec![(stripped, "/usr/lib/erlang/erts-17.1/bin/beam.smp".to_owned())];
-        if name == "forky-dbgsym" {
+        let stripped = built(crate::otp_debug_stripped("forky"), "otp-debug --suite forky");
+        let mut binds = vec![(stripped, crate::chroot::FORKY_BEAM_SMP.to_owned())];
+        let says = if name == "forky-dbgsym" {
             let root = crate::chroot::provisioned("forky").unwrap_or_else(|e| panic!("test target {name}: {e}"));
             std::fs::create_dir_all(root.join("usr/lib/debug")).expect("a mount point for the debug files");
-            binds.push((crate::otp_debug_beam("forky").with_file_name("debug"), "/usr/lib/debug".to_owned()));
-        }
-        TargetVm::Chroot { suite: "forky".into(), binds }
+            binds.push((crate::otp_debug_dir("forky"), "/usr/lib/debug".to_owned()));
+            "debug info: installed debug file"
+        } else {
+            "debug info: debuginfod http://127.0.0.1:"
+        };
+        (TargetVm::Chroot { suite: "forky".into(), binds }, Some(says))
     } else if name == "otp25-dwarf" {
-        TargetVm::HostCopy { beam_smp: built(crate::otp_debug_beam(&crate::host_suite()), "otp-debug") }
+        let beam_smp = built(crate::otp_debug_beam(&crate::host_suite()), "otp-debug");
+        (TargetVm::HostCopy { beam_smp }, Some("(offsets from dwarf)"))
     } else if name == "otp25-usdt" {
-        TargetVm::HostCopy { beam_smp: built(crate::workspace_root().join(".cache/otp25-usdt/beam.smp"), "otp-usdt") }
+        let beam_smp = built(crate::workspace_root().join(".cache/otp25-usdt/beam.smp"), "otp-usdt");
+        (TargetVm::HostCopy { beam_smp }, Some("source of send: usdt"))
     } else {
         panic!(
             "{TARGET_VAR}={name}: expected host or one of {:?}, {STRIPPED_TARGETS:?}, {HOST_COPY_TARGETS:?}",
             crate::chroot::SUITES
         )
     };
-    Some(TestTarget { name, vm })
+    Some(TestTarget { name, vm, attach_says })
 }
 
 /// A reply of the controller: `key=value` pairs, or a single value under "value".

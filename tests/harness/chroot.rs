@@ -17,6 +17,9 @@ use std::process::Command;
 
 use crate::Beam;
 
+/// Debian forky's beam.smp inside its chroot (ERTS 17.1).
+pub const FORKY_BEAM_SMP: &str = "/usr/lib/erlang/erts-17.1/bin/beam.smp";
+
 /// The suites `cargo xtask chroot` provisions.
 pub const SUITES: &[&str] = &["trixie", "forky"];
 

@@ -52,3 +52,15 @@ pub fn host_suite() -> String {
 pub fn otp_debug_beam(suite: &str) -> PathBuf {
     workspace_root().join(".cache/otp-debug").join(suite).join("beam.smp")
 }
+
+/// That build stripped like Debian's dh_strip strips it, made when its build-id is not the
+/// packaged binary's (forky's: see beam_probes/notes).
+pub fn otp_debug_stripped(suite: &str) -> PathBuf {
+    otp_debug_beam(suite).with_file_name("beam.smp.stripped")
+}
+
+/// The folder holding that build's split debug file, laid out like `/usr/lib/debug`
+/// (`.build-id/xx/rest.debug`).
+pub fn otp_debug_dir(suite: &str) -> PathBuf {
+    otp_debug_beam(suite).with_file_name("debug")
+}

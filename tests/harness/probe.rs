@@ -68,16 +68,8 @@ impl Probe {
             let _ = child.kill();
             panic!("scope-probe did not attach: {:?}", stderr.lock().unwrap());
         }
-        // On the stripped targets, the debug info must have come the way the target says
-        // (a run that found it some other way would not test that way).
-        // Likewise the DWARF build's offsets and the systemtap build's USDT probes.
-        let expected = match crate::beam::test_target().map(|t| t.name) {
-            Some(n) if n == "forky-dbgsym" => Some("debug info: installed debug file"),
-            Some(n) if n == "forky-debuginfod" => Some("debug info: debuginfod http://127.0.0.1:"),
-            Some(n) if n == "otp25-dwarf" => Some("(offsets from dwarf)"),
-            Some(n) if n == "otp25-usdt" => Some("source of send: usdt"),
-            _ => None,
-        };
+        // The target's attach lines (see `TestTarget::attach_says`).
+        let expected = crate::beam::test_target().and_then(|t| t.attach_says);
         if let Some(expected) = expected {
             let said = stderr.lock().unwrap().clone();
             assert!(said.iter().any(|l| l.contains(expected)), "expected {expected:?} in scope-probe's attach lines: {said:?}");

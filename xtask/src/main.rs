@@ -225,8 +225,8 @@ const EXTRA_TEST_TARGETS: &[&str] = &["otp25-dwarf", "otp25-usdt", "trixie", "fo
 
 /// A debuginfod server serving forky's split debug file, and an empty client cache.
 fn start_debuginfod() -> Result<(scope_probe_tests::debuginfod::Debuginfod, tempfile::TempDir)> {
-    let debug_dir = otp_debug::debug_beam_path(Some("forky")).with_file_name("debug");
-    let stripped = otp_debug::debug_beam_path(Some("forky")).with_file_name("beam.smp.stripped");
+    let debug_dir = scope_probe_tests::otp_debug_dir("forky");
+    let stripped = scope_probe_tests::otp_debug_stripped("forky");
     let build_id = beam_probes::elf::ElfInfo::open(&stripped)
         .with_context(|| format!("reading {}", stripped.display()))?
         .build_id

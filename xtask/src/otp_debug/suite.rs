@@ -270,22 +270,22 @@ pub struct DebugArtifacts {
 /// copy stripped like dh_strip strips executables (`strip --remove-section=.comment
 /// --remove-section=.note`) with a `.gnu_debuglink` to that file, at `<dir>/beam.smp.stripped`.
 pub fn debug_artifacts(suite: &str, beam: &Path) -> Result<DebugArtifacts> {
-    let d = dir(suite);
     let build_id = ElfInfo::open(beam)?.build_id.context("the built beam.smp has no build-id")?;
     let packaged = packaged_beam(&harness::chroot_dir(suite))
         .and_then(|p| ElfInfo::open(&p).ok())
         .and_then(|e| e.build_id);
     // One debug file, for the current build: a stale one of an earlier build would only mislead.
-    let _ = std::fs::remove_dir_all(d.join("debug"));
-    let ids = d.join("debug/.build-id").join(&build_id[..2]);
+    let debug_dir = scope_probe_tests::otp_debug_dir(suite);
+    let _ = std::fs::remove_dir_all(&debug_dir);
+    let ids = debug_dir.join(".build-id").join(&build_id[..2]);
     std::fs::create_dir_all(&ids)?;
     let debug_file = ids.join(format!("{}.debug", &build_id[2..]));
     run(Command::new("objcopy").args(["--only-keep-debug", "--compress-debug-sections"]).arg(beam).arg(&debug_file))?;
     let stripped = if packaged.as_deref() == Some(build_id.as_str()) {
-        let _ = std::fs::remove_file(d.join("beam.smp.stripped"));
+        let _ = std::fs::remove_file(scope_probe_tests::otp_debug_stripped(suite));
         None
     } else {
-        let out = d.join("beam.smp.stripped");
+        let out = scope_probe_tests::otp_debug_stripped(suite);
         run(Command::new("strip").args(["--remove-section=.comment", "--remove-section=.note", "-o"]).arg(&out).arg(beam))?;
         run(Command::new("objcopy").arg(format!("--add-gnu-debuglink={}", debug_file.display())).arg(&out))?;
         Some(out)
