@@ -111,39 +111,20 @@ fn download(config: &Config, url: &str, build_id: &str, dest: &Path) -> Result<u
     }
     let dir = dest.parent().ok_or("cache path has no parent")?;
     std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    let mut tmp = tempfile_in(dir)?;
+    // Removed on drop unless persisted: no half or rejected file stays behind.
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| format!("creating a file in {}: {e}", dir.display()))?;
     let mut body = response.into_reader().take(config.max_bytes + 1);
-    let bytes = std::io::copy(&mut body, &mut tmp.1).map_err(|e| format!("downloading: {e}"))?;
+    let bytes = std::io::copy(&mut body, &mut tmp).map_err(|e| format!("downloading: {e}"))?;
     if bytes > config.max_bytes {
-        let _ = std::fs::remove_file(&tmp.0);
         return Err(format!("more than {} bytes (DEBUGINFOD_MAXSIZE)", config.max_bytes));
     }
-    drop(tmp.1);
-    let check = crate::elf::ElfInfo::open(&tmp.0).map_err(|e| e.to_string()).and_then(|elf| {
-        match elf.build_id.as_deref() {
-            Some(id) if id.eq_ignore_ascii_case(build_id) => Ok(()),
-            other => Err(format!("the server sent a file with build-id {}", other.unwrap_or("none"))),
-        }
-    });
-    if let Err(e) = check {
-        let _ = std::fs::remove_file(&tmp.0);
-        return Err(e);
+    let elf = crate::elf::ElfInfo::open(tmp.path()).map_err(|e| e.to_string())?;
+    match elf.build_id.as_deref() {
+        Some(id) if id.eq_ignore_ascii_case(build_id) => {}
+        other => return Err(format!("the server sent a file with build-id {}", other.unwrap_or("none"))),
     }
-    std::fs::rename(&tmp.0, dest).map_err(|e| format!("moving into {}: {e}", dest.display()))?;
+    tmp.persist(dest).map_err(|e| format!("moving into {}: {e}", dest.display()))?;
     Ok(bytes)
-}
-
-/// A new file in `dir` with a unique name, opened for writing.
-fn tempfile_in(dir: &Path) -> Result<(PathBuf, std::fs::File), String> {
-    for attempt in 0..100u32 {
-        let path = dir.join(format!(".scope-probe-{}-{attempt}.tmp", std::process::id()));
-        match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
-            Ok(f) => return Ok((path, f)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(format!("creating a file in {}: {e}", dir.display())),
-        }
-    }
-    Err(format!("no free temporary file name in {}", dir.display()))
 }
 
 #[cfg(test)]
