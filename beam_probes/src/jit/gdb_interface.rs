@@ -305,7 +305,7 @@ fn is_descriptor(
     jit: &[crate::maps::CodeRegion],
     layout: &'static JitRecordLayout,
 ) -> bool {
-    let reader = GdbJitReader::new(mem, candidate, layout);
+    let mut reader = GdbJitReader::new(mem, candidate, layout);
     let Ok(head) = reader.read_entry(first) else { return false };
     let in_jit = |addr: u64| jit.iter().any(|r| addr >= r.start && addr < r.end);
     match reader.read_record(&head) {
@@ -313,7 +313,6 @@ fn is_descriptor(
         Ok(JitRecord::Emulator { frame_layout }) if frame_layout <= 1 => {}
         _ => return false,
     }
-    let mut reader = reader;
     reader.read_new().is_ok_and(|symbols| {
         reader.stats.modules > 0 && symbols.iter().take(1000).all(|s| in_jit(s.start))
     })
