@@ -14,6 +14,13 @@ fn assert_clean_failure(out: &std::process::Output, expected: &str) {
     assert!(stderr.contains(expected), "expected {expected:?} in {stderr:?}");
 }
 
+/// The VM's code is what its file holds: no uprobe breakpoint stayed behind.
+fn nothing_left_in(beam: &Beam) {
+    if let Err(left) = scope_probe_tests::held::Held::released_code(beam.os_pid) {
+        panic!("{left}");
+    }
+}
+
 /// A free port, and a duration so that a wrongly successful attach cannot hang the test.
 fn listen_args() -> Vec<String> {
     vec!["--listen".into(), format!("127.0.0.1:{}", probe::free_port()), "--duration".into(), "5s".into()]
@@ -70,6 +77,7 @@ fn port_already_in_use() {
     let out = probe::run(&["--pid", &beam.os_pid.to_string(), "--listen", &addr]);
     assert_clean_failure(&out, &format!("cannot listen on {addr}"));
     assert!(String::from_utf8_lossy(&out.stderr).contains("already in use"));
+    nothing_left_in(&beam);
 }
 
 #[test]
@@ -140,4 +148,5 @@ fn build_missing_a_hooked_symbol_is_refused_naming_it() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("OTP 25") && stderr.contains("ERTS 13.1.5"), "names the build: {stderr}");
     assert!(!stderr.contains("erts_send_message"), "only what is missing: {stderr}");
+    nothing_left_in(&beam);
 }

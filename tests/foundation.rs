@@ -128,9 +128,6 @@ fn names_and_process_count_come_from_the_vm() {
     let mut beam = Beam::start();
     let probe = Probe::attach(beam.os_pid, &[]);
     beam.call("scope_fixtures:named(scope_named_sink)");
-    let r = beam.call("scope_fixtures:sends(5000)");
-    // sends/1 targets an anonymous sink; name one and send to it.
-    let _ = r;
     beam.call("[scope_named_sink ! hello || _ <- lists:seq(1, 20000)]");
     let named = wait_stable(DRAIN, SETTLE, || {
         probe.metrics().all("beam_top_pair_messages_sent_total").iter().any(|s| {
@@ -168,36 +165,4 @@ fn live_scrape_passes_promtool() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// --duration ends the run by itself, the VM keeps working, and no BPF link stays behind.
-#[test]
-fn duration_detaches_cleanly() {
-    let mut beam = Beam::start();
-    let out = scope_probe_tests::probe::run(&[
-        "--pid",
-        &beam.os_pid.to_string(),
-        "--listen",
-        &format!("127.0.0.1:{}", scope_probe_tests::probe::free_port()),
-        "--duration",
-        "2s",
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("attached to pid") && stderr.contains("detached (duration elapsed)"), "{stderr}");
-    // The VM is unharmed and still answers.
-    let r = beam.call("scope_fixtures:sends(1000)");
-    assert_eq!(r["traced"], "1000");
-    // No link of ours survives (bpftool lists every BPF link on the machine).
-    let links = Command::new("bpftool").args(["link", "list"]).output().expect("bpftool");
-    let ours: Vec<_> = String::from_utf8_lossy(&links.stdout)
-        .lines()
-        .filter(|l| l.contains("on_send") || l.contains("on_schedule") || l.contains("on_gc_"))
-        .map(str::to_owned)
-        .collect();
-    // Other tests may run their own scope-probe at the same time; only judge a quiet machine.
-    let others_running = Command::new("pgrep").args(["-x", "scope-probe"]).output().map(|o| o.status).is_ok_and(|s| s.success());
-    if !others_running {
-        assert!(ours.is_empty(), "links left behind: {ours:?}");
-    }
 }

@@ -35,6 +35,22 @@ impl OffsetSource {
     }
 }
 
+/// How a build table was chosen for a binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableMatch {
+    BuildId,
+    Release,
+}
+
+impl TableMatch {
+    pub fn label(self) -> &'static str {
+        match self {
+            TableMatch::BuildId => "build-id",
+            TableMatch::Release => "release",
+        }
+    }
+}
+
 /// A live BEAM VM that scope-probe can observe.
 #[derive(Debug)]
 pub struct BeamTarget {
@@ -49,6 +65,9 @@ pub struct BeamTarget {
     pub otp_release: String,
     pub erts_version: String,
     pub table: &'static BuildTable,
+    /// How `table` was chosen: by the binary's build-id (a packaged binary the table was
+    /// checked against) or by its release and ERTS version.
+    pub table_matched_by: TableMatch,
     /// Whether `table`'s struct offsets come from the table or from the binary's DWARF.
     pub offsets: OffsetSource,
     /// The separate debug file the DWARF and full symbol table came from, if not the binary.
@@ -58,8 +77,19 @@ pub struct BeamTarget {
     /// Why each place searched for debug info gave nothing (for error messages).
     pub debug_tried: Vec<String>,
     pub mem: RemoteMemory,
+    /// When the process started (`starttime` in /proc/PID/stat): a process later found under
+    /// the same pid with another start time is not this VM.
+    start_time: Option<u64>,
     /// Read from the process table on first use: the masks are fixed at the VM's boot.
     pid_decoder: OnceLock<Option<PidDecoder>>,
+}
+
+/// The state letter and start time of a process, from /proc/PID/stat (the fields after the
+/// command name, which may itself contain spaces and parentheses).
+fn process_state(pid: u32) -> Option<(char, u64)> {
+    let stat = std::fs::read_to_string(proc_path(pid, "stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    Some((fields.first()?.chars().next()?, fields.get(19)?.parse().ok()?))
 }
 
 fn proc_path(pid: u32, rest: &str) -> PathBuf {
@@ -204,8 +234,29 @@ impl BeamTarget {
                 }
             },
         };
-        // A packaged binary the table was checked against is known by its build-id first.
-        let known = builds::by_build_id(&build_id).or_else(|| builds::select(&otp_release, &erts_version));
+        // A packaged binary the table was checked against is known by its build-id first. Its
+        // release strings must then be the table's: a build-id listed in the wrong table would
+        // otherwise pass unnoticed.
+        let by_id = builds::by_build_id(&build_id);
+        if let Some(t) = by_id
+            && (t.otp_release != otp_release || !t.erts_versions.contains(&erts_version.as_str()))
+        {
+            return Err(Error::UnsupportedBuild {
+                otp_release,
+                erts_version,
+                build_id,
+                path: exe,
+                missing: format!(
+                    "its build-id is listed in the table {} (OTP {}, ERTS {}), which is not this release: \
+                     the table's build_ids are wrong",
+                    t.id,
+                    t.otp_release,
+                    t.erts_versions.join(", ")
+                ),
+            });
+        }
+        let table_matched_by = if by_id.is_some() { TableMatch::BuildId } else { TableMatch::Release };
+        let known = by_id.or_else(|| builds::select(&otp_release, &erts_version));
         let table = known.ok_or_else(|| Error::UnsupportedBuild {
             otp_release: otp_release.clone(),
             erts_version: erts_version.clone(),
@@ -248,12 +299,14 @@ impl BeamTarget {
             otp_release,
             erts_version,
             table,
+            table_matched_by,
             offsets,
             debug_file,
             debug_origin,
             debug_tried: lookup.tried,
             mem,
             pid_decoder: OnceLock::new(),
+            start_time: process_state(pid).map(|(_, t)| t),
         })
     }
 
@@ -480,8 +533,14 @@ impl BeamTarget {
     }
 
     /// Whether the target is still running.
+    /// Whether the VM still runs: its pid exists, is not a zombie (a VM that exited but that
+    /// its parent has not reaped yet) and is the same process (not a new one under a reused
+    /// pid).
     pub fn is_alive(&self) -> bool {
-        proc_path(self.pid, "").exists()
+        match process_state(self.pid) {
+            Some((state, started)) => !matches!(state, 'Z' | 'X') && self.start_time.is_none_or(|t| t == started),
+            None => false,
+        }
     }
 
     /// The pid the VM knows itself by: its `getpid()` inside its own pid namespace (the last

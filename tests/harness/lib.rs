@@ -6,6 +6,7 @@ pub mod beam;
 pub mod chroot;
 pub mod debuginfod;
 pub mod fixtures;
+pub mod held;
 pub mod metrics;
 pub mod otp_copy;
 pub mod probe;

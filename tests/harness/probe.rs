@@ -1,5 +1,6 @@
 //! The real scope-probe binary, attached to a real VM.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -8,6 +9,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::held::Held;
 use crate::metrics::Metrics;
 
 /// The binary under test: $SCOPE_PROBE_BIN (set by `cargo xtask test`), else the newest build
@@ -35,30 +37,51 @@ pub fn run(args: &[&str]) -> Output {
     Command::new(binary()).args(args).output().expect("running scope-probe")
 }
 
-pub struct Probe {
+/// A scope-probe command running in the background: its stderr collected, what it holds in
+/// the kernel recorded once it is ready, and checked to be gone when it stops.
+pub struct Running {
     child: Child,
-    pub port: u16,
     stderr: Arc<Mutex<Vec<String>>>,
+    /// What it held in the kernel (see [`crate::held`]), as last recorded.
+    held: Held,
+    /// The VM whose code its uprobes write breakpoints into, while it runs (0: none or done).
+    vm_pid: u32,
 }
 
-impl Probe {
-    /// Attaches to `pid` and waits until metrics are served.
-    pub fn attach(pid: u32, extra: &[&str]) -> Probe {
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let mut child = Command::new(binary())
-            .args(["--pid", &pid.to_string(), "--listen", &listen])
-            .args(extra)
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting scope-probe");
+/// How a probe is stopped.
+#[derive(Debug, Clone, Copy)]
+pub enum Stop {
+    /// Sends this signal (SIGTERM, SIGINT).
+    Signal(i32),
+    /// Waits for it to stop by itself (`--duration`, the VM's exit), up to this long.
+    OnItsOwn(Duration),
+}
+
+/// Probes of this test process observing each VM: a VM's code is checked for breakpoints once
+/// the last of them has stopped.
+static LIVE: Mutex<BTreeMap<u32, usize>> = Mutex::new(BTreeMap::new());
+
+fn live(vm_pid: u32, delta: isize) -> usize {
+    let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+    let n = live.entry(vm_pid).or_default();
+    *n = n.saturating_add_signed(delta);
+    *n
+}
+
+impl Running {
+    /// Starts `scope-probe ARGS` observing the VM `vm_pid`; waits (30 s at most) for a stderr
+    /// line containing `ready`.
+    pub fn start(args: &[&str], vm_pid: u32, ready: &str) -> Running {
+        let mut child =
+            Command::new(binary()).args(args).stderr(Stdio::piped()).spawn().expect("starting scope-probe");
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let (ready_tx, ready_rx) = mpsc::channel();
         let reader = BufReader::new(child.stderr.take().expect("stderr"));
         let lines = stderr.clone();
+        let ready = ready.to_owned();
         std::thread::spawn(move || {
             for line in reader.lines().map_while(Result::ok) {
-                if line.contains("metrics on http://") {
+                if line.contains(&ready) {
                     let _ = ready_tx.send(());
                 }
                 lines.lock().unwrap().push(line);
@@ -66,19 +89,128 @@ impl Probe {
         });
         if ready_rx.recv_timeout(Duration::from_secs(30)).is_err() {
             let _ = child.kill();
-            panic!("scope-probe did not attach: {:?}", stderr.lock().unwrap());
+            panic!("scope-probe {args:?} did not get ready: {:?}", stderr.lock().unwrap());
         }
-        // The target's attach lines (see `TestTarget::attach_says`).
-        let expected = crate::beam::test_target().and_then(|t| t.attach_says);
-        if let Some(expected) = expected {
-            let said = stderr.lock().unwrap().clone();
-            assert!(said.iter().any(|l| l.contains(expected)), "expected {expected:?} in scope-probe's attach lines: {said:?}");
-        }
-        Probe { child, port, stderr }
+        let held = Held::of(child.id());
+        live(vm_pid, 1);
+        Running { child, stderr, held, vm_pid }
+    }
+
+    /// The OS pid of scope-probe itself.
+    pub fn os_pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn stderr(&self) -> Vec<String> {
         self.stderr.lock().unwrap().clone()
+    }
+
+    /// What it holds in the kernel now, with what it held before.
+    pub fn held(&self) -> Held {
+        self.held.clone().union(&Held::of(self.child.id()))
+    }
+
+    /// Stops it as `how` says and waits for it; then asserts that every BPF link and program
+    /// it held is gone from the kernel and, once no other probe of this test process observes
+    /// the VM, that the VM's code is back to what its file holds (no uprobe breakpoint left).
+    pub fn finish(mut self, how: Stop) -> (ExitStatus, Vec<String>) {
+        let status = self.finish_unchecked(how);
+        let stderr = self.stderr();
+        if let Err(left) = self.held.released() {
+            panic!("scope-probe exited ({status:?}) but left behind {left}\nstderr: {stderr:?}");
+        }
+        let vm = std::mem::take(&mut self.vm_pid);
+        if live(vm, -1) == 0
+            && let Err(left) = Held::released_code(vm)
+        {
+            panic!("scope-probe exited ({status:?}) but left behind {left}\nstderr: {stderr:?}");
+        }
+        (status, stderr)
+    }
+
+    /// Stops it and waits, recording what it held; checks nothing (the harness's own test of
+    /// the check uses it).
+    pub fn finish_unchecked(&mut self, how: Stop) -> ExitStatus {
+        self.held = self.held();
+        let status = match how {
+            Stop::Signal(sig) => {
+                // SAFETY: plain kill(2) on our own child.
+                unsafe { libc::kill(self.child.id() as i32, sig) };
+                self.child.wait().expect("waiting for scope-probe")
+            }
+            Stop::OnItsOwn(limit) => {
+                let deadline = std::time::Instant::now() + limit;
+                loop {
+                    if let Some(status) = self.child.try_wait().expect("waiting for scope-probe") {
+                        break status;
+                    }
+                    if std::time::Instant::now() > deadline {
+                        let _ = self.child.kill();
+                        panic!("scope-probe did not stop by itself within {limit:?}: {:?}", self.stderr());
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        };
+        // Let the stderr reader take the last lines.
+        std::thread::sleep(Duration::from_millis(100));
+        status
+    }
+
+    /// What it held, as last recorded (after [`Running::finish_unchecked`]: everything).
+    pub fn held_at_stop(&self) -> &Held {
+        &self.held
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if self.vm_pid != 0 {
+            live(self.vm_pid, -1);
+        }
+    }
+}
+
+/// The monitor (`scope-probe --pid`) attached to a VM, serving metrics on a port of its own.
+pub struct Probe {
+    run: Running,
+    pub port: u16,
+    /// The OS pid of the observed VM.
+    pub vm_pid: u32,
+}
+
+impl std::ops::Deref for Probe {
+    type Target = Running;
+    fn deref(&self) -> &Running {
+        &self.run
+    }
+}
+
+impl std::ops::DerefMut for Probe {
+    fn deref_mut(&mut self) -> &mut Running {
+        &mut self.run
+    }
+}
+
+impl Probe {
+    /// Attaches to `pid` and waits until metrics are served (scope-probe says so once its
+    /// hooks are attached).
+    pub fn attach(pid: u32, extra: &[&str]) -> Probe {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let pid_arg = pid.to_string();
+        let args = [&["--pid", pid_arg.as_str(), "--listen", &listen][..], extra].concat();
+        let run = Running::start(&args, pid, "metrics on http://");
+        // The target's attach lines (see `TestTarget::attach_says`).
+        let expected = crate::beam::test_target().and_then(|t| t.attach_says);
+        if let Some(expected) = expected {
+            let said = run.stderr();
+            assert!(said.iter().any(|l| l.contains(expected)), "expected {expected:?} in scope-probe's attach lines: {said:?}");
+        }
+        assert!(!run.held.links.is_empty(), "scope-probe says it attached, yet holds no BPF link: {:?}", run.held);
+        Probe { run, port, vm_pid: pid }
     }
 
     fn get(&self, path: &str) -> String {
@@ -107,19 +239,13 @@ impl Probe {
         self.processes().into_iter().find(|p| p["pid"] == pid)
     }
 
-    /// SIGTERM, then wait; returns the exit status and everything it printed on stderr.
-    pub fn stop(mut self) -> (ExitStatus, Vec<String>) {
-        // SAFETY: plain kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let status = self.child.wait().expect("waiting for scope-probe");
-        std::thread::sleep(Duration::from_millis(100));
-        (status, self.stderr())
+    /// SIGTERM, then wait; returns the exit status and everything it printed on stderr, and
+    /// asserts that nothing it held in the kernel is left (see [`Running::finish`]).
+    pub fn stop(self) -> (ExitStatus, Vec<String>) {
+        self.run.finish(Stop::Signal(libc::SIGTERM))
     }
-}
 
-impl Drop for Probe {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    pub fn finish(self, how: Stop) -> (ExitStatus, Vec<String>) {
+        self.run.finish(how)
     }
 }

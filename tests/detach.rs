@@ -1,0 +1,124 @@
+//! Detach, checked against what the kernel holds (tests/harness/held.rs): after every way
+//! scope-probe stops, no BPF link or program of its remains anywhere on the machine and the
+//! observed VM's code is again byte for byte its file (no uprobe breakpoint left), while the
+//! VM keeps working. The last test proves the check can fail: a link kept alive on purpose
+//! makes it report exactly that link and the breakpoints it keeps in the VM.
+
+use std::time::Duration;
+
+use scope_probe_tests::held::{self, Held};
+use scope_probe_tests::probe::Stop;
+use scope_probe_tests::{Beam, Probe};
+
+/// Attaches the monitor (hooks and the CPU sampler), checks that what it holds is visible
+/// where the check looks (links, programs, perf events, breakpoints in the VM's code).
+fn attach(beam: &Beam, extra: &[&str]) -> Probe {
+    let probe = Probe::attach(beam.os_pid, extra);
+    let held = probe.held();
+    assert!(!held.programs.is_empty() && held.perf_events > 0, "{held:?}");
+    let breakpoints = held::breakpoints(beam.os_pid);
+    assert!(!breakpoints.is_empty(), "the hooks' uprobes put no breakpoint in the VM's code");
+    // Nothing else differs from the file: the comparison sees exactly the probes.
+    assert_eq!(held::code_differences(beam.os_pid).len(), breakpoints.len());
+    probe
+}
+
+/// The VM answers and its own tracing still counts exactly.
+fn vm_unharmed(beam: &mut Beam) {
+    let r = beam.call("scope_fixtures:sends(1000)");
+    assert_eq!(r["traced"], "1000");
+}
+
+#[test]
+fn duration_elapsed_lets_go_of_everything() {
+    let mut beam = Beam::start();
+    let probe = attach(&beam, &["--duration", "3s"]);
+    let (status, stderr) = probe.finish(Stop::OnItsOwn(Duration::from_secs(20)));
+    assert!(status.success(), "{stderr:?}");
+    assert!(stderr.iter().any(|l| l.contains("detached (duration elapsed)")), "{stderr:?}");
+    vm_unharmed(&mut beam);
+}
+
+#[test]
+fn sigterm_lets_go_of_everything() {
+    let mut beam = Beam::start();
+    let probe = attach(&beam, &[]);
+    vm_unharmed(&mut beam);
+    let (status, stderr) = probe.finish(Stop::Signal(libc::SIGTERM));
+    assert!(status.success(), "{stderr:?}");
+    assert!(stderr.iter().any(|l| l.contains("detached (terminated)")), "{stderr:?}");
+    vm_unharmed(&mut beam);
+}
+
+#[test]
+fn sigint_lets_go_of_everything() {
+    let mut beam = Beam::start();
+    let probe = attach(&beam, &[]);
+    let (status, stderr) = probe.finish(Stop::Signal(libc::SIGINT));
+    assert!(status.success(), "{stderr:?}");
+    assert!(stderr.iter().any(|l| l.contains("detached (interrupted)")), "{stderr:?}");
+    vm_unharmed(&mut beam);
+}
+
+#[test]
+fn target_exit_lets_go_of_everything() {
+    let mut beam = Beam::start();
+    let probe = attach(&beam, &[]);
+    let _ = beam.call("spawn(fun() -> timer:sleep(100), erlang:halt() end)");
+    let (status, stderr) = probe.finish(Stop::OnItsOwn(Duration::from_secs(20)));
+    assert!(status.success(), "{stderr:?}");
+    assert!(stderr.iter().any(|l| l.contains("detached (target exited)")), "{stderr:?}");
+}
+
+/// `profile` holds perf events and a BPF program per CPU; stopped early by SIGINT it still
+/// writes what it sampled, and lets go of everything like the monitor.
+#[test]
+fn profile_lets_go_of_everything_when_interrupted() {
+    let mut beam = Beam::start();
+    beam.call("scope_burn:start(scope_burner)");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cpu.folded");
+    let profile = scope_probe_tests::probe::Running::start(
+        &["profile", "--pid", &beam.os_pid.to_string(), "--duration", "60s", "-o", out.to_str().unwrap()],
+        beam.os_pid,
+        "profiling pid",
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let held = Held::of(profile.os_pid());
+    assert!(!held.programs.is_empty() && held.perf_events > 0, "{held:?}");
+    let (status, stderr) = profile.finish(Stop::Signal(libc::SIGINT));
+    assert!(status.success(), "{stderr:?}");
+    let folded = std::fs::read_to_string(&out).unwrap();
+    assert!(folded.contains("scope_burn:burn/2"), "the samples taken before the interrupt are written: {folded}");
+    assert!(stderr.iter().any(|l| l.contains("interrupted")), "{stderr:?}");
+    vm_unharmed(&mut beam);
+}
+
+/// The check can fail: this test takes scope-probe's links into its own process (as root,
+/// `pidfd_getfd`), so the kernel keeps them, and the programs and uprobes behind them, after
+/// scope-probe exits. The check must name exactly those links and find the breakpoints still
+/// in the VM's code; once the stolen links are closed, it passes.
+#[test]
+fn a_link_kept_alive_fails_the_check() {
+    let beam = Beam::start();
+    let mut probe = attach(&beam, &["--frequency", "0"]);
+    let stolen: Vec<_> = held::link_fds(probe.os_pid())
+        .into_iter()
+        .map(|fd| held::steal_fd(probe.os_pid(), fd).expect("pidfd_getfd as root"))
+        .collect();
+    assert!(!stolen.is_empty());
+    let status = probe.finish_unchecked(Stop::Signal(libc::SIGTERM));
+    assert!(status.success());
+    let held = probe.held_at_stop().clone();
+
+    let left = held.released().expect_err("links kept alive by another process must fail the check");
+    assert_eq!(left.links, held.links, "every stolen link is reported, and nothing else");
+    assert!(!left.programs.is_empty(), "their programs stay loaded");
+    let code = Held::released_code(beam.os_pid).expect_err("their uprobes stay in the VM's code");
+    assert!(code.breakpoints.iter().all(|&(_, _, m)| m == 0xcc), "{code}");
+    assert!(code.to_string().contains("differs from its file"), "{code}");
+
+    drop(stolen);
+    held.released().unwrap_or_else(|left| panic!("after closing the stolen links: {left}"));
+    Held::released_code(beam.os_pid).unwrap_or_else(|left| panic!("after closing the stolen links: {left}"));
+}
