@@ -92,13 +92,19 @@ pub fn run(args: ProfileArgs) -> Result<()> {
         if fp { "" } else { "; no JIT frame pointers (VM not started with +JPperf): leaf frames only" },
     );
 
+    let stop = stop_on_signals()?;
     let cpu_before = procstat::scheduler_cpu(target.pid);
     let mut profile = Profile::default();
+    let mut ended = None;
     let started = Instant::now();
     let tty = std::io::stderr().is_terminal();
     let mut last_progress = Instant::now();
     let mut peak_rss = procstat::resident_bytes(target.pid).unwrap_or(0);
     while started.elapsed() < args.duration {
+        if stop.load(Ordering::Relaxed) {
+            ended = Some("interrupted");
+            break;
+        }
         match rx.recv_timeout(Duration::from_millis(200)) {
             Ok(s) => {
                 let frames = builder.frames(&target, &s);
@@ -122,10 +128,12 @@ pub fn run(args: ProfileArgs) -> Result<()> {
             );
             if tty { eprint!("\r{line}") } else { eprintln!("{line}") }
             if !target.is_alive() {
+                ended = Some("target exited");
                 break;
             }
         }
     }
+    let elapsed = started.elapsed().min(args.duration);
     peak_rss = peak_rss.max(procstat::resident_bytes(target.pid).unwrap_or(0));
     let stats = sampler.stats.clone();
     sampler.stop()?;
@@ -147,8 +155,11 @@ pub fn run(args: ProfileArgs) -> Result<()> {
         target.otp_release,
         profile.samples,
         args.frequency,
-        humantime::format_duration(args.duration)
+        humantime::format_duration(round_ms(elapsed))
     );
+    if let Some(why) = ended {
+        profile.notes.push(format!("stopped early ({why}) after {}", humantime::format_duration(round_ms(elapsed))));
+    }
     if !fp {
         profile.notes.push("no JIT frame pointers (start the VM with +JPperf true for full stacks): leaf frames only".into());
     }
@@ -164,9 +175,10 @@ pub fn run(args: ProfileArgs) -> Result<()> {
     out.flush()?;
     let cpu_after = procstat::scheduler_cpu(target.pid);
     eprintln!(
-        "scope-probe: wrote {} ({}): {} samples, {} attributed, {} unattributed, {} lost; peak RSS {} MiB",
+        "scope-probe: wrote {} ({}{}): {} samples, {} attributed, {} unattributed, {} lost; peak RSS {} MiB",
         args.output.display(),
         format.name(),
+        ended.map(|why| format!(", {why} after {}", humantime::format_duration(round_ms(elapsed)))).unwrap_or_default(),
         profile.samples,
         profile.attributed,
         profile.samples - profile.attributed,
@@ -175,6 +187,22 @@ pub fn run(args: ProfileArgs) -> Result<()> {
     );
     eprintln!("scope-probe: scheduler CPU during the run: {}", cpu_summary(&cpu_before, &cpu_after));
     Ok(())
+}
+
+/// Ctrl-C or SIGTERM ends the run early (what was sampled is still written); a second one
+/// ends the program at once.
+fn stop_on_signals() -> Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(sig, 130, stop.clone()).context("installing a signal handler")?;
+        signal_hook::flag::register(sig, stop.clone()).context("installing a signal handler")?;
+    }
+    Ok(stop)
+}
+
+fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis() as u64)
 }
 
 fn percent(a: u64, b: u64) -> f64 {
