@@ -72,6 +72,9 @@ pub struct TestTarget {
     /// debug info came the way the target is about (a run that got them some other way would
     /// not test that way).
     pub attach_says: Option<&'static str>,
+    /// What `snapshot --json` must say on this target, as (field, prefix of its value): the
+    /// snapshot reads the process table with those offsets, so it must get them the same way.
+    pub snapshot_says: Option<(&'static str, &'static str)>,
 }
 
 #[derive(Debug, Clone)]
@@ -93,33 +96,33 @@ pub fn test_target() -> Option<TestTarget> {
         assert!(path.exists(), "test target {name}: {} is missing: run `cargo xtask {how}`", path.display());
         path
     };
-    let (vm, attach_says) = if crate::chroot::SUITES.contains(&name.as_str()) {
-        (TargetVm::Chroot { suite: name.clone(), binds: Vec::new() }, None)
+    let (vm, attach_says, snapshot_says) = if crate::chroot::SUITES.contains(&name.as_str()) {
+        (TargetVm::Chroot { suite: name.clone(), binds: Vec::new() }, None, Some(("offsets", "table")))
     } else if STRIPPED_TARGETS.contains(&name.as_str()) {
         let stripped = built(crate::otp_debug_stripped("forky"), "otp-debug --suite forky");
         let mut binds = vec![(stripped, crate::chroot::FORKY_BEAM_SMP.to_owned())];
-        let says = if name == "forky-dbgsym" {
+        let (says, snapshot) = if name == "forky-dbgsym" {
             let root = crate::chroot::provisioned("forky").unwrap_or_else(|e| panic!("test target {name}: {e}"));
             std::fs::create_dir_all(root.join("usr/lib/debug")).expect("a mount point for the debug files");
             binds.push((crate::otp_debug_dir("forky"), "/usr/lib/debug".to_owned()));
-            "debug info: installed debug file"
+            ("debug info: installed debug file", "installed debug file")
         } else {
-            "debug info: debuginfod http://127.0.0.1:"
+            ("debug info: debuginfod http://127.0.0.1:", "debuginfod http://127.0.0.1:")
         };
-        (TargetVm::Chroot { suite: "forky".into(), binds }, Some(says))
+        (TargetVm::Chroot { suite: "forky".into(), binds }, Some(says), Some(("debug_info", snapshot)))
     } else if name == "otp25-dwarf" {
         let beam_smp = built(crate::otp_debug_beam(&crate::host_suite()), "otp-debug");
-        (TargetVm::HostCopy { beam_smp }, Some("(offsets from dwarf)"))
+        (TargetVm::HostCopy { beam_smp }, Some("(offsets from dwarf)"), Some(("offsets", "dwarf")))
     } else if name == "otp25-usdt" {
         let beam_smp = built(crate::workspace_root().join(".cache/otp25-usdt/beam.smp"), "otp-usdt");
-        (TargetVm::HostCopy { beam_smp }, Some("source of send: usdt"))
+        (TargetVm::HostCopy { beam_smp }, Some("source of send: usdt"), Some(("offsets", "dwarf")))
     } else {
         panic!(
             "{TARGET_VAR}={name}: expected host or one of {:?}, {STRIPPED_TARGETS:?}, {HOST_COPY_TARGETS:?}",
             crate::chroot::SUITES
         )
     };
-    Some(TestTarget { name, vm, attach_says })
+    Some(TestTarget { name, vm, attach_says, snapshot_says })
 }
 
 /// A reply of the controller: `key=value` pairs, or a single value under "value".
@@ -157,34 +160,63 @@ impl Beam {
                 }
             };
         }
+        Beam::spawn(Beam::host_command(erl, args, env), &erl.display().to_string())
+    }
+
+    /// The command that starts the controller on this machine's `erl` (or a copy's).
+    fn host_command(erl: &Path, args: &[&str], env: &[(&str, &Path)]) -> Command {
         let mut cmd = Command::new(erl);
         cmd.envs(env.iter().copied())
             .args(["-noshell", "-pa"])
             .arg(fixtures_ebin())
             .args(args)
             .args(["-eval", "scope_ctl:main()"]);
-        Beam::spawn(cmd, &erl.display().to_string())
+        cmd
+    }
+
+    /// Starts the controller on a beam.smp this test process has just written (a copy of the
+    /// installed OTP). Retried a few times: while the file was open for writing, another test
+    /// thread may have forked a child that still holds that descriptor until it execs, and
+    /// executing the file meanwhile fails with ETXTBSY (erlexec: "Error 26").
+    pub fn start_fresh_binary(erl: &Path) -> Beam {
+        let mut tries = 0;
+        loop {
+            match Beam::try_spawn(Beam::host_command(erl, &[], &[])) {
+                Ok(beam) => return beam,
+                Err(line) if tries < 5 => {
+                    tries += 1;
+                    eprintln!("starting {} failed ({line:?}), retrying", erl.display());
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+                Err(line) => panic!("unexpected first line from {}: {line:?}", erl.display()),
+            }
+        }
     }
 
     /// Spawns a prepared command that starts a VM running the controller (`-eval
     /// scope_ctl:main()` with the fixtures on its code path; e.g. a VM in a chroot, see
     /// [`crate::chroot`]) and waits for its `ready` line; `what` names it in panics.
-    pub fn spawn(mut cmd: Command, what: &str) -> Beam {
+    pub fn spawn(cmd: Command, what: &str) -> Beam {
+        Beam::try_spawn(cmd).unwrap_or_else(|line| panic!("unexpected first line from {what}: {line:?}"))
+    }
+
+    /// [`Beam::spawn`], or the VM's first line when it is not the controller's `ready` line.
+    fn try_spawn(mut cmd: Command) -> Result<Beam, String> {
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("starting {what}: {e}"));
+            .map_err(|e| format!("cannot start: {e}"))?;
         let stdin = child.stdin.take().expect("stdin");
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
         let mut line = String::new();
         stdout.read_line(&mut line).expect("reading the VM's first line");
-        let os_pid = line
-            .trim()
-            .strip_prefix("ready os_pid=")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected first line from {what}: {line:?}"));
-        Beam { child, stdin, stdout, os_pid, root: None, copy: None }
+        let Some(os_pid) = line.trim().strip_prefix("ready os_pid=").and_then(|p| p.parse().ok()) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(line);
+        };
+        Ok(Beam { child, stdin, stdout, os_pid, root: None, copy: None })
     }
 
     /// Evaluates one Erlang expression (without the final dot) in the VM.
