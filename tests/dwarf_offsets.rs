@@ -53,6 +53,20 @@ fn release_strings(path: &Path) -> (String, String) {
     (read(OTP_RELEASE_SYMBOL), read(ERTS_VERSION_SYMBOL))
 }
 
+/// The size of a data symbol in the binary's symbol table (`st_size`).
+fn symbol_size(path: &Path, name: &str) -> u64 {
+    ElfInfo::open(path).unwrap().symbol(name).unwrap_or_else(|| panic!("{name} in {}", path.display())).size
+}
+
+/// What a live VM says the size of its processes is: `erts_proc.r.o.element_size`, set at
+/// boot to `sizeof(Process)`, read from the VM's memory at the offset the DWARF gives.
+fn live_element_size(vm_pid: u32, dwarf_of: &Path) -> u64 {
+    let ptab = dwarf::struct_layout(dwarf_of, "ErtsPTab").unwrap();
+    let offset = ptab.offset("r.o.element_size").unwrap();
+    let target = beam_probes::BeamTarget::open(vm_pid).unwrap();
+    target.mem.read_u64(target.process_table_address() + offset, "element_size").unwrap()
+}
+
 /// Every struct offset of `table` equals the DWARF of `beam`; the difference, by field, if not.
 fn assert_table_matches_dwarf(beam: &Path, table: &beam_probes::BuildTable) {
     let mismatches = dwarf::check_table(beam, table).unwrap();
@@ -87,14 +101,18 @@ fn dwarf_offsets_equal_the_otp25_table() {
 
     // The paths the table is derived from, spelled as in erl_process.h, with their sizes.
     let process = dwarf::struct_layout(&beam, "struct process").unwrap();
-    assert_eq!(process.size, Some(776), "sizeof(Process): what erts_proc.r.o.element_size says on the stock VM");
+    // The host's own VM (whatever test target is selected).
+    let stock = scope_probe_tests::Beam::start_with(Path::new("/usr/bin/erl"), &[], &[]);
+    let live = live_element_size(stock.os_pid, &beam);
+    assert_eq!(process.size, Some(live), "sizeof(Process): what erts_proc.r.o.element_size says on the stock VM");
     let sized = |m: &str| process.member(m).unwrap().size;
     assert_eq!(sized("state"), Some(4), "state is an ethr_atomic32_t");
     assert_eq!(sized("sig_qs.len"), Some(8));
     assert_eq!(sized("sig_inq.len"), Some(8));
     assert_eq!(process.offset("state.counter").unwrap(), process.offset("state").unwrap());
     let ptab = dwarf::struct_layout(&beam, "ErtsPTab").unwrap();
-    assert_eq!(ptab.size, Some(320), "the size of the exported erts_proc symbol");
+    let stock_exe = PathBuf::from(format!("/proc/{}/exe", stock.os_pid));
+    assert_eq!(ptab.size, Some(symbol_size(&stock_exe, "erts_proc")), "the size of the exported erts_proc symbol");
     assert_eq!(ptab.member("r.o.max").unwrap().size, Some(4));
 }
 
@@ -109,11 +127,15 @@ fn dwarf_offsets_equal_the_otp27_table() {
     // What changed since 25, by name: the queue counters were renamed and split, the
     // process-table masks widened.
     let process = dwarf::struct_layout(&beam, "struct process").unwrap();
-    assert_eq!(process.size, Some(760), "sizeof(Process) in 27");
+    // Debian 13's own VM (the packaged binary, in the chroot) says the same.
+    let root = scope_probe_tests::chroot::provisioned("trixie").unwrap();
+    let packaged = scope_probe_tests::chroot::start_beam_in_chroot(&root, &[]);
+    assert_eq!(process.size, Some(live_element_size(packaged.os_pid, &beam)), "sizeof(Process) in 27");
     assert!(process.member("sig_qs.len").is_err() && process.member("sig_qs.mq_len").is_ok());
     assert_eq!(process.member("sig_qs.mlenoffs").unwrap().size, Some(8));
     let ptab = dwarf::struct_layout(&beam, "ErtsPTab").unwrap();
-    assert_eq!(ptab.size, Some(320), "the size of the exported erts_proc symbol in trixie's beam.smp");
+    let packaged_smp = PathBuf::from(format!("/proc/{}/exe", packaged.os_pid));
+    assert_eq!(ptab.size, Some(symbol_size(&packaged_smp, "erts_proc")), "the size of the exported erts_proc symbol in trixie's beam.smp");
     assert_eq!(ptab.member("r.o.pix_mask").unwrap().size, Some(8));
     assert_eq!(ptab.member("r.o.pix_cl_shift").unwrap().size, Some(4));
     // The OTP 25 table read against this DWARF is wrong, and says where.
