@@ -163,16 +163,25 @@ fn monitor_exports_cpu_metrics() {
     let mut beam = Beam::start();
     let pid = beam.call("scope_burn:start(scope_burner)")["pid"].clone();
     let probe = Probe::attach(beam.os_pid, &["--frequency", "99"]);
-    let runtime = |beam: &mut Beam| -> f64 {
-        beam.call("element(1, erlang:statistics(runtime))")["value"].parse::<f64>().unwrap() / 1000.0
+    // The VM's own CPU count, statistics(runtime), is user time only (checked on OTP 25 and
+    // 29: a burner under the schedule hook read runtime 2.89 s, /proc user 2.89 s + system
+    // 1.11 s). The hooks' traps are system time of the VM's threads, which the kernel counts
+    // (/proc/PID/stat stime) and so does beam_scheduler_cpu_seconds_total.
+    let vm_cpu = |beam: &mut Beam| -> f64 {
+        let user = beam.call("element(1, erlang:statistics(runtime))")["value"].parse::<f64>().unwrap() / 1000.0;
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", beam.os_pid)).unwrap();
+        let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+        // SAFETY: sysconf has no preconditions.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        user + fields[12].parse::<f64>().unwrap() / ticks
     };
     let cpu_sum = |probe: &Probe| -> f64 { probe.metrics().all("beam_scheduler_cpu_seconds_total").iter().map(|s| s.value).sum() };
-    let (rt0, ours0) = (runtime(&mut beam), cpu_sum(&probe));
+    let (vm0, ours0) = (vm_cpu(&mut beam), cpu_sum(&probe));
     std::thread::sleep(std::time::Duration::from_secs(4));
-    let (rt1, ours1) = (runtime(&mut beam), cpu_sum(&probe));
-    let (vm, ours) = (rt1 - rt0, ours1 - ours0);
-    // Both count every thread's CPU; /proc ticks are 10 ms, so allow 10% + 0.1 s.
-    assert!((ours - vm).abs() <= vm * 0.1 + 0.1, "scheduler CPU {ours:.2}s vs statistics(runtime) {vm:.2}s");
+    let (vm1, ours1) = (vm_cpu(&mut beam), cpu_sum(&probe));
+    let (vm, ours) = (vm1 - vm0, ours1 - ours0);
+    // Both count every thread's CPU; /proc ticks are 10 ms, so allow 5% + 0.1 s.
+    assert!((ours - vm).abs() <= vm * 0.05 + 0.1, "scheduler CPU {ours:.2}s vs statistics(runtime) + system time {vm:.2}s");
 
     let _ = wait_stable(std::time::Duration::from_secs(10), std::time::Duration::from_millis(500), || {
         probe.metrics().get("beam_top_process_cpu_ratio", &[("pid", &pid)]).map(|v| (v * 10.0).round())
@@ -182,7 +191,18 @@ fn monitor_exports_cpu_metrics() {
     let fn_share = m.get("beam_top_function_cpu_ratio", &[("mfa", "scope_burn:burn/2")]).expect("its function");
     assert!(proc_share >= 0.8 && fn_share >= 0.8, "shares: process {proc_share}, function {fn_share}");
     assert!(m.value("beam_cpu_samples_total") >= 100.0);
-    let rss = m.value("beam_memory_resident_bytes");
-    let total: f64 = beam.call("erlang:memory(total)")["value"].parse().unwrap();
-    assert!(rss >= total * 0.5 && rss <= total * 4.0, "RSS {rss} vs erlang:memory(total) {total}");
+    // The VM's resident memory as the kernel counts it, read around a scrape: the VM is
+    // steady (one burner), so the scrape's value lies between the two readings, ±1%.
+    let kernel_rss = || -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", beam.os_pid)).unwrap();
+        let kib = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches("kB").trim();
+        kib.parse::<f64>().unwrap() * 1024.0
+    };
+    let before = kernel_rss();
+    let rss = probe.metrics().value("beam_memory_resident_bytes");
+    let after = kernel_rss();
+    assert!(
+        rss >= before.min(after) * 0.99 && rss <= before.max(after) * 1.01,
+        "beam_memory_resident_bytes {rss}, the kernel's VmRSS {before} then {after}"
+    );
 }
