@@ -12,7 +12,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "zlib1g-dev",  // ...and zlib
     "pkg-config",
     "make",
-    "bpftool",     // regenerates ebpf/vmlinux.h; tests list BPF links with it
+    "bpftool",     // regenerates ebpf/vmlinux.h
     "erlang-base", // the BEAM under observation (OTP 25 on Debian 12)
     "prometheus",  // promtool, to validate the exposition
     "util-linux",  // setpriv, to test running without privileges
@@ -72,12 +72,21 @@ pub(crate) fn install_missing(packages: &[&str]) -> Result<Vec<String>> {
 
 pub fn setup() -> Result<()> {
     install_missing(APT_PACKAGES)?;
+    // npm fetches speedscope's schema; a machine may have its own Node.js (not Debian's), so
+    // Debian's npm is installed only when there is no npm at all.
+    if !on_path("npm") {
+        install_missing(&["npm"])?;
+    }
     mount_tracefs();
     // Only one test needs it; the demo and the rest must not fail without it.
     if let Err(e) = fetch_speedscope_schema() {
         eprintln!("xtask: warning: {e:#} (the speedscope schema test will fail)");
     }
     Ok(())
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
 
 /// Unpacks speedscope's npm package under .cache/speedscope (git-ignored) once.
