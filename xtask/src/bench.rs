@@ -1,7 +1,14 @@
 //! `cargo xtask bench`: what scope-probe costs the observed VM, as ratios against a baseline
-//! measured in the same run on the same VM, and what scope-probe itself uses. Configurations
-//! are interleaved round by round so drift (thermal, other load) hits all of them alike; the
-//! median round is reported.
+//! measured in the same run on the same VM, and what scope-probe itself uses.
+//!
+//! Each round measures every configuration once, in an order rotated round by round (so no
+//! configuration always runs first, right after the VM's warm-up, or last), and each
+//! configuration's ratio is taken against the baseline of its own round: drift between rounds
+//! (thermal, other load) cancels pair by pair. The table gives the median of those per-round
+//! ratios with their spread. Timing starts only once scope-probe says it is attached (the
+//! monitor's `metrics on` line, printed after its hooks are in; the profiler's `profiling pid`
+//! line, printed after its sampler is), and the CPU scope-probe spent getting there is
+//! reported apart from what it uses while measuring.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -50,9 +57,19 @@ impl Config {
 struct Row {
     workload: Workload,
     config: Config,
+    /// One per round.
     rates: Vec<f64>,
-    /// CPU seconds scope-probe used per second of measurement.
+    /// CPU seconds scope-probe used per second of measurement (steady state), per round.
     probe_cpu: Vec<f64>,
+    /// CPU seconds scope-probe used from start until attached, per round.
+    attach_cpu: Vec<f64>,
+}
+
+/// What one measurement gives.
+struct Measured {
+    rate: f64,
+    probe_cpu: f64,
+    attach_cpu: f64,
 }
 
 pub fn run(bin: &Path, each: Duration, rounds: usize) -> Result<()> {
@@ -111,41 +128,55 @@ fn run_rows(
     ms: u128,
     vm: &str,
 ) -> Result<()> {
-    let mut rows: Vec<Row> =
-        plan.iter().map(|&(workload, config)| Row { workload, config, rates: vec![], probe_cpu: vec![] }).collect();
-    for round in 1..=rounds.max(1) {
-        for row in rows.iter_mut() {
-            let (rate, cpu) = measure(beam, bin, row.workload, row.config, ms)?;
-            eprintln!("xtask: round {round}: {:<10} {:<40} {:>12.0}/s", name(row.workload), row.config.label(), rate);
-            row.rates.push(rate);
-            row.probe_cpu.push(cpu);
+    let mut rows: Vec<Row> = plan
+        .iter()
+        .map(|&(workload, config)| Row { workload, config, rates: vec![], probe_cpu: vec![], attach_cpu: vec![] })
+        .collect();
+    let rounds = rounds.max(1);
+    for round in 0..rounds {
+        for i in rotated(rows.len(), round) {
+            let row = &mut rows[i];
+            let m = measure(beam, bin, row.workload, row.config, ms)?;
+            eprintln!("xtask: round {}: {:<10} {:<40} {:>12.0}/s", round + 1, name(row.workload), row.config.label(), m.rate);
+            row.rates.push(m.rate);
+            row.probe_cpu.push(m.probe_cpu);
+            row.attach_cpu.push(m.attach_cpu);
         }
     }
     println!();
-    println!("{vm}: {rounds} rounds of {ms} ms each, median; {}", machine());
-    println!("| workload | configuration | rate | vs baseline | scope-probe CPU |");
-    println!("|---|---|---:|---:|---:|");
+    println!(
+        "{vm}: {rounds} rounds of {ms} ms each, order rotated per round; ratio = median of the per-round ratios to that \
+         round's baseline (min-max); {}",
+        machine()
+    );
+    println!("| workload | configuration | rate (median) | vs baseline | spread | scope-probe CPU (steady) | attach CPU |");
+    println!("|---|---|---:|---:|---:|---:|---:|");
     for w in [Workload::PingPong, Workload::Cpu] {
-        let base = rows.iter().find(|r| r.workload == w && r.config == Config::Baseline).map(|r| median(&r.rates));
+        let Some(base) = rows.iter().find(|r| r.workload == w && r.config == Config::Baseline) else { continue };
         for r in rows.iter().filter(|r| r.workload == w) {
-            let rate = median(&r.rates);
-            let cpu = if r.config == Config::Baseline || r.config == Config::ErlangTrace {
-                "-".to_owned()
-            } else {
-                format!("{:.1}% of a core", median(&r.probe_cpu) * 100.0)
-            };
+            let ratios: Vec<f64> = r.rates.iter().zip(&base.rates).map(|(x, b)| x / b).collect();
+            let probe = r.config != Config::Baseline && r.config != Config::ErlangTrace;
+            let dash = || "-".to_owned();
             println!(
-                "| {} | {} | {:.0} {} | {:.3} | {} |",
+                "| {} | {} | {:.0} {} | {:.3} | {:.3}-{:.3} | {} | {} |",
                 name(w),
                 r.config.label(),
-                rate,
+                median(&r.rates),
                 unit(w),
-                rate / base.unwrap_or(rate),
-                cpu
+                median(&ratios),
+                ratios.iter().copied().fold(f64::INFINITY, f64::min),
+                ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                if probe { format!("{:.1}% of a core", median(&r.probe_cpu) * 100.0) } else { dash() },
+                if probe { format!("{:.0} ms", median(&r.attach_cpu) * 1000.0) } else { dash() },
             );
         }
     }
     Ok(())
+}
+
+/// The order of `n` configurations in round `round`: rotated by one each round.
+fn rotated(n: usize, round: usize) -> impl Iterator<Item = usize> {
+    (0..n).map(move |i| (i + round) % n)
 }
 
 /// The process table read from outside: time and memory of `scope-probe snapshot` on a VM with
@@ -202,7 +233,7 @@ fn unit(w: Workload) -> &'static str {
     }
 }
 
-fn measure(beam: &mut Beam, bin: &Path, w: Workload, config: Config, ms: u128) -> Result<(f64, f64)> {
+fn measure(beam: &mut Beam, bin: &Path, w: Workload, config: Config, ms: u128) -> Result<Measured> {
     let pid = beam.os_pid.to_string();
     let source = match config {
         Config::TraceUprobe => "uprobe",
@@ -210,22 +241,21 @@ fn measure(beam: &mut Beam, bin: &Path, w: Workload, config: Config, ms: u128) -
     };
     let probe = match config {
         Config::Trace | Config::TraceUprobe | Config::TraceUsdt => {
-            let port = free_port();
-            let listen = format!("127.0.0.1:{port}");
+            let listen = format!("127.0.0.1:{}", free_port());
             let mut args = vec!["--pid", &pid, "--listen", &listen, "--frequency", "0"];
             if config != Config::Trace {
                 args.extend(["--probe-source", source]);
             }
-            Some(start_and_wait(bin, &args, Some(port))?)
+            Some(start_and_wait(bin, &args, "metrics on http://")?)
         }
         Config::Sampler => {
             let secs = (ms / 1000 + 30).to_string() + "s";
             let args = ["profile", "--pid", &pid, "--duration", &secs, "-o", "/dev/null", "--format", "folded"];
-            Some(start_and_wait(bin, &args, None)?)
+            Some(start_and_wait(bin, &args, "profiling pid")?)
         }
         _ => None,
     };
-    let cpu_before = probe.as_ref().map(|p| cpu_seconds(p.id())).unwrap_or(0.0);
+    let attach_cpu = probe.as_ref().map(|p| cpu_seconds(p.id())).unwrap_or(0.0);
     let call = match (w, config) {
         (Workload::PingPong, Config::ErlangTrace) => format!("scope_bench:pingpong_traced({ms})"),
         (Workload::PingPong, _) => format!("scope_bench:pingpong({ms})"),
@@ -234,38 +264,43 @@ fn measure(beam: &mut Beam, bin: &Path, w: Workload, config: Config, ms: u128) -
     let reply = beam.call(&call);
     let mut probe_cpu = 0.0;
     if let Some(mut p) = probe {
-        probe_cpu = (cpu_seconds(p.id()) - cpu_before) / (ms as f64 / 1000.0);
+        probe_cpu = (cpu_seconds(p.id()) - attach_cpu) / (ms as f64 / 1000.0);
         // SAFETY: plain kill(2) on our own child.
         unsafe { libc::kill(p.id() as i32, libc::SIGTERM) };
         p.wait()?;
     }
     let rate = reply.values().next().context("no rate from the VM")?.parse().context("rate from the VM")?;
-    Ok((rate, probe_cpu))
+    Ok(Measured { rate, probe_cpu, attach_cpu })
 }
 
-/// Starts scope-probe; waits until it serves metrics (monitor) or has printed its first line
-/// (profile), i.e. until it has attached.
-fn start_and_wait(bin: &Path, args: &[&str], port: Option<u16>) -> Result<Child> {
+/// Starts scope-probe and waits (10 s at most) until it prints the line that says it is
+/// attached; keeps draining its stderr afterwards so it never blocks on a full pipe.
+fn start_and_wait(bin: &Path, args: &[&str], attached: &str) -> Result<Child> {
+    use std::io::BufRead;
     let mut child = Command::new(bin).args(args).stderr(Stdio::piped()).spawn().context("starting scope-probe")?;
-    match port {
-        Some(port) => {
-            for _ in 0..300 {
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Ok(child);
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            anyhow::bail!("scope-probe did not attach within 6 s")
+    let stderr = child.stderr.take().context("stderr")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let attached = attached.to_owned();
+    std::thread::spawn(move || {
+        let mut said = Vec::new();
+        let mut lines = std::io::BufReader::new(stderr).lines().map_while(Result::ok);
+        let ready = lines.by_ref().any(|line| {
+            let ready = line.contains(&attached);
+            said.push(line);
+            ready
+        });
+        let _ = tx.send(if ready { Ok(()) } else { Err(said) });
+        for _ in lines {}
+    });
+    match rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(Ok(())) => Ok(child),
+        Ok(Err(said)) => {
+            let _ = child.wait();
+            anyhow::bail!("scope-probe exited before attaching: {}", said.join("\n"))
         }
-        None => {
-            use std::io::BufRead;
-            let stderr = child.stderr.take().context("stderr")?;
-            let mut lines = std::io::BufReader::new(stderr).lines();
-            let first = lines.next().context("scope-probe printed nothing")??;
-            anyhow::ensure!(first.contains("profiling pid"), "scope-probe: {first}");
-            // Keep draining so it never blocks on a full pipe.
-            std::thread::spawn(move || for _ in lines {});
-            Ok(child)
+        Err(_) => {
+            let _ = child.kill();
+            anyhow::bail!("scope-probe did not attach within 10 s")
         }
     }
 }
