@@ -177,8 +177,9 @@ fn assert_cpu_samples_land_in_burn(beam: &mut Beam, tables: &[(&str, &JitSymbols
     let in_burn =
         rips.iter().filter(|&&rip| first.lookup(rip).is_some_and(|s| s.function() == "scope_jit:burn/1")).count();
     // Only running schedulers are sampled (one asleep in a system call is skipped): the
-    // burner's is running in every round, and in JIT code nearly always (93-99% measured).
-    assert!(rips.len() >= ROUNDS, "only {} running samples in {ROUNDS} rounds", rips.len());
+    // burner's is running in nearly every round (97-100 of 100 measured; it makes the odd
+    // system call between slices), and in JIT code nearly always (93-99% measured).
+    assert!(rips.len() >= ROUNDS / 2, "only {} running samples in {ROUNDS} rounds", rips.len());
     assert!(in_jit * 10 >= rips.len() * 8, "only {in_jit} of {} running samples in JIT code: {seen:?}", rips.len());
     assert!(in_burn * 10 >= in_jit * 9, "{in_burn} of {in_jit} JIT samples in scope_jit:burn/1: {seen:?}");
 }
