@@ -17,7 +17,7 @@ use std::sync::Arc;
 use gimli::{AttributeValue, EndianArcSlice, Reader, RunTimeEndian, SectionId, UnitOffset, constants};
 use object::{Object, ObjectSection};
 
-use crate::builds::{BuildTable, ProcessLayout, PtabLayout, RegProcLayout};
+use crate::builds::BuildTable;
 
 type R = EndianArcSlice<RunTimeEndian>;
 /// A type entry: (index into [`DebugInfo::units`], offset in that unit).
@@ -421,29 +421,19 @@ fn build_id(path: &Path, file: &object::File<'_>) -> Result<Option<String>> {
 // ---------------------------------------------------------------------------------------------
 // Build tables from DWARF
 
-/// The `AtomLayout` offsets DWARF knows (the tag, shifts and segment size are macros).
+/// What of a member a table field holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AtomOffsets {
-    pub table_entries: u64,
-    pub table_seg_table: u64,
-    pub atom_len: u64,
-    pub atom_name: u64,
+pub enum Measure {
+    /// Its offset in the struct.
+    Offset,
+    /// Its size in bytes.
+    Size,
+    /// The size of the whole struct (no member).
+    StructSize,
 }
 
-/// Every struct offset of a [`BuildTable`], read from DWARF, plus a few members scope-probe
-/// does not read yet (for review; see [`EXTRA_MEMBERS`]).
-#[derive(Debug, Clone)]
-pub struct DerivedOffsets {
-    pub process: ProcessLayout,
-    pub reg_proc: RegProcLayout,
-    pub ptab: PtabLayout,
-    pub atom: AtomOffsets,
-    /// (C struct, member path, offset) of [`EXTRA_MEMBERS`] found in this build.
-    pub extra: Vec<(&'static str, &'static str, u64)>,
-}
-
-/// Where each table offset comes from: the table field, the C struct and member path, and
-/// accessors on both sides. One list drives derivation, checking and printing.
+/// Where a table field comes from in DWARF: the table field, the C struct and member path, and
+/// accessors on the table. One list drives derivation, checking and printing.
 pub struct FieldSource {
     /// `process.sig_qs_len`, as the table spells it.
     pub field: &'static str,
@@ -453,28 +443,37 @@ pub struct FieldSource {
     pub members: &'static [&'static str],
     /// Whether a build may lack the member (it then derives as 0).
     pub optional: bool,
-    /// The member's size in bytes rather than its offset.
-    pub size: bool,
+    pub measure: Measure,
     pub table: fn(&BuildTable) -> u64,
-    pub derived: fn(&DerivedOffsets) -> u64,
-    set: fn(&mut DerivedOffsets, u64),
+    set: fn(&mut BuildTable, u64),
 }
 
 macro_rules! field {
+    ($group:ident . $f:ident, $c:literal, sizeof) => {
+        field!(@make $group.$f, $c, [], false, Measure::StructSize)
+    };
+    ($group:ident . $f:ident, $c:literal, [$($m:literal),+], size) => {
+        field!(@make $group.$f, $c, [$($m),+], false, Measure::Size)
+    };
+    ($group:ident . $f:ident, $c:literal, $m:literal, size) => {
+        field!(@make $group.$f, $c, [$m], false, Measure::Size)
+    };
     ($group:ident . $f:ident, $c:literal, [$($m:literal),+] $(, $opt:ident)?) => {
+        field!(@make $group.$f, $c, [$($m),+], field!(@opt $($opt)?), Measure::Offset)
+    };
+    ($group:ident . $f:ident, $c:literal, $m:literal $(, $opt:ident)?) => {
+        field!(@make $group.$f, $c, [$m], field!(@opt $($opt)?), Measure::Offset)
+    };
+    (@make $group:ident . $f:ident, $c:literal, [$($m:literal),*], $opt:expr, $measure:expr) => {
         FieldSource {
             field: concat!(stringify!($group), ".", stringify!($f)),
             c_struct: $c,
-            members: &[$($m),+],
-            optional: field!(@opt $($opt)?),
-            size: false,
+            members: &[$($m),*],
+            optional: $opt,
+            measure: $measure,
             table: |t| t.$group.$f,
-            derived: |d| d.$group.$f,
-            set: |d, v| d.$group.$f = v,
+            set: |t, v| t.$group.$f = v,
         }
-    };
-    ($group:ident . $f:ident, $c:literal, $m:literal $(, $opt:ident)?) => {
-        field!($group.$f, $c, [$m] $(, $opt)?)
     };
     (@opt optional) => { true };
     (@opt) => { false };
@@ -483,7 +482,8 @@ macro_rules! field {
 /// The struct offsets of a build table and where DWARF has them. A member OTP renamed lists
 /// its names oldest first (the first one the build's DWARF has is used: a build never has
 /// both); an `optional` member absent from a build derives as 0, which the table spells as
-/// "this build has no such member" (offset 0 is always `common.id`).
+/// "this build has no such member" (offset 0 is always `common.id`). Fields that are C macros
+/// (term tags, counts of buffers) are not here: they stay as each table states them.
 pub static FIELDS: &[FieldSource] = &[
     field!(process.id, "process", "common.id"),
     field!(process.reg, "process", "common.u.alive.reg"),
@@ -499,20 +499,29 @@ pub static FIELDS: &[FieldSource] = &[
     field!(process.sig_qs_len, "process", ["sig_qs.len", "sig_qs.mq_len"]),
     field!(process.sig_qs_cont_len, "process", "sig_qs.mlenoffs", optional),
     field!(process.sig_inq_len, "process", ["sig_inq.len", "sig_inq.mlenoffs"]),
+    field!(process.sig_qs_first, "process", "sig_qs.first"),
+    field!(process.sig_qs_cont, "process", "sig_qs.cont"),
+    field!(process.sig_inq_first, "process", "sig_inq.first"),
+    field!(process.sig_inq_buffers, "process", "sig_inq_buffers"),
+    field!(process.current, "process", "current"),
+    field!(process.initial, "process", "u.initial"),
+    field!(process.group_leader, "process", "group_leader"),
+    field!(process.dictionary, "process", "dictionary"),
+    field!(process.arity, "process", "arity"),
+    field!(process.arity_bytes, "process", "arity", size),
+    field!(process.arg_reg, "process", "arg_reg"),
+    field!(process.def_arg_reg, "process", "def_arg_reg"),
+    field!(process.heap, "process", "heap"),
+    field!(process.hend, "process", "hend"),
+    field!(process.abandoned_heap, "process", "abandoned_heap"),
+    field!(process.psd, "process", "psd"),
+    field!(process.psd_size, "ErtsPSD", sizeof),
+    field!(process.size, "process", sizeof),
     field!(reg_proc.name, "RegProc", "name"),
     field!(ptab.tab, "ErtsPTab", "r.o.tab"),
     field!(ptab.max, "ErtsPTab", "r.o.max"),
     field!(ptab.pix_mask, "ErtsPTab", "r.o.pix_mask"),
-    FieldSource {
-        field: "ptab.pix_mask_bytes",
-        c_struct: "ErtsPTab",
-        members: &["r.o.pix_mask"],
-        optional: false,
-        size: true,
-        table: |t| t.ptab.pix_mask_bytes,
-        derived: |d| d.ptab.pix_mask_bytes,
-        set: |d, v| d.ptab.pix_mask_bytes = v,
-    },
+    field!(ptab.pix_mask_bytes, "ErtsPTab", "r.o.pix_mask", size),
     field!(ptab.pix_cl_mask, "ErtsPTab", "r.o.pix_cl_mask"),
     field!(ptab.pix_cl_shift, "ErtsPTab", "r.o.pix_cl_shift"),
     field!(ptab.pix_cli_mask, "ErtsPTab", "r.o.pix_cli_mask"),
@@ -523,23 +532,41 @@ pub static FIELDS: &[FieldSource] = &[
     // OTP 29 made the name a union: `u.name` (byte*, lookup templates) or `u.bin` (a binary
     // term, atoms in the table), at the same offset.
     field!(atom.atom_name, "Atom", ["name", "u.name"]),
+    field!(signal_queue.msg_next, "erl_mesg", "next"),
+    field!(signal_queue.msg_attached, "erl_mesg", "data.attached"),
+    field!(signal_queue.msg_tag, "erl_mesg", "m"),
+    field!(signal_queue.msg_hfrag_used, "erl_mesg", "hfrag.used_size"),
+    field!(signal_queue.msg_size, "erl_mesg", sizeof),
+    field!(signal_queue.frag_next, "erl_heap_fragment", "next"),
+    field!(signal_queue.frag_used, "erl_heap_fragment", "used_size"),
+    field!(signal_queue.buffer_size, "ErtsSignalInQueueBuffer", sizeof),
+    field!(signal_queue.buffers_nonempty, "ErtsSignalInQueueBufferArray", "nonempty_slots"),
+    field!(signal_queue.buffer_queue_first, "ErtsSignalInQueueBuffer", "b.queue.first"),
+    field!(proc_dict.used_slots, "proc_dict", "usedSlots"),
+    field!(proc_dict.array_size, "proc_dict", "arraySize"),
+    field!(proc_dict.data, "proc_dict", "data"),
+    field!(proc_dict.size, "proc_dict", sizeof),
 ];
 
-/// `Process` members scope-probe does not read yet, printed with the table for review.
+/// Members scope-probe does not read yet, printed with the table for review.
 pub static EXTRA_MEMBERS: &[(&str, &str)] = &[
     ("process", "htop"),
     ("process", "stop"),
-    ("process", "heap"),
-    ("process", "hend"),
-    ("process", "current"),
     ("process", "flags"),
-    ("process", "arity"),
     ("process", "gen_gcs"),
     ("process", "max_gen_gcs"),
     ("process", "off_heap"),
-    ("process", "sig_inq_buffers"),
     ("ErtsPTab", "r.o.element_size"),
 ];
+
+/// Every DWARF-derived field of a build table, read from one build's DWARF.
+#[derive(Debug, Clone)]
+pub struct DerivedOffsets {
+    /// One value per [`FIELDS`] entry, in its order.
+    pub values: Vec<u64>,
+    /// (C struct, member path, offset) of [`EXTRA_MEMBERS`] found in this build.
+    pub extra: Vec<(&'static str, &'static str, u64)>,
+}
 
 /// Every struct offset a build table holds, from the DWARF in `elf_path`.
 pub fn derive_offsets(elf_path: &Path) -> Result<DerivedOffsets> {
@@ -557,57 +584,32 @@ pub fn derive_from(info: &DebugInfo) -> Result<DerivedOffsets> {
         layouts.insert(name, l.clone());
         Ok(l)
     };
-    let mut d = DerivedOffsets {
-        process: ProcessLayout {
-            id: 0,
-            reg: 0,
-            heap_sz: 0,
-            old_heap: 0,
-            old_hend: 0,
-            mbuf_sz: 0,
-            i: 0,
-            reds: 0,
-            state: 0,
-            sig_qs_len: 0,
-            sig_qs_cont_len: 0,
-            sig_inq_len: 0,
-        },
-        reg_proc: RegProcLayout { name: 0 },
-        ptab: PtabLayout {
-            tab: 0,
-            max: 0,
-            pix_mask: 0,
-            pix_mask_bytes: 0,
-            pix_cl_mask: 0,
-            pix_cl_shift: 0,
-            pix_cli_mask: 0,
-            pix_cli_shift: 0,
-        },
-        atom: AtomOffsets { table_entries: 0, table_seg_table: 0, atom_len: 0, atom_name: 0 },
-        extra: Vec::new(),
-    };
+    let mut values = Vec::with_capacity(FIELDS.len());
     for f in FIELDS {
         let l = layout(f.c_struct)?;
-        let found = f.members.iter().find_map(|m| l.member(m).ok());
-        let value = match found {
-            Some(m) if f.size => m.size.ok_or_else(|| DwarfError::NoMember {
-                path: l.path.clone(),
-                name: l.name.clone(),
-                member: format!("{} (its size)", f.members[0]),
-            })?,
-            Some(m) => m.offset,
-            None if f.optional => 0,
-            // Report it under its newest name: the one a current build should have.
-            None => l.offset(f.members[f.members.len() - 1]).map(|_| 0)?,
+        let missing = |what: &str| DwarfError::NoMember { path: l.path.clone(), name: l.name.clone(), member: what.to_owned() };
+        let value = if f.measure == Measure::StructSize {
+            l.size.ok_or_else(|| missing("(its size)"))?
+        } else {
+            match f.members.iter().find_map(|m| l.member(m).ok()) {
+                Some(m) if f.measure == Measure::Size => {
+                    m.size.ok_or_else(|| missing(&format!("{} (its size)", f.members[0])))?
+                }
+                Some(m) => m.offset,
+                None if f.optional => 0,
+                // Report it under its newest name: the one a current build should have.
+                None => l.offset(f.members[f.members.len() - 1]).map(|_| 0)?,
+            }
         };
-        (f.set)(&mut d, value);
+        values.push(value);
     }
+    let mut extra = Vec::new();
     for &(c_struct, member) in EXTRA_MEMBERS {
         if let Ok(offset) = layout(c_struct)?.offset(member) {
-            d.extra.push((c_struct, member, offset));
+            extra.push((c_struct, member, offset));
         }
     }
-    Ok(d)
+    Ok(DerivedOffsets { values, extra })
 }
 
 /// A table offset that differs from the build's DWARF.
@@ -627,6 +629,14 @@ impl std::fmt::Display for Mismatch {
     }
 }
 
+fn describe(f: &FieldSource) -> String {
+    match f.measure {
+        Measure::StructSize => format!("sizeof(struct {})", f.c_struct),
+        Measure::Size => format!("struct {}: {} (size)", f.c_struct, f.members.join(" or ")),
+        Measure::Offset => format!("struct {}: {}", f.c_struct, f.members.join(" or ")),
+    }
+}
+
 /// Compares every struct offset of `table` with the DWARF of `elf_path`; empty when they all
 /// agree.
 pub fn check_table(elf_path: &Path, table: &BuildTable) -> Result<Vec<Mismatch>> {
@@ -637,71 +647,45 @@ pub fn check_table(elf_path: &Path, table: &BuildTable) -> Result<Vec<Mismatch>>
 pub fn compare(derived: &DerivedOffsets, table: &BuildTable) -> Vec<Mismatch> {
     FIELDS
         .iter()
-        .filter_map(|f| {
-            let (t, d) = ((f.table)(table), (f.derived)(derived));
-            (t != d).then(|| Mismatch {
-                field: f.field,
-                dwarf_member: format!(
-                    "struct {}: {}{}",
-                    f.c_struct,
-                    f.members.join(" or "),
-                    if f.size { " (size)" } else { "" }
-                ),
-                table: t,
-                dwarf: d,
-            })
+        .zip(&derived.values)
+        .filter_map(|(f, &d)| {
+            let t = (f.table)(table);
+            (t != d).then(|| Mismatch { field: f.field, dwarf_member: describe(f), table: t, dwarf: d })
         })
         .collect()
 }
 
 impl DerivedOffsets {
-    /// The offsets as the fields of a build table, in Rust. AtomLayout's tag, shifts and
-    /// segment size are not in DWARF: they are taken from `like` when given (and marked so),
-    /// else left as `todo!()` for the reviewer.
+    /// The value derived for a table field (`process.heap_sz`).
+    pub fn get(&self, field: &str) -> Option<u64> {
+        FIELDS.iter().position(|f| f.field == field).map(|i| self.values[i])
+    }
+
+    /// `table` with every DWARF-derived field replaced by this build's value.
+    pub fn apply(&self, table: &BuildTable) -> BuildTable {
+        let mut t = table.clone();
+        for (f, &v) in FIELDS.iter().zip(&self.values) {
+            (f.set)(&mut t, v);
+        }
+        t
+    }
+
+    /// The derived fields as lines to review against a build table in
+    /// `beam_probes/src/builds/` (`group.field: value,  // where DWARF has it`); with `like`,
+    /// the fields that differ from that table are marked.
     pub fn to_rust(&self, like: Option<&BuildTable>) -> String {
-        let p = &self.process;
-        let mut s = String::new();
-        s.push_str("    // Struct offsets derived from DWARF (cargo xtask offsets).\n");
-        s.push_str(&format!(
-            "    process: ProcessLayout {{\n        id: {},\n        reg: {},\n        heap_sz: {},\n        \
-             old_heap: {},\n        old_hend: {},\n        mbuf_sz: {},\n        i: {},\n        reds: {},\n        \
-             state: {},\n        sig_qs_len: {},\n        sig_qs_cont_len: {},\n        sig_inq_len: {},\n    }},\n",
-            p.id,
-            p.reg,
-            p.heap_sz,
-            p.old_heap,
-            p.old_hend,
-            p.mbuf_sz,
-            p.i,
-            p.reds,
-            p.state,
-            p.sig_qs_len,
-            p.sig_qs_cont_len,
-            p.sig_inq_len
-        ));
-        s.push_str(&format!("    reg_proc: RegProcLayout {{ name: {} }},\n", self.reg_proc.name));
-        let t = &self.ptab;
-        s.push_str(&format!(
-            "    ptab: PtabLayout {{\n        tab: {},\n        max: {},\n        pix_mask: {},\n        pix_mask_bytes: {},\n        \
-             pix_cl_mask: {},\n        pix_cl_shift: {},\n        pix_cli_mask: {},\n        pix_cli_shift: {},\n    }},\n",
-            t.tab, t.max, t.pix_mask, t.pix_mask_bytes, t.pix_cl_mask, t.pix_cl_shift, t.pix_cli_mask, t.pix_cli_shift
-        ));
-        let a = &self.atom;
-        let macro_field = |name: &str, v: Option<String>| match v {
-            Some(v) => format!("        {name}: {v}, // not in DWARF: as in {}\n", like.map_or("", |t| t.id)),
-            None => format!("        {name}: todo!(\"not in DWARF: read erl_term.h / index.h\"),\n"),
-        };
-        let la = like.map(|t| t.atom);
-        s.push_str("    atom: AtomLayout {\n");
-        s.push_str(&macro_field("tag_mask", la.map(|l| format!("{:#x}", l.tag_mask))));
-        s.push_str(&macro_field("tag", la.map(|l| format!("{:#x}", l.tag))));
-        s.push_str(&macro_field("index_shift", la.map(|l| l.index_shift.to_string())));
-        s.push_str(&format!("        table_entries: {},\n", a.table_entries));
-        s.push_str(&format!("        table_seg_table: {},\n", a.table_seg_table));
-        s.push_str(&macro_field("segment_bits", la.map(|l| l.segment_bits.to_string())));
-        s.push_str(&format!("        atom_len: {},\n        atom_name: {},\n", a.atom_len, a.atom_name));
-        s.push_str(&macro_field("name", la.map(|l| format!("AtomName::{:?}", l.name))));
-        s.push_str("    },\n");
+        let mut s = String::from("    // Struct offsets derived from DWARF (cargo xtask offsets).\n");
+        let mut group = "";
+        for (f, &v) in FIELDS.iter().zip(&self.values) {
+            let (g, name) = f.field.split_once('.').unwrap_or(("", f.field));
+            if g != group {
+                s.push_str(&format!("    // {g}:\n"));
+                group = g;
+            }
+            let differs = like.map(|t| (f.table)(t)).filter(|&t| t != v);
+            let mark = differs.map(|t| format!("; table {} has {t}", like.map_or("", |t| t.id))).unwrap_or_default();
+            s.push_str(&format!("        {name}: {v}, // {}{mark}\n", describe(f)));
+        }
         if !self.extra.is_empty() {
             s.push_str("    // Not in the table (not read by scope-probe yet):");
             for (i, (c, m, off)) in self.extra.iter().enumerate() {
