@@ -13,6 +13,9 @@
 //! - [`hooks`]: the hook points scope-probe can attach, named by what they observe.
 //! - [`terms`]: pid and atom term decoding.
 //! - [`proctab`]: the process table: live count and registered names.
+//! - [`snapshot`]: every process's record, read from outside; with [`mailbox`] (messages
+//!   counted in the queues), [`identity`] (initial call, ancestors, label, OTP or user) and
+//!   [`remote_terms`] (the few terms identity reads, bounded).
 //! - [`usdt`]: USDT probes in `.note.stapsdt`, and which source serves each capability.
 //! - [`jit`]: names of JIT code ranges, from the perf map or the GDB JIT interface.
 
@@ -24,10 +27,13 @@ pub mod dwarf;
 pub mod elf;
 pub mod error;
 pub mod hooks;
+pub mod identity;
 pub mod jit;
+pub mod mailbox;
 pub mod maps;
 pub mod memory;
 pub mod proctab;
+pub mod remote_terms;
 pub mod snapshot;
 pub mod target;
 pub mod terms;

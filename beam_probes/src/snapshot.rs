@@ -1,8 +1,11 @@
 //! A snapshot of the process table read from outside while the VM runs: for each process its
-//! pid, registered name, message queue length, heap size, reductions, status and resume
-//! address. Nothing is stopped; every record is validated (its pid must be the pid of the slot
-//! it came from, sizes must be sane) and torn records are skipped and counted. The work per
-//! snapshot is bounded by the table size and batched (one syscall per 512 processes).
+//! pid, registered name, identity (initial call, first ancestor, label), message queue length
+//! (counted in the queues themselves, see [`crate::mailbox`]), heap and memory, reductions,
+//! status and resume address, and whether it is one of OTP's own. Nothing is stopped; every
+//! record is validated (its pid must be the pid of the slot it came from, sizes must be sane)
+//! and torn records are skipped and counted. The work per snapshot is bounded by the table
+//! size and batched (one syscall per 512 processes); what it reads beyond the `Process`
+//! structs (queues, dictionaries) goes through a bounded page cache and a budget.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -11,8 +14,11 @@ use serde::Serialize;
 
 use crate::builds::{BuildTable, ProcessStatusFlags};
 use crate::error::Result;
-use crate::memory::RemoteMemory;
+use crate::identity::{self, DictIdentity, Mfa};
+use crate::mailbox::{self, WalkError};
+use crate::memory::{PageCache, RemoteMemory};
 use crate::proctab::ProcessTable;
+use crate::remote_terms::TermReader;
 use crate::terms::{Pid, PidDecoder};
 
 /// Processes read per `process_vm_readv` call (each a separate iovec; IOV_MAX is 1024).
@@ -22,6 +28,11 @@ const SLOT_CHUNK: u64 = 64 * 1024;
 /// A queue or heap beyond these is a torn read, not a real process.
 const MAX_QUEUE: u64 = 1 << 40;
 const MAX_HEAP_WORDS: u64 = 1 << 44;
+/// Queue elements walked per snapshot, all processes together (each one small read through
+/// the page cache): past it, queue lengths come from the VM's counters.
+const QUEUE_BUDGET: u64 = 20_000_000;
+/// Pages the cache keeps (16 MiB).
+const CACHE_PAGES: usize = 4096;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -72,14 +83,35 @@ pub struct ProcessRecord {
     pub term: u64,
     pub pid: Pid,
     pub name: Option<String>,
+    /// `$initial_call` when proc_lib set it, else the MFA the process was spawned with.
+    pub initial_call: Option<String>,
+    /// The first of `$ancestors`: a pid or a registered name.
+    pub ancestor: Option<String>,
+    /// `$process_label` (OTP 27+), rendered and shortened.
+    pub label: Option<String>,
+    /// One of OTP's own processes (see [`identity::is_otp`]).
+    pub system: bool,
+    /// Messages in its queues and in transit to it (see [`crate::mailbox`]).
     pub message_queue_len: u64,
-    /// Young + old heap + heap fragments, in words (`process_info(P, total_heap_size)`).
+    /// Whether the queues were walked; `false`: the length is the VM's counters' (the walk
+    /// broke off or the snapshot's budget ran out).
+    pub message_queue_exact: bool,
+    /// Young + old heap + heap fragments, in words (`process_info(P, total_heap_size)` for an
+    /// empty mailbox).
     pub total_heap_words: u64,
+    /// Bytes as `process_info(P, memory)` counts them: the process struct, heaps, the data of
+    /// queued messages held outside the heap, the dictionary (links and monitors excepted).
+    pub memory_bytes: u64,
     pub reductions: u64,
     pub status: ProcessStatus,
     /// Where the process resumes (its instruction pointer into JIT code).
     #[serde(skip)]
     pub resume_address: u64,
+    /// The function the VM says it is in, when it has set one (`Process.current`: a dirty
+    /// NIF running); else `resume_address` tells.
+    pub current: Option<String>,
+    #[serde(skip)]
+    pub group_leader: u64,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -89,6 +121,10 @@ pub struct Snapshot {
     pub slots: u64,
     /// Records skipped because they changed or vanished while being read.
     pub torn: u64,
+    /// Processes whose queues could not be walked to the end (their length is the counters').
+    pub queues_not_walked: u64,
+    /// Pages read for queues and dictionaries.
+    pub pages_read: u64,
     #[serde(skip)]
     pub elapsed: Duration,
 }
@@ -96,14 +132,16 @@ pub struct Snapshot {
 /// The span of `Process` a record needs, from the first to the last field read.
 fn record_span(t: &BuildTable) -> u64 {
     let p = &t.process;
-    [p.id, p.reg, p.heap_sz, p.old_heap, p.old_hend, p.mbuf_sz, p.i, p.reds, p.state, p.sig_qs_len, p.sig_qs_cont_len, p.sig_inq_len]
-        .into_iter()
-        .max()
-        .unwrap_or(0)
-        + 8
+    let words = [
+        p.id, p.reg, p.heap_sz, p.old_heap, p.old_hend, p.mbuf_sz, p.i, p.reds, p.state, p.sig_qs_len,
+        p.sig_qs_cont_len, p.sig_inq_len, p.sig_qs_first, p.sig_qs_cont, p.sig_inq_first, p.sig_inq_buffers,
+        p.group_leader, p.dictionary, p.current, p.arg_reg, p.heap, p.hend, p.abandoned_heap, p.psd,
+    ];
+    // u.initial is three words; arity may be narrower than a word but is read as one.
+    words.into_iter().map(|o| o + 8).chain([p.initial + 24, p.arity + 8]).max().unwrap_or(0)
 }
 
-fn u64_at(buf: &[u8], off: u64) -> u64 {
+pub(crate) fn u64_at(buf: &[u8], off: u64) -> u64 {
     let o = off as usize;
     buf.get(o..o + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]))).unwrap_or(0)
 }
@@ -145,6 +183,14 @@ fn read_many(mem: &RemoteMemory, addrs: &[u64], len: usize, buf: &mut [u8]) -> V
     ok
 }
 
+impl ProcessRecord {
+    /// Who the process is, for people: its registered name, else its label, else its initial
+    /// call (the way observer and etop name unregistered processes).
+    pub fn identity(&self) -> Option<&str> {
+        self.name.as_deref().or(self.label.as_deref()).or(self.initial_call.as_deref())
+    }
+}
+
 /// Takes a snapshot of every live process.
 pub fn snapshot(table: &ProcessTable<'_>) -> Result<Snapshot> {
     let started = Instant::now();
@@ -155,6 +201,11 @@ pub fn snapshot(table: &ProcessTable<'_>) -> Result<Snapshot> {
     let span = record_span(t);
     let mut snap = Snapshot { slots: u64::from(max), ..Default::default() };
     let mut names: HashMap<u64, Option<String>> = HashMap::new();
+    let mut atoms: HashMap<u64, Option<String>> = HashMap::new();
+    let mut cache = PageCache::new(mem, CACHE_PAGES);
+    let mut budget = QUEUE_BUDGET;
+    let mut spawned: Vec<Option<Mfa>> = Vec::new();
+    let mut dicts: Vec<DictIdentity> = Vec::new();
     let mut buf = vec![0u8; BATCH * span as usize];
 
     let mut slot = 0u64;
@@ -170,7 +221,7 @@ pub fn snapshot(table: &ProcessTable<'_>) -> Result<Snapshot> {
         for batch in live.chunks(BATCH) {
             let addrs: Vec<u64> = batch.iter().map(|(_, p)| *p).collect();
             let ok = read_many(&mem, &addrs, span as usize, &mut buf);
-            for (i, &(ix, _)) in batch.iter().enumerate() {
+            for (i, &(ix, addr)) in batch.iter().enumerate() {
                 let rec = &buf[i * span as usize..(i + 1) * span as usize];
                 match ok[i].then(|| decode(t, &pids, rec, ix)).flatten() {
                     Some(mut r) => {
@@ -181,6 +232,40 @@ pub fn snapshot(table: &ProcessTable<'_>) -> Result<Snapshot> {
                                 .or_insert_with(|| table.reg_name(reg).ok())
                                 .clone();
                         }
+                        match mailbox::walk(t, &mut cache, rec, &mut budget) {
+                            Ok(mb) => {
+                                r.message_queue_len = mb.messages;
+                                r.message_queue_exact = true;
+                                r.memory_bytes += mb.bytes;
+                            }
+                            Err(WalkError::Torn | WalkError::Budget) => snap.queues_not_walked += 1,
+                        }
+                        let mut reader = TermReader { t, cache: &mut cache, table, pids: &pids, atoms: &mut atoms };
+                        let p = &t.process;
+                        let initial = (p.initial..p.initial + 24).step_by(8).map(|o| u64_at(rec, o)).collect::<Vec<_>>();
+                        let current = u64_at(rec, p.current);
+                        if current != 0 && current % 8 == 0 {
+                            let mut mfa = [0u8; 24];
+                            if reader.cache.read(current, &mut mfa).is_some() {
+                                let w = |i: usize| u64::from_le_bytes(mfa[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+                                r.current = reader
+                                    .mfa(w(0), w(1), w(2))
+                                    .map(|(module, function, arity)| Mfa { module, function, arity }.display());
+                            }
+                        }
+                        spawned.push(
+                            reader
+                                .mfa(initial[0], initial[1], initial[2])
+                                .map(|(module, function, arity)| Mfa { module, function, arity }),
+                        );
+                        let dict = u64_at(rec, p.dictionary);
+                        let id = if dict == 0 { DictIdentity::default() } else { identity::read_dictionary(&mut reader, dict) };
+                        if dict != 0 {
+                            let array = cache.u32(dict + t.proc_dict.array_size).map_or(0, u64::from);
+                            r.memory_bytes += t.proc_dict.size + array.saturating_sub(1) * 8;
+                        }
+                        r.memory_bytes += extra_memory(t, rec, addr);
+                        dicts.push(id);
                         snap.processes.push(r);
                     }
                     None => snap.torn += 1,
@@ -189,8 +274,52 @@ pub fn snapshot(table: &ProcessTable<'_>) -> Result<Snapshot> {
         }
         slot += n;
     }
+    classify(t, &mut snap.processes, &spawned, &dicts);
+    snap.pages_read = cache.reads;
     snap.elapsed = started.elapsed();
     Ok(snap)
+}
+
+/// Fills in identity and the OTP/user split, which needs every record: a fun-spawned
+/// process is OTP's when its group leader is that of init, kernel_sup or sasl_sup.
+fn classify(t: &BuildTable, procs: &mut [ProcessRecord], spawned: &[Option<Mfa>], dicts: &[DictIdentity]) {
+    let otp_leaders: std::collections::HashSet<u64> = procs
+        .iter()
+        .filter(|p| p.name.as_deref().is_some_and(|n| t.otp.group_leaders_of.contains(&n)))
+        .map(|p| p.group_leader)
+        .collect();
+    for ((p, spawned), dict) in procs.iter_mut().zip(spawned).zip(dicts) {
+        p.system = identity::is_otp(
+            t,
+            p.name.as_deref(),
+            dict.initial_call.as_ref(),
+            spawned.as_ref(),
+            otp_leaders.contains(&p.group_leader),
+        );
+        p.initial_call = dict.initial_call.as_ref().or(spawned.as_ref()).map(Mfa::display);
+        p.ancestor = dict.ancestor.clone();
+        p.label = dict.label.clone();
+    }
+}
+
+/// What else `process_info(P, memory)` counts beyond heaps and messages
+/// (`erts_process_memory`): the struct itself, argument registers moved off the struct, an
+/// abandoned heap, the process-specific data block. Links and monitors are not counted.
+fn extra_memory(t: &BuildTable, rec: &[u8], addr: u64) -> u64 {
+    let p = &t.process;
+    let mut bytes = p.size;
+    let arg_reg = u64_at(rec, p.arg_reg);
+    if arg_reg != 0 && arg_reg != addr + p.def_arg_reg {
+        let arity = u64_at(rec, p.arity) & if p.arity_bytes >= 8 { u64::MAX } else { (1 << (8 * p.arity_bytes)) - 1 };
+        bytes += arity.min(255) * 8;
+    }
+    if u64_at(rec, p.abandoned_heap) != 0 {
+        bytes += u64_at(rec, p.hend).saturating_sub(u64_at(rec, p.heap)).min(MAX_HEAP_WORDS * 8);
+    }
+    if u64_at(rec, p.psd) != 0 {
+        bytes += p.psd_size;
+    }
+    bytes
 }
 
 /// Decodes one `Process` image read from table slot `ix`; `None` when it does not hold
@@ -214,10 +343,18 @@ fn decode(t: &BuildTable, pids: &PidDecoder, rec: &[u8], ix: u64) -> Option<Proc
         term,
         pid,
         name: None,
+        initial_call: None,
+        ancestor: None,
+        label: None,
+        system: false,
         message_queue_len: queue,
+        message_queue_exact: false,
         total_heap_words: heap,
+        memory_bytes: heap * 8,
         reductions: u64_at(rec, p.reds),
         status: ProcessStatus::from_state(u32_at(rec, p.state), &t.status_flags),
         resume_address: u64_at(rec, p.i),
+        current: None,
+        group_leader: u64_at(rec, p.group_leader),
     })
 }

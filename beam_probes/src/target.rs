@@ -376,16 +376,8 @@ impl BeamTarget {
         let Some(d) = info.and_then(|i| crate::dwarf::derive_from(&i).ok()) else {
             return (table, OffsetSource::Table);
         };
-        let mut t = table.clone();
-        t.process = d.process;
-        t.reg_proc = d.reg_proc;
-        t.ptab = d.ptab;
-        t.atom.table_entries = d.atom.table_entries;
-        t.atom.table_seg_table = d.atom.table_seg_table;
-        t.atom.atom_len = d.atom.atom_len;
-        t.atom.atom_name = d.atom.atom_name;
         // One table per attach, for the life of the process.
-        (Box::leak(Box::new(t)), OffsetSource::Dwarf)
+        (Box::leak(Box::new(d.apply(table))), OffsetSource::Dwarf)
     }
 
     /// The executable as seen from here: through the target's root when that path exists,

@@ -260,17 +260,25 @@ fn render_snapshot(r: &mut Registry, snap: &Snapshot, label: &mut dyn FnMut(u64)
     let max_q = procs.iter().map(|p| p.message_queue_len).max().unwrap_or(0);
     let total_q: u64 = procs.iter().map(|p| p.message_queue_len).sum();
     let heap: u64 = procs.iter().map(|p| p.total_heap_words * 8).sum();
+    let memory: u64 = procs.iter().map(|p| p.memory_bytes).sum();
     gauge(r, "beam_process_message_queue_length_max", "Longest message queue of any process", max_q as i64);
     gauge(r, "beam_processes_queued_messages", "Messages queued in all processes", total_q as i64);
     gauge(r, "beam_processes_heap_bytes", "Heap of all processes (young + old + fragments)", heap as i64);
+    gauge(
+        r,
+        "beam_processes_memory_bytes",
+        "Memory of all processes as process_info(P, memory) counts it (heaps, queued message data, process structs)",
+        memory as i64,
+    );
     let mut top = |name: &str, help: &str, key: &dyn Fn(&ProcessRecord) -> u64| {
         let mut v: Vec<&ProcessRecord> = procs.iter().filter(|p| key(p) > 0).collect();
         v.sort_by(|a, b| key(b).cmp(&key(a)).then(a.term.cmp(&b.term)));
         let family = Family::<Labels, Gauge>::default();
         for p in v.into_iter().take(TOP_N) {
-            // The snapshot knows the name already; only unnamed pids fall back to the lookup.
+            // The snapshot knows who it is already (registered name, else label, else
+            // initial call).
             let (pid, looked_up) = label(p.term);
-            let name = p.name.clone().unwrap_or(looked_up);
+            let name = p.identity().map(str::to_owned).unwrap_or(looked_up);
             family.get_or_create(&vec![("pid".into(), pid), ("name".into(), name)]).set(key(p) as i64);
         }
         r.register(name, help, family);
@@ -281,6 +289,11 @@ fn render_snapshot(r: &mut Registry, snap: &Snapshot, label: &mut dyn FnMut(u64)
         &|p| p.message_queue_len,
     );
     top("beam_top_process_heap_bytes", "Heap of the 10 processes with the largest heaps", &|p| p.total_heap_words * 8);
+    top(
+        "beam_top_process_memory_bytes",
+        "Memory of the 10 processes holding the most, as process_info(P, memory) counts it",
+        &|p| p.memory_bytes,
+    );
     let g = Gauge::<f64, AtomicU64>::default();
     g.set(snap.elapsed.as_secs_f64());
     r.register("scope_probe_snapshot_seconds", "Time the last process-table snapshot took", g);

@@ -1,6 +1,6 @@
-//! The process table as people read it: a snapshot from `beam_probes`, with current functions
-//! named through the JIT symbols, the node's identity, and the system/user split. Shared by
-//! `snapshot`, `top` and the monitor's metrics.
+//! The process table as people read it: a snapshot from `beam_probes` (identity, queues,
+//! memory, the OTP/user split), with current functions named through the JIT symbols and the
+//! node's identity. Shared by `snapshot`, `top` and the monitor's metrics.
 
 use std::collections::HashMap;
 
@@ -20,10 +20,22 @@ pub struct ProcessRow {
     #[serde(skip)]
     pub term: u64,
     pub name: Option<String>,
+    /// Who it is: the registered name, else the label, else the initial call.
+    pub identity: Option<String>,
+    /// `$initial_call` (proc_lib) or the spawn's MFA.
+    pub initial_call: Option<String>,
+    /// First of `$ancestors`.
+    pub ancestor: Option<String>,
+    /// `$process_label` (OTP 27+).
+    pub label: Option<String>,
     pub current_function: String,
     pub message_queue_len: u64,
+    /// Whether the length was counted in the queues (else it is the VM's counters').
+    pub message_queue_exact: bool,
     pub total_heap_words: u64,
     pub heap_bytes: u64,
+    /// As `process_info(P, memory)` counts it (links and monitors excepted).
+    pub memory_bytes: u64,
     pub reductions: u64,
     pub status: ProcessStatus,
     pub system: bool,
@@ -44,30 +56,10 @@ pub struct ProcessTableView {
     pub process_count: usize,
     /// Records skipped because they changed while being read.
     pub torn: u64,
+    /// Processes whose queues could not be walked (their length is the VM's counters').
+    pub queues_not_walked: u64,
     pub snapshot_seconds: f64,
     pub processes: Vec<ProcessRow>,
-}
-
-/// Registered names of the processes OTP itself starts (kernel, stdlib, the runtime).
-const SYSTEM_NAMES: &[&str] = &[
-    "init", "erts_code_purger", "erl_prim_loader", "socket_registry", "logger", "logger_sup",
-    "logger_handler_watcher", "logger_proxy", "logger_std_h_default", "application_controller",
-    "kernel_sup", "kernel_refc", "kernel_safe_sup", "code_server", "file_server_2", "inet_db",
-    "global_name_server", "global_group", "global_group_check", "rex", "erl_signal_server",
-    "standard_error", "standard_error_sup", "user", "user_drv", "erl_epmd", "net_kernel",
-    "net_sup", "auth", "timer_server", "error_logger", "erts_dirty_process_signal_handler",
-];
-
-/// Modules whose code runs OTP's own processes.
-const SYSTEM_MODULE_PREFIXES: &[&str] = &[
-    "erts_", "init:", "erl_prim_loader:", "prim_", "application_master:", "logger", "kernel",
-    "code_server:", "user_drv:", "group:", "global", "inet_db:", "erl_signal_handler:",
-    "standard_error:", "file_server:", "socket_registry:", "rpc:", "erpc:",
-];
-
-/// Whether a process belongs to the runtime or OTP's own applications rather than the user.
-pub fn is_system(name: Option<&str>, current: &str) -> bool {
-    name.is_some_and(|n| SYSTEM_NAMES.contains(&n)) || SYSTEM_MODULE_PREFIXES.iter().any(|p| current.starts_with(p))
 }
 
 /// The node name, from the VM's command line (`-sname`/`-name`); `nonode@nohost` otherwise.
@@ -97,22 +89,32 @@ pub fn read(target: &BeamTarget, symbolizer: &mut Symbolizer) -> Result<ProcessT
         .processes
         .into_iter()
         .map(|p| {
-            let current = names
-                .entry(p.resume_address)
-                .or_insert_with(|| {
-                    if p.resume_address == 0 { String::new() } else { symbolizer.name(p.resume_address).to_string() }
-                })
-                .clone();
+            // As process_info does: the function the VM set, else where the process resumes.
+            let current = match &p.current {
+                Some(current) => current.clone(),
+                None => names
+                    .entry(p.resume_address)
+                    .or_insert_with(|| {
+                        if p.resume_address == 0 { String::new() } else { symbolizer.name(p.resume_address).to_string() }
+                    })
+                    .clone(),
+            };
             ProcessRow {
                 pid: p.pid.to_string(),
                 number: p.pid.number,
                 term: p.term,
-                system: is_system(p.name.as_deref(), &current),
+                system: p.system,
+                identity: p.identity().map(str::to_owned),
                 name: p.name,
+                initial_call: p.initial_call,
+                ancestor: p.ancestor,
+                label: p.label,
                 current_function: current,
                 message_queue_len: p.message_queue_len,
+                message_queue_exact: p.message_queue_exact,
                 total_heap_words: p.total_heap_words,
                 heap_bytes: p.total_heap_words * 8,
+                memory_bytes: p.memory_bytes,
                 reductions: p.reductions,
                 status: p.status,
             }
@@ -128,6 +130,7 @@ pub fn read(target: &BeamTarget, symbolizer: &mut Symbolizer) -> Result<ProcessT
         debug_info: target.debug_origin.as_ref().map(|o| o.label()),
         process_count: processes.len(),
         torn: snap.torn,
+        queues_not_walked: snap.queues_not_walked,
         snapshot_seconds: snap.elapsed.as_secs_f64(),
         processes,
     })

@@ -65,7 +65,17 @@ async fn scrape(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
         let mut names = app.names.lock().unwrap_or_else(|e| e.into_inner());
         let agg = app.shared.agg.lock().unwrap_or_else(|e| e.into_inner());
         let target = &app.target;
-        let mut label = |pid: u64| (target.format_pid(pid), names.name(target, pid));
+        // Unregistered processes are named by their label or initial call where the
+        // snapshot has them; processes gone since fall back to their registered name.
+        let identities: std::collections::HashMap<u64, &str> = snapshot
+            .iter()
+            .flat_map(|s| &s.processes)
+            .filter_map(|p| p.identity().map(|id| (p.term, id)))
+            .collect();
+        let mut label = |pid: u64| {
+            let name = identities.get(&pid).map(|n| n.to_string()).unwrap_or_else(|| names.name(target, pid));
+            (target.format_pid(pid), name)
+        };
         metrics::render(
             &agg,
             ScrapeInput {

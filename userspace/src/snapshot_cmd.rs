@@ -34,15 +34,20 @@ pub fn run(args: SnapshotArgs) -> Result<()> {
         view.processes.len(),
         if view.torn > 0 { format!(", {} changed while read", view.torn) } else { String::new() }
     )?;
-    writeln!(out, "{:<14} {:<28} {:<36} {:>9} {:>12} {:>14} {:<9}", "PID", "NAME", "CURRENT FUNCTION", "MSGQ", "HEAP", "REDUCTIONS", "STATUS")?;
+    writeln!(
+        out,
+        "{:<14} {:<34} {:<36} {:>9} {:>10} {:>10} {:>14} {:<9}",
+        "PID", "NAME / INITIAL CALL", "CURRENT FUNCTION", "MSGQ", "MEMORY", "HEAP", "REDUCTIONS", "STATUS"
+    )?;
     for p in &view.processes {
         writeln!(
             out,
-            "{:<14} {:<28} {:<36} {:>9} {:>12} {:>14} {:<9}",
+            "{:<14} {:<34} {:<36} {:>9} {:>10} {:>10} {:>14} {:<9}",
             p.pid,
-            p.name.as_deref().unwrap_or(""),
+            p.identity.as_deref().unwrap_or(""),
             p.current_function,
             p.message_queue_len,
+            p.memory_bytes,
             p.heap_bytes,
             p.reductions,
             p.status.label()

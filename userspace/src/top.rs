@@ -24,16 +24,20 @@ enum Column {
     Name,
     Current,
     Queue,
+    Memory,
     Heap,
     ReductionsPerSec,
     Status,
 }
 
-const COLUMNS: [(Column, &str, char); 7] = [
+/// Columns: title and sort key. NAME is who the process is: its registered name, else its
+/// label, else its initial call.
+const COLUMNS: [(Column, &str, char); 8] = [
     (Column::Pid, "PID", 'p'),
-    (Column::Name, "NAME", 'n'),
+    (Column::Name, "NAME / INITIAL CALL", 'n'),
     (Column::Current, "CURRENT FUNCTION", 'c'),
     (Column::Queue, "MSGQ", 'm'),
+    (Column::Memory, "MEMORY", 'M'),
     (Column::Heap, "HEAP", 'h'),
     (Column::ReductionsPerSec, "REDS/S", 'r'),
     (Column::Status, "STATUS", 's'),
@@ -149,7 +153,8 @@ impl App {
                     } else {
                         self.sort = col;
                         // Numbers read best largest first, names alphabetically.
-                        self.descending = matches!(col, Column::Queue | Column::Heap | Column::ReductionsPerSec);
+                        self.descending =
+                            matches!(col, Column::Queue | Column::Memory | Column::Heap | Column::ReductionsPerSec);
                     }
                 }
             }
@@ -200,8 +205,11 @@ impl App {
             .iter()
             .filter(|p| self.show_system || !p.system)
             .filter(|p| {
+                let has = |s: Option<&str>| s.is_some_and(|s| s.to_lowercase().contains(&filter));
                 filter.is_empty()
-                    || p.name.as_deref().unwrap_or("").to_lowercase().contains(&filter)
+                    || has(p.name.as_deref())
+                    || has(p.label.as_deref())
+                    || has(p.initial_call.as_deref())
                     || p.pid.contains(&filter)
                     || p.current_function.to_lowercase().contains(&filter)
             })
@@ -210,9 +218,10 @@ impl App {
         rows.sort_by(|a, b| {
             let ord = match self.sort {
                 Column::Pid => a.number.cmp(&b.number),
-                Column::Name => a.name.cmp(&b.name),
+                Column::Name => a.identity.cmp(&b.identity),
                 Column::Current => a.current_function.cmp(&b.current_function),
                 Column::Queue => a.message_queue_len.cmp(&b.message_queue_len),
+                Column::Memory => a.memory_bytes.cmp(&b.memory_bytes),
                 Column::Heap => a.heap_bytes.cmp(&b.heap_bytes),
                 Column::ReductionsPerSec => rate(a).total_cmp(&rate(b)),
                 Column::Status => a.status.label().cmp(b.status.label()),
@@ -250,7 +259,7 @@ impl App {
             format!(" filter: {}▏ (Enter keeps, Esc clears)", self.filter)
         } else {
             format!(
-                " sort: p/n/c/m/h/r/s or 1-7 (again: reverse) · / filter{} · a {} system · +/- interval · q quit",
+                " sort: p/n/c/m/M/h/r/s or 1-8 (again: reverse) · / filter{} · a {} system · +/- interval · q quit",
                 if self.filter.is_empty() { String::new() } else { format!(" [{}]", self.filter) },
                 if self.show_system { "hide" } else { "show" }
             )
@@ -263,9 +272,10 @@ impl App {
         let table_rows = rows.iter().map(|p| {
             Row::new(vec![
                 p.pid.clone(),
-                p.name.clone().unwrap_or_default(),
+                p.identity.clone().unwrap_or_default(),
                 p.current_function.clone(),
                 p.message_queue_len.to_string(),
+                human_bytes(p.memory_bytes),
                 human_bytes(p.heap_bytes),
                 format!("{:.0}", self.rates.get(&p.term).copied().unwrap_or(0.0)),
                 p.status.label().to_string(),
@@ -273,9 +283,10 @@ impl App {
         });
         let widths = [
             Constraint::Length(14),
-            Constraint::Length(28),
+            Constraint::Length(34),
             Constraint::Min(30),
             Constraint::Length(9),
+            Constraint::Length(10),
             Constraint::Length(10),
             Constraint::Length(10),
             Constraint::Length(18),

@@ -49,6 +49,139 @@ pub struct ProcessLayout {
     /// 0 when the build has no such counter.
     pub sig_qs_cont_len: u64,
     pub sig_inq_len: u64,
+    /// The signal queues themselves (lists of `ErtsMessage`, see [`SignalQueueLayout`]):
+    /// `sig_qs.first` (inner queue: received messages), `sig_qs.cont` (middle queue: fetched,
+    /// not yet handled), `sig_inq.first` (outer queue) and `sig_inq_buffers` (the per-sender
+    /// buffers the VM switches to when many processes send to one: NULL until then).
+    pub sig_qs_first: u64,
+    pub sig_qs_cont: u64,
+    pub sig_inq_first: u64,
+    pub sig_inq_buffers: u64,
+    /// `current`: the `ErtsCodeMFA *` of the function it is in, when the VM has set it (a
+    /// dirty NIF running, or a `process_info` that looked it up since the process last ran);
+    /// NULL otherwise, and the resume address `i` tells.
+    pub current: u64,
+    /// `u.initial`: the `ErtsCodeMFA` (module, function, arity) the process was spawned with.
+    pub initial: u64,
+    pub group_leader: u64,
+    /// `ProcDict *dictionary` (NULL until the process first puts a key).
+    pub dictionary: u64,
+    /// What else `process_info(P, memory)` counts (`erts_process_memory`): `arg_reg` when it
+    /// is not `def_arg_reg` (`arity` words), the `abandoned_heap` (`hend - heap` words), the
+    /// `psd` block when there is one.
+    pub arity: u64,
+    /// Width of `arity` (a Uint in OTP 25, a byte in 27+).
+    pub arity_bytes: u64,
+    pub arg_reg: u64,
+    pub def_arg_reg: u64,
+    pub heap: u64,
+    pub hend: u64,
+    pub abandoned_heap: u64,
+    pub psd: u64,
+    /// `sizeof(ErtsPSD)`.
+    pub psd_size: u64,
+    /// `sizeof(Process)`.
+    pub size: u64,
+}
+
+/// The signal queues' elements (`struct erl_mesg`, erl_message.h): messages and, with the
+/// same head, other signals. Walking them counts messages in transit and what they hold.
+#[derive(Debug, Clone, Copy)]
+pub struct SignalQueueLayout {
+    /// `erl_mesg.next`, `.data.attached` (the heap fragment with the message's data, NULL when
+    /// it is on the receiver's heap), `.m` (`m[0]`: the message term, or a signal's tag) and
+    /// the embedded fragment's `hfrag.used_size`; `sizeof(ErtsMessage)`.
+    pub msg_next: u64,
+    pub msg_attached: u64,
+    pub msg_tag: u64,
+    pub msg_hfrag_used: u64,
+    pub msg_size: u64,
+    /// `erl_heap_fragment.next` and `.used_size` (words), for data in separate fragments.
+    pub frag_next: u64,
+    pub frag_used: u64,
+    /// `ErtsSignalInQueueBufferArray`: `slots[]` of `sizeof(ErtsSignalInQueueBuffer)` bytes
+    /// each, and `nonempty_slots` (a bit per slot); in each slot, `b.queue.first`.
+    pub buffer_size: u64,
+    pub buffers_nonempty: u64,
+    pub buffer_queue_first: u64,
+    /// Not in DWARF. `ERTS_PROC_SIG_INQ_BUFFERED_NR_OF_BUFFERS`.
+    pub buffer_count: u64,
+    /// Not in DWARF. A signal that is not a message has an external-pid header as its tag
+    /// (`ERTS_SIG_IS_NON_MSG_TAG`: `(tag & 0x3f) == 0x30`).
+    pub non_message_tag_mask: u64,
+    pub non_message_tag: u64,
+    /// Not in DWARF. `ERTS_MSG_COMBINED_HFRAG`: `data.attached` when the data is in the
+    /// message's own embedded fragment.
+    pub combined_hfrag: u64,
+}
+
+/// The process dictionary (`struct proc_dict`, erl_process_dict.h): a hash array of
+/// `usedSlots` terms, each NIL, a `{Key, Value}` tuple or a list of them. scope-probe reads
+/// only the identity keys (`$initial_call`, `$ancestors`, `$process_label`).
+#[derive(Debug, Clone, Copy)]
+pub struct ProcDictLayout {
+    pub used_slots: u64,
+    pub array_size: u64,
+    pub data: u64,
+    /// `sizeof(ProcDict)`: the array takes `sizeof + (arraySize - 1) * 8` bytes.
+    pub size: u64,
+}
+
+/// Term tags of a build (erl_term.h), for reading the few terms identity needs: lists,
+/// tuples, atoms, small integers, pids and binaries. Not in DWARF.
+#[derive(Debug, Clone, Copy)]
+pub struct TermLayout {
+    /// The primary tag (low 2 bits): list cell pointer, boxed pointer, immediate.
+    pub primary_mask: u64,
+    pub list: u64,
+    pub boxed: u64,
+    pub immed: u64,
+    /// Small integers: `(value << small_shift) | small_tag` under `small_mask`.
+    pub small_mask: u64,
+    pub small_tag: u64,
+    pub small_shift: u32,
+    pub nil: u64,
+    /// Header words: the subtag under `header_mask`; a tuple's is `arityval` with the arity
+    /// above `arity_shift`.
+    pub header_mask: u64,
+    pub arityval: u64,
+    pub arity_shift: u32,
+    /// Bitstrings (OTP 27+; `None`: only shown as `<<...>>`).
+    pub bits: Option<BitsLayout>,
+}
+
+/// Bitstrings on the heap (erl_bits.h, OTP 27+): `ErlHeapBits { thing_word; size (bits);
+/// data }` and `ErlSubBits { thing_word; base_flags; start; end (bits) }`, whose base (flag
+/// bits cleared) points at the bytes whether they are on a heap or off it.
+#[derive(Debug, Clone, Copy)]
+pub struct BitsLayout {
+    pub heap_bits: u64,
+    pub heap_bits_size: u64,
+    pub heap_bits_data: u64,
+    pub sub_bits: u64,
+    pub sub_bits_base: u64,
+    pub sub_bits_base_flags: u64,
+    pub sub_bits_start: u64,
+    pub sub_bits_end: u64,
+}
+
+/// OTP's own processes, as a build names them: what tells a process of the runtime or of
+/// OTP's applications (kernel, stdlib, sasl...) from the user's, wherever either is blocked.
+#[derive(Debug, Clone, Copy)]
+pub struct OtpProcesses {
+    /// Registered names of processes OTP starts.
+    pub names: &'static [&'static str],
+    /// Modules (exact) and module prefixes (ending in `*`) whose code a process of OTP's own
+    /// was started in: its initial call (`$initial_call` when proc_lib set one, else the
+    /// spawn's MFA).
+    pub modules: &'static [&'static str],
+    /// A process spawned from a fun (`erlang:apply/2`, with no `$initial_call`) belongs to OTP
+    /// when its group leader is the group leader of one of these registered processes: init
+    /// (the runtime's own), kernel_sup and sasl_sup (their application masters).
+    pub group_leaders_of: &'static [&'static str],
+    /// Behaviours whose `$initial_call` names the user's callback module second
+    /// (`{supervisor, Module, 1}`).
+    pub callback_second: &'static [&'static str],
 }
 
 /// Bits of `Process.state` that decide what `process_info(P, status)` reports. Each field is
@@ -165,7 +298,46 @@ pub struct BuildTable {
     pub pid: PidLayout,
     pub atom: AtomLayout,
     pub jit_records: JitRecordLayout,
+    pub signal_queue: SignalQueueLayout,
+    pub proc_dict: ProcDictLayout,
+    pub terms: TermLayout,
+    pub otp: OtpProcesses,
 }
+
+/// OTP's own processes in OTP 25-29 (erts, kernel, stdlib, sasl, and the shell's I/O).
+pub static OTP_PROCESSES: OtpProcesses = OtpProcesses {
+    names: &[
+        "init", "erts_code_purger", "erl_prim_loader", "socket_registry", "logger", "logger_sup",
+        "logger_handler_watcher", "logger_proxy", "logger_std_h_default", "application_controller",
+        "kernel_sup", "kernel_refc", "kernel_safe_sup", "code_server", "file_server_2", "inet_db",
+        "global_name_server", "global_group", "global_group_check", "rex", "erl_signal_server",
+        "standard_error", "standard_error_sup", "user", "user_drv", "user_drv_reader", "user_drv_writer",
+        "erl_epmd", "net_kernel", "net_sup", "auth", "timer_server", "error_logger",
+        "erts_dirty_process_signal_handler", "erts_literal_area_collector", "erts_trace_cleaner",
+        "sasl_sup", "sasl_safe_sup", "release_handler", "alarm_handler", "overload", "pg",
+        "erpc_server", "peer_sup", "trace_sup",
+    ],
+    modules: &[
+        // erts and its preloaded modules
+        "erts_*", "init", "erl_prim_loader", "prim_*", "erl_init", "zlib", "socket_registry", "erl_tracer",
+        // kernel
+        "application", "application_controller", "application_master", "application_starter",
+        "kernel", "kernel_*", "code", "code_server", "erl_boot_server", "erl_ddll", "erl_distribution",
+        "erl_epmd", "erl_signal_handler", "error_handler", "error_logger", "file", "file_io_server",
+        "file_server", "gen_tcp_socket", "gen_udp_socket", "global", "global_*", "group", "group_history",
+        "heart", "inet", "inet_*", "net_kernel", "net_adm", "os", "pg", "pg2", "ram_file", "rpc", "erpc",
+        "standard_error", "user", "user_drv", "user_sup", "logger", "logger_*", "disk_log", "disk_log_*",
+        "dist_ac", "dist_util", "auth", "seq_trace", "wrap_log_reader", "raw_file_io*", "socket", "net",
+        "peer", "prim_tty", "shell",
+        // stdlib's own servers (not its behaviours: a user's gen_server runs in gen_server's
+        // code, but its initial call is the user's module)
+        "timer", "erl_eval", "io", "io_lib", "edlin*", "shell_default",
+        // sasl
+        "sasl", "sasl_*", "release_handler", "release_handler_*", "alarm_handler", "overload", "rb",
+    ],
+    group_leaders_of: &["init", "kernel_sup", "sasl_sup"],
+    callback_second: &["supervisor", "supervisor_bridge"],
+};
 
 /// Every table, in the order they are tried.
 pub fn all() -> &'static [&'static BuildTable] {

@@ -5,7 +5,8 @@
 //! +0 of every process table entry, registered names through the atom table).
 
 use crate::builds::{
-    BuildTable, GlobalSymbols, JitRecordLayout, ProcessLayout, ProcessStatusFlags, PtabLayout, RegProcLayout,
+    BuildTable, GlobalSymbols, JitRecordLayout, OTP_PROCESSES, ProcDictLayout, ProcessLayout, ProcessStatusFlags,
+    PtabLayout, RegProcLayout, SignalQueueLayout, TermLayout,
 };
 use crate::hooks::{HookPoint, HookSpec};
 use crate::terms::{AtomLayout, AtomName, PidIndex, PidLayout};
@@ -111,6 +112,24 @@ pub static DEBIAN12_OTP25: BuildTable = BuildTable {
         sig_qs_len: 392,
         sig_qs_cont_len: 0,
         sig_inq_len: 672,
+        sig_qs_first: 328,
+        sig_qs_cont: 352,
+        sig_inq_first: 656,
+        sig_inq_buffers: 696,
+        current: 472,
+        initial: 448,
+        group_leader: 296,
+        dictionary: 416,
+        arity: 184,
+        arity_bytes: 8,
+        arg_reg: 192,
+        def_arg_reg: 208,
+        heap: 128,
+        hend: 136,
+        abandoned_heap: 144,
+        psd: 592,
+        psd_size: 80,
+        size: 776,
     },
     // ERTS_PSFLG_BIT(N) = 1 << (6 + N): FREE 4, EXITING 5, ACTIVE 7, RUNNING 9, SUSPENDED 10,
     // GC 11, ACTIVE_SYS 14, RUNNING_SYS 15, DIRTY_ACTIVE_SYS 22, DIRTY_RUNNING 23,
@@ -187,4 +206,45 @@ pub static DEBIAN12_OTP25: BuildTable = BuildTable {
         line_file_length: 8,
         line_info_size: 12,
     },
+    // erl_message.h: struct erl_mesg { next; data; m[3]; ErlHeapFragment hfrag }, hfrag {
+    // next; off_heap (16); alloc_size; used_size @32; mem }; 64 in-queue buffers of 128
+    // bytes (ERTS_PROC_SIG_INQ_BUFFERED_NR_OF_BUFFERS); a non-message signal's tag is an
+    // external-pid header ((tag & 0x3f) == 0x30); ERTS_MSG_COMBINED_HFRAG is 0x1.
+    signal_queue: SignalQueueLayout {
+        msg_next: 0,
+        msg_attached: 8,
+        msg_tag: 16,
+        msg_hfrag_used: 72,
+        msg_size: 88,
+        frag_next: 0,
+        frag_used: 32,
+        buffer_size: 128,
+        buffers_nonempty: 8224,
+        buffer_queue_first: 56,
+        buffer_count: 64,
+        non_message_tag_mask: 0x3f,
+        non_message_tag: 0x30,
+        combined_hfrag: 0x1,
+    },
+    // erl_process_dict.h: { u32 sizeMask; u32 usedSlots; u32 arraySize; u32 splitPosition;
+    // Uint numElements; Eterm data[1] }.
+    proc_dict: ProcDictLayout { used_slots: 4, array_size: 8, data: 24, size: 32 },
+    // erl_term.h: primary tags header 0, list 1, boxed 2, immediate 3; small integers
+    // (v << 4) | 0xf; NIL 0x3b; header subtag mask 0x3f, tuples ARITYVAL 0 with the arity
+    // from bit 6.
+    terms: TermLayout {
+        primary_mask: 0x3,
+        list: 0x1,
+        boxed: 0x2,
+        immed: 0x3,
+        small_mask: 0xf,
+        small_tag: 0xf,
+        small_shift: 4,
+        nil: 0x3b,
+        header_mask: 0x3f,
+        arityval: 0x0,
+        arity_shift: 6,
+        bits: None,
+    },
+    otp: OTP_PROCESSES,
 };

@@ -10,7 +10,7 @@
 //! this table. Term layouts, hook signatures, status flags and JIT records: read from the
 //! 27.3.4.1 source (files named below).
 
-use crate::builds::{BuildTable, DEBIAN12_OTP25, ProcessLayout, PtabLayout, RegProcLayout};
+use crate::builds::{BitsLayout, BuildTable, DEBIAN12_OTP25, ProcessLayout, PtabLayout, RegProcLayout, TermLayout};
 use crate::terms::{PidIndex, PidLayout};
 
 pub static DEBIAN13_OTP27: BuildTable = BuildTable {
@@ -54,6 +54,24 @@ pub static DEBIAN13_OTP27: BuildTable = BuildTable {
         sig_qs_len: 336,
         sig_qs_cont_len: 376,
         sig_inq_len: 656,
+        sig_qs_first: 312,
+        sig_qs_cont: 344,
+        sig_inq_first: 640,
+        sig_inq_buffers: 680,
+        current: 464,
+        initial: 440,
+        group_leader: 280,
+        dictionary: 408,
+        arity: 133,
+        arity_bytes: 1,
+        arg_reg: 136,
+        def_arg_reg: 144,
+        heap: 192,
+        hend: 200,
+        abandoned_heap: 208,
+        psd: 576,
+        psd_size: 96,
+        size: 760,
     },
     // erl_process.h: ERTS_PSFLG_BIT(N) = 1 << (ERTS_PSFLGS_ZERO_BIT_OFFSET (6) + N), and the
     // bits erts_process_state2status tests are numbered as in 25: FREE 4, EXITING 5,
@@ -95,4 +113,23 @@ pub static DEBIAN13_OTP27: BuildTable = BuildTable {
     // range_info { u32 start, end, line_count; u16 name_length; char name[] }, line_info
     // { u32 start_offset, line_number; u16 file_length; char file[] }.
     jit_records: DEBIAN12_OTP25.jit_records,
+    signal_queue: DEBIAN12_OTP25.signal_queue,
+    proc_dict: DEBIAN12_OTP25.proc_dict,
+    // OTP 27 reworked binaries into bitstrings (erl_bits.h): HEAP_BITS_SUBTAG 0x8 << 2,
+    // SUB_BITS_SUBTAG 0x9 << 2; ErlHeapBits { thing_word; size; data @16 }, ErlSubBits {
+    // thing_word; base_flags @8 (low 2 bits flags); start @16; end @24 }, sizes in bits.
+    terms: TermLayout {
+        bits: Some(BitsLayout {
+            heap_bits: 0x20,
+            heap_bits_size: 8,
+            heap_bits_data: 16,
+            sub_bits: 0x24,
+            sub_bits_base: 8,
+            sub_bits_base_flags: 0x3,
+            sub_bits_start: 16,
+            sub_bits_end: 24,
+        }),
+        ..DEBIAN12_OTP25.terms
+    },
+    otp: DEBIAN12_OTP25.otp,
 };

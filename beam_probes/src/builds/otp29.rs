@@ -11,7 +11,7 @@
 //! forky`; the pid layout, status flags and JIT records (beam_jit_metadata.cpp) are unchanged
 //! in the source) except how an atom holds its text: a binary term instead of a pointer.
 
-use crate::builds::{BuildTable, DEBIAN13_OTP27};
+use crate::builds::{BuildTable, DEBIAN13_OTP27, ProcessLayout};
 use crate::terms::{AtomLayout, AtomName};
 
 pub static DEBIAN_FORKY_OTP29: BuildTable = BuildTable {
@@ -39,5 +39,8 @@ pub static DEBIAN_FORKY_OTP29: BuildTable = BuildTable {
         },
         ..DEBIAN13_OTP27.atom
     },
+    // struct process grew by 8 bytes at its end, and ErtsPSD by two slots (data[14]); every
+    // offset scope-probe reads is OTP 27's.
+    process: ProcessLayout { psd_size: 112, size: 768, ..DEBIAN13_OTP27.process },
     ..DEBIAN13_OTP27
 };
