@@ -540,7 +540,7 @@ pub static FIELDS: &[FieldSource] = &[
     field!(signal_queue.frag_next, "erl_heap_fragment", "next"),
     field!(signal_queue.frag_used, "erl_heap_fragment", "used_size"),
     field!(signal_queue.buffer_size, "ErtsSignalInQueueBuffer", sizeof),
-    field!(signal_queue.buffers_nonempty, "ErtsSignalInQueueBufferArray", "nonempty_slots"),
+    field!(signal_queue.buffers_slots, "ErtsSignalInQueueBufferArray", "slots"),
     field!(signal_queue.buffer_queue_first, "ErtsSignalInQueueBuffer", "b.queue.first"),
     field!(proc_dict.used_slots, "proc_dict", "usedSlots"),
     field!(proc_dict.array_size, "proc_dict", "arraySize"),

@@ -99,10 +99,10 @@ pub struct SignalQueueLayout {
     /// `erl_heap_fragment.next` and `.used_size` (words), for data in separate fragments.
     pub frag_next: u64,
     pub frag_used: u64,
-    /// `ErtsSignalInQueueBufferArray`: `slots[]` of `sizeof(ErtsSignalInQueueBuffer)` bytes
-    /// each, and `nonempty_slots` (a bit per slot); in each slot, `b.queue.first`.
+    /// `ErtsSignalInQueueBufferArray.slots[]`, of `sizeof(ErtsSignalInQueueBuffer)` bytes
+    /// each; in each slot, `b.queue.first`.
     pub buffer_size: u64,
-    pub buffers_nonempty: u64,
+    pub buffers_slots: u64,
     pub buffer_queue_first: u64,
     /// Not in DWARF. `ERTS_PROC_SIG_INQ_BUFFERED_NR_OF_BUFFERS`.
     pub buffer_count: u64,

@@ -219,7 +219,7 @@ pub static DEBIAN12_OTP25: BuildTable = BuildTable {
         frag_next: 0,
         frag_used: 32,
         buffer_size: 128,
-        buffers_nonempty: 8224,
+        buffers_slots: 0,
         buffer_queue_first: 56,
         buffer_count: 64,
         non_message_tag_mask: 0x3f,
