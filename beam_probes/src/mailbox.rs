@@ -16,6 +16,8 @@ use crate::memory::PageCache;
 
 /// Longest heap-fragment chain followed for one message.
 const MAX_FRAGMENTS: usize = 64;
+/// In-queue buffers looked at (the VM has 64).
+const MAX_BUFFERS: u64 = 256;
 /// More words than any message holds: a torn read.
 const MAX_WORDS: u64 = 1 << 40;
 
@@ -51,9 +53,11 @@ pub fn walk(t: &BuildTable, cache: &mut PageCache, rec: &[u8], budget: &mut u64)
     let mut heads = vec![field(p.sig_qs_first), field(p.sig_qs_cont), field(p.sig_inq_first)];
     let buffers = field(p.sig_inq_buffers);
     if buffers != 0 {
-        let nonempty = cache.u64(buffers + q.buffers_nonempty).ok_or(WalkError::Torn)?;
-        for slot in (0..q.buffer_count.min(64)).filter(|i| nonempty & (1 << i) != 0) {
-            heads.push(cache.u64(buffers + slot * q.buffer_size + q.buffer_queue_first).ok_or(WalkError::Torn)?);
+        // Every slot, not only those `nonempty_slots` marks: a flush clears the marks first and
+        // then moves each slot's messages to the outer queue.
+        for slot in 0..q.buffer_count.min(MAX_BUFFERS) {
+            let first = buffers + q.buffers_slots + slot * q.buffer_size + q.buffer_queue_first;
+            heads.push(cache.u64(first).ok_or(WalkError::Torn)?);
         }
     }
     let mut mb = Mailbox::default();

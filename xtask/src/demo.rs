@@ -73,6 +73,9 @@ fn summarize(m: &Metrics, elapsed: Duration) {
     if let Some((pid, name, q)) = top("beam_top_process_message_queue_length", "pid") {
         eprintln!("   longest mailbox: {} {pid}: {q} messages", name.unwrap_or_default());
     }
+    if let Some((pid, name, bytes)) = top("beam_top_process_memory_bytes", "pid") {
+        eprintln!("   most memory: {} {pid}: {:.1} MiB", name.unwrap_or_default(), bytes / (1 << 20) as f64);
+    }
     if let Some((mfa, _, share)) = top("beam_top_function_cpu_ratio", "mfa") {
         eprintln!("   hottest function (last minute): {mfa} ({:.0}% of CPU samples)", share * 100.0);
     }
