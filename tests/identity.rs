@@ -114,6 +114,22 @@ fn unregistered_servers_are_named_by_label_or_initial_call() {
     let _ = probe.stop();
 }
 
+/// An Elixir server reads the Elixir way: `ScopeProbe.ElixirServer.init/1`, and on OTP 27+ its
+/// binary label as Erlang prints it.
+#[test]
+fn elixir_servers_read_like_elixir() {
+    assert!(scope_probe_tests::beam::elixir_available(), "Elixir is not installed: `cargo xtask setup` installs it");
+    let mut beam = Beam::start();
+    let otp = otp(&mut beam);
+    let pid = beam.call("'Elixir.ScopeProbe.ElixirServer':start()")["pid"].clone();
+    let snap = snapshot(beam.os_pid, false);
+    let p = row(&snap, &pid).expect("the Elixir server is a user process");
+    assert_eq!(p["initial_call"], "ScopeProbe.ElixirServer.init/1", "{p}");
+    if otp >= 27 {
+        assert_eq!(p["label"], "<<\"elixir worker\">>", "{p}");
+    }
+}
+
 /// Memory as `process_info(P, memory)` counts it, within 5%: a mailbox of 20,000 messages
 /// each holding a 100-byte binary and a 20-element list (the data outside the heap dominates),
 /// a large heap, idle gen_servers (small: the process struct and dictionary dominate).

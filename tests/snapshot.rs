@@ -209,6 +209,10 @@ fn top_shows_names_and_sorts_by_queue_length() {
     let screen = tmux.wait_for(|s| s.contains("MSGQ ▲"));
     assert!(line_of(&screen, "scope_big_box") > line_of(&screen, "scope_small_box"), "reversed:\n{screen}");
 
+    tmux.keys("M");
+    let screen = tmux.wait_for(|s| s.contains("MEMORY ▼"));
+    assert!(line_of(&screen, "scope_big_box") < line_of(&screen, "scope_small_box"), "most memory first:\n{screen}");
+
     tmux.keys("a");
     let screen = tmux.wait_for(|s| s.contains("code_server"));
     assert!(screen.contains("code_server"), "`a` shows system processes:\n{screen}");

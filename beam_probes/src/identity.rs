@@ -111,10 +111,11 @@ fn started_in<'a>(otp: &OtpProcesses, dict: Option<&'a Mfa>, spawned: Option<&'a
     }
 }
 
-fn module_is_otp(otp: &OtpProcesses, module: &str) -> bool {
-    otp.modules.iter().any(|m| match m.strip_suffix('*') {
-        Some(prefix) => module.starts_with(prefix),
-        None => module == *m,
+/// Whether `name` is one of `patterns` (exact, or a prefix ending in `*`).
+fn matches(patterns: &[&str], name: &str) -> bool {
+    patterns.iter().any(|m| match m.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => name == *m,
     })
 }
 
@@ -130,13 +131,13 @@ pub fn is_otp(
     otp_group_leader: bool,
 ) -> bool {
     let otp = &t.otp;
-    if name.is_some_and(|n| otp.names.contains(&n)) {
+    if name.is_some_and(|n| matches(otp.names, n)) {
         return true;
     }
     if dict_initial.is_none() && spawned.is_none_or(Mfa::is_fun_apply) {
         return otp_group_leader;
     }
-    started_in(otp, dict_initial, spawned).is_some_and(|m| module_is_otp(otp, m))
+    started_in(otp, dict_initial, spawned).is_some_and(|m| matches(otp.modules, m))
 }
 
 #[cfg(test)]
@@ -168,6 +169,10 @@ mod tests {
         assert!(is_otp(t, None, None, Some(&mfa("erts_code_purger", "start", 0)), false));
         assert!(is_otp(t, None, None, Some(&mfa("prim_file", "start", 0)), false));
         assert!(!is_otp(t, None, None, Some(&mfa("my_app", "start", 0)), false));
+        // Other OTP applications, by name pattern or module.
+        assert!(is_otp(t, Some("mnesia_event"), Some(&mfa("gen_event", "init_it", 6)), Some(&proc_lib), false));
+        assert!(is_otp(t, None, Some(&mfa("ssl_manager", "init", 1)), Some(&proc_lib), false));
+        assert!(!is_otp(t, Some("my_event"), Some(&mfa("gen_event", "init_it", 6)), Some(&proc_lib), false));
     }
 
     #[test]

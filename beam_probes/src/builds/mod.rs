@@ -169,7 +169,7 @@ pub struct BitsLayout {
 /// OTP's applications (kernel, stdlib, sasl...) from the user's, wherever either is blocked.
 #[derive(Debug, Clone, Copy)]
 pub struct OtpProcesses {
-    /// Registered names of processes OTP starts.
+    /// Registered names of processes OTP starts (exact, or prefixes ending in `*`).
     pub names: &'static [&'static str],
     /// Modules (exact) and module prefixes (ending in `*`) whose code a process of OTP's own
     /// was started in: its initial call (`$initial_call` when proc_lib set one, else the
@@ -304,7 +304,8 @@ pub struct BuildTable {
     pub otp: OtpProcesses,
 }
 
-/// OTP's own processes in OTP 25-29 (erts, kernel, stdlib, sasl, and the shell's I/O).
+/// OTP's own processes in OTP 25-29: erts, kernel, stdlib's servers, sasl, the shell's I/O and
+/// the other OTP applications that start processes.
 pub static OTP_PROCESSES: OtpProcesses = OtpProcesses {
     names: &[
         "init", "erts_code_purger", "erl_prim_loader", "socket_registry", "logger", "logger_sup",
@@ -315,7 +316,8 @@ pub static OTP_PROCESSES: OtpProcesses = OtpProcesses {
         "erl_epmd", "net_kernel", "net_sup", "auth", "timer_server", "error_logger",
         "erts_dirty_process_signal_handler", "erts_literal_area_collector", "erts_trace_cleaner",
         "sasl_sup", "sasl_safe_sup", "release_handler", "alarm_handler", "overload", "pg",
-        "erpc_server", "peer_sup", "trace_sup",
+        "erpc_server", "peer_sup", "trace_sup", "mnesia_*", "ssl_*", "tls_*", "dtls_*", "inets_sup",
+        "httpc_*", "httpd_*", "os_mon*", "disksup", "memsup", "cpu_sup", "ssh_*", "crypto_*",
     ],
     modules: &[
         // erts and its preloaded modules
@@ -334,6 +336,14 @@ pub static OTP_PROCESSES: OtpProcesses = OtpProcesses {
         "timer", "erl_eval", "io", "io_lib", "edlin*", "shell_default",
         // sasl
         "sasl", "sasl_*", "release_handler", "release_handler_*", "alarm_handler", "overload", "rb",
+        // the other OTP applications that start processes of their own (a RabbitMQ node runs
+        // ssl, inets, mnesia and os_mon beside its own)
+        "dets", "dets_*", "ssl", "ssl_*", "tls_*", "dtls_*", "inet_tls_*", "httpc*", "httpd*", "inets*",
+        "ftp*", "tftp*", "ssh", "ssh_*", "crypto", "public_key", "pubkey_*", "mnesia", "mnesia_*", "os_mon",
+        "os_mon_*", "disksup", "memsup", "cpu_sup", "snmp*", "diameter*", "megaco*", "eldap", "observer*",
+        "dbg", "ttb", "runtime_tools*", "observer_backend", "system_information", "erts_alloc_config",
+        "cover", "eprof", "fprof", "debugger", "dbg_*", "int", "wx", "wx_*", "et", "et_*", "asn1*", "xmerl*",
+        "tools", "erl_reply", "ct_*", "test_server*", "common_test",
     ],
     group_leaders_of: &["init", "kernel_sup", "sasl_sup"],
     callback_second: &["supervisor", "supervisor_bridge"],
