@@ -5,6 +5,9 @@
 //! value ever is. And whether it is one of OTP's own processes, decided by what it is (its
 //! name, initial call and group leader), never by where it happens to be blocked.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use crate::builds::{BuildTable, OtpProcesses};
 use crate::code_names::display_name;
 use crate::remote_terms::{Term, TermReader};
@@ -18,18 +21,20 @@ pub const INITIAL_CALL_KEY: &str = "$initial_call";
 pub const ANCESTORS_KEY: &str = "$ancestors";
 pub const LABEL_KEY: &str = "$process_label";
 
-/// A module, function and arity, as atoms' texts.
+/// A module, function and arity, as atoms' texts, and how people read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mfa {
     pub module: String,
     pub function: String,
     pub arity: u64,
+    /// `Module:function/arity`, Elixir modules the Elixir way.
+    pub display: Arc<str>,
 }
 
 impl Mfa {
-    /// `Module:function/arity`, Elixir modules the Elixir way.
-    pub fn display(&self) -> String {
-        display_name(&format!("{}:{}/{}", quote(&self.module), quote(&self.function), self.arity)).into_owned()
+    pub fn new(module: String, function: String, arity: u64) -> Mfa {
+        let display = display_name(&format!("{}:{}/{}", quote(&module), quote(&function), arity)).into();
+        Mfa { module, function, arity, display }
     }
 
     fn is_fun_apply(&self) -> bool {
@@ -44,10 +49,26 @@ fn quote(atom: &str) -> String {
     if plain { atom.to_owned() } else { format!("'{}'", atom.replace('\'', "\\'")) }
 }
 
+/// MFAs by their three terms, made once per snapshot: 100,000 processes spawned the same way
+/// share one.
+#[derive(Default)]
+pub struct Mfas(HashMap<(u64, u64, u64), Option<Arc<Mfa>>>);
+
+impl Mfas {
+    pub fn get(&mut self, r: &mut TermReader<'_, '_>, m: u64, f: u64, a: u64) -> Option<Arc<Mfa>> {
+        if let Some(mfa) = self.0.get(&(m, f, a)) {
+            return mfa.clone();
+        }
+        let mfa = r.mfa(m, f, a).map(|(module, function, arity)| Arc::new(Mfa::new(module, function, arity)));
+        self.0.insert((m, f, a), mfa.clone());
+        mfa
+    }
+}
+
 /// What the dictionary says of a process.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DictIdentity {
-    pub initial_call: Option<Mfa>,
+    pub initial_call: Option<Arc<Mfa>>,
     /// The first ancestor: a pid (`<0.80.0>`) or a registered name.
     pub ancestor: Option<String>,
     pub label: Option<String>,
@@ -55,7 +76,7 @@ pub struct DictIdentity {
 
 /// Reads the identity keys of the dictionary at `dict` (a `ProcDict*`). A dictionary that
 /// does not hold together gives what could be read before it stopped making sense.
-pub fn read_dictionary(r: &mut TermReader<'_, '_>, dict: u64) -> DictIdentity {
+pub fn read_dictionary(r: &mut TermReader<'_, '_>, mfas: &mut Mfas, dict: u64) -> DictIdentity {
     let l = r.t.proc_dict;
     let mut id = DictIdentity::default();
     let Some(used) = r.cache.u32(dict + l.used_slots) else { return id };
@@ -78,8 +99,7 @@ pub fn read_dictionary(r: &mut TermReader<'_, '_>, dict: u64) -> DictIdentity {
                     if let Term::Tuple(mfa) = r.decode(value)
                         && let [m, f, a] = mfa[..]
                     {
-                        id.initial_call =
-                            r.mfa(m, f, a).map(|(module, function, arity)| Mfa { module, function, arity });
+                        id.initial_call = mfas.get(r, m, f, a);
                     }
                 }
                 Some(ANCESTORS_KEY) => {
@@ -146,7 +166,7 @@ mod tests {
     use crate::builds::DEBIAN12_OTP25;
 
     fn mfa(m: &str, f: &str, a: u64) -> Mfa {
-        Mfa { module: m.into(), function: f.into(), arity: a }
+        Mfa::new(m.into(), f.into(), a)
     }
 
     #[test]
@@ -177,8 +197,8 @@ mod tests {
 
     #[test]
     fn displayed_as_erlang_and_elixir_print_them() {
-        assert_eq!(mfa("chat_conn", "init", 1).display(), "chat_conn:init/1");
-        assert_eq!(mfa("Elixir.MyApp.Worker", "init", 1).display(), "MyApp.Worker.init/1");
-        assert_eq!(mfa("m", "-f/0-fun-0-", 0).display(), "m:'-f/0-fun-0-'/0");
+        assert_eq!(&*mfa("chat_conn", "init", 1).display, "chat_conn:init/1");
+        assert_eq!(&*mfa("Elixir.MyApp.Worker", "init", 1).display, "MyApp.Worker.init/1");
+        assert_eq!(&*mfa("m", "-f/0-fun-0-", 0).display, "m:'-f/0-fun-0-'/0");
     }
 }

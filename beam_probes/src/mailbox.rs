@@ -80,7 +80,7 @@ fn walk_list(
     let head = q.msg_next.max(q.msg_attached).max(q.msg_tag) + 8;
     let mut node = vec![0u8; head as usize];
     while at != 0 && !later.contains(&at) {
-        if at % 8 != 0 {
+        if !at.is_multiple_of(8) {
             return Err(WalkError::Torn);
         }
         if *budget == 0 {
@@ -109,7 +109,7 @@ fn attached_words(q: &SignalQueueLayout, cache: &mut PageCache, msg: u64, attach
         let (mut words, mut frag, mut hops) = (0u64, attached, 0);
         while frag != 0 {
             hops += 1;
-            if frag % 8 != 0 || hops > MAX_FRAGMENTS {
+            if !frag.is_multiple_of(8) || hops > MAX_FRAGMENTS {
                 return Err(WalkError::Torn);
             }
             words = words.saturating_add(cache.u64(frag + q.frag_used).ok_or(WalkError::Torn)?);

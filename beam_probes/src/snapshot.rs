@@ -8,13 +8,14 @@
 //! structs (queues, dictionaries) goes through a bounded page cache and a budget.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::builds::{BuildTable, ProcessStatusFlags};
 use crate::error::Result;
-use crate::identity::{self, DictIdentity, Mfa};
+use crate::identity::{self, DictIdentity, Mfa, Mfas};
 use crate::mailbox::{self, WalkError};
 use crate::memory::{PageCache, RemoteMemory};
 use crate::proctab::ProcessTable;
@@ -31,8 +32,9 @@ const MAX_HEAP_WORDS: u64 = 1 << 44;
 /// Queue elements walked per snapshot, all processes together (each one small read through
 /// the page cache): past it, queue lengths come from the VM's counters.
 const QUEUE_BUDGET: u64 = 20_000_000;
-/// Pages the cache keeps (16 MiB).
-const CACHE_PAGES: usize = 4096;
+/// Pages the cache keeps (4 MiB): enough for any one process's dictionary terms; a long
+/// queue walks through it in order, so a small cache serves as well as a large one.
+const CACHE_PAGES: usize = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -84,7 +86,7 @@ pub struct ProcessRecord {
     pub pid: Pid,
     pub name: Option<String>,
     /// `$initial_call` when proc_lib set it, else the MFA the process was spawned with.
-    pub initial_call: Option<String>,
+    pub initial_call: Option<Arc<str>>,
     /// The first of `$ancestors`: a pid or a registered name.
     pub ancestor: Option<String>,
     /// `$process_label` (OTP 27+), rendered and shortened.
@@ -109,7 +111,7 @@ pub struct ProcessRecord {
     pub resume_address: u64,
     /// The function the VM says it is in, when it has set one (`Process.current`: a dirty
     /// NIF running); else `resume_address` tells.
-    pub current: Option<String>,
+    pub current: Option<Arc<str>>,
     #[serde(skip)]
     pub group_leader: u64,
 }
@@ -204,7 +206,8 @@ pub fn snapshot(table: &ProcessTable<'_>) -> Result<Snapshot> {
     let mut atoms: HashMap<u64, Option<String>> = HashMap::new();
     let mut cache = PageCache::new(mem, CACHE_PAGES);
     let mut budget = QUEUE_BUDGET;
-    let mut spawned: Vec<Option<Mfa>> = Vec::new();
+    let mut mfas = Mfas::default();
+    let mut spawned: Vec<Option<Arc<Mfa>>> = Vec::new();
     let mut dicts: Vec<DictIdentity> = Vec::new();
     let mut buf = vec![0u8; BATCH * span as usize];
 
@@ -244,22 +247,16 @@ pub fn snapshot(table: &ProcessTable<'_>) -> Result<Snapshot> {
                         let p = &t.process;
                         let initial = (p.initial..p.initial + 24).step_by(8).map(|o| u64_at(rec, o)).collect::<Vec<_>>();
                         let current = u64_at(rec, p.current);
-                        if current != 0 && current % 8 == 0 {
+                        if current != 0 && current.is_multiple_of(8) {
                             let mut mfa = [0u8; 24];
                             if reader.cache.read(current, &mut mfa).is_some() {
                                 let w = |i: usize| u64::from_le_bytes(mfa[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
-                                r.current = reader
-                                    .mfa(w(0), w(1), w(2))
-                                    .map(|(module, function, arity)| Mfa { module, function, arity }.display());
+                                r.current = mfas.get(&mut reader, w(0), w(1), w(2)).map(|m| m.display.clone());
                             }
                         }
-                        spawned.push(
-                            reader
-                                .mfa(initial[0], initial[1], initial[2])
-                                .map(|(module, function, arity)| Mfa { module, function, arity }),
-                        );
+                        spawned.push(mfas.get(&mut reader, initial[0], initial[1], initial[2]));
                         let dict = u64_at(rec, p.dictionary);
-                        let id = if dict == 0 { DictIdentity::default() } else { identity::read_dictionary(&mut reader, dict) };
+                        let id = if dict == 0 { DictIdentity::default() } else { identity::read_dictionary(&mut reader, &mut mfas, dict) };
                         if dict != 0 {
                             let array = cache.u32(dict + t.proc_dict.array_size).map_or(0, u64::from);
                             r.memory_bytes += t.proc_dict.size + array.saturating_sub(1) * 8;
@@ -282,7 +279,7 @@ pub fn snapshot(table: &ProcessTable<'_>) -> Result<Snapshot> {
 
 /// Fills in identity and the OTP/user split, which needs every record: a fun-spawned
 /// process is OTP's when its group leader is that of init, kernel_sup or sasl_sup.
-fn classify(t: &BuildTable, procs: &mut [ProcessRecord], spawned: &[Option<Mfa>], dicts: &[DictIdentity]) {
+fn classify(t: &BuildTable, procs: &mut [ProcessRecord], spawned: &[Option<Arc<Mfa>>], dicts: &[DictIdentity]) {
     let otp_leaders: std::collections::HashSet<u64> = procs
         .iter()
         .filter(|p| p.name.as_deref().is_some_and(|n| t.otp.group_leaders_of.contains(&n)))
@@ -292,11 +289,11 @@ fn classify(t: &BuildTable, procs: &mut [ProcessRecord], spawned: &[Option<Mfa>]
         p.system = identity::is_otp(
             t,
             p.name.as_deref(),
-            dict.initial_call.as_ref(),
-            spawned.as_ref(),
+            dict.initial_call.as_deref(),
+            spawned.as_deref(),
             otp_leaders.contains(&p.group_leader),
         );
-        p.initial_call = dict.initial_call.as_ref().or(spawned.as_ref()).map(Mfa::display);
+        p.initial_call = dict.initial_call.as_ref().or(spawned.as_ref()).map(|m| m.display.clone());
         p.ancestor = dict.ancestor.clone();
         p.label = dict.label.clone();
     }

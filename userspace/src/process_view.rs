@@ -3,6 +3,7 @@
 //! node's identity. Shared by `snapshot`, `top` and the monitor's metrics.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use anyhow::Result;
 use beam_probes::BeamTarget;
@@ -21,14 +22,14 @@ pub struct ProcessRow {
     pub term: u64,
     pub name: Option<String>,
     /// Who it is: the registered name, else the label, else the initial call.
-    pub identity: Option<String>,
+    pub identity: Option<Arc<str>>,
     /// `$initial_call` (proc_lib) or the spawn's MFA.
-    pub initial_call: Option<String>,
+    pub initial_call: Option<Arc<str>>,
     /// First of `$ancestors`.
     pub ancestor: Option<String>,
     /// `$process_label` (OTP 27+).
     pub label: Option<String>,
-    pub current_function: String,
+    pub current_function: Arc<str>,
     pub message_queue_len: u64,
     /// Whether the length was counted in the queues (else it is the VM's counters').
     pub message_queue_exact: bool,
@@ -84,7 +85,7 @@ pub fn node_name(pid: u32) -> String {
 /// Takes a snapshot and names what it can.
 pub fn read(target: &BeamTarget, symbolizer: &mut Symbolizer) -> Result<ProcessTableView> {
     let snap = snapshot::snapshot(&target.process_table())?;
-    let mut names: HashMap<u64, String> = HashMap::new();
+    let mut names: HashMap<u64, Arc<str>> = HashMap::new();
     let processes = snap
         .processes
         .into_iter()
@@ -95,7 +96,7 @@ pub fn read(target: &BeamTarget, symbolizer: &mut Symbolizer) -> Result<ProcessT
                 None => names
                     .entry(p.resume_address)
                     .or_insert_with(|| {
-                        if p.resume_address == 0 { String::new() } else { symbolizer.name(p.resume_address).to_string() }
+                        if p.resume_address == 0 { "".into() } else { symbolizer.name(p.resume_address) }
                     })
                     .clone(),
             };
@@ -104,7 +105,10 @@ pub fn read(target: &BeamTarget, symbolizer: &mut Symbolizer) -> Result<ProcessT
                 number: p.pid.number,
                 term: p.term,
                 system: p.system,
-                identity: p.identity().map(str::to_owned),
+                identity: match (&p.name, &p.label) {
+                    (Some(n), _) | (None, Some(n)) => Some(Arc::from(n.as_str())),
+                    (None, None) => p.initial_call.clone(),
+                },
                 name: p.name,
                 initial_call: p.initial_call,
                 ancestor: p.ancestor,

@@ -18,10 +18,12 @@ pub fn run(args: SnapshotArgs) -> Result<()> {
         view.processes.retain(|p| !p.system);
     }
     view.processes.sort_by(|a, b| b.message_queue_len.cmp(&a.message_queue_len).then(a.number.cmp(&b.number)));
-    let mut out = std::io::stdout().lock();
+    // Stdout is line-buffered: a write per line of 100,000 rows would dominate.
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
     if args.json {
         serde_json::to_writer_pretty(&mut out, &view)?;
         writeln!(out)?;
+        out.flush()?;
         return Ok(());
     }
     writeln!(
@@ -53,5 +55,6 @@ pub fn run(args: SnapshotArgs) -> Result<()> {
             p.status.label()
         )?;
     }
+    out.flush()?;
     Ok(())
 }

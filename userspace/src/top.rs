@@ -272,8 +272,8 @@ impl App {
         let table_rows = rows.iter().map(|p| {
             Row::new(vec![
                 p.pid.clone(),
-                p.identity.clone().unwrap_or_default(),
-                p.current_function.clone(),
+                p.identity.as_deref().unwrap_or_default().to_owned(),
+                p.current_function.to_string(),
                 p.message_queue_len.to_string(),
                 human_bytes(p.memory_bytes),
                 human_bytes(p.heap_bytes),

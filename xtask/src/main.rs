@@ -63,6 +63,10 @@ enum Cmd {
         /// Rounds of (baseline, probe, erlang:trace), interleaved; the median is reported.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// Run only one part: `overhead` (the workloads' ratios) or `snapshot` (the process
+        /// table at 100,000 processes).
+        #[arg(long)]
+        only: Option<String>,
     },
     /// Build a beam.smp with DWARF from Debian's own OTP source into .cache/otp-debug/<suite>/
     /// (cached): the host's, or with --suite that chroot suite's, built inside the chroot.
@@ -178,14 +182,14 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Bench { each, rounds } => {
+        Cmd::Bench { each, rounds, only } => {
             setup::setup()?;
             // SCOPE_PROBE_BIN benchmarks another scope-probe binary (e.g. an older build).
             let bin = match std::env::var_os("SCOPE_PROBE_BIN") {
                 Some(bin) => PathBuf::from(bin),
                 None => build()?,
             };
-            bench::run(&bin, each, rounds)
+            bench::run(&bin, each, rounds, only.as_deref())
         }
         Cmd::OtpDebug { suite, force } => otp_debug::provision(suite.as_deref(), force).map(|_| ()),
         Cmd::OtpUsdt { force } => otp_usdt::provision(force).map(|_| ()),
