@@ -512,6 +512,7 @@ pub static FIELDS: &[FieldSource] = &[
     field!(process.arg_reg, "process", "arg_reg"),
     field!(process.def_arg_reg, "process", "def_arg_reg"),
     field!(process.heap, "process", "heap"),
+    field!(process.htop, "process", "htop"),
     field!(process.hend, "process", "hend"),
     field!(process.abandoned_heap, "process", "abandoned_heap"),
     field!(process.psd, "process", "psd"),
@@ -550,7 +551,6 @@ pub static FIELDS: &[FieldSource] = &[
 
 /// Members scope-probe does not read yet, printed with the table for review.
 pub static EXTRA_MEMBERS: &[(&str, &str)] = &[
-    ("process", "htop"),
     ("process", "stop"),
     ("process", "flags"),
     ("process", "gen_gcs"),

@@ -32,9 +32,9 @@ const MAX_HEAP_WORDS: u64 = 1 << 44;
 /// Queue elements walked per snapshot, all processes together (each one small read through
 /// the page cache): past it, queue lengths come from the VM's counters.
 const QUEUE_BUDGET: u64 = 20_000_000;
-/// Pages the cache keeps (4 MiB): enough for any one process's dictionary terms; a long
+/// Bytes the cache keeps (4 MiB): enough for any one process's dictionary terms; a long
 /// queue walks through it in order, so a small cache serves as well as a large one.
-const CACHE_PAGES: usize = 1024;
+const CACHE_BYTES: usize = 4 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -125,8 +125,8 @@ pub struct Snapshot {
     pub torn: u64,
     /// Processes whose queues could not be walked to the end (their length is the counters').
     pub queues_not_walked: u64,
-    /// Pages read for queues and dictionaries.
-    pub pages_read: u64,
+    /// Memory lines read for queues and dictionaries.
+    pub lines_read: u64,
     #[serde(skip)]
     pub elapsed: Duration,
 }
@@ -137,7 +137,7 @@ fn record_span(t: &BuildTable) -> u64 {
     let words = [
         p.id, p.reg, p.heap_sz, p.old_heap, p.old_hend, p.mbuf_sz, p.i, p.reds, p.state, p.sig_qs_len,
         p.sig_qs_cont_len, p.sig_inq_len, p.sig_qs_first, p.sig_qs_cont, p.sig_inq_first, p.sig_inq_buffers,
-        p.group_leader, p.dictionary, p.current, p.arg_reg, p.heap, p.hend, p.abandoned_heap, p.psd,
+        p.group_leader, p.dictionary, p.current, p.htop, p.arg_reg, p.heap, p.hend, p.abandoned_heap, p.psd,
     ];
     // u.initial is three words; arity may be narrower than a word but is read as one.
     words.into_iter().map(|o| o + 8).chain([p.initial + 24, p.arity + 8]).max().unwrap_or(0)
@@ -153,18 +153,29 @@ fn u32_at(buf: &[u8], off: u64) -> u32 {
     buf.get(o..o + 4).map(|b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4]))).unwrap_or(0)
 }
 
-/// Reads several remote ranges into one buffer with one syscall; returns, per range, whether
-/// it was read completely (process_vm_readv stops at the first range that faults).
-fn read_many(mem: &RemoteMemory, addrs: &[u64], len: usize, buf: &mut [u8]) -> Vec<bool> {
-    let mut ok = vec![false; addrs.len()];
+/// Reads several remote ranges (address, length) back to back into one buffer, in as few
+/// syscalls as the kernel allows; returns, per range, whether it was read completely
+/// (process_vm_readv stops at the first range that faults).
+fn read_many(mem: &RemoteMemory, ranges: &[(u64, usize)], buf: &mut [u8]) -> Vec<bool> {
+    let mut ok = vec![false; ranges.len()];
+    let offsets: Vec<usize> = ranges.iter().scan(0, |at, r| {
+        let o = *at;
+        *at += r.1;
+        Some(o)
+    }).collect();
     let mut start = 0;
-    while start < addrs.len() {
-        let local: Vec<libc::iovec> = (start..addrs.len())
-            .map(|i| libc::iovec { iov_base: buf[i * len..].as_mut_ptr().cast(), iov_len: len })
+    while start < ranges.len() {
+        // IOV_MAX is 1024.
+        let end = ranges.len().min(start + 1024);
+        let local: Vec<libc::iovec> = (start..end)
+            .map(|i| libc::iovec { iov_base: buf[offsets[i]..].as_mut_ptr().cast(), iov_len: ranges[i].1 })
             .collect();
-        let remote: Vec<libc::iovec> =
-            addrs[start..].iter().map(|&a| libc::iovec { iov_base: a as *mut libc::c_void, iov_len: len }).collect();
-        // SAFETY: every local iovec points into `buf` at a distinct, in-bounds `len`-byte slot.
+        let remote: Vec<libc::iovec> = ranges[start..end]
+            .iter()
+            .map(|&(a, len)| libc::iovec { iov_base: a as *mut libc::c_void, iov_len: len })
+            .collect();
+        // SAFETY: every local iovec points into `buf` at a distinct, in-bounds slot of its
+        // range's length (`offsets` are the running sums of the lengths).
         let n = unsafe {
             libc::process_vm_readv(
                 mem.pid() as libc::pid_t,
@@ -175,12 +186,16 @@ fn read_many(mem: &RemoteMemory, addrs: &[u64], len: usize, buf: &mut [u8]) -> V
                 0,
             )
         };
-        let whole = if n <= 0 { 0 } else { n as usize / len };
-        for flag in ok.iter_mut().skip(start).take(whole) {
-            *flag = true;
+        // Whole ranges read, from `start` on.
+        let mut left = n.max(0) as usize;
+        let mut i = start;
+        while i < end && left >= ranges[i].1 {
+            left -= ranges[i].1;
+            ok[i] = true;
+            i += 1;
         }
         // Skip the range that faulted (or was short) and go on with the next.
-        start += whole + 1;
+        start = i + 1;
     }
     ok
 }
@@ -193,22 +208,46 @@ impl ProcessRecord {
     }
 }
 
+/// Bytes of a dictionary read ahead with its process: the header and its first 16 slots.
+const DICT_AHEAD: u64 = 160;
+/// Bytes of a young heap read ahead (where proc_lib's identity terms are): the used part, up
+/// to this much.
+const HEAP_AHEAD: u64 = 4096;
+
+/// What a snapshot keeps while it reads, across processes.
+struct Reading<'a, 't> {
+    t: &'a BuildTable,
+    table: &'a ProcessTable<'t>,
+    pids: PidDecoder,
+    cache: PageCache,
+    budget: u64,
+    names: HashMap<u64, Option<String>>,
+    atoms: HashMap<u64, Option<String>>,
+    mfas: Mfas,
+    spawned: Vec<Option<Arc<Mfa>>>,
+    dicts: Vec<DictIdentity>,
+}
+
 /// Takes a snapshot of every live process.
 pub fn snapshot(table: &ProcessTable<'_>) -> Result<Snapshot> {
     let started = Instant::now();
     let t = table.build();
     let mem = table.memory();
     let (tab, max) = table.slots()?;
-    let pids = table.pid_decoder()?;
     let span = record_span(t);
     let mut snap = Snapshot { slots: u64::from(max), ..Default::default() };
-    let mut names: HashMap<u64, Option<String>> = HashMap::new();
-    let mut atoms: HashMap<u64, Option<String>> = HashMap::new();
-    let mut cache = PageCache::new(mem, CACHE_PAGES);
-    let mut budget = QUEUE_BUDGET;
-    let mut mfas = Mfas::default();
-    let mut spawned: Vec<Option<Arc<Mfa>>> = Vec::new();
-    let mut dicts: Vec<DictIdentity> = Vec::new();
+    let mut reading = Reading {
+        t,
+        table,
+        pids: table.pid_decoder()?,
+        cache: PageCache::new(mem, CACHE_BYTES),
+        budget: QUEUE_BUDGET,
+        names: HashMap::new(),
+        atoms: HashMap::new(),
+        mfas: Mfas::default(),
+        spawned: Vec::new(),
+        dicts: Vec::new(),
+    };
     let mut buf = vec![0u8; BATCH * span as usize];
 
     let mut slot = 0u64;
@@ -222,59 +261,103 @@ pub fn snapshot(table: &ProcessTable<'_>) -> Result<Snapshot> {
             .filter(|(_, p)| *p != 0)
             .collect();
         for batch in live.chunks(BATCH) {
-            let addrs: Vec<u64> = batch.iter().map(|(_, p)| *p).collect();
-            let ok = read_many(&mem, &addrs, span as usize, &mut buf);
-            for (i, &(ix, addr)) in batch.iter().enumerate() {
-                let rec = &buf[i * span as usize..(i + 1) * span as usize];
-                match ok[i].then(|| decode(t, &pids, rec, ix)).flatten() {
-                    Some(mut r) => {
-                        let reg = u64_at(rec, t.process.reg);
-                        if reg != 0 {
-                            r.name = names
-                                .entry(reg)
-                                .or_insert_with(|| table.reg_name(reg).ok())
-                                .clone();
-                        }
-                        match mailbox::walk(t, &mut cache, rec, &mut budget) {
-                            Ok(mb) => {
-                                r.message_queue_len = mb.messages;
-                                r.message_queue_exact = true;
-                                r.memory_bytes += mb.bytes;
-                            }
-                            Err(WalkError::Torn | WalkError::Budget) => snap.queues_not_walked += 1,
-                        }
-                        let mut reader = TermReader { t, cache: &mut cache, table, pids: &pids, atoms: &mut atoms };
-                        let p = &t.process;
-                        let initial = (p.initial..p.initial + 24).step_by(8).map(|o| u64_at(rec, o)).collect::<Vec<_>>();
-                        let current = u64_at(rec, p.current);
-                        if current != 0 && current.is_multiple_of(8) {
-                            let mut mfa = [0u8; 24];
-                            if reader.cache.read(current, &mut mfa).is_some() {
-                                let w = |i: usize| u64::from_le_bytes(mfa[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
-                                r.current = mfas.get(&mut reader, w(0), w(1), w(2)).map(|m| m.display.clone());
-                            }
-                        }
-                        spawned.push(mfas.get(&mut reader, initial[0], initial[1], initial[2]));
-                        let dict = u64_at(rec, p.dictionary);
-                        let id = if dict == 0 { DictIdentity::default() } else { identity::read_dictionary(&mut reader, &mut mfas, dict) };
-                        if dict != 0 {
-                            let array = cache.u32(dict + t.proc_dict.array_size).map_or(0, u64::from);
-                            r.memory_bytes += t.proc_dict.size + array.saturating_sub(1) * 8;
-                        }
-                        r.memory_bytes += extra_memory(t, rec, addr);
-                        dicts.push(id);
-                        snap.processes.push(r);
+            let addrs: Vec<(u64, usize)> = batch.iter().map(|(_, p)| (*p, span as usize)).collect();
+            let ok = read_many(&mem, &addrs, &mut buf);
+            let records: Vec<Option<ProcessRecord>> = batch
+                .iter()
+                .enumerate()
+                .map(|(i, &(ix, _))| ok[i].then(|| decode(t, &reading.pids, &buf[i * span as usize..][..span as usize], ix)).flatten())
+                .collect();
+            // The dictionaries and young heaps of this batch in one syscall (most of what
+            // identity reads is there), instead of a few small reads per process.
+            let ahead: Vec<(usize, Vec<(u64, usize)>)> = records
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.is_some())
+                .filter_map(|(i, _)| {
+                    let rec = &buf[i * span as usize..][..span as usize];
+                    let dict = u64_at(rec, t.process.dictionary);
+                    let (heap, htop) = (u64_at(rec, t.process.heap), u64_at(rec, t.process.htop));
+                    (dict != 0).then(|| {
+                        let heap_len = htop.saturating_sub(heap).min(HEAP_AHEAD) as usize;
+                        (i, vec![(dict, DICT_AHEAD as usize), (heap, heap_len)])
+                    })
+                })
+                .collect();
+            let ranges: Vec<(u64, usize)> = ahead.iter().flat_map(|(_, r)| r.iter().copied()).filter(|r| r.1 > 0).collect();
+            let mut ahead_buf = vec![0u8; ranges.iter().map(|r| r.1).sum()];
+            let ahead_ok = read_many(&mem, &ranges, &mut ahead_buf);
+            let mut regions: HashMap<usize, Vec<(u64, Vec<u8>)>> = HashMap::new();
+            let (mut k, mut at) = (0, 0);
+            for (i, wanted) in &ahead {
+                for &(addr, len) in wanted.iter().filter(|r| r.1 > 0) {
+                    if ahead_ok[k] {
+                        regions.entry(*i).or_default().push((addr, ahead_buf[at..at + len].to_vec()));
                     }
-                    None => snap.torn += 1,
+                    at += len;
+                    k += 1;
                 }
             }
+            for (i, record) in records.into_iter().enumerate() {
+                let Some(r) = record else {
+                    snap.torn += 1;
+                    continue;
+                };
+                let rec = &buf[i * span as usize..][..span as usize];
+                reading.cache.set_regions(regions.remove(&i).unwrap_or_default());
+                let r = reading.complete(r, rec, batch[i].1, &mut snap);
+                snap.processes.push(r);
+            }
+            reading.cache.set_regions(Vec::new());
         }
         slot += n;
     }
-    classify(t, &mut snap.processes, &spawned, &dicts);
-    snap.pages_read = cache.reads;
+    classify(t, &mut snap.processes, &reading.spawned, &reading.dicts);
+    snap.lines_read = reading.cache.reads;
     snap.elapsed = started.elapsed();
     Ok(snap)
+}
+
+impl Reading<'_, '_> {
+    /// A decoded record with what takes more reads: its name, queues, identity and memory.
+    fn complete(&mut self, mut r: ProcessRecord, rec: &[u8], addr: u64, snap: &mut Snapshot) -> ProcessRecord {
+        let t = self.t;
+        let p = &t.process;
+        let reg = u64_at(rec, p.reg);
+        if reg != 0 {
+            let table = self.table;
+            r.name = self.names.entry(reg).or_insert_with(|| table.reg_name(reg).ok()).clone();
+        }
+        match mailbox::walk(t, &mut self.cache, rec, &mut self.budget) {
+            Ok(mb) => {
+                r.message_queue_len = mb.messages;
+                r.message_queue_exact = true;
+                r.memory_bytes += mb.bytes;
+            }
+            Err(WalkError::Torn | WalkError::Budget) => snap.queues_not_walked += 1,
+        }
+        let mut reader =
+            TermReader { t, cache: &mut self.cache, table: self.table, pids: &self.pids, atoms: &mut self.atoms };
+        let current = u64_at(rec, p.current);
+        if current != 0 && current.is_multiple_of(8) {
+            let mut mfa = [0u8; 24];
+            if reader.cache.read(current, &mut mfa).is_some() {
+                let w = |i: usize| u64::from_le_bytes(mfa[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+                r.current = self.mfas.get(&mut reader, w(0), w(1), w(2)).map(|m| m.display.clone());
+            }
+        }
+        let initial = |i: u64| u64_at(rec, p.initial + 8 * i);
+        self.spawned.push(self.mfas.get(&mut reader, initial(0), initial(1), initial(2)));
+        let dict = u64_at(rec, p.dictionary);
+        let id = if dict == 0 { DictIdentity::default() } else { identity::read_dictionary(&mut reader, &mut self.mfas, dict) };
+        if dict != 0 {
+            let array = self.cache.u32(dict + t.proc_dict.array_size).map_or(0, u64::from);
+            r.memory_bytes += t.proc_dict.size + array.saturating_sub(1) * 8;
+        }
+        r.memory_bytes += extra_memory(t, rec, addr);
+        self.dicts.push(id);
+        r
+    }
 }
 
 /// Fills in identity and the OTP/user split, which needs every record: a fun-spawned

@@ -75,6 +75,8 @@ pub struct ProcessLayout {
     pub arg_reg: u64,
     pub def_arg_reg: u64,
     pub heap: u64,
+    /// `htop`: the young heap's used part ends here (identity terms are read ahead from it).
+    pub htop: u64,
     pub hend: u64,
     pub abandoned_heap: u64,
     pub psd: u64,

@@ -125,6 +125,7 @@ pub static DEBIAN12_OTP25: BuildTable = BuildTable {
         arg_reg: 192,
         def_arg_reg: 208,
         heap: 128,
+        htop: 80,
         hend: 136,
         abandoned_heap: 144,
         psd: 592,

@@ -67,6 +67,7 @@ pub static DEBIAN13_OTP27: BuildTable = BuildTable {
         arg_reg: 136,
         def_arg_reg: 144,
         heap: 192,
+        htop: 80,
         hend: 200,
         abandoned_heap: 208,
         psd: 576,
