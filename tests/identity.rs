@@ -161,7 +161,8 @@ fn memory_matches_process_info() {
 /// allow. Each message is counted by its sender after the send returns and the process never
 /// takes one, so with c0 counted before the snapshot and c1 after it, the queue at the
 /// snapshot holds at least c0 and at most c1 + one message per sender (sent, not yet counted).
-/// process_info, taken right after, lies in the same way between its own counts.
+/// process_info, taken right after, never counts more than were sent (it can count fewer:
+/// see below).
 #[test]
 fn queue_length_is_exact_while_flooded_and_collecting() {
     const SENDERS: u64 = 4;
@@ -170,6 +171,7 @@ fn queue_length_is_exact_while_flooded_and_collecting() {
     let pid = r["pid"].clone();
     let count = |beam: &mut Beam| -> u64 { beam.call("scope_identity:flood_count()")["value"].parse().unwrap() };
     let mut statuses = BTreeSet::new();
+    let mut short = 0;
     for round in 0..50 {
         let c0 = count(&mut beam);
         let snap = snapshot(beam.os_pid, true);
@@ -186,10 +188,18 @@ fn queue_length_is_exact_while_flooded_and_collecting() {
             .parse()
             .unwrap();
         let c2 = count(&mut beam);
-        assert!(vm >= c1 && vm <= c2 + SENDERS, "round {round}: process_info {vm} between {c1} and {c2}");
+        // process_info counts the messages that reach the queue ahead of its own request,
+        // a signal like any other; only each sender's signals keep their order, so on OTP
+        // 27+ messages of other senders still in the in-queue buffers can be left out (seen:
+        // 250 with 300 sent). It never counts more than were sent.
+        assert!(vm <= c2 + SENDERS, "round {round}: process_info {vm}, {c2} sent");
+        if vm < c1 {
+            short += 1;
+        }
         statuses.insert(p["status"].as_str().unwrap().to_owned());
     }
     beam.call("scope_identity:flood_stop()");
+    eprintln!("process_info counted fewer than had been sent before it in {short} of 50 rounds");
     assert!(
         statuses.iter().any(|s| s == "garbage_collecting" || s == "running" || s == "runnable"),
         "the process was caught busy in some snapshots: {statuses:?}"

@@ -12,7 +12,7 @@
 //! back to the counters).
 
 use crate::builds::{BuildTable, SignalQueueLayout};
-use crate::memory::PageCache;
+use crate::memory::{PageCache, RemoteMemory};
 
 /// Longest heap-fragment chain followed for one message.
 const MAX_FRAGMENTS: usize = 64;
@@ -40,38 +40,72 @@ pub enum WalkError {
     Budget,
 }
 
-/// Walks the queues of the process whose `Process` image is `rec`, spending at most `*budget`
-/// elements (decremented).
-pub fn walk(t: &BuildTable, cache: &mut PageCache, rec: &[u8], budget: &mut u64) -> Result<Mailbox, WalkError> {
+/// Walks the queues of the process at `proc_addr` whose `Process` image is `rec`, spending at
+/// most `*budget` elements (decremented).
+pub fn walk(
+    t: &BuildTable,
+    cache: &mut PageCache,
+    mem: &RemoteMemory,
+    proc_addr: u64,
+    rec: &[u8],
+    budget: &mut u64,
+) -> Result<Mailbox, WalkError> {
     let p = &t.process;
     let q = &t.signal_queue;
-    let field = |off: u64| crate::snapshot::u64_at(rec, off);
-    // The lists, in the order messages move through them (outer -> middle -> inner). While
-    // the process fetches or handles signals, the end of one list is briefly linked to the
-    // head of the next, and a list read later may have been appended to one read earlier:
-    // each walk stops at the head of any list still to walk, so no element counts twice.
-    let mut heads = vec![field(p.sig_qs_first), field(p.sig_qs_cont), field(p.sig_inq_first)];
-    let buffers = field(p.sig_inq_buffers);
+    let record = |off: u64| crate::snapshot::u64_at(rec, off);
+    if [p.sig_qs_first, p.sig_qs_cont, p.sig_inq_first, p.sig_inq_buffers].iter().all(|&o| record(o) == 0) {
+        return Ok(Mailbox::default());
+    }
+    // The heads, read afresh and in the order messages move: the in-queue buffers, then the
+    // outer queue, the middle and the inner one. A message that moves while they are read
+    // moves into a list whose head is read later, so none is missed. One may then be reached
+    // twice (a flushed buffer's elements are appended to the outer queue, a fetched outer
+    // queue to the middle or inner one): the elements of the buffers and the outer queue are
+    // remembered and counted once. While the process handles signals the inner queue's end is
+    // briefly linked to the middle queue's head: its walk stops there.
+    let live = |off: u64| mem.read_u64(proc_addr + off, "signal queue head").map_err(|_| WalkError::Torn);
+    let mut transit = Vec::new();
+    let buffers = live(p.sig_inq_buffers)?;
     if buffers != 0 {
         // Every slot, not only those `nonempty_slots` marks: a flush clears the marks first and
         // then moves each slot's messages to the outer queue.
-        for slot in 0..q.buffer_count.min(MAX_BUFFERS) {
-            let first = buffers + q.buffers_slots + slot * q.buffer_size + q.buffer_queue_first;
-            heads.push(cache.u64(first).ok_or(WalkError::Torn)?);
-        }
+        let n = q.buffer_count.min(MAX_BUFFERS);
+        let slots = mem.read_vec(buffers + q.buffers_slots, (n * q.buffer_size) as usize, "in-queue buffers")
+            .map_err(|_| WalkError::Torn)?;
+        transit.extend((0..n).map(|i| crate::snapshot::u64_at(&slots, i * q.buffer_size + q.buffer_queue_first)));
     }
+    transit.push(live(p.sig_inq_first)?);
+    let cont = live(p.sig_qs_cont)?;
+    let first = live(p.sig_qs_first)?;
     let mut mb = Mailbox::default();
-    for (i, &head) in heads.iter().enumerate() {
-        walk_list(q, cache, head, &heads[i + 1..], budget, &mut mb)?;
+    let mut seen = Seen::default();
+    for head in transit {
+        walk_list(q, cache, head, None, Visit::Remember(&mut seen), budget, &mut mb)?;
     }
+    walk_list(q, cache, cont, None, Visit::Skip(&seen), budget, &mut mb)?;
+    walk_list(q, cache, first, Some(cont), Visit::Skip(&seen), budget, &mut mb)?;
     Ok(mb)
+}
+
+/// Elements of the buffers and the outer queue, by address.
+type Seen = std::collections::HashSet<u64, std::hash::BuildHasherDefault<crate::memory::LineHasher>>;
+
+/// Transit elements remembered past this many: the walk gives up (the counters serve).
+const MAX_SEEN: usize = 4 << 20;
+
+enum Visit<'a> {
+    /// Count each element and remember it.
+    Remember(&'a mut Seen),
+    /// Count the elements not remembered.
+    Skip(&'a Seen),
 }
 
 fn walk_list(
     q: &SignalQueueLayout,
     cache: &mut PageCache,
     mut at: u64,
-    later: &[u64],
+    stop_at: Option<u64>,
+    mut visit: Visit<'_>,
     budget: &mut u64,
     mb: &mut Mailbox,
 ) -> Result<(), WalkError> {
@@ -79,7 +113,7 @@ fn walk_list(
     // without the embedded fragment (`ErtsMessageRef`), and other signals are shorter still.
     let head = q.msg_next.max(q.msg_attached).max(q.msg_tag) + 8;
     let mut node = vec![0u8; head as usize];
-    while at != 0 && !later.contains(&at) {
+    while at != 0 && Some(at) != stop_at {
         if !at.is_multiple_of(8) {
             return Err(WalkError::Torn);
         }
@@ -89,7 +123,16 @@ fn walk_list(
         *budget -= 1;
         cache.read(at, &mut node).ok_or(WalkError::Torn)?;
         let word = |off: u64| crate::snapshot::u64_at(&node, off);
-        if word(q.msg_tag) & q.non_message_tag_mask != q.non_message_tag {
+        let counted = match &mut visit {
+            Visit::Remember(seen) => {
+                if seen.len() >= MAX_SEEN {
+                    return Err(WalkError::Budget);
+                }
+                seen.insert(at)
+            }
+            Visit::Skip(seen) => !seen.contains(&at),
+        };
+        if counted && word(q.msg_tag) & q.non_message_tag_mask != q.non_message_tag {
             mb.messages += 1;
             mb.bytes += q.msg_size + 8 * attached_words(q, cache, at, word(q.msg_attached))?;
         }

@@ -328,7 +328,17 @@ impl Reading<'_, '_> {
             let table = self.table;
             r.name = self.names.entry(reg).or_insert_with(|| table.reg_name(reg).ok()).clone();
         }
-        match mailbox::walk(t, &mut self.cache, rec, &mut self.budget) {
+        let mem = self.table.memory();
+        // The lists change while they are walked: a walk that breaks off is tried once more
+        // with nothing cached.
+        let walked = mailbox::walk(t, &mut self.cache, &mem, addr, rec, &mut self.budget).or_else(|e| match e {
+            WalkError::Torn => {
+                self.cache.clear();
+                mailbox::walk(t, &mut self.cache, &mem, addr, rec, &mut self.budget)
+            }
+            WalkError::Budget => Err(e),
+        });
+        match walked {
             Ok(mb) => {
                 r.message_queue_len = mb.messages;
                 r.message_queue_exact = true;
