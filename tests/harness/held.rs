@@ -78,10 +78,8 @@ impl Held {
     }
 
     fn still_in_kernel(&self) -> Leftovers {
-        let links: BTreeSet<u32> =
-            libbpf_rs::query::LinkInfoIter::default().map(|l| l.id).filter(|id| self.links.contains(id)).collect();
-        let programs: BTreeSet<u32> =
-            libbpf_rs::query::ProgInfoIter::default().map(|p| p.id).filter(|id| self.programs.contains(id)).collect();
+        let links: BTreeSet<u32> = kernel_ids("link").into_iter().filter(|id| self.links.contains(id)).collect();
+        let programs: BTreeSet<u32> = kernel_ids("prog").into_iter().filter(|id| self.programs.contains(id)).collect();
         Leftovers { links, programs, breakpoints: Vec::new() }
     }
 
@@ -200,5 +198,22 @@ pub fn link_fds(pid: u32) -> Vec<i32> {
     dir.flatten()
         .filter(|fd| std::fs::read_link(fd.path()).is_ok_and(|w| w.to_string_lossy() == "anon_inode:bpf_link"))
         .filter_map(|fd| fd.file_name().to_string_lossy().parse().ok())
+        .collect()
+}
+
+/// Ids of every BPF link or program (`what`: `link`, `prog`) on the machine, as the kernel
+/// lists them through bpftool (`cargo xtask setup` installs it). bpftool rather than a BPF
+/// library keeps the harness, which xtask builds before it installs anything, free of libbpf.
+fn kernel_ids(what: &str) -> Vec<u32> {
+    let out = std::process::Command::new("bpftool")
+        .args(["--json", what, "list"])
+        .output()
+        .unwrap_or_else(|e| panic!("running bpftool (cargo xtask setup installs it): {e}"));
+    assert!(out.status.success(), "bpftool {what} list: {}", String::from_utf8_lossy(&out.stderr));
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool's JSON");
+    list.as_array()
+        .expect("bpftool lists an array")
+        .iter()
+        .map(|e| e["id"].as_u64().expect("every entry has an id") as u32)
         .collect()
 }
