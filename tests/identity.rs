@@ -50,11 +50,17 @@ fn user_processes_blocked_in_otp_code_stay_visible() {
     for (what, vm) in [("socket send", &sock), ("file open", &file), ("rpc call", &rpc), ("global lock", &global)] {
         let r = row(&shown, &vm["pid"]).unwrap_or_else(|| panic!("the process blocked in a {what} is hidden"));
         assert_eq!(r["system"], false);
-        // Where it is blocked, by module: the global waiter moves between global's functions
-        // as it retries.
+        // Where it is blocked, by module. The global waiter keeps retrying: between its sleeps
+        // in global it asks global_name_server through gen_server:multi_call (gen_server's
+        // rec_nodes on OTP 25, gen on 27+), so a snapshot can catch it in any of them.
         let module = |f: &str| f.split(':').next().unwrap_or("").to_owned();
-        let vm_current = vm["current"].trim_matches('"');
-        assert_eq!(module(r["current_function"].as_str().unwrap()), module(vm_current), "{what}: where it is blocked");
+        let seen = module(r["current_function"].as_str().unwrap());
+        let vm_module = module(vm["current"].trim_matches('"'));
+        if what == "global lock" {
+            assert!(["global", "gen", "gen_server"].contains(&seen.as_str()), "{what}: blocked in {seen}");
+        } else {
+            assert_eq!(seen, vm_module, "{what}: where it is blocked");
+        }
     }
     let s = row(&shown, &sock["pid"]).unwrap();
     assert_eq!(num(&s["message_queue_len"]), QUEUED, "the blocked sender's mailbox");
