@@ -513,6 +513,7 @@ pub static FIELDS: &[FieldSource] = &[
     field!(process.def_arg_reg, "process", "def_arg_reg"),
     field!(process.heap, "process", "heap"),
     field!(process.htop, "process", "htop"),
+    field!(process.stop, "process", "stop"),
     field!(process.hend, "process", "hend"),
     field!(process.abandoned_heap, "process", "abandoned_heap"),
     field!(process.psd, "process", "psd"),
@@ -547,11 +548,17 @@ pub static FIELDS: &[FieldSource] = &[
     field!(proc_dict.array_size, "proc_dict", "arraySize"),
     field!(proc_dict.data, "proc_dict", "data"),
     field!(proc_dict.size, "proc_dict", sizeof),
+    field!(scheduler.aligned_size, "ErtsAlignedSchedulerData", sizeof),
+    field!(scheduler.current_process, "ErtsSchedulerData_", "current_process"),
+    field!(scheduler.current_port, "ErtsSchedulerData_", "current_port"),
+    field!(scheduler.ssi, "ErtsSchedulerData_", "ssi"),
+    field!(scheduler.no, "ErtsSchedulerData_", "no"),
+    field!(scheduler.dirty_no, "ErtsSchedulerData_", "dirty_no"),
+    field!(scheduler.ssi_flags, "ErtsSchedulerSleepInfo_", "flags"),
 ];
 
 /// Members scope-probe does not read yet, printed with the table for review.
 pub static EXTRA_MEMBERS: &[(&str, &str)] = &[
-    ("process", "stop"),
     ("process", "flags"),
     ("process", "gen_gcs"),
     ("process", "max_gen_gcs"),

@@ -121,3 +121,46 @@ impl ElfInfo {
         self.segments.iter().filter(|s| s.offset == 0).map(|s| s.vaddr).min().unwrap_or(0)
     }
 }
+
+/// The load bias of a file mapped at `map_start` from file offset `map_offset` (a line of
+/// /proc/PID/maps): runtime address minus the address the file states. `None` when no
+/// segment holds that offset.
+pub fn load_bias(file: &object::File<'_>, map_start: u64, map_offset: u64) -> Option<u64> {
+    let segment = file.segments().find(|s| {
+        let (off, size) = s.file_range();
+        map_offset >= off && map_offset < off + size
+    })?;
+    let stated = segment.address() + (map_offset - segment.file_range().0);
+    Some(map_start.wrapping_sub(stated))
+}
+
+/// Every function's address range as the file states it (start, length), sorted, from the
+/// frame descriptions of its `.eh_frame`: what tells a stripped binary's functions apart,
+/// static ones included, when its symbol table is gone.
+pub fn eh_frame_functions(file: &object::File<'_>) -> Vec<(u64, u64)> {
+    use gimli::UnwindSection;
+    let Some(section) = file.section_by_name(".eh_frame") else { return Vec::new() };
+    let Ok(data) = section.data() else { return Vec::new() };
+    let endian = if file.is_little_endian() { gimli::RunTimeEndian::Little } else { gimli::RunTimeEndian::Big };
+    let mut eh_frame = gimli::EhFrame::new(data, endian);
+    eh_frame.set_address_size(8);
+    let mut bases = gimli::BaseAddresses::default().set_eh_frame(section.address());
+    if let Some(text) = file.section_by_name(".text") {
+        bases = bases.set_text(text.address());
+    }
+    if let Some(got) = file.section_by_name(".got") {
+        bases = bases.set_got(got.address());
+    }
+    let mut out = Vec::new();
+    let mut entries = eh_frame.entries(&bases);
+    while let Ok(Some(entry)) = entries.next() {
+        if let gimli::CieOrFde::Fde(partial) = entry
+            && let Ok(fde) = partial.parse(|s, b, o| s.cie_from_offset(b, o))
+            && fde.len() > 0
+        {
+            out.push((fde.initial_address(), fde.len()));
+        }
+    }
+    out.sort_unstable();
+    out
+}

@@ -16,6 +16,7 @@
 //! - [`snapshot`]: every process's record, read from outside; with [`mailbox`] (messages
 //!   counted in the queues), [`identity`] (initial call, ancestors, label, OTP or user) and
 //!   [`remote_terms`] (the few terms identity reads, bounded).
+//! - [`threads`]: the VM's threads by role, and each scheduler's own data.
 //! - [`usdt`]: USDT probes in `.note.stapsdt`, and which source serves each capability.
 //! - [`jit`]: names of JIT code ranges, from the perf map or the GDB JIT interface.
 
@@ -37,6 +38,7 @@ pub mod remote_terms;
 pub mod snapshot;
 pub mod target;
 pub mod terms;
+pub mod threads;
 pub mod usdt;
 
 pub use builds::BuildTable;

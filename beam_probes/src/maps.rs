@@ -20,21 +20,51 @@ pub fn jit_code_regions(pid: u32) -> Result<Vec<CodeRegion>> {
 
 pub fn parse_jit_code_regions(maps: &str) -> Vec<CodeRegion> {
     executable_mappings(maps)
-        .filter(|(_, path)| path.is_empty() || path.starts_with("/memfd:"))
-        .map(|(region, _)| region)
+        .filter(|(_, _, path)| path.is_empty() || path.starts_with("/memfd:"))
+        .map(|(region, _, _)| region)
         .collect()
 }
 
 /// Executable mappings of files (beam.smp, libraries), with their file names: what names code
 /// that has no symbol.
 pub fn executable_files(pid: u32) -> Vec<(CodeRegion, String)> {
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
-    executable_mappings(&maps)
-        .filter(|(_, path)| path.starts_with('/') && !path.starts_with("/memfd:"))
-        .filter_map(|(region, path)| {
-            let name = path.trim_end_matches(" (deleted)").rsplit('/').next()?;
-            Some((region, name.to_owned()))
+    executable_file_mappings(pid)
+        .into_iter()
+        .filter_map(|m| {
+            let name = m.path.trim_end_matches(" (deleted)").rsplit('/').next()?.to_owned();
+            Some((m.region, name))
         })
+        .collect()
+}
+
+/// An executable mapping of a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileMapping {
+    pub region: CodeRegion,
+    /// The file offset mapped at `region.start`.
+    pub offset: u64,
+    /// The file as the VM sees it (in its own mount namespace).
+    pub path: String,
+}
+
+impl FileMapping {
+    /// The file, readable from here whatever mount namespace the VM is in (and even when it
+    /// was deleted since): `/proc/PID/map_files/START-END`.
+    pub fn file_from_outside(&self, pid: u32) -> std::path::PathBuf {
+        format!("/proc/{pid}/map_files/{:x}-{:x}", self.region.start, self.region.end).into()
+    }
+}
+
+/// The executable mappings of files (beam.smp, libraries, NIFs and drivers).
+pub fn executable_file_mappings(pid: u32) -> Vec<FileMapping> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    parse_executable_file_mappings(&maps)
+}
+
+pub fn parse_executable_file_mappings(maps: &str) -> Vec<FileMapping> {
+    executable_mappings(maps)
+        .filter(|(_, _, path)| path.starts_with('/') && !path.starts_with("/memfd:"))
+        .map(|(region, offset, path)| FileMapping { region, offset, path: path.to_owned() })
         .collect()
 }
 
@@ -71,18 +101,21 @@ pub fn parse_writable_data_regions(maps: &str, exe: &str) -> Vec<CodeRegion> {
     out
 }
 
-/// The executable lines of a /proc/PID/maps text: range and path ("" when anonymous).
-fn executable_mappings(maps: &str) -> impl Iterator<Item = (CodeRegion, &str)> {
+/// The executable lines of a /proc/PID/maps text: range, file offset and path ("" when
+/// anonymous).
+fn executable_mappings(maps: &str) -> impl Iterator<Item = (CodeRegion, u64, &str)> {
     maps.lines().filter_map(|line| {
         let mut f = line.splitn(6, char::is_whitespace).filter(|s| !s.is_empty());
         let range = f.next()?;
         let perms = f.next()?;
-        let path = f.nth(3).map(str::trim).unwrap_or("");
+        let offset = u64::from_str_radix(f.next()?, 16).ok()?;
+        let path = f.nth(2).map(str::trim).unwrap_or("");
         if !perms.contains('x') {
             return None;
         }
         let (a, b) = range.split_once('-')?;
-        Some((CodeRegion { start: u64::from_str_radix(a, 16).ok()?, end: u64::from_str_radix(b, 16).ok()? }, path))
+        let region = CodeRegion { start: u64::from_str_radix(a, 16).ok()?, end: u64::from_str_radix(b, 16).ok()? };
+        Some((region, offset, path))
     })
 }
 
@@ -105,6 +138,20 @@ mod tests {
                 CodeRegion { start: 0x55a1042d0000, end: 0x55a1042f0000 }
             ]
         );
+    }
+
+    #[test]
+    fn executable_files_with_their_offsets() {
+        let maps = "55a103fbf000-55a104025000 r--p 00000000 fe:00 770341 /usr/lib/erlang/erts-17.1/bin/beam.smp\n\
+                    55a104025000-55a1042b0000 r-xp 00066000 fe:00 770341 /usr/lib/erlang/erts-17.1/bin/beam.smp\n\
+                    7f345d1ff000-7f345d9ff000 r-xs 00000000 00:01 1260 /memfd:vmem (deleted)\n\
+                    7f349fa06000-7f349fa08000 r-xp 00000000 00:00 0 [vdso]\n\
+                    7f34a0028000-7f34a017d000 r-xp 00026000 fe:00 1835 /usr/lib/x86_64-linux-gnu/libc.so.6\n";
+        let m = parse_executable_file_mappings(maps);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].region, CodeRegion { start: 0x55a104025000, end: 0x55a1042b0000 });
+        assert_eq!((m[0].offset, m[0].path.as_str()), (0x66000, "/usr/lib/erlang/erts-17.1/bin/beam.smp"));
+        assert_eq!((m[1].offset, m[1].path.as_str()), (0x26000, "/usr/lib/x86_64-linux-gnu/libc.so.6"));
     }
 
     #[test]

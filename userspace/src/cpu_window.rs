@@ -2,6 +2,11 @@
 //! the always-on metrics: which functions and which processes have the CPU right now.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+/// What a sample is ranked under: the Erlang function (or what the thread was doing) and,
+/// when the sample was in C, the C function beside it.
+pub type FunctionKey = (Arc<str>, Option<Arc<str>>);
 
 pub const WINDOW_SECS: usize = 60;
 
@@ -9,7 +14,7 @@ pub const WINDOW_SECS: usize = 60;
 struct Bucket {
     second: u64,
     samples: u64,
-    by_function: HashMap<String, u64>,
+    by_function: HashMap<FunctionKey, u64>,
     by_process: HashMap<u64, u64>,
 }
 
@@ -23,8 +28,8 @@ pub struct CpuWindow {
 }
 
 impl CpuWindow {
-    /// Adds a sample taken at `second` (monotonic seconds) whose leaf is `function`.
-    pub fn add(&mut self, second: u64, function: &str, process: Option<u64>) {
+    /// Adds a sample taken at `second` (monotonic seconds) ranked under `function`.
+    pub fn add(&mut self, second: u64, function: FunctionKey, process: Option<u64>) {
         self.samples_total += 1;
         if process.is_some() {
             self.attributed_total += 1;
@@ -37,7 +42,7 @@ impl CpuWindow {
         }
         let b = self.buckets.back_mut().expect("just pushed");
         b.samples += 1;
-        *b.by_function.entry(function.to_owned()).or_default() += 1;
+        *b.by_function.entry(function).or_default() += 1;
         if let Some(p) = process {
             *b.by_process.entry(p).or_default() += 1;
         }
@@ -64,8 +69,8 @@ impl CpuWindow {
         v.into_iter().map(|(k, c)| (k, c as f64 / total as f64)).collect()
     }
 
-    /// The `n` leaf functions with the largest share of the window's samples.
-    pub fn top_functions(&self, n: usize) -> Vec<(String, f64)> {
+    /// The `n` functions with the largest share of the window's samples.
+    pub fn top_functions(&self, n: usize) -> Vec<(FunctionKey, f64)> {
         self.top(n, |b| &b.by_function)
     }
 
@@ -81,15 +86,16 @@ mod tests {
 
     #[test]
     fn shares_over_the_window_and_expiry() {
+        let key = |e: &str, c: Option<&str>| (Arc::from(e), c.map(Arc::from));
         let mut w = CpuWindow::default();
         for _ in 0..3 {
-            w.add(1, "a:f/0", Some(0x13));
+            w.add(1, key("a:f/0", Some("memcpy")), Some(0x13));
         }
-        w.add(1, "b:g/1", None);
-        assert_eq!(w.top_functions(1), vec![("a:f/0".to_owned(), 0.75)]);
+        w.add(1, key("b:g/1", None), None);
+        assert_eq!(w.top_functions(1), vec![(key("a:f/0", Some("memcpy")), 0.75)]);
         assert_eq!(w.top_processes(5), vec![(0x13, 0.75)]);
-        w.add(1 + WINDOW_SECS as u64, "b:g/1", None);
-        assert_eq!(w.top_functions(5), vec![("b:g/1".to_owned(), 1.0)]);
+        w.add(1 + WINDOW_SECS as u64, key("b:g/1", None), None);
+        assert_eq!(w.top_functions(5), vec![(key("b:g/1", None), 1.0)]);
         assert_eq!(w.samples_total, 5);
     }
 }

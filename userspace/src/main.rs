@@ -8,6 +8,7 @@ mod bpf;
 mod cli;
 mod collector;
 mod cpu_window;
+mod enrich;
 mod events;
 mod metrics;
 mod mode;
@@ -172,7 +173,7 @@ fn start_cpu_sampling(
 ) -> Result<(sampler::SamplerThread, std::thread::JoinHandle<()>)> {
     // The symbolizer (blazesym) is not Send: it is made on the thread that uses it.
     let (sym_tx, sym_rx) = std::sync::mpsc::channel();
-    let (sampler, rx) = sampler::SamplerThread::start(target, frequency)?;
+    let (sampler, rx) = sampler::SamplerThread::start(target.clone(), frequency)?;
     *shared.sampler.lock().unwrap_or_else(|e| e.into_inner()) = Some(sampler.stats.clone());
     let (shared, target) = (shared.clone(), target.clone());
     let consumer = std::thread::Builder::new().name("scope-probe-cpu".into()).spawn(move || {
@@ -186,13 +187,16 @@ fn start_cpu_sampling(
                 return;
             }
         };
-        let mut builder = profile::StackBuilder::new(symbolizer, false);
+        let mut builder = enrich::stack::StackBuilder::new(&target, symbolizer, false);
         let epoch = std::time::Instant::now();
         for s in rx {
-            let process = builder.process_of(&s);
-            let leaf = builder.symbolizer.name(s.stack.first().copied().unwrap_or(s.ip));
+            let stack = builder.build(&target, &s);
+            let process = match stack.owner {
+                enrich::stack::Owner::Process(p) => Some(p),
+                enrich::stack::Owner::Thread(_) => None,
+            };
             let second = epoch.elapsed().as_secs();
-            shared.cpu.lock().unwrap_or_else(|e| e.into_inner()).add(second, &leaf, process);
+            shared.cpu.lock().unwrap_or_else(|e| e.into_inner()).add(second, stack.top_function(), process);
         }
     })?;
     let source = sym_rx.recv().context("the CPU sample thread ended early")??;

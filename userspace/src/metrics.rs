@@ -143,12 +143,14 @@ pub fn render(agg: &Aggregator, input: ScrapeInput<'_>) -> String {
     if input.sampler_lost.is_some() {
         counter(&mut r, "beam_cpu_samples", "CPU samples taken of the VM's threads", input.cpu.samples_total);
         let funcs = Family::<Labels, Gauge<f64, AtomicU64>>::default();
-        for (mfa, share) in input.cpu.top_functions(TOP_N) {
-            funcs.get_or_create(&vec![("mfa".into(), mfa)]).set(share);
+        for ((mfa, native), share) in input.cpu.top_functions(TOP_N) {
+            let native = native.map(|n| n.to_string()).unwrap_or_default();
+            funcs.get_or_create(&vec![("mfa".into(), mfa.to_string()), ("native".into(), native)]).set(share);
         }
         r.register(
             "beam_top_function_cpu_ratio",
-            "Share of the last minute's CPU samples whose leaf is this function (top 10)",
+            "Share of the last minute's CPU samples in this Erlang function (mfa; or what the thread was doing) and \
+             C function (native, when the sample was in C code on its behalf) (top 10)",
             funcs,
         );
         let procs = Family::<Labels, Gauge<f64, AtomicU64>>::default();

@@ -1,21 +1,51 @@
-//! Registered names of processes, read from the VM's process and atom tables on demand and
-//! cached (bounded). Only the processes being shown are looked up.
+//! Who a process is, by pid, for views that meet pids one at a time (profiles, flame graph
+//! roots): its registered name, else its label, else its initial call, read from a snapshot of
+//! the process table taken when an unknown pid shows up (at most every few seconds), and
+//! cached (bounded). A process gone before it was seen falls back to "".
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use beam_probes::BeamTarget;
 
 const MAX_CACHED: usize = 50_000;
+/// How often an unknown pid may cost a snapshot of the process table.
+const SNAPSHOT_EVERY: Duration = Duration::from_secs(2);
 
 #[derive(Default)]
 pub struct NameCache {
     names: HashMap<u64, String>,
+    last_snapshot: Option<Instant>,
 }
 
 impl NameCache {
-    /// The registered name of a pid term; "" when it has none (or is gone and was never seen
-    /// with one). A name once seen is kept for the process's lifetime in the cache.
+    /// Who the process of a pid term is; "" when that is not known.
     pub fn name(&mut self, target: &BeamTarget, pid: u64) -> String {
+        if let Some(n) = self.names.get(&pid) {
+            return n.clone();
+        }
+        if self.last_snapshot.is_none_or(|t| t.elapsed() >= SNAPSHOT_EVERY) {
+            self.last_snapshot = Some(Instant::now());
+            if let Ok(snap) = beam_probes::snapshot::snapshot(&target.process_table()) {
+                if self.names.len() + snap.processes.len() > MAX_CACHED {
+                    self.names.clear();
+                }
+                for p in snap.processes.iter().take(MAX_CACHED) {
+                    if let Some(id) = p.identity() {
+                        self.names.insert(p.term, id.to_owned());
+                    }
+                }
+                if let Some(n) = self.names.get(&pid) {
+                    return n.clone();
+                }
+            }
+        }
+        self.registered_name(target, pid)
+    }
+
+    /// The registered name of a pid term, without a snapshot (for callers that took one
+    /// already); "" when it has none.
+    pub fn registered_name(&mut self, target: &BeamTarget, pid: u64) -> String {
         if let Some(n) = self.names.get(&pid) {
             return n.clone();
         }

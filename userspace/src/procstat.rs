@@ -3,7 +3,10 @@
 
 use std::collections::BTreeMap;
 
-/// Kinds of VM threads, from their names (`1_scheduler` on OTP 25, `erts_sched_1` on 26+).
+use beam_probes::builds::ThreadNames;
+use beam_probes::threads::{self, SchedulerKind, ThreadRole};
+
+/// Kinds of VM threads for CPU accounting (roles from `beam_probes::threads`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ThreadKind {
     Normal,
@@ -23,38 +26,19 @@ impl ThreadKind {
     }
 }
 
-/// Classifies a thread name; returns the kind and the scheduler number when it has one.
-pub fn classify(comm: &str) -> (ThreadKind, Option<u32>) {
-    let num = |s: &str| s.parse::<u32>().ok();
-    // OTP 26+: erts_sched_N, erts_dcpus_N, erts_dios_N.
-    if let Some(n) = comm.strip_prefix("erts_sched_") {
-        return (ThreadKind::Normal, num(n));
+/// The kind and scheduler number of a thread, under the build's naming.
+pub fn classify(names: &ThreadNames, comm: &str) -> (ThreadKind, Option<u32>) {
+    match threads::classify(names, comm) {
+        ThreadRole::Scheduler(SchedulerKind::Normal, n) => (ThreadKind::Normal, Some(n)),
+        ThreadRole::Scheduler(SchedulerKind::DirtyCpu, n) => (ThreadKind::DirtyCpu, Some(n)),
+        ThreadRole::Scheduler(SchedulerKind::DirtyIo, n) => (ThreadKind::DirtyIo, Some(n)),
+        _ => (ThreadKind::Other, None),
     }
-    if let Some(n) = comm.strip_prefix("erts_dcpus_") {
-        return (ThreadKind::DirtyCpu, num(n));
-    }
-    if let Some(n) = comm.strip_prefix("erts_dios_") {
-        return (ThreadKind::DirtyIo, num(n));
-    }
-    // OTP 25: N_scheduler, N_dirty_cpu_sch(eduler), N_dirty_io_sche(duler) (15-char comm).
-    if let Some((n, rest)) = comm.split_once('_')
-        && let Some(n) = num(n) {
-            if rest.starts_with("scheduler") {
-                return (ThreadKind::Normal, Some(n));
-            }
-            if rest.starts_with("dirty_cpu") {
-                return (ThreadKind::DirtyCpu, Some(n));
-            }
-            if rest.starts_with("dirty_io") {
-                return (ThreadKind::DirtyIo, Some(n));
-            }
-        }
-    (ThreadKind::Other, None)
 }
 
 /// CPU seconds per (kind, scheduler number) over the VM's live threads; threads that are not
 /// schedulers are summed under (Other, None).
-pub fn scheduler_cpu(pid: u32) -> BTreeMap<(ThreadKind, Option<u32>), f64> {
+pub fn scheduler_cpu(pid: u32, names: &ThreadNames) -> BTreeMap<(ThreadKind, Option<u32>), f64> {
     let mut out = BTreeMap::new();
     // SAFETY: sysconf has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
@@ -73,7 +57,7 @@ pub fn scheduler_cpu(pid: u32) -> BTreeMap<(ThreadKind, Option<u32>), f64> {
         else {
             continue;
         };
-        let (kind, n) = classify(comm.trim());
+        let (kind, n) = classify(names, comm.trim_end_matches('\n'));
         let key = if kind == ThreadKind::Other { (kind, None) } else { (kind, n) };
         *out.entry(key).or_default() += (u + s) / ticks;
     }
@@ -89,19 +73,9 @@ pub fn resident_bytes(pid: u32) -> Option<u64> {
     Some(pages * page)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn thread_names_of_otp25_and_otp26() {
-        assert_eq!(classify("1_scheduler"), (ThreadKind::Normal, Some(1)));
-        assert_eq!(classify("2_dirty_cpu_sch"), (ThreadKind::DirtyCpu, Some(2)));
-        assert_eq!(classify("10_dirty_io_sch"), (ThreadKind::DirtyIo, Some(10)));
-        assert_eq!(classify("erts_sched_3"), (ThreadKind::Normal, Some(3)));
-        assert_eq!(classify("erts_dcpus_1"), (ThreadKind::DirtyCpu, Some(1)));
-        assert_eq!(classify("erts_dios_4"), (ThreadKind::DirtyIo, Some(4)));
-        assert_eq!(classify("1_aux"), (ThreadKind::Other, None));
-        assert_eq!(classify("beam.smp"), (ThreadKind::Other, None));
-    }
+/// This process's own peak resident memory (`VmHWM`).
+pub fn own_peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kb * 1024)
 }

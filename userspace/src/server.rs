@@ -54,7 +54,7 @@ async fn scrape(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
             *t += snapshot.as_ref().map_or(0, |s| s.torn);
             *t
         };
-        let scheduler_cpu = procstat::scheduler_cpu(app.target.pid);
+        let scheduler_cpu = procstat::scheduler_cpu(app.target.pid, &app.target.table.threads);
         let resident_bytes = procstat::resident_bytes(app.target.pid);
         let sampler_lost = app.shared.sampler.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|s| {
             (s.lost_ring_buffer.load(Ordering::Relaxed), s.lost_channel.load(Ordering::Relaxed))
@@ -73,7 +73,7 @@ async fn scrape(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
             .filter_map(|p| p.identity().map(|id| (p.term, id)))
             .collect();
         let mut label = |pid: u64| {
-            let name = identities.get(&pid).map(|n| n.to_string()).unwrap_or_else(|| names.name(target, pid));
+            let name = identities.get(&pid).map(|n| n.to_string()).unwrap_or_else(|| names.registered_name(target, pid));
             (target.format_pid(pid), name)
         };
         metrics::render(
@@ -121,7 +121,7 @@ async fn processes(State(app): State<Arc<App>>) -> Json<Vec<ProcessRow>> {
             .iter()
             .map(|(pid, s)| ProcessRow {
                 pid: t.format_pid(*pid),
-                name: if s.exited { String::new() } else { names.name(t, *pid) },
+                name: if s.exited { String::new() } else { names.registered_name(t, *pid) },
                 stats: s.clone(),
                 parent: s.parent.map(|p| t.format_pid(p)),
             })

@@ -183,7 +183,7 @@ impl App {
             Err(e) => self.error = Some(format!("{e:#}")),
         }
         // Scheduler utilisation: CPU of the normal schedulers over their number and the time.
-        let cpu = procstat::scheduler_cpu(self.target.pid);
+        let cpu = procstat::scheduler_cpu(self.target.pid, &self.target.table.threads);
         let normal: Vec<f64> = cpu.iter().filter(|((k, _), _)| *k == ThreadKind::Normal).map(|(_, v)| *v).collect();
         let total: f64 = normal.iter().sum();
         if let Some((t, prev)) = self.prev_cpu {

@@ -77,6 +77,10 @@ pub struct ProcessLayout {
     pub heap: u64,
     /// `htop`: the young heap's used part ends here (identity terms are read ahead from it).
     pub htop: u64,
+    /// `stop`: the top of the Erlang stack, which grows down from `hend` towards `htop`. The
+    /// JIT stores it when it enters C code for a BIF, a NIF or the collector; while JIT code
+    /// runs, the stack pointer register is the Erlang stack pointer instead.
+    pub stop: u64,
     pub hend: u64,
     pub abandoned_heap: u64,
     pub psd: u64,
@@ -235,6 +239,82 @@ pub struct GlobalSymbols {
     pub jit_debug_descriptor: &'static str,
     /// `int erts_frame_layout`: 1 when JIT code keeps frame pointers (`+JPperf true|fp`).
     pub frame_layout: &'static str,
+    /// `ErtsAlignedSchedulerData *` of the normal, dirty CPU and dirty I/O schedulers: arrays
+    /// indexed by the scheduler's number minus one (see [`SchedulerLayout`]).
+    pub schedulers: &'static str,
+    pub dirty_cpu_schedulers: &'static str,
+    pub dirty_io_schedulers: &'static str,
+}
+
+/// A scheduler's own data (`ErtsSchedulerData`, erl_process.h), which tells what the thread
+/// that owns it is doing at any moment: the process (or port) it runs, or whether it waits
+/// for work. Every scheduler thread has one, in a cache-line padded array per kind.
+#[derive(Debug, Clone, Copy)]
+pub struct SchedulerLayout {
+    /// `sizeof(ErtsAlignedSchedulerData)`: the arrays' stride.
+    pub aligned_size: u64,
+    /// `current_process`: the `Process *` the scheduler runs, NULL between processes. Set by
+    /// `erts_schedule` when it picks a process and cleared when it takes it out, so it holds
+    /// while the process runs JIT code, a BIF, a NIF or the collector.
+    pub current_process: u64,
+    /// `current_port`: the `Port *` whose tasks it runs, NULL otherwise.
+    pub current_port: u64,
+    /// `ssi`: its `ErtsSchedulerSleepInfo *`, whose `flags` say whether it waits for work.
+    pub ssi: u64,
+    /// `no` (normal schedulers) and `dirty_no` (dirty ones): its number, from 1; checked
+    /// against the thread's name before the data is trusted.
+    pub no: u64,
+    pub dirty_no: u64,
+    /// `ErtsSchedulerSleepInfo.flags` (a 32-bit atomic).
+    pub ssi_flags: u64,
+    /// Not in DWARF: `ERTS_SSI_FLG_*` (erl_process.h).
+    pub sleep_flags: SleepFlags,
+}
+
+/// The bits of `ErtsSchedulerSleepInfo.flags` (`ERTS_SSI_FLG_*`). A scheduler out of work
+/// sets `waiting | sleeping` and spins for a while; when the spinning ends without work it
+/// adds `tse_sleeping` (it blocks on its event) or `poll_sleeping` (it blocks in the poll
+/// set, waiting for I/O).
+#[derive(Debug, Clone, Copy)]
+pub struct SleepFlags {
+    pub sleeping: u32,
+    pub poll_sleeping: u32,
+    pub tse_sleeping: u32,
+    pub waiting: u32,
+}
+
+/// How a build names its threads (`/proc/PID/task/TID/comm`, which the kernel cuts at 15
+/// characters): one pattern per role, `{}` standing for the thread's number.
+#[derive(Debug, Clone, Copy)]
+pub struct ThreadNames {
+    pub normal: &'static str,
+    pub dirty_cpu: &'static str,
+    pub dirty_io: &'static str,
+    pub aux: &'static str,
+    pub poller: &'static str,
+    pub async_pool: &'static str,
+    /// Threads of other roles, by exact (cut) name: the signal and message dispatchers.
+    pub dispatchers: &'static [&'static str],
+}
+
+/// Conventions of the x86-64 JIT's generated code (beam_asm.hpp), which CPU samples rely on.
+#[derive(Debug, Clone, Copy)]
+pub struct JitConventions {
+    /// The register that holds the running `Process *` (`c_p`) while JIT code runs.
+    pub process_register: Register,
+    /// Continuation pointers (return addresses) on the Erlang stack are aligned to this many
+    /// bytes (`aligned_call`: the CP tag is 0b00), which tells them from terms: a boxed,
+    /// list or immediate term has one of its two low bits set.
+    pub cp_alignment: u64,
+}
+
+/// A user-mode x86-64 register, as the JIT uses them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Register {
+    R13,
+    Rbx,
+    Rbp,
+    Rsp,
 }
 
 /// Layout of the records ERTS hangs on the GDB JIT interface (`symfile_addr` of each
@@ -304,6 +384,9 @@ pub struct BuildTable {
     pub proc_dict: ProcDictLayout,
     pub terms: TermLayout,
     pub otp: OtpProcesses,
+    pub scheduler: SchedulerLayout,
+    pub threads: ThreadNames,
+    pub jit: JitConventions,
 }
 
 /// OTP's own processes in OTP 25-29: erts, kernel, stdlib's servers, sasl, the shell's I/O and

@@ -5,8 +5,9 @@
 //! +0 of every process table entry, registered names through the atom table).
 
 use crate::builds::{
-    BuildTable, GlobalSymbols, JitRecordLayout, OTP_PROCESSES, ProcDictLayout, ProcessLayout, ProcessStatusFlags,
-    PtabLayout, RegProcLayout, SignalQueueLayout, TermLayout,
+    BuildTable, GlobalSymbols, JitConventions, JitRecordLayout, OTP_PROCESSES, ProcDictLayout, ProcessLayout,
+    ProcessStatusFlags, PtabLayout, RegProcLayout, Register, SchedulerLayout, SignalQueueLayout, SleepFlags,
+    TermLayout, ThreadNames,
 };
 use crate::hooks::{HookPoint, HookSpec};
 use crate::terms::{AtomLayout, AtomName, PidIndex, PidLayout};
@@ -95,6 +96,11 @@ pub static DEBIAN12_OTP25: BuildTable = BuildTable {
         jit_debug_descriptor: "__jit_debug_descriptor",
         // ERTS_FRAME_LAYOUT_RA = 0, ERTS_FRAME_LAYOUT_FP_RA = 1 (beam_jit_common.hpp).
         frame_layout: "erts_frame_layout",
+        // erl_process.c: `ErtsAlignedSchedulerData *erts_aligned_scheduler_data` and its
+        // dirty CPU and dirty I/O twins (exported).
+        schedulers: "erts_aligned_scheduler_data",
+        dirty_cpu_schedulers: "erts_aligned_dirty_cpu_scheduler_data",
+        dirty_io_schedulers: "erts_aligned_dirty_io_scheduler_data",
     },
     // From `struct process` in erl_process.h (25.2.3, no dynamic trace): heap_sz, i, reds,
     // sig_qs.len and sig_inq.len validated live; the old heap, mbuf_sz and state follow from the
@@ -126,6 +132,7 @@ pub static DEBIAN12_OTP25: BuildTable = BuildTable {
         def_arg_reg: 208,
         heap: 128,
         htop: 80,
+        stop: 88,
         hend: 136,
         abandoned_heap: 144,
         psd: 592,
@@ -248,4 +255,31 @@ pub static DEBIAN12_OTP25: BuildTable = BuildTable {
         bits: None,
     },
     otp: OTP_PROCESSES,
+    // erl_process.h: struct ErtsSchedulerData_ (DWARF of Debian's 25.2.3 source);
+    // ERTS_SSI_FLG_SLEEPING 1 << 0, POLL_SLEEPING 1 << 1, TSE_SLEEPING 1 << 2, WAITING 1 << 3.
+    scheduler: SchedulerLayout {
+        aligned_size: 41728,
+        current_process: 168,
+        current_port: 224,
+        ssi: 160,
+        no: 184,
+        dirty_no: 192,
+        ssi_flags: 24,
+        sleep_flags: SleepFlags { sleeping: 1 << 0, poll_sleeping: 1 << 1, tse_sleeping: 1 << 2, waiting: 1 << 3 },
+    },
+    // erl_process.c (erts_start_schedulers): "%lu_scheduler", "%d_dirty_cpu_scheduler",
+    // "%d_dirty_io_scheduler", "%d_aux", "%d_poller"; erl_async.c: "async_%d"; the
+    // dispatchers are "sys_sig_dispatcher" and "sys_msg_dispatcher", cut to 15 characters.
+    threads: ThreadNames {
+        normal: "{}_scheduler",
+        dirty_cpu: "{}_dirty_cpu_scheduler",
+        dirty_io: "{}_dirty_io_scheduler",
+        aux: "{}_aux",
+        poller: "{}_poller",
+        async_pool: "async_{}",
+        dispatchers: &["sys_sig_dispatc", "sys_msg_dispatc"],
+    },
+    // beam_asm.hpp (x86): `c_p` is r13; `aligned_call` pads calls so that the return address
+    // is a valid CP (`_CPMASK` 3).
+    jit: JitConventions { process_register: Register::R13, cp_alignment: 4 },
 };

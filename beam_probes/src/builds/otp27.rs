@@ -10,7 +10,10 @@
 //! this table. Term layouts, hook signatures, status flags and JIT records: read from the
 //! 27.3.4.1 source (files named below).
 
-use crate::builds::{BitsLayout, BuildTable, DEBIAN12_OTP25, ProcessLayout, PtabLayout, RegProcLayout, TermLayout};
+use crate::builds::{
+    BitsLayout, BuildTable, DEBIAN12_OTP25, ProcessLayout, PtabLayout, RegProcLayout, SchedulerLayout, TermLayout,
+    ThreadNames,
+};
 use crate::terms::{PidIndex, PidLayout};
 
 pub static DEBIAN13_OTP27: BuildTable = BuildTable {
@@ -68,6 +71,7 @@ pub static DEBIAN13_OTP27: BuildTable = BuildTable {
         def_arg_reg: 144,
         heap: 192,
         htop: 80,
+        stop: 88,
         hend: 200,
         abandoned_heap: 208,
         psd: 576,
@@ -133,4 +137,29 @@ pub static DEBIAN13_OTP27: BuildTable = BuildTable {
         ..DEBIAN12_OTP25.terms
     },
     otp: DEBIAN12_OTP25.otp,
+    // erl_process.h: struct ErtsSchedulerData_ (DWARF of Debian's 27.3.4.1 source); the
+    // ERTS_SSI_FLG_* bits are 25's.
+    scheduler: SchedulerLayout {
+        aligned_size: 0, // TODO27
+        current_process: 0, // TODO27
+        current_port: 0, // TODO27
+        ssi: 0, // TODO27
+        no: 0, // TODO27
+        dirty_no: 0, // TODO27
+        ssi_flags: 0, // TODO27
+        ..DEBIAN12_OTP25.scheduler
+    },
+    // erl_process.c (OTP 26+): "erts_sched_%d", "erts_dcpus_%d", "erts_dios_%d",
+    // "erts_aux_%d", "erts_poll_%d"; erl_async.c: "erts_async_%d"; the dispatchers
+    // "erts_ssig_disp" and "erts_smsg_disp" (seen on trixie's and forky's VMs).
+    threads: ThreadNames {
+        normal: "erts_sched_{}",
+        dirty_cpu: "erts_dcpus_{}",
+        dirty_io: "erts_dios_{}",
+        aux: "erts_aux_{}",
+        poller: "erts_poll_{}",
+        async_pool: "erts_async_{}",
+        dispatchers: &["erts_ssig_disp", "erts_smsg_disp"],
+    },
+    jit: DEBIAN12_OTP25.jit,
 };

@@ -16,53 +16,11 @@ use anyhow::{Context, Result};
 use beam_probes::BeamTarget;
 
 use crate::cli::{ProfileArgs, ProfileFormat};
-use crate::names::NameCache;
+use crate::enrich::stack::StackBuilder;
 use crate::procstat;
 use crate::sampler::{Sample, SamplerThread};
 use crate::symbolize::Symbolizer;
 use stacks::Profile;
-
-/// Turns one sample into root-first frame names; also says whether the sample is attributed to
-/// an Erlang process (r13 is trusted only when the sampled IP is JIT code).
-pub struct StackBuilder {
-    pub symbolizer: Symbolizer,
-    names: NameCache,
-    by_process: bool,
-}
-
-impl StackBuilder {
-    pub fn new(symbolizer: Symbolizer, by_process: bool) -> StackBuilder {
-        StackBuilder { symbolizer, names: NameCache::default(), by_process }
-    }
-
-    /// The Erlang process a sample belongs to, if it can be trusted.
-    pub fn process_of(&self, s: &Sample) -> Option<u64> {
-        s.process.filter(|_| !s.in_kernel && self.symbolizer.in_jit(s.ip))
-    }
-
-    pub fn frames(&mut self, target: &BeamTarget, s: &Sample) -> Vec<String> {
-        // Without JIT frame pointers only the leaf can be trusted: the frame-pointer chain
-        // through JIT code is garbage then.
-        let depth = if self.symbolizer.frame_pointers() { s.stack.len() } else { 1 };
-        let leaf_first = if s.stack.is_empty() { vec![s.ip] } else { s.stack.iter().copied().take(depth).collect() };
-        let mut frames: Vec<String> = leaf_first.iter().rev().map(|a| self.symbolizer.name(*a).to_string()).collect();
-        if s.in_kernel {
-            frames.push("[kernel]".into());
-        }
-        if self.by_process {
-            let root = match self.process_of(s) {
-                Some(pid) => {
-                    let name = self.names.name(target, pid);
-                    let pid = target.format_pid(pid);
-                    if name.is_empty() { pid } else { format!("{pid} {name}") }
-                }
-                None => "[no Erlang process]".into(),
-            };
-            frames.insert(0, root);
-        }
-        frames
-    }
-}
 
 pub fn run(args: ProfileArgs) -> Result<()> {
     crate::privileges::check()?;
@@ -76,9 +34,10 @@ pub fn run(args: ProfileArgs) -> Result<()> {
             File::create(&args.output).with_context(|| format!("cannot write {}", args.output.display()))?,
         ))
     };
+    let target = std::sync::Arc::new(target);
     let symbolizer = Symbolizer::new(&target)?;
-    let mut builder = StackBuilder::new(symbolizer, args.by_process);
-    let (sampler, rx) = SamplerThread::start(&target, args.frequency)?;
+    let mut builder = StackBuilder::new(&target, symbolizer, args.by_process);
+    let (sampler, rx) = SamplerThread::start(target.clone(), args.frequency)?;
     let fp = builder.symbolizer.frame_pointers();
     eprintln!(
         "scope-probe: profiling pid {} (OTP {}, ERTS {}) at {} Hz for {}; JIT symbols: {} ({} known){}",
@@ -89,11 +48,11 @@ pub fn run(args: ProfileArgs) -> Result<()> {
         humantime::format_duration(args.duration),
         builder.symbolizer.jit_source().describe(),
         builder.symbolizer.jit_symbol_count(),
-        if fp { "" } else { "; no JIT frame pointers (VM not started with +JPperf): leaf frames only" },
+        if fp { "; JIT frame pointers" } else { "; Erlang stacks scanned (no JIT frame pointers)" },
     );
 
     let stop = stop_on_signals()?;
-    let cpu_before = procstat::scheduler_cpu(target.pid);
+    let cpu_before = procstat::scheduler_cpu(target.pid, &target.table.threads);
     let mut profile = Profile::default();
     let mut ended = None;
     let started = Instant::now();
@@ -106,13 +65,7 @@ pub fn run(args: ProfileArgs) -> Result<()> {
             break;
         }
         match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(s) => {
-                let frames = builder.frames(&target, &s);
-                if builder.process_of(&s).is_some() {
-                    profile.attributed += 1;
-                }
-                profile.add(frames);
-            }
+            Ok(s) => add_sample(&mut profile, &mut builder, &target, &s),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
@@ -139,11 +92,7 @@ pub fn run(args: ProfileArgs) -> Result<()> {
     sampler.stop()?;
     // Samples still queued belong to the run.
     while let Ok(s) = rx.try_recv() {
-        let frames = builder.frames(&target, &s);
-        if builder.process_of(&s).is_some() {
-            profile.attributed += 1;
-        }
-        profile.add(frames);
+        add_sample(&mut profile, &mut builder, &target, &s);
     }
     if tty {
         eprintln!();
@@ -160,10 +109,18 @@ pub fn run(args: ProfileArgs) -> Result<()> {
     if let Some(why) = ended {
         profile.notes.push(format!("stopped early ({why}) after {}", humantime::format_duration(round_ms(elapsed))));
     }
-    if !fp {
-        profile.notes.push("no JIT frame pointers (start the VM with +JPperf true for full stacks): leaf frames only".into());
+    profile.notes.push(format!(
+        "{:.0}% of samples attributed to Erlang processes, {:.0}% of those with their whole Erlang stack",
+        percent(profile.attributed, profile.samples),
+        percent(profile.complete, profile.attributed)
+    ));
+    if profile.register_checked > 0 {
+        profile.notes.push(format!(
+            "JIT register agrees with the schedulers in {:.1}% of {} JIT samples",
+            100.0 * profile.register_agreed as f64 / profile.register_checked as f64,
+            profile.register_checked
+        ));
     }
-    profile.notes.push(format!("{:.0}% of samples attributed to Erlang processes", percent(profile.attributed, profile.samples)));
     if lost > 0 {
         profile.notes.push(format!("{lost} samples lost"));
     }
@@ -173,20 +130,37 @@ pub fn run(args: ProfileArgs) -> Result<()> {
         ProfileFormat::Speedscope => speedscope::write(&profile, &mut out)?,
     }
     out.flush()?;
-    let cpu_after = procstat::scheduler_cpu(target.pid);
+    let cpu_after = procstat::scheduler_cpu(target.pid, &target.table.threads);
     eprintln!(
-        "scope-probe: wrote {} ({}{}): {} samples, {} attributed, {} unattributed, {} lost; peak RSS {} MiB",
+        "scope-probe: wrote {} ({}{}): {} samples, {} attributed to processes ({} with whole Erlang stacks), {} in \
+         threads outside processes, {} lost; peak RSS {} MiB (VM), {} MiB (scope-probe)",
         args.output.display(),
         format.name(),
         ended.map(|why| format!(", {why} after {}", humantime::format_duration(round_ms(elapsed)))).unwrap_or_default(),
         profile.samples,
         profile.attributed,
+        profile.complete,
         profile.samples - profile.attributed,
         lost,
-        peak_rss / (1 << 20)
+        peak_rss / (1 << 20),
+        procstat::own_peak_rss_bytes().unwrap_or(0) / (1 << 20),
     );
     eprintln!("scope-probe: scheduler CPU during the run: {}", cpu_summary(&cpu_before, &cpu_after));
     Ok(())
+}
+
+/// Adds one sample to the profile.
+fn add_sample(profile: &mut Profile, builder: &mut StackBuilder, target: &BeamTarget, s: &Sample) {
+    let stack = builder.build(target, s);
+    if matches!(stack.owner, crate::enrich::stack::Owner::Process(_)) {
+        profile.attributed += 1;
+        profile.complete += u64::from(stack.complete);
+    }
+    if let Some(agrees) = stack.register_agrees {
+        profile.register_checked += 1;
+        profile.register_agreed += u64::from(agrees);
+    }
+    profile.add(stack.frames);
 }
 
 /// Ctrl-C or SIGTERM ends the run early (what was sampled is still written); a second one

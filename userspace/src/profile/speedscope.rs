@@ -53,8 +53,8 @@ pub fn write(profile: &Profile, out: &mut dyn Write) -> anyhow::Result<()> {
         let ids = stack
             .iter()
             .map(|f| {
-                *index.entry(f.as_str()).or_insert_with(|| {
-                    frames.push(Frame { name: f.as_str() });
+                *index.entry(f.as_ref()).or_insert_with(|| {
+                    frames.push(Frame { name: f.as_ref() });
                     frames.len() - 1
                 })
             })
