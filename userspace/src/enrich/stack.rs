@@ -238,7 +238,7 @@ impl StackBuilder {
 /// kind shares at its root: libc's thread start and the VM's unnamed thread wrappers after it.
 fn trim_thread_start(names: &mut Vec<Arc<str>>) {
     const THREAD_START: &[&str] = &["clone", "clone3", "start_thread", "__clone", "__clone3"];
-    if let Some(i) = names.iter().rposition(|n| THREAD_START.contains(&n.as_ref())) {
+    if let Some(i) = names.iter().position(|n| THREAD_START.contains(&n.as_ref())) {
         names.truncate(i);
     }
     while names.len() > 1 && names.last().is_some_and(|n| n.starts_with('[')) {
