@@ -137,16 +137,16 @@ pub static DEBIAN13_OTP27: BuildTable = BuildTable {
         ..DEBIAN12_OTP25.terms
     },
     otp: DEBIAN12_OTP25.otp,
-    // erl_process.h: struct ErtsSchedulerData_ (DWARF of Debian's 27.3.4.1 source); the
-    // ERTS_SSI_FLG_* bits are 25's.
+    // erl_process.h: struct ErtsSchedulerData_ (DWARF of Debian's 27.3.4.1 source; 25's
+    // offsets, a larger atom cache map); the ERTS_SSI_FLG_* bits are 25's.
     scheduler: SchedulerLayout {
-        aligned_size: 0, // TODO27
-        current_process: 0, // TODO27
-        current_port: 0, // TODO27
-        ssi: 0, // TODO27
-        no: 0, // TODO27
-        dirty_no: 0, // TODO27
-        ssi_flags: 0, // TODO27
+        aligned_size: 41792,
+        current_process: 168,
+        current_port: 224,
+        ssi: 160,
+        no: 184,
+        dirty_no: 192,
+        ssi_flags: 24,
         ..DEBIAN12_OTP25.scheduler
     },
     // erl_process.c (OTP 26+): "erts_sched_%d", "erts_dcpus_%d", "erts_dios_%d",
