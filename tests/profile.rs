@@ -9,6 +9,11 @@ use scope_probe_tests::{Beam, probe};
 
 /// Runs a profile and returns folded stacks (stack -> samples).
 fn profile(pid: u32, secs: u32, extra: &[&str]) -> HashMap<Vec<String>, u64> {
+    profile_with_stderr(pid, secs, extra).0
+}
+
+/// [`profile`], with what scope-probe printed on stderr.
+fn profile_with_stderr(pid: u32, secs: u32, extra: &[&str]) -> (HashMap<Vec<String>, u64>, String) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("cpu.folded");
     let o = probe::run(
@@ -18,9 +23,9 @@ fn profile(pid: u32, secs: u32, extra: &[&str]) -> HashMap<Vec<String>, u64> {
         ]
         .concat(),
     );
-    let stderr = String::from_utf8_lossy(&o.stderr);
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
     assert!(o.status.success(), "profile failed: {stderr}");
-    parse_folded(&std::fs::read_to_string(&out).unwrap())
+    (parse_folded(&std::fs::read_to_string(&out).unwrap()), stderr)
 }
 
 fn parse_folded(text: &str) -> HashMap<Vec<String>, u64> {
@@ -60,14 +65,150 @@ fn with_jpperf_the_leaf_and_its_chain_are_named() {
     assert!(mine[0].0[0].contains("scope_burner"), "root names the registered process: {:?}", mine[0].0[0]);
 }
 
+/// Without JIT frame pointers the chain comes from the continuation pointers on the process's
+/// Erlang stack: `outer -> middle -> burn` in at least 90% of the burner's samples, and no
+/// frame names a function its module does not have.
 #[test]
-fn without_jpperf_the_leaf_is_named_through_the_jit_interface() {
+fn without_jpperf_the_chain_is_found_on_the_erlang_stack() {
     let mut beam = Beam::start();
     let pid = beam.call("scope_burn:start(scope_burner)")["pid"].clone();
     let stacks = profile(beam.os_pid, 4, &["--by-process"]);
     let mine = under(&stacks, &pid);
     let leaf = share(&mine, |s| s.last().is_some_and(|f| f == "scope_burn:burn/2"));
     assert!(leaf >= 0.9, "leaf scope_burn:burn/2 in {:.0}% of the burner's samples: {mine:?}", leaf * 100.0);
+    let chain = share(&mine, |s| {
+        let n = s.len();
+        n >= 4 && s[n - 1] == "scope_burn:burn/2" && s[n - 2] == "scope_burn:middle/1" && s[n - 3] == "scope_burn:outer/1"
+    });
+    assert!(chain >= 0.9, "burn <- middle <- outer in {:.0}% of the burner's samples: {mine:?}", chain * 100.0);
+    every_erlang_frame_exists(&mut beam, &stacks);
+}
+
+/// An Erlang frame as the JIT names it (`mod:fun/arity`, atoms quoted as `~w` quotes them);
+/// C++ names (`a::b`) and bracketed names are not.
+fn erlang_frame(frame: &str) -> Option<(&str, &str)> {
+    if frame.starts_with('[') || frame.starts_with('<') || frame.contains("::") || frame.ends_with("_[k]") {
+        return None;
+    }
+    let (module, function) = if let Some(rest) = frame.strip_prefix('\'') {
+        let end = rest.find('\'')?;
+        (&frame[..end + 2], rest[end + 1..].strip_prefix(':')?)
+    } else {
+        frame.split_once(':')?
+    };
+    let (_, arity) = function.rsplit_once('/')?;
+    (arity.parse::<u32>().is_ok() && !module.is_empty()).then_some((module, function))
+}
+
+/// Every Erlang frame of a profile names a function its module has (exported or local), as
+/// the VM lists them: a stack word that merely looked like a code address would name another.
+fn every_erlang_frame_exists(beam: &mut Beam, stacks: &HashMap<Vec<String>, u64>) {
+    let mut functions: HashMap<String, Vec<String>> = HashMap::new();
+    let mut checked = 0;
+    for stack in stacks.keys() {
+        for frame in stack {
+            let Some((module, function)) = erlang_frame(frame) else { continue };
+            let known = functions.entry(module.to_owned()).or_insert_with(|| {
+                let list = beam.call(&format!("scope_cpu:functions({module})"))["value"].clone();
+                list.trim_matches('"').split('|').map(str::to_owned).collect()
+            });
+            assert!(known.iter().any(|f| f == function), "{frame}: {module} has no {function} (it has {known:?})");
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "no Erlang frames in {stacks:?}");
+}
+
+/// Samples of scheduler threads at work: attributed ones (rooted at a pid) and the
+/// schedulers' own work between processes (`[scheduler 1: scheduling]`, `[dirty cpu 2:
+/// port]`...), but not their waiting for work (`spin`, `idle`: a scheduler that ran out of work
+/// spins a while before it sleeps, dirty ones after every job).
+fn scheduler_samples(stacks: &HashMap<Vec<String>, u64>) -> u64 {
+    let working = |root: &str| {
+        let scheduler = ["[scheduler ", "[dirty cpu ", "[dirty io "].iter().any(|k| root.starts_with(k));
+        root.starts_with('<') || (scheduler && !root.ends_with(": spin]") && !root.ends_with(": idle]"))
+    };
+    stacks.iter().filter(|(s, _)| working(&s[0])).map(|(_, n)| n).sum()
+}
+
+/// A server burning CPU in BIFs, the collector, ETS, big integers and a file write (C code on
+/// its behalf, on normal and dirty I/O schedulers), without +JPperf: at least 90% of the
+/// samples of schedulers at work are its, its own function is among the Erlang frames of at
+/// least 80% of them (the caller above the C frames), most of them are in C, and kernel frames
+/// are named.
+#[test]
+fn cpu_in_c_is_attributed_to_the_process_with_its_erlang_callers() {
+    let mut beam = Beam::start();
+    let pid = beam.call("scope_cpu:bif_server()")["pid"].clone();
+    let stacks = profile(beam.os_pid, 5, &["--by-process"]);
+    let mine = under(&stacks, &pid);
+    let mine_total: u64 = mine.iter().map(|(_, n)| n).sum();
+    let all = scheduler_samples(&stacks);
+    assert!(all >= 200, "too few samples: {all}");
+    assert!(
+        mine_total as f64 >= 0.9 * all as f64,
+        "{mine_total} of {all} samples of working schedulers attributed to the server: {stacks:?}"
+    );
+    let caller = share(&mine, |s| s.iter().any(|f| f == "scope_cpu:bif_loop/1"));
+    assert!(caller >= 0.8, "scope_cpu:bif_loop/1 among the frames of {:.0}% of its samples: {mine:?}", caller * 100.0);
+    // In C: the leaf is not an Erlang function.
+    let in_c = share(&mine, |s| s.last().is_some_and(|f| erlang_frame(f).is_none()));
+    assert!(in_c >= 0.5, "only {:.0}% of its samples in C: {mine:?}", in_c * 100.0);
+    let kernel: Vec<&String> = stacks.keys().flatten().filter(|f| f.ends_with("_[k]")).collect();
+    assert!(!kernel.is_empty(), "no kernel frames (the file writes make system calls): {stacks:?}");
+    assert!(kernel.iter().all(|f| *f != "[kernel]_[k]"), "unnamed kernel frames: {kernel:?}");
+    assert!(!stacks.keys().flatten().any(|f| f == "[beam.smp]"), "a bare [beam.smp] frame");
+    every_erlang_frame_exists(&mut beam, &stacks);
+}
+
+/// A process whose large heap is collected on a dirty CPU scheduler, over and over: the dirty
+/// scheduler's samples are the process's.
+#[test]
+fn dirty_scheduler_samples_belong_to_the_process() {
+    let mut beam = Beam::start();
+    let pid = beam.call("scope_cpu:dirty_gc()")["pid"].clone();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (stacks, stderr) = profile_with_stderr(beam.os_pid, 4, &["--by-process"]);
+    // The profile's own summary of the threads' CPU (from /proc): the work ran on dirty CPU
+    // schedulers.
+    let cpu = |kind: &str| -> f64 {
+        let line = stderr.lines().find(|l| l.contains("scheduler CPU during the run")).expect("CPU summary");
+        let at = line.find(&format!("{kind} ")).expect(kind) + kind.len() + 1;
+        line[at..].split('s').next().unwrap().parse().unwrap()
+    };
+    let (dirty, normal) = (cpu("dirty_cpu"), cpu("normal"));
+    assert!(dirty >= 1.0 && dirty >= 2.0 * normal, "dirty CPU {dirty}s, normal {normal}s: {stderr}");
+    let mine: u64 = under(&stacks, &pid).iter().map(|(_, n)| n).sum();
+    let all = scheduler_samples(&stacks);
+    assert!(all >= 100 && mine as f64 >= 0.9 * all as f64, "{mine} of {all} scheduler samples are the collector's process: {stacks:?}");
+}
+
+/// A nearly idle VM: the samples outside processes are named by what the threads do.
+#[test]
+fn an_idle_vm_reads_by_what_its_threads_do() {
+    let mut beam = Beam::start();
+    beam.call("scope_cpu:ticker()");
+    let stacks = profile(beam.os_pid, 3, &["--by-process", "--frequency", "999"]);
+    let state = |root: &str| -> bool {
+        let Some(inner) = root.strip_prefix('[').and_then(|r| r.strip_suffix(']')) else { return false };
+        let kinds = ["scheduler ", "dirty cpu ", "dirty io "];
+        if let Some(rest) = kinds.iter().find_map(|k| inner.strip_prefix(k)) {
+            let (n, state) = rest.split_once(": ").unwrap_or((rest, ""));
+            return n.parse::<u32>().is_ok() && ["", "idle", "spin", "scheduling", "port"].contains(&state);
+        }
+        ["aux", "poll", "async", "signal dispatcher"].contains(&inner) || inner.starts_with("other thread: ")
+    };
+    let roots: Vec<&String> = stacks.keys().map(|s| &s[0]).filter(|r| !r.starts_with('<')).collect();
+    assert!(!roots.is_empty(), "no samples outside processes: {stacks:?}");
+    for root in &roots {
+        assert!(state(root), "a sample outside processes reads {root:?}");
+    }
+    let scheduler_states: u64 = stacks
+        .iter()
+        .filter(|(s, _)| ["idle]", "spin]", "scheduling]"].iter().any(|st| s[0].starts_with("[scheduler ") && s[0].ends_with(st)))
+        .map(|(_, n)| n)
+        .sum();
+    assert!(scheduler_states > 0, "no scheduler caught waiting or scheduling: {stacks:?}");
 }
 
 /// Two processes with a 3:1 duty cycle: their shares of attributed samples match their shares
@@ -188,7 +329,7 @@ fn monitor_exports_cpu_metrics() {
     });
     let m = probe.metrics();
     let proc_share = m.get("beam_top_process_cpu_ratio", &[("pid", &pid), ("name", "scope_burner")]).expect("the burner");
-    let fn_share = m.get("beam_top_function_cpu_ratio", &[("mfa", "scope_burn:burn/2")]).expect("its function");
+    let fn_share = m.get("beam_top_function_cpu_ratio", &[("mfa", "scope_burn:burn/2"), ("native", "")]).expect("its function");
     assert!(proc_share >= 0.8 && fn_share >= 0.8, "shares: process {proc_share}, function {fn_share}");
     assert!(m.value("beam_cpu_samples_total") >= 100.0);
     // The VM's resident memory as the kernel counts it, read around a scrape: the VM is
@@ -205,4 +346,33 @@ fn monitor_exports_cpu_metrics() {
         rss >= before.min(after) * 0.99 && rss <= before.max(after) * 1.01,
         "beam_memory_resident_bytes {rss}, the kernel's VmRSS {before} then {after}"
     );
+}
+
+/// The monitor's top functions name the Erlang function that called into C, with the C
+/// function beside it (`native`), for a server whose CPU goes to BIFs.
+#[test]
+fn monitor_names_the_erlang_caller_of_c_code() {
+    use scope_probe_tests::{Probe, wait_stable};
+    let mut beam = Beam::start();
+    beam.call("scope_cpu:bif_server()");
+    let probe = Probe::attach(beam.os_pid, &["--frequency", "99"]);
+    let in_c = |probe: &Probe| -> f64 {
+        probe
+            .metrics()
+            .all("beam_top_function_cpu_ratio")
+            .iter()
+            .filter(|s| s.labels["mfa"].starts_with("scope_cpu:") && !s.labels["native"].is_empty())
+            .map(|s| s.value)
+            .sum()
+    };
+    let share = wait_stable(std::time::Duration::from_secs(10), std::time::Duration::from_millis(500), || {
+        Some((in_c(&probe) * 10.0).round())
+    });
+    let m = probe.metrics();
+    assert!(
+        share.unwrap_or(0.0) >= 1.0,
+        "no top function names scope_cpu's code with a C function beside it:\n{}",
+        m.all("beam_top_function_cpu_ratio").iter().map(|s| format!("{:?} {}", s.labels, s.value)).collect::<Vec<_>>().join("\n")
+    );
+    let _ = probe.stop();
 }
