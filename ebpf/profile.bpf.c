@@ -29,7 +29,7 @@ const volatile struct sched_thread btf_sched_thread = {};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 16 * 1024 * 1024);
+	__uint(max_entries, 1024 * 1024); /* sized by userspace for the CPUs and the frequency */
 } samples SEC(".maps");
 
 struct {
@@ -183,7 +183,7 @@ int on_cpu_sample(struct bpf_perf_event_data *ctx)
 		s->kframes = n < 0 ? (__s32)n : (__s32)(n / sizeof(__u64));
 	}
 	/* Userspace drains on a timer (see monitor.bpf.c); wake it only when half full. */
-	bpf_ringbuf_submit(s, bpf_ringbuf_query(&samples, BPF_RB_AVAIL_DATA) > (8 << 20) ? BPF_RB_FORCE_WAKEUP
+	bpf_ringbuf_submit(s, bpf_ringbuf_query(&samples, BPF_RB_AVAIL_DATA) > bpf_ringbuf_query(&samples, BPF_RB_RING_SIZE) / 2 ? BPF_RB_FORCE_WAKEUP
 											      : BPF_RB_NO_WAKEUP);
 	return 0;
 }

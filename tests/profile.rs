@@ -376,3 +376,29 @@ fn monitor_names_the_erlang_caller_of_c_code() {
     );
     let _ = probe.stop();
 }
+
+/// The sampler knows every scheduler thread by its own data: as many normal, dirty CPU and
+/// dirty I/O schedulers as the VM says it has, each found in its kind's array with the
+/// thread's number in it.
+#[test]
+fn every_scheduler_thread_has_its_data() {
+    use beam_probes::threads::{SchedulerKind, ThreadRole, vm_threads};
+    let mut beam = Beam::start();
+    let target = beam_probes::BeamTarget::open(beam.os_pid).expect("a BEAM");
+    let threads = vm_threads(&target);
+    for (kind, flag) in [
+        (SchedulerKind::Normal, "schedulers"),
+        (SchedulerKind::DirtyCpu, "dirty_cpu_schedulers"),
+        (SchedulerKind::DirtyIo, "dirty_io_schedulers"),
+    ] {
+        let vm: usize = beam.call(&format!("erlang:system_info({flag})"))["value"].parse().unwrap();
+        let ours: Vec<_> = threads.iter().filter(|t| matches!(t.role, ThreadRole::Scheduler(k, _) if k == kind)).collect();
+        assert_eq!(ours.len(), vm, "{flag}: {threads:?}");
+        assert!(ours.iter().all(|t| t.scheduler_data.is_some()), "{flag} without their data: {ours:?}");
+        let mut data: Vec<u64> = ours.iter().filter_map(|t| t.scheduler_data).collect();
+        data.dedup();
+        assert_eq!(data.len(), vm, "one data block per scheduler");
+    }
+    assert!(threads.iter().any(|t| t.role == ThreadRole::Aux), "the aux thread: {threads:?}");
+    assert!(threads.iter().any(|t| t.role == ThreadRole::Poller), "a poller thread: {threads:?}");
+}

@@ -199,6 +199,15 @@ fn open_cpu_clock(cpu: i32, frequency: u64) -> Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// The sample ring buffer's size: what the CPUs sample between two drains (every 100 ms),
+/// eight times over, as a power of two of at least 1 MiB. Its pages count in scope-probe's
+/// resident memory once written, so it is not made larger than the load needs.
+fn ring_bytes(cpus: usize, frequency: u64) -> u32 {
+    let per_drain = (cpus as u64 * frequency).div_ceil(10).max(1);
+    let bytes = per_drain * std::mem::size_of::<types::cpu_sample>() as u64 * 8;
+    bytes.clamp(1 << 20, 1 << 30).next_power_of_two() as u32
+}
+
 /// Offset of a user register in the kernel's `struct pt_regs` (x86-64, asm/ptrace.h).
 fn pt_regs_offset(reg: Register) -> u64 {
     match reg {
@@ -235,9 +244,11 @@ fn run(
         c.esd_current_port = t.scheduler.current_port;
         c.esd_ssi = t.scheduler.ssi;
         c.ssi_flags = t.scheduler.ssi_flags;
+        let cpus = online_cpus()?;
+        open.maps.samples.set_max_entries(ring_bytes(cpus.len(), frequency)).context("sizing the sample ring buffer")?;
         let skel = open.load().context("loading the profile BPF program")?;
         let mut links: Vec<(OwnedFd, Link)> = Vec::new();
-        for cpu in online_cpus()? {
+        for cpu in cpus {
             let fd = open_cpu_clock(cpu, frequency)?;
             let link = skel.progs.on_cpu_sample.attach_perf_event(fd.as_raw_fd()).context("attaching the sampler")?;
             links.push((fd, link));

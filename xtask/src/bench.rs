@@ -77,8 +77,9 @@ pub fn run(bin: &Path, each: Duration, rounds: usize, only: Option<&str>) -> Res
     match only {
         None => {}
         Some("snapshot") => return snapshot_bench(bin),
+        Some("profile") => return profile_bench(bin),
         Some("overhead") => {}
-        Some(other) => anyhow::bail!("--only {other}: expected overhead or snapshot"),
+        Some(other) => anyhow::bail!("--only {other}: expected overhead, snapshot or profile"),
     }
     let mut beam = Beam::start();
     let ms = each.as_millis();
@@ -110,7 +111,56 @@ pub fn run(bin: &Path, each: Duration, rounds: usize, only: Option<&str>) -> Res
     if only == Some("overhead") {
         return Ok(());
     }
-    snapshot_bench(bin)
+    snapshot_bench(bin)?;
+    profile_bench(bin)
+}
+
+/// `scope-probe profile` on a VM whose JIT has over 100,000 symbols (50,000 generated functions
+/// besides OTP's), while a server burns CPU in BIFs: scope-probe's peak memory (goal: 64 MiB),
+/// and what the profile attributed.
+fn profile_bench(bin: &Path) -> Result<()> {
+    let mut beam = Beam::start();
+    beam.call("scope_bench:many_functions(50, 1000)");
+    beam.call("scope_cpu:bif_server()");
+    let mut runs = Vec::new();
+    let dir = tempfile::tempdir()?;
+    let out = dir.path().join("cpu.svg");
+    for _ in 0..3 {
+        let o = Command::new("/usr/bin/time")
+            .args(["-f", "%M"])
+            .arg(bin)
+            .args(["profile", "--pid", &beam.os_pid.to_string(), "--duration", "10s", "-o"])
+            .arg(&out)
+            .output()
+            .context("running /usr/bin/time scope-probe profile")?;
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        anyhow::ensure!(o.status.success(), "profile failed: {stderr}");
+        let peak_kib: f64 = stderr.lines().last().and_then(|l| l.trim().parse().ok()).context("peak RSS from /usr/bin/time")?;
+        // "... JIT symbols: <source> (N known)" and "... N samples, M attributed to processes (K with whole ...".
+        // The last occurrence: the summary line, not the progress lines before it.
+        let number_before = |text: &str, marker: &str| -> f64 {
+            text.rfind(marker)
+                .and_then(|i| text[..i].split_whitespace().last())
+                .and_then(|n| n.trim_start_matches('(').parse().ok())
+                .unwrap_or(0.0)
+        };
+        let symbols = number_before(&stderr, "known)");
+        let samples = number_before(&stderr, "samples,");
+        let attributed = number_before(&stderr, "attributed to processes");
+        let whole = number_before(&stderr, "with whole Erlang stacks");
+        runs.push([peak_kib / 1024.0, symbols, samples, attributed, whole]);
+    }
+    let med = |i: usize| median(&runs.iter().map(|r| r[i]).collect::<Vec<_>>());
+    println!();
+    println!("scope-probe profile, 10 s at 99 Hz, a BIF-heavy server on a VM with 50,000 generated functions, 3 runs, median; {}", machine());
+    println!("| measure | value |");
+    println!("|---|---:|");
+    println!("| JIT symbols known | {:.0} |", med(1));
+    println!("| peak memory of scope-probe | {:.1} MiB |", med(0));
+    println!("| samples | {:.0} |", med(2));
+    println!("| attributed to processes | {:.0} ({:.0}%) |", med(3), 100.0 * med(3) / med(2).max(1.0));
+    println!("| of those, with the whole Erlang stack | {:.0} ({:.0}%) |", med(4), 100.0 * med(4) / med(3).max(1.0));
+    Ok(())
 }
 
 /// The same ping-pong on the systemtap build (`cargo xtask otp-usdt`): its baseline, uprobe

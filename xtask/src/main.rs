@@ -63,8 +63,8 @@ enum Cmd {
         /// Rounds of (baseline, probe, erlang:trace), interleaved; the median is reported.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
-        /// Run only one part: `overhead` (the workloads' ratios) or `snapshot` (the process
-        /// table at 100,000 processes).
+        /// Run only one part: `overhead` (the workloads' ratios), `snapshot` (the process
+        /// table at 100,000 processes) or `profile` (its memory with 100,000 JIT symbols).
         #[arg(long)]
         only: Option<String>,
     },
