@@ -76,8 +76,13 @@ fn summarize(m: &Metrics, elapsed: Duration) {
     if let Some((pid, name, bytes)) = top("beam_top_process_memory_bytes", "pid") {
         eprintln!("   most memory: {} {pid}: {:.1} MiB", name.unwrap_or_default(), bytes / (1 << 20) as f64);
     }
-    if let Some((mfa, _, share)) = top("beam_top_function_cpu_ratio", "mfa") {
-        eprintln!("   hottest function (last minute): {mfa} ({:.0}% of CPU samples)", share * 100.0);
+    let mut functions = m.all("beam_top_function_cpu_ratio");
+    functions.sort_by(|a, b| b.value.total_cmp(&a.value));
+    if let Some(s) = functions.first() {
+        let mfa = s.labels.get("mfa").cloned().unwrap_or_default();
+        // Code in C on the process's behalf (a BIF, the collector) is named beside its caller.
+        let native = s.labels.get("native").filter(|n| !n.is_empty()).map(|n| format!(" in {n}")).unwrap_or_default();
+        eprintln!("   hottest function (last minute): {mfa}{native} ({:.0}% of CPU samples)", s.value * 100.0);
     }
     let mut pairs = m.all("beam_top_pair_messages_sent_total");
     pairs.sort_by(|a, b| b.value.total_cmp(&a.value));
