@@ -12,7 +12,6 @@ mod enrich;
 mod events;
 mod metrics;
 mod mode;
-mod names;
 mod privileges;
 mod procstat;
 mod process_view;
@@ -21,7 +20,6 @@ mod top;
 mod profile;
 mod sampler;
 mod server;
-mod symbolize;
 
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -177,7 +175,7 @@ fn start_cpu_sampling(
     *shared.sampler.lock().unwrap_or_else(|e| e.into_inner()) = Some(sampler.stats.clone());
     let (shared, target) = (shared.clone(), target.clone());
     let consumer = std::thread::Builder::new().name("scope-probe-cpu".into()).spawn(move || {
-        let symbolizer = match symbolize::Symbolizer::new(&target) {
+        let symbolizer = match enrich::symbolize::Symbolizer::new(&target) {
             Ok(s) => {
                 let _ = sym_tx.send(Ok(s.jit_source().describe()));
                 s

@@ -10,7 +10,7 @@ use beam_probes::BeamTarget;
 use beam_probes::snapshot::{self, ProcessStatus};
 use serde::Serialize;
 
-use crate::symbolize::Symbolizer;
+use crate::enrich::symbolize::Symbolizer;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ProcessRow {

@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::aggregate::ProcessStats;
 use crate::collector::Shared;
 use crate::metrics::{self, BuildLabels, ScrapeInput};
-use crate::names::NameCache;
+use crate::enrich::names::NameCache;
 use crate::procstat;
 use std::sync::atomic::Ordering;
 

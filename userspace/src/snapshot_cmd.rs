@@ -6,7 +6,7 @@ use anyhow::Result;
 
 use crate::cli::SnapshotArgs;
 use crate::process_view;
-use crate::symbolize::Symbolizer;
+use crate::enrich::symbolize::Symbolizer;
 
 pub fn run(args: SnapshotArgs) -> Result<()> {
     crate::privileges::check_ptrace()?;

@@ -16,7 +16,7 @@ use ratatui::{DefaultTerminal, Frame};
 use crate::cli::TopArgs;
 use crate::process_view::{self, ProcessRow, ProcessTableView};
 use crate::procstat::{self, ThreadKind};
-use crate::symbolize::Symbolizer;
+use crate::enrich::symbolize::Symbolizer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Column {

@@ -20,9 +20,9 @@ use beam_probes::threads::{ThreadRole, vm_threads};
 
 use super::erlang_stack::{ReturnSites, continuation_pointers};
 use super::unwind::NativeUnwinder;
-use crate::names::NameCache;
+use crate::enrich::names::NameCache;
 use crate::sampler::Sample;
-use crate::symbolize::Symbolizer;
+use crate::enrich::symbolize::Symbolizer;
 
 /// How often thread names and mappings are read again when a sample comes from a thread or a
 /// binary not seen before.

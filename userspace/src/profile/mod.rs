@@ -19,7 +19,7 @@ use crate::cli::{ProfileArgs, ProfileFormat};
 use crate::enrich::stack::StackBuilder;
 use crate::procstat;
 use crate::sampler::{Sample, SamplerThread};
-use crate::symbolize::Symbolizer;
+use crate::enrich::symbolize::Symbolizer;
 use stacks::Profile;
 
 pub fn run(args: ProfileArgs) -> Result<()> {
