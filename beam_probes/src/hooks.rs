@@ -3,6 +3,8 @@
 
 use serde::Serialize;
 
+use crate::capability::Capability;
+
 /// What a hook observes. The build table maps each point to the function(s) that implement
 /// it in that build, and the argument conventions documented here hold for every table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -33,14 +35,14 @@ impl HookPoint {
         matches!(self, HookPoint::ScheduleIn | HookPoint::GcEnd | HookPoint::SpawnEnd)
     }
 
-    /// The capability a hook point serves, as shown to the user.
-    pub fn capability(self) -> &'static str {
+    /// The capability a hook point serves.
+    pub fn capability(self) -> Capability {
         match self {
-            HookPoint::SendLocal => "send",
-            HookPoint::ScheduleOut | HookPoint::ScheduleIn => "schedule",
-            HookPoint::GcStart | HookPoint::GcEnd => "gc",
-            HookPoint::SpawnStart | HookPoint::SpawnEnd => "spawn",
-            HookPoint::ProcessGone => "exit",
+            HookPoint::SendLocal => Capability::Send,
+            HookPoint::ScheduleOut | HookPoint::ScheduleIn => Capability::Schedule,
+            HookPoint::GcStart | HookPoint::GcEnd => Capability::Gc,
+            HookPoint::SpawnStart | HookPoint::SpawnEnd => Capability::Spawn,
+            HookPoint::ProcessGone => Capability::Exit,
         }
     }
 }

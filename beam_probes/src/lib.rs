@@ -10,6 +10,7 @@
 //! - [`dwarf`]: struct layouts from DWARF (`gimli`), to derive and check a build's offsets.
 //! - [`memory`]: reads of the target's memory from outside (`process_vm_readv`).
 //! - [`builds`]: one table per supported build (hooks, offsets, pid layout).
+//! - [`capability`]: what can be observed per event (send, schedule, gc, spawn, exit).
 //! - [`hooks`]: the hook points scope-probe can attach, named by what they observe.
 //! - [`terms`]: pid and atom term decoding.
 //! - [`proctab`]: the process table: live count and registered names.
@@ -21,6 +22,7 @@
 //! - [`jit`]: names of JIT code ranges, from the perf map or the GDB JIT interface.
 
 pub mod builds;
+pub mod capability;
 pub mod code_names;
 pub mod debugfile;
 pub mod debuginfod;
@@ -42,6 +44,7 @@ pub mod threads;
 pub mod usdt;
 
 pub use builds::BuildTable;
+pub use capability::Capability;
 pub use error::{Error, Result};
 pub use hooks::{HookPoint, ResolvedHook};
 pub use jit::{JitSource, JitSymbol, JitSymbolReader, JitSymbols};

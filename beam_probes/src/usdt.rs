@@ -10,6 +10,7 @@
 //! terms the uprobes deliver.
 
 use std::fmt;
+use crate::capability::Capability;
 
 use serde::Serialize;
 
@@ -87,12 +88,12 @@ pub enum UsdtPoint {
 }
 
 impl UsdtPoint {
-    pub fn capability(self) -> &'static str {
+    pub fn capability(self) -> Capability {
         match self {
-            UsdtPoint::Send => "send",
-            UsdtPoint::GcStart | UsdtPoint::GcEnd => "gc",
-            UsdtPoint::Spawn => "spawn",
-            UsdtPoint::Exit => "exit",
+            UsdtPoint::Send => Capability::Send,
+            UsdtPoint::GcStart | UsdtPoint::GcEnd => Capability::Gc,
+            UsdtPoint::Spawn => Capability::Spawn,
+            UsdtPoint::Exit => Capability::Exit,
         }
     }
 }
@@ -116,9 +117,9 @@ pub struct UsdtSpec {
 pub struct UsdtTable {
     pub probes: &'static [UsdtSpec],
     /// Capabilities `auto` keeps on uprobes although the build may have a probe, and why.
-    pub auto_uprobe: &'static [(&'static str, &'static str)],
+    pub auto_uprobe: &'static [(Capability, &'static str)],
     /// Capabilities no USDT probe can serve, and why.
-    pub unavailable: &'static [(&'static str, &'static str)],
+    pub unavailable: &'static [(Capability, &'static str)],
 }
 
 impl UsdtTable {
@@ -171,7 +172,7 @@ pub enum SourcePreference {
 /// The source chosen for one capability, and why.
 #[derive(Debug, Clone, Serialize)]
 pub struct CapabilityPlan {
-    pub capability: &'static str,
+    pub capability: Capability,
     pub source: ProbeSource,
     /// Why, in one word (a metric label): `requested`, `no_usdt_notes`, `probe_missing`,
     /// `auto_prefers_uprobe`, `no_usdt_probe`, `usdt`, or `usdt_attach_failed` (set by the
@@ -188,9 +189,6 @@ impl fmt::Display for CapabilityPlan {
         write!(f, "{}: {} ({})", self.capability, self.source.label(), self.reason)
     }
 }
-
-/// The capabilities, in the order plans are listed.
-pub const CAPABILITIES: [&str; 5] = ["send", "schedule", "gc", "spawn", "exit"];
 
 impl ElfInfo {
     /// The distinct `(provider, name)` of the binary's USDT probes.
@@ -251,7 +249,7 @@ impl BeamTarget {
         let usdt = if self.elf.has_usdt_notes { self.resolve_usdt()? } else { Vec::new() };
         let usdt_table = &self.table.usdt;
         let mut plans = Vec::new();
-        for capability in CAPABILITIES {
+        for capability in Capability::ALL {
             let uprobe = |code: &'static str, reason: String| CapabilityPlan {
                 capability,
                 source: ProbeSource::Uprobe,

@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use prometheus_client::metrics::histogram::Histogram;
 use serde::Serialize;
 
-use crate::events::{Event, KINDS};
+use beam_probes::Capability;
+
+use crate::events::Event;
 
 /// Buckets of the GC duration histogram, in seconds (10 µs .. 5 s).
 pub const GC_BUCKETS: [f64; 12] = [1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5, 1.0, 5.0];
@@ -54,7 +56,7 @@ pub struct Evictions {
 
 pub struct Aggregator {
     pub totals: Totals,
-    pub events_by_kind: [u64; KINDS.len()],
+    pub events_by_kind: [u64; Capability::ALL.len()],
     /// Records the ring buffer delivered that did not decode (a version skew bug if non-zero).
     pub undecodable: u64,
     pub gc_seconds: Histogram,
@@ -70,7 +72,7 @@ impl Aggregator {
     pub fn new(max_processes: usize, max_pairs: usize) -> Self {
         Aggregator {
             totals: Totals::default(),
-            events_by_kind: [0; KINDS.len()],
+            events_by_kind: [0; Capability::ALL.len()],
             undecodable: 0,
             gc_seconds: Histogram::new(GC_BUCKETS),
             processes: HashMap::new(),
@@ -116,7 +118,7 @@ impl Aggregator {
     }
 
     pub fn apply(&mut self, event: Event) {
-        self.events_by_kind[event.kind_index()] += 1;
+        self.events_by_kind[event.capability().index()] += 1;
         match event {
             Event::Send { from, to } => {
                 self.totals.sends += 1;

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use beam_probes::terms::PidIndex;
-use beam_probes::{BeamTarget, CapabilityPlan, HookPoint, ProbeSource, ResolvedHook, ResolvedUsdt, UsdtPoint};
+use beam_probes::{BeamTarget, Capability, CapabilityPlan, HookPoint, ProbeSource, ResolvedHook, ResolvedUsdt, UsdtPoint};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, ProgramMut, UsdtOpts};
 
@@ -62,7 +62,7 @@ pub struct MonitorProbes {
     plans: RefCell<Vec<CapabilityPlan>>,
     /// Links per capability; a RefCell so hooks can change while the ring buffer borrows the
     /// skeleton.
-    links: RefCell<BTreeMap<&'static str, Vec<Link>>>,
+    links: RefCell<BTreeMap<Capability, Vec<Link>>>,
 }
 
 impl MonitorProbes {
@@ -146,10 +146,10 @@ impl MonitorProbes {
         }
     }
 
-    /// Attaches every hook of one capability ("send", "gc", ...) from its planned source; a
-    /// USDT attach that fails falls back to the uprobes. Idempotent.
-    pub fn attach(&self, capability: &'static str) -> Result<()> {
-        if self.links.borrow().contains_key(capability) {
+    /// Attaches every hook of one capability from its planned source; a USDT attach that
+    /// fails falls back to the uprobes. Idempotent.
+    pub fn attach(&self, capability: Capability) -> Result<()> {
+        if self.links.borrow().contains_key(&capability) {
             return Ok(());
         }
         let usdt: Vec<ResolvedUsdt> = self
@@ -193,7 +193,7 @@ impl MonitorProbes {
         Ok(links)
     }
 
-    fn attach_uprobes(&self, capability: &'static str) -> Result<()> {
+    fn attach_uprobes(&self, capability: Capability) -> Result<()> {
         let mut links = Vec::new();
         for hook in self.hooks.iter().filter(|h| h.point.capability() == capability) {
             let link = self
@@ -210,15 +210,15 @@ impl MonitorProbes {
     }
 
     /// Detaches one capability and forgets its half-open spans, so a later attach starts clean.
-    pub fn detach(&self, capability: &str) {
-        if self.links.borrow_mut().remove(capability).is_none() {
+    pub fn detach(&self, capability: Capability) {
+        if self.links.borrow_mut().remove(&capability).is_none() {
             return;
         }
         let pending = match capability {
-            "schedule" => Some(&self.skel.maps.sched_pending),
-            "gc" => Some(&self.skel.maps.gc_pending),
-            "spawn" => Some(&self.skel.maps.spawn_pending),
-            _ => None,
+            Capability::Schedule => Some(&self.skel.maps.sched_pending),
+            Capability::Gc => Some(&self.skel.maps.gc_pending),
+            Capability::Spawn => Some(&self.skel.maps.spawn_pending),
+            Capability::Send | Capability::Exit => None,
         };
         if let Some(map) = pending {
             let keys: Vec<Vec<u8>> = map.keys().collect();
@@ -234,8 +234,8 @@ impl MonitorProbes {
     pub fn detach_all(&self) {
         let mut caps = self.attached();
         caps.sort_by_key(|c| match *c {
-            "spawn" => 0,
-            "exit" => 2,
+            Capability::Spawn => 0,
+            Capability::Exit => 2,
             _ => 1,
         });
         for cap in caps {
@@ -243,7 +243,7 @@ impl MonitorProbes {
         }
     }
 
-    pub fn attached(&self) -> Vec<&'static str> {
+    pub fn attached(&self) -> Vec<Capability> {
         self.links.borrow().keys().copied().collect()
     }
 
@@ -254,7 +254,7 @@ impl MonitorProbes {
 
     /// The symbols behind the attached uprobe hooks, for the attach message.
     pub fn attached_symbols(&self) -> Vec<String> {
-        let usdt: Vec<&'static str> = self
+        let usdt: Vec<Capability> = self
             .plans
             .borrow()
             .iter()
@@ -264,7 +264,7 @@ impl MonitorProbes {
         let mut symbols: Vec<String> = self
             .hooks
             .iter()
-            .filter(|h| self.links.borrow().contains_key(h.point.capability()))
+            .filter(|h| self.links.borrow().contains_key(&h.point.capability()))
             .filter(|h| !usdt.contains(&h.point.capability()))
             .map(|h| h.symbol.clone())
             .collect();

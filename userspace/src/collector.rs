@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use beam_probes::{BeamTarget, CapabilityPlan, ResolvedHook};
+use beam_probes::{BeamTarget, Capability, CapabilityPlan, ResolvedHook};
 use libbpf_rs::RingBufferBuilder;
 
 use crate::aggregate::Aggregator;
@@ -24,7 +24,7 @@ use crate::mode::Mode;
 #[derive(Debug, Default, Clone)]
 pub struct Health {
     pub kernel: KernelStats,
-    pub attached: Vec<&'static str>,
+    pub attached: Vec<Capability>,
     /// The source of each capability (uprobe or USDT) and why.
     pub plans: Vec<CapabilityPlan>,
 }
@@ -51,14 +51,14 @@ impl Shared {
 
 #[allow(dead_code)] // Attach/Detach are driven by the adaptive mode of a later issue.
 pub enum Command {
-    Attach(&'static str),
-    Detach(&'static str),
+    Attach(Capability),
+    Detach(Capability),
     Stop,
 }
 
 /// What was attached, for the attach message.
 pub struct AttachReport {
-    pub capabilities: Vec<&'static str>,
+    pub capabilities: Vec<Capability>,
     pub symbols: Vec<String>,
     pub plans: Vec<CapabilityPlan>,
 }
@@ -135,7 +135,7 @@ fn run(
 ) -> Result<()> {
     let attach = || -> Result<MonitorProbes> {
         let probes = MonitorProbes::load(target, hooks, plans)?;
-        for cap in mode.initial_capabilities() {
+        for &cap in mode.initial_capabilities() {
             if let Err(e) = probes.attach(cap) {
                 // Never leave the VM half-instrumented.
                 probes.detach_all();

@@ -1,6 +1,8 @@
 //! Events as the monitor probes deliver them, decoded from the shared `struct event`
 //! (ebpf/monitor.h, reaching Rust through the skeleton's `types`).
 
+use beam_probes::Capability;
+
 use crate::bpf::monitor::types;
 
 /// One observation from the VM. Pids are raw pid terms; `beam_probes` decodes them.
@@ -13,8 +15,6 @@ pub enum Event {
     Exit { pid: u64 },
 }
 
-/// The kinds, in a fixed order for counters indexed by kind.
-pub const KINDS: [&str; 5] = ["send", "schedule", "gc", "spawn", "exit"];
 
 impl Event {
     /// Decodes one ring-buffer record; `None` for a record of the wrong size or kind.
@@ -36,14 +36,14 @@ impl Event {
         })
     }
 
-    /// Index into [`KINDS`].
-    pub fn kind_index(&self) -> usize {
+    /// The capability that observes it.
+    pub fn capability(&self) -> Capability {
         match self {
-            Event::Send { .. } => 0,
-            Event::Schedule { .. } => 1,
-            Event::Gc { .. } => 2,
-            Event::Spawn { .. } => 3,
-            Event::Exit { .. } => 4,
+            Event::Send { .. } => Capability::Send,
+            Event::Schedule { .. } => Capability::Schedule,
+            Event::Gc { .. } => Capability::Gc,
+            Event::Spawn { .. } => Capability::Spawn,
+            Event::Exit { .. } => Capability::Exit,
         }
     }
 }

@@ -99,7 +99,8 @@ async fn monitor(
         target.offsets.label(),
         cli.mode.name(),
     );
-    eprintln!("scope-probe: hooks: {} ({})", report.capabilities.join(", "), report.symbols.join(", "));
+    let names: Vec<&str> = report.capabilities.iter().map(|c| c.name()).collect();
+    eprintln!("scope-probe: hooks: {} ({})", names.join(", "), report.symbols.join(", "));
     for plan in report.plans.iter().filter(|p| report.capabilities.contains(&p.capability)) {
         eprintln!("scope-probe: source of {plan}");
     }

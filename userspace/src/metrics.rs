@@ -1,6 +1,7 @@
 //! The Prometheus exposition: built from the aggregator and the probe's health at each scrape.
 //! Metric names are the public interface (README lists them): keep them stable.
 
+use beam_probes::Capability;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -11,7 +12,6 @@ use std::sync::atomic::AtomicU64;
 use crate::aggregate::Aggregator;
 use crate::bpf::monitor::types::stat_id;
 use crate::collector::Health;
-use crate::events::KINDS;
 use crate::cpu_window::CpuWindow;
 use beam_probes::snapshot::{ProcessRecord, Snapshot};
 use crate::procstat::ThreadKind;
@@ -167,8 +167,8 @@ pub fn render(agg: &Aggregator, input: ScrapeInput<'_>) -> String {
 
     // The probe's own health.
     let events = Family::<Labels, Counter>::default();
-    for (kind, n) in KINDS.iter().zip(agg.events_by_kind) {
-        events.get_or_create(&vec![("kind".into(), (*kind).into())]).inc_by(n);
+    for (kind, n) in Capability::ALL.iter().zip(agg.events_by_kind) {
+        events.get_or_create(&vec![("kind".into(), kind.name().into())]).inc_by(n);
     }
     r.register("scope_probe_events", "Events received from the probes", events);
     let k = &input.health.kernel;
@@ -207,8 +207,8 @@ pub fn render(agg: &Aggregator, input: ScrapeInput<'_>) -> String {
     }
     r.register("scope_probe_evictions", "Entries evicted from bounded aggregation tables", evicted);
     let hooks = Family::<Labels, Gauge>::default();
-    for cap in ["send", "schedule", "gc", "spawn", "exit"] {
-        hooks.get_or_create(&vec![("hook".into(), cap.into())]).set(i64::from(input.health.attached.contains(&cap)));
+    for cap in Capability::ALL {
+        hooks.get_or_create(&vec![("hook".into(), cap.name().into())]).set(i64::from(input.health.attached.contains(&cap)));
     }
     r.register("scope_probe_hook_attached", "Whether each per-event hook is attached (1) or not (0)", hooks);
     gauge(&mut r, "scope_probe_attached", "Whether scope-probe is attached to the VM", i64::from(input.attached));
@@ -230,7 +230,7 @@ pub fn render(agg: &Aggregator, input: ScrapeInput<'_>) -> String {
     for plan in &input.health.plans {
         sources
             .get_or_create(&vec![
-                ("capability".into(), plan.capability.into()),
+                ("capability".into(), plan.capability.name().into()),
                 ("source".into(), plan.source.label().into()),
                 ("reason".into(), plan.code.into()),
             ])

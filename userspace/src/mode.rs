@@ -2,6 +2,7 @@
 //! first; `sample` and `adaptive` (hooks attached in bounded windows) come later and plug in
 //! here.
 
+use beam_probes::Capability;
 use clap::ValueEnum;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -19,9 +20,9 @@ impl Mode {
     }
 
     /// The hook capabilities attached when the mode starts.
-    pub fn initial_capabilities(self) -> &'static [&'static str] {
+    pub fn initial_capabilities(self) -> &'static [Capability] {
         match self {
-            Mode::Trace => &["send", "schedule", "gc", "spawn", "exit"],
+            Mode::Trace => &Capability::ALL,
         }
     }
 }

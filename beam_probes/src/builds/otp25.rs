@@ -9,6 +9,7 @@ use crate::builds::{
     ProcessStatusFlags, PtabLayout, RegProcLayout, Register, SchedulerLayout, SignalQueueLayout, SleepFlags,
     TermLayout, ThreadNames,
 };
+use crate::capability::Capability;
 use crate::hooks::{HookPoint, HookSpec};
 use crate::terms::{AtomLayout, AtomName, PidIndex, PidLayout};
 use crate::usdt::{UsdtPoint, UsdtSpec, UsdtTable};
@@ -80,12 +81,12 @@ pub static DEBIAN12_OTP25: BuildTable = BuildTable {
             UsdtSpec { point: UsdtPoint::Exit, provider: "erlang", name: "process__exit", pid_args: &[0], only_in: None },
         ],
         auto_uprobe: &[(
-            "spawn",
+            Capability::Spawn,
             "process__spawn has no parent pid; with USDT the parent is taken from the process \
              the schedule hook saw scheduled in on that thread, the uprobe reads it directly",
         )],
         unavailable: &[(
-            "schedule",
+            Capability::Schedule,
             "under the JIT process__scheduled fires only on dirty schedulers, and \
              process__unscheduled lacks the reductions the erts_schedule uprobe reads",
         )],
