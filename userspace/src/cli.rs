@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::mode::Mode;
+use crate::control::mode::Mode;
 
 /// Observe a running Erlang/Elixir VM (BEAM) with eBPF: no code change, no restart.
 ///

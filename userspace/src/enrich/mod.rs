@@ -4,6 +4,7 @@
 
 pub mod erlang_stack;
 pub mod names;
+pub mod process_view;
 pub mod stack;
 pub mod symbolize;
 pub mod unwind;

@@ -21,7 +21,7 @@ use beam_probes::threads::{ThreadRole, vm_threads};
 use super::erlang_stack::{ReturnSites, continuation_pointers};
 use super::unwind::NativeUnwinder;
 use crate::enrich::names::NameCache;
-use crate::sampler::Sample;
+use crate::source::sampler::Sample;
 use crate::enrich::symbolize::Symbolizer;
 
 /// How often thread names and mappings are read again when a sample comes from a thread or a

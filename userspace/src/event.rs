@@ -3,7 +3,7 @@
 
 use beam_probes::Capability;
 
-use crate::bpf::monitor::types;
+use crate::source::bpf::monitor::types;
 
 /// One observation from the VM. Pids are raw pid terms; `beam_probes` decodes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,12 +9,12 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
-use crate::aggregate::Aggregator;
-use crate::bpf::monitor::types::stat_id;
-use crate::collector::Health;
-use crate::cpu_window::CpuWindow;
+use crate::aggregate::counts::Aggregator;
+use crate::source::bpf::monitor::types::stat_id;
+use crate::source::probes::Health;
+use crate::aggregate::cpu::CpuWindow;
 use beam_probes::snapshot::{ProcessRecord, Snapshot};
-use crate::procstat::ThreadKind;
+use crate::source::procstat::ThreadKind;
 use std::collections::BTreeMap;
 
 /// How many series the top-N families carry. Fixed, so cardinality is bounded.

@@ -11,11 +11,11 @@ use axum::{Json, Router};
 use beam_probes::BeamTarget;
 use serde::Serialize;
 
-use crate::aggregate::ProcessStats;
-use crate::collector::Shared;
-use crate::metrics::{self, BuildLabels, ScrapeInput};
+use crate::aggregate::counts::ProcessStats;
+use crate::source::probes::Shared;
+use crate::export::metrics::{self, BuildLabels, ScrapeInput};
 use crate::enrich::names::NameCache;
-use crate::procstat;
+use crate::source::procstat;
 use std::sync::atomic::Ordering;
 
 pub struct App {

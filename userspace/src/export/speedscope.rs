@@ -6,7 +6,7 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use super::stacks::Profile;
+use crate::aggregate::stacks::Profile;
 
 #[derive(Serialize)]
 struct File<'a> {

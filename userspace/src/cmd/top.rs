@@ -14,8 +14,8 @@ use ratatui::widgets::{Block, Paragraph, Row, Table, TableState};
 use ratatui::{DefaultTerminal, Frame};
 
 use crate::cli::TopArgs;
-use crate::process_view::{self, ProcessRow, ProcessTableView};
-use crate::procstat::{self, ThreadKind};
+use crate::enrich::process_view::{self, ProcessRow, ProcessTableView};
+use crate::source::procstat::{self, ThreadKind};
 use crate::enrich::symbolize::Symbolizer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,7 +19,7 @@ use beam_probes::threads::vm_threads;
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, RingBufferBuilder};
 
-use crate::bpf::sum_per_cpu;
+use crate::source::bpf::sum_per_cpu;
 
 pub mod profile {
     #![allow(clippy::all, unused_imports, dead_code, non_camel_case_types)]

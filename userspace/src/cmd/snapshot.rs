@@ -5,7 +5,7 @@ use std::io::Write;
 use anyhow::Result;
 
 use crate::cli::SnapshotArgs;
-use crate::process_view;
+use crate::enrich::process_view;
 use crate::enrich::symbolize::Symbolizer;
 
 pub fn run(args: SnapshotArgs) -> Result<()> {

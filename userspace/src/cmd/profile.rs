@@ -1,10 +1,6 @@
 //! `scope-probe profile`: samples the VM's CPU for a while and writes a flame graph whose
 //! frames read `Module:function/arity`, optionally split by Erlang process.
 
-mod flamegraph;
-mod folded;
-mod speedscope;
-pub mod stacks;
 
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
@@ -17,10 +13,11 @@ use beam_probes::BeamTarget;
 
 use crate::cli::{ProfileArgs, ProfileFormat};
 use crate::enrich::stack::StackBuilder;
-use crate::procstat;
-use crate::sampler::{Sample, SamplerThread};
+use crate::source::procstat;
+use crate::source::sampler::{Sample, SamplerThread};
 use crate::enrich::symbolize::Symbolizer;
-use stacks::Profile;
+use crate::aggregate::stacks::Profile;
+use crate::export::{flamegraph, folded, speedscope};
 
 pub fn run(args: ProfileArgs) -> Result<()> {
     crate::privileges::check()?;

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use beam_probes::Capability;
 
-use crate::events::Event;
+use crate::event::Event;
 
 /// Buckets of the GC duration histogram, in seconds (10 µs .. 5 s).
 pub const GC_BUCKETS: [f64; 12] = [1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5, 1.0, 5.0];

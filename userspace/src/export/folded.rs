@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use super::stacks::Profile;
+use crate::aggregate::stacks::Profile;
 
 /// Frames may not contain the separators of the format.
 pub fn clean(frame: &str) -> String {

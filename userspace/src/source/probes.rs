@@ -13,12 +13,12 @@ use anyhow::{Context, Result};
 use beam_probes::{BeamTarget, Capability, CapabilityPlan, ResolvedHook};
 use libbpf_rs::RingBufferBuilder;
 
-use crate::aggregate::Aggregator;
-use crate::bpf::{KernelStats, MonitorProbes};
-use crate::cpu_window::CpuWindow;
-use crate::sampler::SamplerStats;
-use crate::events::Event;
-use crate::mode::Mode;
+use crate::aggregate::counts::Aggregator;
+use crate::source::bpf::{KernelStats, MonitorProbes};
+use crate::aggregate::cpu::CpuWindow;
+use crate::source::sampler::SamplerStats;
+use crate::event::Event;
+use crate::control::mode::Mode;
 
 /// What the probe thread publishes about itself.
 #[derive(Debug, Default, Clone)]

@@ -5,7 +5,8 @@ use std::io::Write;
 use anyhow::{Context, Result};
 use inferno::flamegraph::{self, Options};
 
-use super::{folded, stacks::Profile};
+use super::folded;
+use crate::aggregate::stacks::Profile;
 
 pub fn write(profile: &Profile, out: &mut dyn Write) -> Result<()> {
     let mut opts = Options::default();

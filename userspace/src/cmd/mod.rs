@@ -1,0 +1,6 @@
+//! One module per subcommand.
+
+pub mod monitor;
+pub mod profile;
+pub mod snapshot;
+pub mod top;

@@ -1,0 +1,3 @@
+//! Control: which sources run and which per-event hooks are attached when.
+
+pub mod mode;
