@@ -24,6 +24,7 @@ const volatile struct monitor_config cfg = {};
 const volatile struct event btf_event = {};
 const volatile enum event_kind btf_event_kind = EVENT_SEND;
 const volatile enum stat_id btf_stat_id = STAT_NR;
+const volatile enum hook_id btf_hook_id = HOOK_SEND;
 
 /*
  * Waking the consumer on every event costs the VM's thread an irq_work and a wakeup (measured:
@@ -124,20 +125,21 @@ static __always_inline void start_span(void *map, __u64 pid, __u64 now)
 		count(STAT_LOST_PENDING_FULL);
 }
 
-SEC("uprobe")
-int BPF_UPROBE(on_send, const void *sender, const void *receiver)
+/*
+ * The hooks' work, shared by the single-uprobe programs below (one link per hook) and the
+ * multi-uprobe dispatchers (one link per window).
+ */
+static __always_inline void do_send(const void *sender, const void *receiver)
 {
 	count(STAT_HIT_SEND);
 	__u64 from = process_pid(sender), to = process_pid(receiver);
 	if (!from || !to)
-		return 0;
+		return;
 	emit(EVENT_SEND, from, to, 0, bpf_ktime_get_ns());
-	return 0;
 }
 
 /* erts_schedule(esdp, p, calls): p is the process leaving the scheduler. */
-SEC("uprobe")
-int BPF_UPROBE(on_schedule_out, const void *esdp, const void *proc, int calls)
+static __always_inline void do_schedule_out(const void *proc, int calls)
 {
 	count(STAT_HIT_SCHEDULE_OUT);
 	__u64 now = bpf_ktime_get_ns();
@@ -146,7 +148,7 @@ int BPF_UPROBE(on_schedule_out, const void *esdp, const void *proc, int calls)
 	if (!proc) {
 		if (span)
 			bpf_map_delete_elem(&sched_pending, &tid);
-		return 0;
+		return;
 	}
 	__u64 pid = process_pid(proc);
 	if (!span || !pid || span->pid != pid) {
@@ -156,22 +158,18 @@ int BPF_UPROBE(on_schedule_out, const void *esdp, const void *proc, int calls)
 	}
 	if (span)
 		bpf_map_delete_elem(&sched_pending, &tid);
-	return 0;
 }
 
 /* Return of erts_schedule: the process that now runs on this scheduler. */
-SEC("uretprobe")
-int BPF_URETPROBE(on_schedule_in, const void *next)
+static __always_inline void do_schedule_in(const void *next)
 {
 	count(STAT_HIT_SCHEDULE_IN);
 	__u64 pid = process_pid(next);
 	if (pid)
 		start_span(&sched_pending, pid, bpf_ktime_get_ns());
-	return 0;
 }
 
-SEC("uprobe")
-int BPF_UPROBE(on_gc_start, const void *proc)
+static __always_inline void do_gc_start(const void *proc)
 {
 	count(STAT_HIT_GC_START);
 	__u32 tid = current_tid();
@@ -179,12 +177,11 @@ int BPF_UPROBE(on_gc_start, const void *proc)
 	if (span) {
 		/* A collector entry called from another: one collection. */
 		span->depth += 1;
-		return 0;
+		return;
 	}
 	__u64 pid = process_pid(proc);
 	if (pid)
 		start_span(&gc_pending, pid, bpf_ktime_get_ns());
-	return 0;
 }
 
 /*
@@ -209,6 +206,71 @@ static __always_inline void end_gc(void)
 	bpf_map_delete_elem(&gc_pending, &tid);
 }
 
+static __always_inline void do_spawn_start(const void *parent)
+{
+	count(STAT_HIT_SPAWN_START);
+	/* The parent is NULL only for processes the runtime creates itself. */
+	__u64 pid = parent ? process_pid(parent) : 0;
+	start_span(&spawn_pending, pid, bpf_ktime_get_ns());
+}
+
+static __always_inline void do_spawn_end(__u64 child)
+{
+	count(STAT_HIT_SPAWN_END);
+	__u32 tid = current_tid();
+	struct pending_span *span = bpf_map_lookup_elem(&spawn_pending, &tid);
+	if (!span) {
+		count(STAT_LOST_UNPAIRED);
+		return;
+	}
+	__u64 parent = span->pid;
+	bpf_map_delete_elem(&spawn_pending, &tid);
+	/* 0 (or any non-pid) means the spawn failed: no process was created. */
+	if ((child & cfg.pid_tag_mask) == cfg.pid_tag)
+		emit(EVENT_SPAWN, parent, child, 0, bpf_ktime_get_ns());
+}
+
+/* erts_ptab_delete_element(ptab, element): every process leaves the table here once. */
+static __always_inline void do_process_gone(const void *ptab, const void *element)
+{
+	if ((__u64)ptab != cfg.process_table)
+		return; /* the port table */
+	count(STAT_HIT_PROCESS_GONE);
+	__u64 pid = process_pid(element);
+	if (pid)
+		emit(EVENT_EXIT, pid, 0, 0, bpf_ktime_get_ns());
+}
+
+/* One program per hook, each attached by its own link (kernels without multi-uprobes). */
+
+SEC("uprobe")
+int BPF_UPROBE(on_send, const void *sender, const void *receiver)
+{
+	do_send(sender, receiver);
+	return 0;
+}
+
+SEC("uprobe")
+int BPF_UPROBE(on_schedule_out, const void *esdp, const void *proc, int calls)
+{
+	do_schedule_out(proc, calls);
+	return 0;
+}
+
+SEC("uretprobe")
+int BPF_URETPROBE(on_schedule_in, const void *next)
+{
+	do_schedule_in(next);
+	return 0;
+}
+
+SEC("uprobe")
+int BPF_UPROBE(on_gc_start, const void *proc)
+{
+	do_gc_start(proc);
+	return 0;
+}
+
 SEC("uretprobe")
 int BPF_URETPROBE(on_gc_end)
 {
@@ -219,41 +281,63 @@ int BPF_URETPROBE(on_gc_end)
 SEC("uprobe")
 int BPF_UPROBE(on_spawn_start, const void *parent)
 {
-	count(STAT_HIT_SPAWN_START);
-	/* The parent is NULL only for processes the runtime creates itself. */
-	__u64 pid = parent ? process_pid(parent) : 0;
-	start_span(&spawn_pending, pid, bpf_ktime_get_ns());
+	do_spawn_start(parent);
 	return 0;
 }
 
 SEC("uretprobe")
 int BPF_URETPROBE(on_spawn_end, __u64 child)
 {
-	count(STAT_HIT_SPAWN_END);
-	__u32 tid = current_tid();
-	struct pending_span *span = bpf_map_lookup_elem(&spawn_pending, &tid);
-	if (!span) {
-		count(STAT_LOST_UNPAIRED);
-		return 0;
-	}
-	__u64 parent = span->pid;
-	bpf_map_delete_elem(&spawn_pending, &tid);
-	/* 0 (or any non-pid) means the spawn failed: no process was created. */
-	if ((child & cfg.pid_tag_mask) == cfg.pid_tag)
-		emit(EVENT_SPAWN, parent, child, 0, bpf_ktime_get_ns());
+	do_spawn_end(child);
 	return 0;
 }
 
-/* erts_ptab_delete_element(ptab, element): every process leaves the table here once. */
 SEC("uprobe")
 int BPF_UPROBE(on_process_gone, const void *ptab, const void *element)
 {
-	if ((__u64)ptab != cfg.process_table)
-		return 0; /* the port table */
-	count(STAT_HIT_PROCESS_GONE);
-	__u64 pid = process_pid(element);
-	if (pid)
-		emit(EVENT_EXIT, pid, 0, 0, bpf_ktime_get_ns());
+	do_process_gone(ptab, element);
+	return 0;
+}
+
+/* Every entry hook of a window through one multi-uprobe link; the cookie says which. */
+SEC("uprobe.multi")
+int on_entries(struct pt_regs *ctx)
+{
+	switch (bpf_get_attach_cookie(ctx)) {
+	case HOOK_SEND:
+		do_send((const void *)PT_REGS_PARM1(ctx), (const void *)PT_REGS_PARM2(ctx));
+		break;
+	case HOOK_SCHEDULE_OUT:
+		do_schedule_out((const void *)PT_REGS_PARM2(ctx), (int)PT_REGS_PARM3(ctx));
+		break;
+	case HOOK_GC_START:
+		do_gc_start((const void *)PT_REGS_PARM1(ctx));
+		break;
+	case HOOK_SPAWN_START:
+		do_spawn_start((const void *)PT_REGS_PARM1(ctx));
+		break;
+	case HOOK_PROCESS_GONE:
+		do_process_gone((const void *)PT_REGS_PARM1(ctx), (const void *)PT_REGS_PARM2(ctx));
+		break;
+	}
+	return 0;
+}
+
+/* Every return hook of a window through one multi-uprobe link. */
+SEC("uretprobe.multi")
+int on_returns(struct pt_regs *ctx)
+{
+	switch (bpf_get_attach_cookie(ctx)) {
+	case HOOK_SCHEDULE_IN:
+		do_schedule_in((const void *)PT_REGS_RC(ctx));
+		break;
+	case HOOK_GC_END:
+		end_gc();
+		break;
+	case HOOK_SPAWN_END:
+		do_spawn_end(PT_REGS_RC(ctx));
+		break;
+	}
 	return 0;
 }
 

@@ -25,6 +25,22 @@ struct event {
 	__u32 tid;  /* OS thread (scheduler) the event happened on */
 };
 
+/*
+ * Hook points, as the attach cookie of the multi-uprobe dispatchers (on_entries, on_returns)
+ * names them: one link then carries every hook of a window, and detaching it removes all their
+ * breakpoints before one grace period (separate links wait one each, ~0.1 s).
+ */
+enum hook_id {
+	HOOK_SEND = 1,
+	HOOK_SCHEDULE_OUT,
+	HOOK_SCHEDULE_IN,
+	HOOK_GC_START,
+	HOOK_GC_END,
+	HOOK_SPAWN_START,
+	HOOK_SPAWN_END,
+	HOOK_PROCESS_GONE,
+};
+
 /* Per-CPU counters, indexed by enum stat_id. */
 enum stat_id {
 	STAT_HIT_SEND = 0,

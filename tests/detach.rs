@@ -10,12 +10,15 @@ use scope_probe_tests::held::{self, Held};
 use scope_probe_tests::probe::Stop;
 use scope_probe_tests::{Beam, Probe};
 
-/// Attaches the monitor (hooks and the CPU sampler), checks that what it holds is visible
-/// where the check looks (links, programs, perf events, breakpoints in the VM's code).
+/// Attaches the monitor in trace mode (every hook, and the CPU sampler), checks that what it
+/// holds is visible where the check looks (links, programs, perf events, breakpoints in the
+/// VM's code).
 fn attach(beam: &Beam, extra: &[&str]) -> Probe {
-    let probe = Probe::attach(beam.os_pid, extra);
+    let probe = Probe::attach(beam.os_pid, &[&["--mode", "trace"], extra].concat());
     let held = probe.held();
-    assert!(!held.programs.is_empty() && held.perf_events > 0, "{held:?}");
+    // Hooks are multi-uprobe BPF links (a perf event each on kernels without them); the
+    // sampler holds a perf event per CPU.
+    assert!(!held.programs.is_empty() && !held.links.is_empty(), "{held:?}");
     let breakpoints = held::breakpoints(beam.os_pid);
     assert!(!breakpoints.is_empty(), "the hooks' uprobes put no breakpoint in the VM's code");
     // Nothing else differs from the file: the comparison sees exactly the probes.
@@ -68,6 +71,24 @@ fn target_exit_lets_go_of_everything() {
     let (status, stderr) = probe.finish(Stop::OnItsOwn(Duration::from_secs(20)));
     assert!(status.success(), "{stderr:?}");
     assert!(stderr.iter().any(|l| l.contains("detached (target exited)")), "{stderr:?}");
+}
+
+/// The adaptive mode attaches and detaches its hooks in windows (several a second on a quiet
+/// VM): stopped at any moment, by SIGTERM or by --duration, nothing of it stays.
+#[test]
+fn adaptive_mode_lets_go_of_everything() {
+    let mut beam = Beam::start();
+    // A busy VM: windows are short and many.
+    beam.call("scope_burn:start(scope_burner)");
+    for (how, extra) in [(Stop::Signal(libc::SIGTERM), &[][..]), (Stop::OnItsOwn(Duration::from_secs(20)), &["--duration", "3s"][..])] {
+        let probe = Probe::attach(beam.os_pid, &[&["--mode", "adaptive"], extra].concat());
+        std::thread::sleep(Duration::from_millis(2500));
+        let windows = probe.metrics().all("scope_probe_escalations_total").iter().map(|s| s.value).sum::<f64>();
+        assert!(windows >= 1.0, "no window opened in 2.5 s:\n{}", probe.metrics_text());
+        let (status, stderr) = probe.finish(how);
+        assert!(status.success(), "{stderr:?}");
+        vm_unharmed(&mut beam);
+    }
 }
 
 /// `profile` holds perf events and a BPF program per CPU; stopped early by SIGINT it still

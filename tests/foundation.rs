@@ -19,7 +19,7 @@ fn u64_field(v: &serde_json::Value, key: &str) -> u64 {
 fn sends_between_two_processes_match_trace_exactly() {
     const N: u64 = 100_000;
     let mut beam = Beam::start();
-    let probe = Probe::attach(beam.os_pid, &[]);
+    let probe = Probe::attach(beam.os_pid, &["--mode", "trace"]);
     let r = beam.call(&format!("scope_fixtures:sends({N})"));
     let (a, b) = (r["a"].as_str(), r["b"].as_str());
     let traced: u64 = r["traced"].parse().unwrap();
@@ -47,7 +47,7 @@ fn sends_between_two_processes_match_trace_exactly() {
 fn spawns_and_exits_match_trace() {
     const K: usize = 500;
     let mut beam = Beam::start();
-    let probe = Probe::attach(beam.os_pid, &[]);
+    let probe = Probe::attach(beam.os_pid, &["--mode", "trace"]);
     let before = probe.metrics();
     let r = beam.call(&format!("scope_fixtures:spawns({K})"));
     let spawner = r["spawner"].clone();
@@ -77,7 +77,7 @@ fn spawns_and_exits_match_trace() {
 fn forced_garbage_collections_match_trace() {
     const M: u64 = 300;
     let mut beam = Beam::start();
-    let probe = Probe::attach(beam.os_pid, &[]);
+    let probe = Probe::attach(beam.os_pid, &["--mode", "trace"]);
     let r = beam.call(&format!("scope_fixtures:forced_gcs({M})"));
     let pid = r["pid"].clone();
     let traced: u64 = r["traced"].parse().unwrap();
@@ -105,7 +105,7 @@ fn forced_garbage_collections_match_trace() {
 fn schedules_agree_with_trace_running() {
     const R: u64 = 3_000;
     let mut beam = Beam::start();
-    let probe = Probe::attach(beam.os_pid, &[]);
+    let probe = Probe::attach(beam.os_pid, &["--mode", "trace"]);
     let r = beam.call(&format!("scope_fixtures:schedules({R})"));
     let pid = r["pid"].clone();
     let traced: u64 = r["traced_in"].parse().unwrap();
@@ -126,7 +126,7 @@ fn schedules_agree_with_trace_running() {
 #[test]
 fn names_and_process_count_come_from_the_vm() {
     let mut beam = Beam::start();
-    let probe = Probe::attach(beam.os_pid, &[]);
+    let probe = Probe::attach(beam.os_pid, &["--mode", "trace"]);
     beam.call("scope_fixtures:named(scope_named_sink)");
     beam.call("[scope_named_sink ! hello || _ <- lists:seq(1, 20000)]");
     let named = wait_stable(DRAIN, SETTLE, || {
@@ -145,7 +145,7 @@ fn names_and_process_count_come_from_the_vm() {
 #[test]
 fn live_scrape_passes_promtool() {
     let mut beam = Beam::start();
-    let probe = Probe::attach(beam.os_pid, &[]);
+    let probe = Probe::attach(beam.os_pid, &["--mode", "trace"]);
     beam.call("scope_fixtures:sends(1000)");
     beam.call("scope_fixtures:forced_gcs(10)");
     let text = probe.metrics_text();

@@ -317,9 +317,22 @@ fn monitor_exports_cpu_metrics() {
         user + fields[12].parse::<f64>().unwrap() / ticks
     };
     let cpu_sum = |probe: &Probe| -> f64 { probe.metrics().all("beam_scheduler_cpu_seconds_total").iter().map(|s| s.value).sum() };
-    let (vm0, ours0) = (vm_cpu(&mut beam), cpu_sum(&probe));
+    // /proc is read once a second by its own source: the VM is asked right after the metric
+    // moves, so both are read at the same moment (within a poll).
+    let fresh = |probe: &Probe, beam: &mut Beam| -> (f64, f64) {
+        let before = cpu_sum(probe);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let now = cpu_sum(probe);
+            if now != before || std::time::Instant::now() > deadline {
+                return (vm_cpu(beam), now);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    };
+    let (vm0, ours0) = fresh(&probe, &mut beam);
     std::thread::sleep(std::time::Duration::from_secs(4));
-    let (vm1, ours1) = (vm_cpu(&mut beam), cpu_sum(&probe));
+    let (vm1, ours1) = fresh(&probe, &mut beam);
     let (vm, ours) = (vm1 - vm0, ours1 - ours0);
     // Both count every thread's CPU; /proc ticks are 10 ms, so allow 5% + 0.1 s.
     assert!((ours - vm).abs() <= vm * 0.05 + 0.1, "scheduler CPU {ours:.2}s vs statistics(runtime) + system time {vm:.2}s");

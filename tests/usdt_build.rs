@@ -185,8 +185,8 @@ fn usdt_and_uprobe_sources_agree_with_trace_and_each_other() {
     for name in ["message__send", "gc_major__start", "process__exit", "process__spawn"] {
         assert_eq!(semaphore(vm.os_pid, &notes, name), 0, "{name} before attach");
     }
-    let by_usdt = scope_probe_tests::Probe::attach(vm.os_pid, &["--probe-source", "usdt", "--frequency", "0"]);
-    let by_uprobe = scope_probe_tests::Probe::attach(vm.os_pid, &["--probe-source", "uprobe", "--frequency", "0"]);
+    let by_usdt = scope_probe_tests::Probe::attach(vm.os_pid, &["--mode", "trace", "--probe-source", "usdt", "--frequency", "0"]);
+    let by_uprobe = scope_probe_tests::Probe::attach(vm.os_pid, &["--mode", "trace", "--probe-source", "uprobe", "--frequency", "0"]);
     let stderr = by_usdt.stderr();
     for cap in ["send", "gc", "spawn", "exit"] {
         assert!(source_line(&stderr, cap).starts_with("usdt"), "{cap}: {stderr:?}");
@@ -270,7 +270,7 @@ fn auto_picks_usdt_where_nothing_is_lost() {
     let usdt = usdt_beam();
     let copy = scope_probe_tests::otp_copy::OtpCopy::with_beam(&usdt);
     let vm = copy.start();
-    let probe = scope_probe_tests::Probe::attach(vm.os_pid, &["--frequency", "0"]);
+    let probe = scope_probe_tests::Probe::attach(vm.os_pid, &["--mode", "trace", "--frequency", "0"]);
     let stderr = probe.stderr();
     for cap in ["send", "gc", "exit"] {
         assert!(source_line(&stderr, cap).starts_with("usdt"), "{cap}: {stderr:?}");

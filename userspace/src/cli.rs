@@ -99,6 +99,17 @@ pub struct TopArgs {
     pub all: bool,
 }
 
+/// A share as `1%` or `0.01`, between 0 (exclusive) and 1.
+pub fn parse_share(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let v = match t.strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().map(|v| v / 100.0),
+        None => t.parse::<f64>(),
+    }
+    .map_err(|_| format!("{s:?} is not a share (write 1% or 0.01)"))?;
+    if v > 0.0 && v <= 1.0 { Ok(v) } else { Err(format!("{s:?} is not between 0 and 100%")) }
+}
+
 #[derive(Debug, Args)]
 pub struct MonitorArgs {
     /// OS pid of the beam.smp process to observe (e.g. `pgrep -f beam.smp`).
@@ -107,9 +118,21 @@ pub struct MonitorArgs {
     #[command(flatten)]
     pub debug_info: DebugInfoArgs,
 
-    /// What to observe and how: `trace` attaches every per-event hook (exact counts).
-    #[arg(long, value_enum, default_value_t = Mode::Trace)]
+    /// What to observe and how: `adaptive` (cheap sources always, per-event hooks in windows
+    /// within --overhead-budget), `sample` (cheap sources only), `trace` (every per-event hook
+    /// all the time: exact counts, expensive for message-heavy VMs).
+    #[arg(long, value_enum, default_value_t = Mode::Adaptive)]
     pub mode: Mode,
+
+    /// In adaptive mode, the share of the VM's CPU time per-event hooks may cost (e.g. 1%,
+    /// 0.5%, 0.02).
+    #[arg(long, value_name = "SHARE", default_value = "1%", value_parser = parse_share)]
+    pub overhead_budget: f64,
+
+    /// How often the process table is read (mailboxes, memory, identities); reads of a large
+    /// table space themselves out further (a read takes at most a twentieth of the time).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub snapshot_interval: Duration,
 
     /// Where per-event hooks come from: `auto` uses the VM's USDT probes (a beam.smp built
     /// --with-dynamic-trace=systemtap) for each capability they serve without loss, uprobes

@@ -1,13 +1,39 @@
-//! Events as the monitor probes deliver them, decoded from the shared `struct event`
-//! (ebpf/monitor.h, reaching Rust through the skeleton's `types`).
+//! What the sources deliver, each stamped with the VM it is about and when it happened
+//! (CLOCK_MONOTONIC nanoseconds, the clock the BPF programs use): per-event observations from
+//! the probes, CPU samples made readable, and reads of the process table with /proc.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use beam_probes::Capability;
+use beam_probes::snapshot::Snapshot;
 
-use crate::source::bpf::monitor::types;
+use crate::enrich::stack::SampleStack;
+use crate::source::procstat::ThreadKind;
 
-/// One observation from the VM. Pids are raw pid terms; `beam_probes` decodes them.
+/// Which VM an observation is about: the OS pid of its beam.smp (host pid namespace).
+pub type VmId = u32;
+
+/// Now, on the clock every stamp uses.
+pub fn now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// One per-event observation from the VM. Pids are raw pid terms; `beam_probes` decodes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Event {
+pub struct Event {
+    pub vm: VmId,
+    pub ts_ns: u64,
+    /// The OS thread (scheduler) it happened on.
+    pub tid: u32,
+    pub what: What,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum What {
     Send { from: u64, to: u64 },
     Schedule { pid: u64, run_ns: u64, reductions: u64 },
     Gc { pid: u64, duration_ns: u64 },
@@ -15,35 +41,49 @@ pub enum Event {
     Exit { pid: u64 },
 }
 
-
-impl Event {
-    /// Decodes one ring-buffer record; `None` for a record of the wrong size or kind.
-    pub fn decode(bytes: &[u8]) -> Option<Event> {
-        if bytes.len() < std::mem::size_of::<types::event>() {
-            return None;
-        }
-        // SAFETY: the record holds at least one `event`, a plain-old-data C struct; the read
-        // is unaligned-safe.
-        let e: types::event = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-        let kind = types::event_kind(e.kind);
-        Some(match kind {
-            types::event_kind::EVENT_SEND => Event::Send { from: e.a, to: e.b },
-            types::event_kind::EVENT_SCHEDULE => Event::Schedule { pid: e.a, run_ns: e.b, reductions: e.c },
-            types::event_kind::EVENT_GC => Event::Gc { pid: e.a, duration_ns: e.b },
-            types::event_kind::EVENT_SPAWN => Event::Spawn { parent: (e.a != 0).then_some(e.a), child: e.b },
-            types::event_kind::EVENT_EXIT => Event::Exit { pid: e.a },
-            _ => return None,
-        })
-    }
-
+impl What {
     /// The capability that observes it.
     pub fn capability(&self) -> Capability {
         match self {
-            Event::Send { .. } => Capability::Send,
-            Event::Schedule { .. } => Capability::Schedule,
-            Event::Gc { .. } => Capability::Gc,
-            Event::Spawn { .. } => Capability::Spawn,
-            Event::Exit { .. } => Capability::Exit,
+            What::Send { .. } => Capability::Send,
+            What::Schedule { .. } => Capability::Schedule,
+            What::Gc { .. } => Capability::Gc,
+            What::Spawn { .. } => Capability::Spawn,
+            What::Exit { .. } => Capability::Exit,
         }
     }
+}
+
+/// A CPU sample, made readable (owner and frames).
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub vm: VmId,
+    pub ts_ns: u64,
+    pub tid: u32,
+    pub stack: SampleStack,
+}
+
+/// The process table, read at one moment.
+#[derive(Debug)]
+pub struct TableRead {
+    pub vm: VmId,
+    pub ts_ns: u64,
+    /// `None` when the table could not be read (the VM exiting, say).
+    pub snapshot: Option<Snapshot>,
+}
+
+pub type SharedTableRead = Arc<TableRead>;
+
+/// The VM's facts from /proc, read at one moment.
+#[derive(Debug, Clone)]
+pub struct ProcRead {
+    pub vm: VmId,
+    pub ts_ns: u64,
+    /// CPU seconds of the VM's threads by kind and scheduler number.
+    pub scheduler_cpu: BTreeMap<(ThreadKind, Option<u32>), f64>,
+    /// CPU seconds of all the VM's threads (user + system).
+    pub vm_cpu_seconds: f64,
+    pub resident_bytes: Option<u64>,
+    /// Whether the VM was alive at the read.
+    pub alive: bool,
 }

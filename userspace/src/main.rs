@@ -1,7 +1,9 @@
 //! scope-probe: zero-instrumentation monitoring of a running BEAM with eBPF.
 //!
-//! The program is a pipeline: sources (BPF probes, the VM's memory) -> events -> aggregation
-//! -> exporters (Prometheus metrics, JSON API).
+//! The program is a pipeline: sources (BPF probes, the CPU sampler, the process table and
+//! /proc), each stamping what it observes with the VM and the time -> one fan-out ->
+//! aggregation (and detectors) -> exporters (Prometheus metrics, JSON API). `control` decides
+//! which hooks are attached when; `cmd` has one module per subcommand.
 
 mod aggregate;
 mod cli;
@@ -10,6 +12,7 @@ mod control;
 mod enrich;
 mod event;
 mod export;
+mod pipeline;
 mod privileges;
 mod source;
 

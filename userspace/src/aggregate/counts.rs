@@ -9,7 +9,8 @@ use serde::Serialize;
 
 use beam_probes::Capability;
 
-use crate::event::Event;
+use crate::event::{Event, What};
+use crate::pipeline::Sink;
 
 /// Buckets of the GC duration histogram, in seconds (10 µs .. 5 s).
 pub const GC_BUCKETS: [f64; 12] = [1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5, 1.0, 5.0];
@@ -57,8 +58,6 @@ pub struct Evictions {
 pub struct Aggregator {
     pub totals: Totals,
     pub events_by_kind: [u64; Capability::ALL.len()],
-    /// Records the ring buffer delivered that did not decode (a version skew bug if non-zero).
-    pub undecodable: u64,
     pub gc_seconds: Histogram,
     pub processes: HashMap<u64, ProcessStats>,
     pub pairs: HashMap<(u64, u64), u64>,
@@ -73,7 +72,6 @@ impl Aggregator {
         Aggregator {
             totals: Totals::default(),
             events_by_kind: [0; Capability::ALL.len()],
-            undecodable: 0,
             gc_seconds: Histogram::new(GC_BUCKETS),
             processes: HashMap::new(),
             pairs: HashMap::new(),
@@ -117,10 +115,10 @@ impl Aggregator {
         }
     }
 
-    pub fn apply(&mut self, event: Event) {
-        self.events_by_kind[event.capability().index()] += 1;
-        match event {
-            Event::Send { from, to } => {
+    pub fn apply(&mut self, event: &Event) {
+        self.events_by_kind[event.what.capability().index()] += 1;
+        match event.what {
+            What::Send { from, to } => {
                 self.totals.sends += 1;
                 self.process(from).sent += 1;
                 self.process(to).received += 1;
@@ -129,7 +127,7 @@ impl Aggregator {
                 }
                 *self.pairs.entry((from, to)).or_default() += 1;
             }
-            Event::Schedule { pid, run_ns, reductions } => {
+            What::Schedule { pid, run_ns, reductions } => {
                 self.totals.schedules += 1;
                 self.totals.run_ns += run_ns;
                 let p = self.process(pid);
@@ -137,20 +135,20 @@ impl Aggregator {
                 p.run_ns += run_ns;
                 p.reductions += reductions;
             }
-            Event::Gc { pid, duration_ns } => {
+            What::Gc { pid, duration_ns } => {
                 self.totals.gcs += 1;
                 self.gc_seconds.observe(duration_ns as f64 / 1e9);
                 let p = self.process(pid);
                 p.gcs += 1;
                 p.gc_ns += duration_ns;
             }
-            Event::Spawn { parent, child } => {
+            What::Spawn { parent, child } => {
                 self.totals.spawns += 1;
                 let c = self.process(child);
                 c.parent = parent;
                 c.spawned = true;
             }
-            Event::Exit { pid } => {
+            What::Exit { pid } => {
                 self.totals.exits += 1;
                 self.process(pid).exited = true;
             }
@@ -174,17 +172,29 @@ impl Aggregator {
     }
 }
 
+impl Sink for Aggregator {
+    fn events(&mut self, batch: &[Event]) {
+        for e in batch {
+            self.apply(e);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ev(what: What) -> Event {
+        Event { vm: 1, ts_ns: 0, tid: 0, what }
+    }
 
     #[test]
     fn counts_pairs_and_totals() {
         let mut a = Aggregator::new(100, 100);
         for _ in 0..5 {
-            a.apply(Event::Send { from: 0x13, to: 0x23 });
+            a.apply(&ev(What::Send { from: 0x13, to: 0x23 }));
         }
-        a.apply(Event::Send { from: 0x23, to: 0x13 });
+        a.apply(&ev(What::Send { from: 0x23, to: 0x13 }));
         assert_eq!(a.totals.sends, 6);
         assert_eq!(a.pairs[&(0x13, 0x23)], 5);
         assert_eq!(a.top_pairs(1), vec![((0x13, 0x23), 5)]);
@@ -196,7 +206,7 @@ mod tests {
     fn eviction_is_bounded_counted_and_keeps_totals() {
         let mut a = Aggregator::new(100, 50);
         for i in 0..1000u64 {
-            a.apply(Event::Send { from: i << 4 | 3, to: (i + 1) << 4 | 3 });
+            a.apply(&ev(What::Send { from: i << 4 | 3, to: (i + 1) << 4 | 3 }));
         }
         assert!(a.processes.len() <= 100);
         assert!(a.pairs.len() <= 50);
@@ -208,10 +218,10 @@ mod tests {
     fn exited_processes_are_evicted_first() {
         let mut a = Aggregator::new(10, 10);
         for i in 0..10u64 {
-            a.apply(Event::Schedule { pid: i, run_ns: 1, reductions: 1 });
+            a.apply(&ev(What::Schedule { pid: i, run_ns: 1, reductions: 1 }));
         }
-        a.apply(Event::Exit { pid: 9 });
-        a.apply(Event::Schedule { pid: 100, run_ns: 1, reductions: 1 });
+        a.apply(&ev(What::Exit { pid: 9 }));
+        a.apply(&ev(What::Schedule { pid: 100, run_ns: 1, reductions: 1 }));
         assert!(!a.processes.contains_key(&9));
         assert!(a.processes.contains_key(&0));
     }

@@ -4,6 +4,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+use crate::enrich::stack::Owner;
+use crate::event::Sample;
+use crate::pipeline::Sink;
+
 /// What a sample is ranked under: the Erlang function (or what the thread was doing) and,
 /// when the sample was in C, the C function beside it.
 pub type FunctionKey = (Arc<str>, Option<Arc<str>>);
@@ -77,6 +81,16 @@ impl CpuWindow {
     /// The `n` processes with the largest share of the window's samples.
     pub fn top_processes(&self, n: usize) -> Vec<(u64, f64)> {
         self.top(n, |b| &b.by_process)
+    }
+}
+
+impl Sink for CpuWindow {
+    fn sample(&mut self, sample: &Sample) {
+        let process = match sample.stack.owner {
+            Owner::Process(p) => Some(p),
+            Owner::Thread(_) => None,
+        };
+        self.add(sample.ts_ns / 1_000_000_000, sample.stack.top_function(), process);
     }
 }
 

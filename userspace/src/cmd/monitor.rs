@@ -1,20 +1,25 @@
-//! The monitor (`scope-probe --pid PID`): attaches, serves metrics and the JSON API until it is
-//! told to stop or the VM exits, then detaches.
+//! The monitor (`scope-probe --pid PID`): wires the pipeline (sources -> fan-out -> aggregation
+//! -> exporters), runs the mode's controller, serves metrics and the JSON API until told to
+//! stop or the VM exits, then detaches.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use beam_probes::BeamTarget;
+use beam_probes::{BeamTarget, CapabilityPlan, ProbeSource};
 
-use crate::aggregate::counts::Aggregator;
+use crate::aggregate::{self, State, counts::Aggregator, lock};
 use crate::cli::MonitorArgs;
-use crate::enrich;
-use crate::export;
+use crate::control::adaptive::{ControlState, Controller, Settings};
+use crate::control::calibrate;
+use crate::control::mode::Mode;
+use crate::enrich::names::VmNames;
 use crate::export::http::App;
 use crate::export::metrics::BuildLabels;
-use crate::source;
-use crate::source::probes::{ProbeThread, Shared};
+use crate::pipeline::{FanOut, Sink};
+use crate::source::cpu::CpuSource;
+use crate::source::probes::ProbeThread;
+use crate::source::table::TableSource;
 
 pub fn run(cli: MonitorArgs) -> Result<()> {
     crate::privileges::check()?;
@@ -34,15 +39,40 @@ async fn monitor(
     cli: MonitorArgs,
     target: Arc<BeamTarget>,
     hooks: Vec<beam_probes::ResolvedHook>,
-    plans: Vec<beam_probes::CapabilityPlan>,
+    plans: Vec<CapabilityPlan>,
 ) -> Result<()> {
     // Bind before attaching: a busy port must not leave probes behind.
     let listener = tokio::net::TcpListener::bind(cli.listen).await.with_context(|| {
         format!("cannot listen on {} (use --listen to choose another address)", cli.listen)
     })?;
-    let shared = Arc::new(Shared::new(Aggregator::new(cli.max_processes, cli.max_pairs)));
     let started = std::time::Instant::now();
-    let (probe, report) = ProbeThread::start(target.clone(), hooks, plans, cli.mode, shared.clone())?;
+    let state = State::new(Aggregator::new(cli.max_processes, cli.max_pairs));
+    let control = Arc::new(Mutex::new(ControlState { mode: Some(cli.mode), budget: cli.overhead_budget, ..Default::default() }));
+    let sinks: Vec<Arc<Mutex<dyn Sink>>> = vec![state.counts.clone(), state.cpu.clone(), state.table.clone()];
+    let fanout = FanOut::new(sinks);
+
+    // The hook cost is measured before anything is attached to the VM.
+    if cli.mode == Mode::Adaptive {
+        let mut c = lock(&control);
+        match calibrate::hit_seconds(target.table) {
+            Ok(s) => {
+                c.hit_seconds = s;
+                c.calibration = "calibrated".into();
+            }
+            Err(e) => {
+                c.hit_seconds = calibrate::DEFAULT_HIT_SECONDS;
+                c.calibration = format!("not calibrated ({e:#}), assumed");
+            }
+        }
+    }
+    let (probe, report) = ProbeThread::start(
+        target.clone(),
+        hooks,
+        plans,
+        cli.mode.initial_capabilities(),
+        fanout.clone(),
+        state.health.clone(),
+    )?;
     let source = source_summary(&report.plans);
     eprintln!(
         "scope-probe: attached to pid {} ({}) in {} ms: OTP {}, ERTS {}, build {} (offsets from {}), source {source}, mode {}",
@@ -55,22 +85,51 @@ async fn monitor(
         target.offsets.label(),
         cli.mode.name(),
     );
-    let names: Vec<&str> = report.capabilities.iter().map(|c| c.name()).collect();
-    eprintln!("scope-probe: hooks: {} ({})", names.join(", "), report.symbols.join(", "));
-    for plan in report.plans.iter().filter(|p| report.capabilities.contains(&p.capability)) {
-        eprintln!("scope-probe: source of {plan}");
+    match cli.mode {
+        Mode::Trace => {
+            let names: Vec<&str> = report.capabilities.iter().map(|c| c.name()).collect();
+            eprintln!("scope-probe: hooks: {} ({})", names.join(", "), report.symbols.join(", "));
+            for plan in report.plans.iter().filter(|p| report.capabilities.contains(&p.capability)) {
+                eprintln!("scope-probe: source of {plan}");
+            }
+        }
+        Mode::Sample => eprintln!("scope-probe: hooks: none (mode sample: CPU sampling, process-table reads, /proc)"),
+        Mode::Adaptive => {
+            let c = lock(&control);
+            eprintln!(
+                "scope-probe: hooks: in windows within a {:.1}% overhead budget (a hook hit costs {:.2} µs here, {})",
+                c.budget * 100.0,
+                c.hit_seconds * 1e6,
+                c.calibration
+            );
+        }
     }
     if let Some(origin) = &target.debug_origin {
         let file = target.debug_file.as_ref().map(|f| format!(" ({})", f.display())).unwrap_or_default();
         eprintln!("scope-probe: debug info: {}{file}", origin.label());
     }
-    let sampler = if cli.frequency > 0 { Some(start_cpu_sampling(&target, cli.frequency, &shared)?) } else { None };
+    let controller = match cli.mode {
+        Mode::Adaptive => {
+            let settings = Settings { budget: cli.overhead_budget, ..Settings::default() };
+            Some(Controller::start(target.pid, settings, probe.commands(), state.health.clone(), control.clone())?)
+        }
+        Mode::Trace | Mode::Sample => None,
+    };
+    let table = TableSource::start(target.clone(), cli.snapshot_interval, fanout.clone())?;
+    let cpu = if cli.frequency > 0 {
+        let cpu = CpuSource::start(&target, cli.frequency, fanout.clone())?;
+        lock(&state.health).sampler = Some(cpu.stats.clone());
+        eprintln!("scope-probe: CPU sampling at {} Hz; JIT symbols: {}", cli.frequency, cpu.jit_source);
+        Some(cpu)
+    } else {
+        None
+    };
     eprintln!("scope-probe: metrics on http://{}/metrics", listener.local_addr()?);
 
     let app = Arc::new(App {
-        target: target.clone(),
-        shared: shared.clone(),
-        names: Mutex::new(Default::default()),
+        state: state.clone(),
+        control: control.clone(),
+        names: Arc::new(VmNames::new(target.clone(), state.table.clone())),
         build: BuildLabels {
             otp_release: target.otp_release.clone(),
             erts_version: target.erts_version.clone(),
@@ -78,39 +137,41 @@ async fn monitor(
             build: target.table.id,
             mode: cli.mode.name(),
         },
-        snapshot_torn: Mutex::new(0),
     });
-    let server = tokio::spawn(async move { axum::serve(listener, export::http::router(app)).await });
+    let server = tokio::spawn(async move { axum::serve(listener, crate::export::http::router(app)).await });
 
     let reason = wait_for_stop(cli.duration, &target).await;
+    // The controller first (it closes its window), then the probes.
+    drop(controller);
     probe.stop()?;
-    if let Some((sampler, consumer)) = sampler {
-        sampler.stop()?;
-        let _ = consumer.join();
+    if let Some(cpu) = cpu {
+        cpu.stop()?;
     }
+    drop(table);
     server.abort();
-    let agg = shared.agg.lock().unwrap_or_else(|e| e.into_inner());
-    let health = shared.health.lock().unwrap_or_else(|e| e.into_inner());
-    use crate::source::bpf::monitor::types::stat_id;
-    let k = &health.kernel;
-    let unpaired = k.get(stat_id::STAT_LOST_UNPAIRED);
-    let lost = k.lost() - unpaired + agg.undecodable;
+    summary(reason, &state);
+    Ok(())
+}
+
+fn summary(reason: &str, state: &aggregate::State) {
+    let agg = lock(&state.counts);
+    let health = lock(&state.health);
     eprintln!(
         "scope-probe: detached ({reason}): {} events ({} sends, {} schedules, {} GCs, {} spawns, {} exits), \
-         {lost} lost, {unpaired} spans cut by attach/detach",
+         {} lost, {} spans cut by attach/detach",
         agg.events_by_kind.iter().sum::<u64>(),
         agg.totals.sends,
         agg.totals.schedules,
         agg.totals.gcs,
         agg.totals.spawns,
         agg.totals.exits,
+        health.lost_total(),
+        health.unpaired,
     );
-    Ok(())
 }
 
 /// "uprobe", "usdt", or "usdt+uprobe" when capabilities use both.
-fn source_summary(plans: &[beam_probes::CapabilityPlan]) -> &'static str {
-    use beam_probes::ProbeSource;
+fn source_summary(plans: &[CapabilityPlan]) -> &'static str {
     let usdt = plans.iter().any(|p| p.source == ProbeSource::Usdt);
     let uprobe = plans.iter().any(|p| p.source == ProbeSource::Uprobe);
     match (usdt, uprobe) {
@@ -118,45 +179,6 @@ fn source_summary(plans: &[beam_probes::CapabilityPlan]) -> &'static str {
         (true, false) => "usdt",
         _ => "uprobe",
     }
-}
-
-/// Starts the CPU sampler and a thread that folds its samples into the one-minute window.
-fn start_cpu_sampling(
-    target: &Arc<BeamTarget>,
-    frequency: u64,
-    shared: &Arc<Shared>,
-) -> Result<(source::sampler::SamplerThread, std::thread::JoinHandle<()>)> {
-    // The symbolizer (blazesym) is not Send: it is made on the thread that uses it.
-    let (sym_tx, sym_rx) = std::sync::mpsc::channel();
-    let (sampler, rx) = source::sampler::SamplerThread::start(target.clone(), frequency)?;
-    *shared.sampler.lock().unwrap_or_else(|e| e.into_inner()) = Some(sampler.stats.clone());
-    let (shared, target) = (shared.clone(), target.clone());
-    let consumer = std::thread::Builder::new().name("scope-probe-cpu".into()).spawn(move || {
-        let symbolizer = match enrich::symbolize::Symbolizer::new(&target) {
-            Ok(s) => {
-                let _ = sym_tx.send(Ok(s.jit_source().describe()));
-                s
-            }
-            Err(e) => {
-                let _ = sym_tx.send(Err(e));
-                return;
-            }
-        };
-        let mut builder = enrich::stack::StackBuilder::new(&target, symbolizer, false);
-        let epoch = std::time::Instant::now();
-        for s in rx {
-            let stack = builder.build(&target, &s);
-            let process = match stack.owner {
-                enrich::stack::Owner::Process(p) => Some(p),
-                enrich::stack::Owner::Thread(_) => None,
-            };
-            let second = epoch.elapsed().as_secs();
-            shared.cpu.lock().unwrap_or_else(|e| e.into_inner()).add(second, stack.top_function(), process);
-        }
-    })?;
-    let source = sym_rx.recv().context("the CPU sample thread ended early")??;
-    eprintln!("scope-probe: CPU sampling at {frequency} Hz; JIT symbols: {source}");
-    Ok((sampler, consumer))
 }
 
 /// Waits for Ctrl-C, SIGTERM, the end of --duration or the target's exit.

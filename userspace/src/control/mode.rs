@@ -1,12 +1,17 @@
-//! Modes decide which sources run and which per-event hooks are attached when. `trace` is the
-//! first; `sample` and `adaptive` (hooks attached in bounded windows) come later and plug in
-//! here.
+//! Modes decide which sources run and which per-event hooks are attached when.
 
 use beam_probes::Capability;
 use clap::ValueEnum;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Mode {
+    /// Cheap sources always (CPU sampling, process-table reads, /proc); per-event hooks only in
+    /// windows whose cost stays within --overhead-budget, and when a detector asks for
+    /// evidence. Safe to leave running.
+    Adaptive,
+    /// Cheap sources only: no per-event hook is ever attached.
+    Sample,
     /// Every per-event hook (send, schedule, gc, spawn, exit) attached for the whole run.
     /// Exact counts; costs ~1.5 µs in the VM per hook hit.
     Trace,
@@ -15,14 +20,19 @@ pub enum Mode {
 impl Mode {
     pub fn name(self) -> &'static str {
         match self {
+            Mode::Adaptive => "adaptive",
+            Mode::Sample => "sample",
             Mode::Trace => "trace",
         }
     }
 
-    /// The hook capabilities attached when the mode starts.
+    /// The hook capabilities attached when the mode starts (adaptive attaches its own later).
     pub fn initial_capabilities(self) -> &'static [Capability] {
         match self {
             Mode::Trace => &Capability::ALL,
+            Mode::Sample | Mode::Adaptive => &[],
         }
     }
+
+    pub const ALL: [Mode; 3] = [Mode::Adaptive, Mode::Sample, Mode::Trace];
 }

@@ -61,3 +61,55 @@ impl NameCache {
         }
     }
 }
+
+/// Pid names for the exporters: who each process is by the latest process-table read (its
+/// identity), else its registered name looked up now.
+pub struct VmNames {
+    target: std::sync::Arc<BeamTarget>,
+    table: std::sync::Arc<std::sync::Mutex<crate::aggregate::table::TableState>>,
+    inner: std::sync::Mutex<VmNamesCache>,
+}
+
+#[derive(Default)]
+struct VmNamesCache {
+    /// Identities of the read numbered `read` (TableState::reads).
+    read: u64,
+    identities: HashMap<u64, String>,
+    registered: NameCache,
+}
+
+impl VmNames {
+    pub fn new(
+        target: std::sync::Arc<BeamTarget>,
+        table: std::sync::Arc<std::sync::Mutex<crate::aggregate::table::TableState>>,
+    ) -> VmNames {
+        VmNames { target, table, inner: Default::default() }
+    }
+}
+
+impl crate::export::PidNames for VmNames {
+    fn pid(&self, term: u64) -> String {
+        self.target.format_pid(term)
+    }
+
+    fn name(&self, term: u64) -> String {
+        let mut inner = crate::aggregate::lock(&self.inner);
+        {
+            let table = crate::aggregate::lock(&self.table);
+            if table.reads != inner.read {
+                inner.read = table.reads;
+                inner.identities = table
+                    .latest
+                    .iter()
+                    .flat_map(|l| l.snapshot.iter())
+                    .flat_map(|s| &s.processes)
+                    .filter_map(|p| Some((p.term, p.identity()?.to_owned())))
+                    .collect();
+            }
+        }
+        if let Some(n) = inner.identities.get(&term) {
+            return n.clone();
+        }
+        inner.registered.registered_name(&self.target, term)
+    }
+}

@@ -1,5 +1,6 @@
-//! The Prometheus exposition: built from the aggregator and the probe's health at each scrape.
-//! Metric names are the public interface (README lists them): keep them stable.
+//! The Prometheus exposition: built at each scrape from the aggregated state (counts, the CPU
+//! window, the latest process-table read, the probes' health). Metric names are the public
+//! interface (README lists them): keep them stable.
 
 use beam_probes::Capability;
 use prometheus_client::encoding::text::encode;
@@ -10,12 +11,14 @@ use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
 use crate::aggregate::counts::Aggregator;
-use crate::source::bpf::monitor::types::stat_id;
-use crate::source::probes::Health;
 use crate::aggregate::cpu::CpuWindow;
+use crate::aggregate::health::Health;
+use crate::aggregate::table::TableState;
+use crate::control::adaptive::ControlState;
+use crate::control::mode::Mode;
+use crate::export::PidNames;
 use beam_probes::snapshot::{ProcessRecord, Snapshot};
-use crate::source::procstat::ThreadKind;
-use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 
 /// How many series the top-N families carry. Fixed, so cardinality is bounded.
 pub const TOP_N: usize = 10;
@@ -35,18 +38,12 @@ pub struct BuildLabels {
 pub struct ScrapeInput<'a> {
     pub build: &'a BuildLabels,
     pub cpu: &'a CpuWindow,
-    /// Sampler losses (ring buffer, channel), when the sampler runs.
-    pub sampler_lost: Option<(u64, u64)>,
-    pub scheduler_cpu: &'a BTreeMap<(ThreadKind, Option<u32>), f64>,
-    pub resident_bytes: Option<u64>,
+    pub table: &'a TableState,
     pub health: &'a Health,
-    /// The process table read at this scrape (None when it could not be read).
-    pub snapshot: Option<&'a Snapshot>,
-    /// Records skipped as torn, over all snapshots so far.
-    pub snapshot_torn_total: u64,
+    pub control: &'a ControlState,
+    /// Whether scope-probe observes a live VM.
     pub attached: bool,
-    /// pid term -> ("<0.N.S>", registered name or "")
-    pub label: &'a mut dyn FnMut(u64) -> (String, String),
+    pub names: &'a dyn PidNames,
 }
 
 fn counter(registry: &mut Registry, name: &str, help: &str, v: u64) {
@@ -69,6 +66,11 @@ fn gauge(registry: &mut Registry, name: &str, help: &str, v: i64) {
 
 pub fn render(agg: &Aggregator, input: ScrapeInput<'_>) -> String {
     let mut r = Registry::default();
+    let label = |pid: u64| (input.names.pid(pid), input.names.name(pid));
+    let latest = input.table.latest.as_deref();
+    let sampler_lost = input.health.sampler.as_ref().map(|s| {
+        (s.lost_ring_buffer.load(Ordering::Relaxed), s.lost_channel.load(Ordering::Relaxed))
+    });
     let t = &agg.totals;
     // Prometheus-client appends `_total` to counters.
     counter(&mut r, "beam_messages_sent", "Local process-to-process messages sent", t.sends);
@@ -83,13 +85,13 @@ pub fn render(agg: &Aggregator, input: ScrapeInput<'_>) -> String {
         "Time processes spent scheduled in (on a scheduler)",
         t.run_ns as f64 / 1e9,
     );
-    if let Some(snap) = input.snapshot {
-        render_snapshot(&mut r, snap, &mut *input.label);
+    if let Some(snap) = latest.and_then(|l| l.snapshot.as_ref()) {
+        render_snapshot(&mut r, snap, &label);
     }
 
     let top_sent = Family::<Labels, Counter>::default();
     for (pid, sent) in agg.top_processes(TOP_N, |p| p.sent) {
-        let (pid, name) = (input.label)(pid);
+        let (pid, name) = label(pid);
         top_sent.get_or_create(&vec![("pid".into(), pid), ("name".into(), name)]).inc_by(sent);
     }
     r.register(
@@ -99,8 +101,8 @@ pub fn render(agg: &Aggregator, input: ScrapeInput<'_>) -> String {
     );
     let top_pairs = Family::<Labels, Counter>::default();
     for ((from, to), n) in agg.top_pairs(TOP_N) {
-        let (from, from_name) = (input.label)(from);
-        let (to, to_name) = (input.label)(to);
+        let (from, from_name) = label(from);
+        let (to, to_name) = label(to);
         top_pairs
             .get_or_create(&vec![
                 ("sender".into(), from),
@@ -117,7 +119,7 @@ pub fn render(agg: &Aggregator, input: ScrapeInput<'_>) -> String {
     );
     let top_run = Family::<Labels, Counter<f64, AtomicU64>>::default();
     for (pid, ns) in agg.top_processes(TOP_N, |p| p.run_ns) {
-        let (pid, name) = (input.label)(pid);
+        let (pid, name) = label(pid);
         top_run.get_or_create(&vec![("pid".into(), pid), ("name".into(), name)]).inc_by(ns as f64 / 1e9);
     }
     r.register(
@@ -128,7 +130,8 @@ pub fn render(agg: &Aggregator, input: ScrapeInput<'_>) -> String {
 
     // CPU: /proc per scheduler thread, RSS, and the sampler's one-minute window.
     let sched = Family::<Labels, Counter<f64, AtomicU64>>::default();
-    for ((kind, n), secs) in input.scheduler_cpu {
+    let proc = input.table.proc.as_ref();
+    for ((kind, n), secs) in proc.map(|p| &p.scheduler_cpu).into_iter().flatten() {
         let scheduler = n.map(|n| n.to_string()).unwrap_or_default();
         sched.get_or_create(&vec![("type".into(), kind.label().into()), ("scheduler".into(), scheduler)]).inc_by(*secs);
     }
@@ -137,10 +140,10 @@ pub fn render(agg: &Aggregator, input: ScrapeInput<'_>) -> String {
         "CPU time of the VM's threads by scheduler type (normal, dirty_cpu, dirty_io; other threads summed)",
         sched,
     );
-    if let Some(rss) = input.resident_bytes {
+    if let Some(rss) = proc.and_then(|p| p.resident_bytes) {
         gauge(&mut r, "beam_memory_resident_bytes", "Resident memory of the VM", rss as i64);
     }
-    if input.sampler_lost.is_some() {
+    if sampler_lost.is_some() {
         counter(&mut r, "beam_cpu_samples", "CPU samples taken of the VM's threads", input.cpu.samples_total);
         let funcs = Family::<Labels, Gauge<f64, AtomicU64>>::default();
         for ((mfa, native), share) in input.cpu.top_functions(TOP_N) {
@@ -155,7 +158,7 @@ pub fn render(agg: &Aggregator, input: ScrapeInput<'_>) -> String {
         );
         let procs = Family::<Labels, Gauge<f64, AtomicU64>>::default();
         for (pid, share) in input.cpu.top_processes(TOP_N) {
-            let (pid, name) = (input.label)(pid);
+            let (pid, name) = label(pid);
             procs.get_or_create(&vec![("pid".into(), pid), ("name".into(), name)]).set(share);
         }
         r.register(
@@ -171,33 +174,17 @@ pub fn render(agg: &Aggregator, input: ScrapeInput<'_>) -> String {
         events.get_or_create(&vec![("kind".into(), kind.name().into())]).inc_by(n);
     }
     r.register("scope_probe_events", "Events received from the probes", events);
-    let k = &input.health.kernel;
     let lost = Family::<Labels, Counter>::default();
-    for (reason, n) in [
-        ("ring_buffer_full", k.get(stat_id::STAT_LOST_RINGBUF_FULL)),
-        ("pending_table_full", k.get(stat_id::STAT_LOST_PENDING_FULL)),
-        ("read_fault", k.get(stat_id::STAT_LOST_READ_FAULT)),
-        ("unpaired", k.get(stat_id::STAT_LOST_UNPAIRED)),
-        ("pid_string", k.get(stat_id::STAT_LOST_PID_STRING)),
-        ("undecodable", agg.undecodable),
-        ("samples_ring_buffer_full", input.sampler_lost.map_or(0, |l| l.0)),
-        ("samples_consumer_behind", input.sampler_lost.map_or(0, |l| l.1)),
-    ] {
+    let sampler_losses = [
+        ("samples_ring_buffer_full", sampler_lost.map_or(0, |l| l.0)),
+        ("samples_consumer_behind", sampler_lost.map_or(0, |l| l.1)),
+    ];
+    for (reason, n) in input.health.lost.iter().copied().chain(sampler_losses) {
         lost.get_or_create(&vec![("reason".into(), reason.into())]).inc_by(n);
     }
     r.register("scope_probe_events_lost", "Events lost before aggregation, by reason", lost);
     let hits = Family::<Labels, Counter>::default();
-    for (hook, n) in [
-        ("send", k.get(stat_id::STAT_HIT_SEND)),
-        ("schedule_out", k.get(stat_id::STAT_HIT_SCHEDULE_OUT)),
-        ("schedule_in", k.get(stat_id::STAT_HIT_SCHEDULE_IN)),
-        ("gc_start", k.get(stat_id::STAT_HIT_GC_START)),
-        ("gc_end", k.get(stat_id::STAT_HIT_GC_END)),
-        ("spawn_start", k.get(stat_id::STAT_HIT_SPAWN_START)),
-        ("spawn_end", k.get(stat_id::STAT_HIT_SPAWN_END)),
-        ("process_gone", k.get(stat_id::STAT_HIT_PROCESS_GONE)),
-        ("send_other_site", k.get(stat_id::STAT_HIT_SEND_OTHER_SITE)),
-    ] {
+    for &(hook, n) in &input.health.hits {
         hits.get_or_create(&vec![("hook".into(), hook.into())]).inc_by(n);
     }
     r.register("scope_probe_probe_hits", "Probe hits in the observed VM, by hook (each costs VM time)", hits);
@@ -242,11 +229,12 @@ pub fn render(agg: &Aggregator, input: ScrapeInput<'_>) -> String {
         sources,
     );
 
+    render_control(&mut r, input.control);
     counter(
         &mut r,
         "scope_probe_snapshot_torn_records",
         "Process records skipped because they changed while being read",
-        input.snapshot_torn_total,
+        input.table.torn_total,
     );
 
     let mut out = String::new();
@@ -255,8 +243,50 @@ pub fn render(agg: &Aggregator, input: ScrapeInput<'_>) -> String {
     out
 }
 
+/// The mode and what the hooks cost (the adaptive controller's view).
+fn render_control(r: &mut Registry, c: &ControlState) {
+    let mode = Family::<Labels, Gauge>::default();
+    for m in Mode::ALL {
+        mode.get_or_create(&vec![("mode".into(), m.name().into())]).set(i64::from(c.mode == Some(m)));
+    }
+    r.register("scope_probe_mode", "The mode scope-probe runs in (1) and the others (0)", mode);
+    let g = Gauge::<f64, AtomicU64>::default();
+    g.set(c.budget);
+    r.register("scope_probe_overhead_budget_ratio", "Share of the VM's CPU time per-event hooks may cost (adaptive mode)", g);
+    let g = Gauge::<f64, AtomicU64>::default();
+    g.set(c.overhead_ratio);
+    r.register(
+        "scope_probe_overhead_ratio",
+        "Estimated cost of the per-event hooks over the VM's CPU time, last minute (hook hits x calibrated cost per hit)",
+        g,
+    );
+    let g = Gauge::<f64, AtomicU64>::default();
+    g.set(c.hit_seconds);
+    r.register("scope_probe_hook_hit_seconds", "What one hook hit costs the VM, calibrated at start-up", g);
+    counter_f64(r, "scope_probe_hook_cost_seconds", "Estimated VM time the per-event hooks cost since start", c.hook_cost_seconds);
+    let esc = Family::<Labels, Counter>::default();
+    for (reason, n) in &c.escalations {
+        esc.get_or_create(&vec![("reason".into(), reason.clone())]).inc_by(*n);
+    }
+    r.register(
+        "scope_probe_escalations",
+        "Windows with per-event hooks attached, by reason (survey: the periodic rate window; else the detector that asked)",
+        esc,
+    );
+    let observed = Family::<Labels, Counter<f64, AtomicU64>>::default();
+    for cap in Capability::ALL {
+        // In trace mode every hook is attached all the time: nothing to divide by here.
+        observed.get_or_create(&vec![("capability".into(), cap.name().into())]).inc_by(c.observed_seconds[cap.index()]);
+    }
+    r.register(
+        "scope_probe_observed_seconds",
+        "Seconds each capability's hooks were attached in adaptive windows: rate(beam_..._total) / rate(this) is the rate while observed",
+        observed,
+    );
+}
+
 /// Metrics read from the process table (no probe in the VM): counts, mailboxes, heaps.
-fn render_snapshot(r: &mut Registry, snap: &Snapshot, label: &mut dyn FnMut(u64) -> (String, String)) {
+fn render_snapshot(r: &mut Registry, snap: &Snapshot, label: &dyn Fn(u64) -> (String, String)) {
     let procs = &snap.processes;
     gauge(r, "beam_processes", "Live processes (process table entries)", procs.len() as i64);
     let max_q = procs.iter().map(|p| p.message_queue_len).max().unwrap_or(0);

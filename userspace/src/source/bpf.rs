@@ -8,15 +8,16 @@
 //! capability falls back to its uprobes and its plan says why.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::mem::MaybeUninit;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+
+use crate::aggregate::health::Health;
 use beam_probes::terms::PidIndex;
 use beam_probes::{BeamTarget, Capability, CapabilityPlan, HookPoint, ProbeSource, ResolvedHook, ResolvedUsdt, UsdtPoint};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{Link, MapCore, MapFlags, ProgramMut, UsdtOpts};
+use libbpf_rs::{Link, MapCore, MapFlags, ProgramMut, UprobeMultiOpts, UsdtOpts};
 
 pub mod monitor {
     #![allow(clippy::all, unused_imports, dead_code, non_camel_case_types)]
@@ -37,19 +38,36 @@ impl KernelStats {
         self.0[id.0 as usize]
     }
 
-    /// Events lost in the kernel, all reasons.
-    pub fn lost(&self) -> u64 {
+    /// The counters as exporters read them (no BPF types beyond this module).
+    pub fn into_health(self, health: &mut Health) {
         use types::stat_id as s;
-        [
-            s::STAT_LOST_RINGBUF_FULL,
-            s::STAT_LOST_PENDING_FULL,
-            s::STAT_LOST_READ_FAULT,
-            s::STAT_LOST_UNPAIRED,
-            s::STAT_LOST_PID_STRING,
-        ]
-            .iter()
-            .map(|id| self.get(*id))
-            .sum()
+        let hooks = [
+            ("send", s::STAT_HIT_SEND, Some(Capability::Send)),
+            ("schedule_out", s::STAT_HIT_SCHEDULE_OUT, Some(Capability::Schedule)),
+            ("schedule_in", s::STAT_HIT_SCHEDULE_IN, Some(Capability::Schedule)),
+            ("gc_start", s::STAT_HIT_GC_START, Some(Capability::Gc)),
+            ("gc_end", s::STAT_HIT_GC_END, Some(Capability::Gc)),
+            ("spawn_start", s::STAT_HIT_SPAWN_START, Some(Capability::Spawn)),
+            ("spawn_end", s::STAT_HIT_SPAWN_END, Some(Capability::Spawn)),
+            ("process_gone", s::STAT_HIT_PROCESS_GONE, Some(Capability::Exit)),
+            // USDT message__send sites that are not local sends still trap: a send's cost.
+            ("send_other_site", s::STAT_HIT_SEND_OTHER_SITE, Some(Capability::Send)),
+        ];
+        health.hits = hooks.iter().map(|(name, id, _)| (*name, self.get(*id))).collect();
+        health.hits_by_capability = [0; Capability::ALL.len()];
+        for (_, id, cap) in hooks {
+            if let Some(cap) = cap {
+                health.hits_by_capability[cap.index()] += self.get(id);
+            }
+        }
+        health.lost = vec![
+            ("ring_buffer_full", self.get(s::STAT_LOST_RINGBUF_FULL)),
+            ("pending_table_full", self.get(s::STAT_LOST_PENDING_FULL)),
+            ("read_fault", self.get(s::STAT_LOST_READ_FAULT)),
+            ("unpaired", self.get(s::STAT_LOST_UNPAIRED)),
+            ("pid_string", self.get(s::STAT_LOST_PID_STRING)),
+        ];
+        health.unpaired = self.get(s::STAT_LOST_UNPAIRED);
     }
 }
 
@@ -60,9 +78,11 @@ pub struct MonitorProbes {
     hooks: Vec<ResolvedHook>,
     /// The source of each capability; a fallback rewrites its entry.
     plans: RefCell<Vec<CapabilityPlan>>,
-    /// Links per capability; a RefCell so hooks can change while the ring buffer borrows the
-    /// skeleton.
-    links: RefCell<BTreeMap<Capability, Vec<Link>>>,
+    /// Links by the capabilities they serve (one group per attach: a multi-uprobe link serves
+    /// several); a RefCell so hooks can change while the ring buffer borrows the skeleton.
+    links: RefCell<Vec<(Vec<Capability>, Vec<Link>)>>,
+    /// Whether the kernel takes multi-uprobe links (6.6+); learned at the first attach.
+    multi: std::cell::Cell<Option<bool>>,
 }
 
 impl MonitorProbes {
@@ -117,7 +137,8 @@ impl MonitorProbes {
             binary: target.host_path.clone(),
             hooks,
             plans: RefCell::new(plans),
-            links: RefCell::new(BTreeMap::new()),
+            links: RefCell::new(Vec::new()),
+            multi: std::cell::Cell::new(None),
         })
     }
 
@@ -146,25 +167,27 @@ impl MonitorProbes {
         }
     }
 
-    /// Attaches every hook of one capability from its planned source; a USDT attach that
-    /// fails falls back to the uprobes. Idempotent.
-    pub fn attach(&self, capability: Capability) -> Result<()> {
-        if self.links.borrow().contains_key(&capability) {
-            return Ok(());
-        }
-        let usdt: Vec<ResolvedUsdt> = self
-            .plans
-            .borrow()
-            .iter()
-            .find(|p| p.capability == capability && p.source == ProbeSource::Usdt)
-            .map(|p| p.usdt.clone())
-            .unwrap_or_default();
-        if !usdt.is_empty() {
+    /// Attaches every hook of these capabilities (those not attached yet) from their planned
+    /// sources: the USDT ones probe by probe (a USDT attach that fails falls back to the
+    /// uprobes), the uprobe ones through one multi-uprobe link for the entries and one for the
+    /// returns where the kernel has them, else a link per hook.
+    pub fn attach(&self, capabilities: &[Capability]) -> Result<()> {
+        let attached = self.attached();
+        let mut uprobe_caps = Vec::new();
+        for &capability in capabilities.iter().filter(|c| !attached.contains(c)) {
+            let usdt: Vec<ResolvedUsdt> = self
+                .plans
+                .borrow()
+                .iter()
+                .find(|p| p.capability == capability && p.source == ProbeSource::Usdt)
+                .map(|p| p.usdt.clone())
+                .unwrap_or_default();
+            if usdt.is_empty() {
+                uprobe_caps.push(capability);
+                continue;
+            }
             match self.attach_usdt(&usdt) {
-                Ok(links) => {
-                    self.links.borrow_mut().insert(capability, links);
-                    return Ok(());
-                }
+                Ok(links) => self.links.borrow_mut().push((vec![capability], links)),
                 // The links made so far were dropped (detached) on the way out.
                 Err(e) => {
                     if let Some(p) = self.plans.borrow_mut().iter_mut().find(|p| p.capability == capability) {
@@ -173,10 +196,62 @@ impl MonitorProbes {
                         p.reason = format!("USDT attach failed, uprobes instead: {e:#}");
                         p.usdt.clear();
                     }
+                    uprobe_caps.push(capability);
                 }
             }
         }
-        self.attach_uprobes(capability)
+        if uprobe_caps.is_empty() {
+            return Ok(());
+        }
+        for c in &uprobe_caps {
+            anyhow::ensure!(self.hooks.iter().any(|h| h.point.capability() == *c), "this build has no hook for {c}");
+        }
+        if self.multi.get() != Some(false) {
+            match self.attach_multi(&uprobe_caps) {
+                Ok(links) => {
+                    self.multi.set(Some(true));
+                    self.links.borrow_mut().push((uprobe_caps, links));
+                    return Ok(());
+                }
+                // An older kernel: a link per hook from now on.
+                Err(_) if self.multi.get().is_none() => self.multi.set(Some(false)),
+                Err(e) => return Err(e),
+            }
+        }
+        for c in uprobe_caps {
+            let links = self.attach_uprobes(c)?;
+            self.links.borrow_mut().push((vec![c], links));
+        }
+        Ok(())
+    }
+
+    /// One multi-uprobe link for the entry hooks of `capabilities` and one for their return
+    /// hooks; each hook's point travels as the link's cookie for that address.
+    fn attach_multi(&self, capabilities: &[Capability]) -> Result<Vec<Link>> {
+        let mut links = Vec::new();
+        for returns in [false, true] {
+            let hooks: Vec<&ResolvedHook> = self
+                .hooks
+                .iter()
+                .filter(|h| capabilities.contains(&h.point.capability()) && h.point.is_return() == returns)
+                .collect();
+            if hooks.is_empty() {
+                continue;
+            }
+            let opts = UprobeMultiOpts {
+                offsets: hooks.iter().map(|h| h.file_offset as usize).collect(),
+                cookies: hooks.iter().map(|h| hook_id(h.point)).collect(),
+                retprobe: returns,
+                ..Default::default()
+            };
+            let prog = if returns { &self.skel.progs.on_returns } else { &self.skel.progs.on_entries };
+            let link = prog.attach_uprobe_multi_with_opts(self.pid, &self.binary, "", opts).with_context(|| {
+                let names: Vec<&str> = hooks.iter().map(|h| h.symbol.as_str()).collect();
+                format!("attaching a multi-uprobe to {} in {}", names.join(", "), self.binary.display())
+            })?;
+            links.push(link);
+        }
+        Ok(links)
     }
 
     fn attach_usdt(&self, probes: &[ResolvedUsdt]) -> Result<Vec<Link>> {
@@ -193,7 +268,8 @@ impl MonitorProbes {
         Ok(links)
     }
 
-    fn attach_uprobes(&self, capability: Capability) -> Result<()> {
+    /// A link per hook of one capability (kernels without multi-uprobes).
+    fn attach_uprobes(&self, capability: Capability) -> Result<Vec<Link>> {
         let mut links = Vec::new();
         for hook in self.hooks.iter().filter(|h| h.point.capability() == capability) {
             let link = self
@@ -204,47 +280,71 @@ impl MonitorProbes {
                 })?;
             links.push(link);
         }
-        anyhow::ensure!(!links.is_empty(), "this build has no hook for {capability}");
-        self.links.borrow_mut().insert(capability, links);
-        Ok(())
+        Ok(links)
     }
 
-    /// Detaches one capability and forgets its half-open spans, so a later attach starts clean.
-    pub fn detach(&self, capability: Capability) {
-        if self.links.borrow_mut().remove(&capability).is_none() {
-            return;
-        }
-        let pending = match capability {
-            Capability::Schedule => Some(&self.skel.maps.sched_pending),
-            Capability::Gc => Some(&self.skel.maps.gc_pending),
-            Capability::Spawn => Some(&self.skel.maps.spawn_pending),
-            Capability::Send | Capability::Exit => None,
+    /// Detaches capabilities and forgets their half-open spans, so a later attach starts
+    /// clean. Exits go last, so every process whose spawn was counted can still be seen
+    /// leaving while the others detach, and spawns first, since a USDT spawn takes its parent
+    /// from the schedule hook. Within each of those steps the links are released at once, on a
+    /// thread each: the kernel removes a uprobe's breakpoint at once but then waits for a grace
+    /// period before the release returns (~0.1-0.2 s here), and one after the other that added
+    /// up to over a second for the collector's ten hooks.
+    pub fn detach(&self, capabilities: &[Capability]) {
+        let groups: Vec<(Vec<Capability>, Vec<Link>)> = {
+            let mut links = self.links.borrow_mut();
+            let (gone, kept): (Vec<_>, Vec<_>) =
+                std::mem::take(&mut *links).into_iter().partition(|(caps, _)| caps.iter().any(|c| capabilities.contains(c)));
+            *links = kept;
+            gone
         };
-        if let Some(map) = pending {
-            let keys: Vec<Vec<u8>> = map.keys().collect();
-            for key in keys {
-                let _ = map.delete(&key);
+        let step = |caps: &[Capability]| {
+            if caps.contains(&Capability::Spawn) {
+                0
+            } else if caps == [Capability::Exit] {
+                2
+            } else {
+                1
+            }
+        };
+        let mut detached = Vec::new();
+        let mut groups: Vec<Option<(Vec<Capability>, Vec<Link>)>> = groups.into_iter().map(Some).collect();
+        for s in 0..3 {
+            for slot in groups.iter_mut() {
+                if slot.as_ref().is_some_and(|(caps, _)| step(caps) == s) {
+                    let (caps, links) = slot.take().expect("checked");
+                    detached.extend(caps);
+                    // The kernel removes a link's breakpoints at once, then waits for a grace
+                    // period; a multi-uprobe link waits once for all its hooks.
+                    drop(links);
+                }
+            }
+        }
+        for capability in detached {
+            let pending = match capability {
+                Capability::Schedule => Some(&self.skel.maps.sched_pending),
+                Capability::Gc => Some(&self.skel.maps.gc_pending),
+                Capability::Spawn => Some(&self.skel.maps.spawn_pending),
+                Capability::Send | Capability::Exit => None,
+            };
+            if let Some(map) = pending {
+                let keys: Vec<Vec<u8>> = map.keys().collect();
+                for key in keys {
+                    let _ = map.delete(&key);
+                }
             }
         }
     }
 
-    /// Detaches every hook; exits last, so every process whose spawn was counted can still be
-    /// seen leaving while the others detach, and spawns before schedules, since a USDT spawn
-    /// takes its parent from the schedule hook.
+    /// Detaches every hook.
     pub fn detach_all(&self) {
-        let mut caps = self.attached();
-        caps.sort_by_key(|c| match *c {
-            Capability::Spawn => 0,
-            Capability::Exit => 2,
-            _ => 1,
-        });
-        for cap in caps {
-            self.detach(cap);
-        }
+        self.detach(&self.attached());
     }
 
     pub fn attached(&self) -> Vec<Capability> {
-        self.links.borrow().keys().copied().collect()
+        let mut caps: Vec<Capability> = self.links.borrow().iter().flat_map(|(c, _)| c.iter().copied()).collect();
+        caps.sort();
+        caps
     }
 
     /// The source of each capability, as attached (after any fallback).
@@ -264,7 +364,7 @@ impl MonitorProbes {
         let mut symbols: Vec<String> = self
             .hooks
             .iter()
-            .filter(|h| self.links.borrow().contains_key(&h.point.capability()))
+            .filter(|h| self.attached().contains(&h.point.capability()))
             .filter(|h| !usdt.contains(&h.point.capability()))
             .map(|h| h.symbol.clone())
             .collect();
@@ -290,4 +390,59 @@ impl MonitorProbes {
 pub fn sum_per_cpu(map: &dyn MapCore, index: u32) -> Result<u64> {
     let per_cpu = map.lookup_percpu(&index.to_ne_bytes(), MapFlags::ANY)?.unwrap_or_default();
     Ok(per_cpu.iter().filter_map(|v| v.get(..8)).map(|b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8]))).sum())
+}
+
+/// The send hook's program, attached to a function of scope-probe's own for calibration: a
+/// hit there costs what a hit costs in the VM (the same trap, the same program, a ring buffer
+/// record that nobody reads). Dropped, it detaches.
+pub struct CalibrationProbe {
+    skel: MonitorSkel<'static>,
+    exe: PathBuf,
+    offset: u64,
+}
+
+impl CalibrationProbe {
+    /// Loads the programs for `on_send` on `symbol` in this very executable.
+    pub fn load(table: &beam_probes::BuildTable, symbol: &str) -> Result<CalibrationProbe> {
+        let exe = std::fs::read_link("/proc/self/exe").context("finding scope-probe's own executable")?;
+        let elf = beam_probes::elf::ElfInfo::open(&exe).context("reading scope-probe's own symbols")?;
+        let offset = elf
+            .symbol(symbol)
+            .and_then(|s| elf.file_offset(s.address))
+            .with_context(|| format!("{symbol} not found in {} (was scope-probe stripped?)", exe.display()))?;
+        let object = Box::leak(Box::new(MaybeUninit::uninit()));
+        let mut open = MonitorSkelBuilder::default().open(object).context("opening the monitor BPF object")?;
+        let rodata = open.maps.rodata_data.as_deref_mut().context("monitor BPF object has no .rodata")?;
+        rodata.cfg.proc_id_offset = table.process.id;
+        rodata.cfg.pid_tag_mask = table.pid.tag_mask;
+        rodata.cfg.pid_tag = table.pid.tag;
+        // This copy's ring buffer is never read: a small one is enough.
+        open.maps.events.set_max_entries(1 << 16).context("sizing the calibration ring buffer")?;
+        let skel = open.load().context("loading the monitor BPF programs for calibration")?;
+        Ok(CalibrationProbe { skel, exe, offset })
+    }
+
+    /// Attaches it, for this process only; dropping the link detaches it.
+    pub fn attach(&self) -> Result<Link> {
+        self.skel
+            .progs
+            .on_send
+            .attach_uprobe(false, std::process::id() as i32, &self.exe, self.offset as usize)
+            .context("attaching the calibration probe")
+    }
+}
+
+/// A hook point as the multi-uprobe dispatchers know it (the link's cookie).
+fn hook_id(point: HookPoint) -> u64 {
+    let id = match point {
+        HookPoint::SendLocal => types::hook_id::HOOK_SEND,
+        HookPoint::ScheduleOut => types::hook_id::HOOK_SCHEDULE_OUT,
+        HookPoint::ScheduleIn => types::hook_id::HOOK_SCHEDULE_IN,
+        HookPoint::GcStart => types::hook_id::HOOK_GC_START,
+        HookPoint::GcEnd => types::hook_id::HOOK_GC_END,
+        HookPoint::SpawnStart => types::hook_id::HOOK_SPAWN_START,
+        HookPoint::SpawnEnd => types::hook_id::HOOK_SPAWN_END,
+        HookPoint::ProcessGone => types::hook_id::HOOK_PROCESS_GONE,
+    };
+    id.0 as u64
 }

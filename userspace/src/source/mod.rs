@@ -1,7 +1,10 @@
-//! Sources: where observations come from, each stamped with the VM and the time. The monitor's
-//! BPF probes (per-event hooks), the CPU sampler, and /proc.
+//! Sources: where observations come from, each stamped with the VM and the time, each on its
+//! own thread: the monitor's BPF probes (per-event hooks), the CPU sampler, the process table
+//! and /proc on a timer.
 
 pub mod bpf;
+pub mod cpu;
 pub mod probes;
 pub mod procstat;
 pub mod sampler;
+pub mod table;

@@ -1,5 +1,5 @@
 //! The probe thread: owns the BPF programs (libbpf objects stay on one thread), drains the ring
-//! buffer into the aggregator in batches, publishes the kernel counters, and takes commands to
+//! buffer in batches into the fan-out, publishes the probes' health, and takes commands to
 //! attach or detach hooks while running. Dropping out of its loop detaches everything.
 
 use std::cell::{Cell, RefCell};
@@ -13,46 +13,14 @@ use anyhow::{Context, Result};
 use beam_probes::{BeamTarget, Capability, CapabilityPlan, ResolvedHook};
 use libbpf_rs::RingBufferBuilder;
 
-use crate::aggregate::counts::Aggregator;
-use crate::source::bpf::{KernelStats, MonitorProbes};
-use crate::aggregate::cpu::CpuWindow;
-use crate::source::sampler::SamplerStats;
-use crate::event::Event;
-use crate::control::mode::Mode;
+use crate::aggregate::health::Health;
+use crate::event::{Event, VmId, What};
+use crate::pipeline::FanOut;
+use crate::source::bpf::{MonitorProbes, monitor::types};
 
-/// What the probe thread publishes about itself.
-#[derive(Debug, Default, Clone)]
-pub struct Health {
-    pub kernel: KernelStats,
-    pub attached: Vec<Capability>,
-    /// The source of each capability (uprobe or USDT) and why.
-    pub plans: Vec<CapabilityPlan>,
-}
-
-pub struct Shared {
-    pub agg: Mutex<Aggregator>,
-    pub health: Mutex<Health>,
-    /// CPU samples over the last minute (empty when the sampler is off).
-    pub cpu: Mutex<CpuWindow>,
-    /// The sampler's loss counters, when it runs.
-    pub sampler: Mutex<Option<Arc<SamplerStats>>>,
-}
-
-impl Shared {
-    pub fn new(agg: Aggregator) -> Shared {
-        Shared {
-            agg: Mutex::new(agg),
-            health: Mutex::new(Health::default()),
-            cpu: Mutex::new(CpuWindow::default()),
-            sampler: Mutex::new(None),
-        }
-    }
-}
-
-#[allow(dead_code)] // Attach/Detach are driven by the adaptive mode of a later issue.
 pub enum Command {
-    Attach(Capability),
-    Detach(Capability),
+    Attach(Vec<Capability>),
+    Detach(Vec<Capability>),
     Stop,
 }
 
@@ -63,13 +31,37 @@ pub struct AttachReport {
     pub plans: Vec<CapabilityPlan>,
 }
 
+/// Decodes one ring-buffer record (the shared `struct event` of ebpf/monitor.h); `None` for a
+/// record of the wrong size or kind.
+fn decode(vm: VmId, bytes: &[u8]) -> Option<Event> {
+    if bytes.len() < std::mem::size_of::<types::event>() {
+        return None;
+    }
+    // SAFETY: the record holds at least one `event`, a plain-old-data C struct; the read is
+    // unaligned-safe.
+    let e: types::event = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    let what = match types::event_kind(e.kind) {
+        types::event_kind::EVENT_SEND => What::Send { from: e.a, to: e.b },
+        types::event_kind::EVENT_SCHEDULE => What::Schedule { pid: e.a, run_ns: e.b, reductions: e.c },
+        types::event_kind::EVENT_GC => What::Gc { pid: e.a, duration_ns: e.b },
+        types::event_kind::EVENT_SPAWN => What::Spawn { parent: (e.a != 0).then_some(e.a), child: e.b },
+        types::event_kind::EVENT_EXIT => What::Exit { pid: e.a },
+        _ => return None,
+    };
+    Some(Event { vm, ts_ns: e.ts_ns, tid: e.tid, what })
+}
+
 pub struct ProbeThread {
     tx: Sender<Command>,
     thread: Option<JoinHandle<Result<()>>>,
 }
 
-const POLL: Duration = Duration::from_millis(100);
-const STATS_EVERY: Duration = Duration::from_millis(250);
+/// How long the thread waits for the ring buffer before it looks at its commands again (an
+/// adaptive window attaches or detaches within this).
+const POLL: Duration = Duration::from_millis(10);
+/// How often the probes' counters are published (the overhead controller watches the hits of
+/// an open window through them).
+const STATS_EVERY: Duration = Duration::from_millis(100);
 
 impl ProbeThread {
     /// Loads and attaches on a new thread; returns once the mode's hooks are attached (or
@@ -78,14 +70,15 @@ impl ProbeThread {
         target: Arc<BeamTarget>,
         hooks: Vec<ResolvedHook>,
         plans: Vec<CapabilityPlan>,
-        mode: Mode,
-        shared: Arc<Shared>,
+        initial: &'static [Capability],
+        fanout: FanOut,
+        health: Arc<Mutex<Health>>,
     ) -> Result<(ProbeThread, AttachReport)> {
         let (tx, rx) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("scope-probe-bpf".into())
-            .spawn(move || run(&target, hooks, plans, mode, &shared, rx, ready_tx))
+            .spawn(move || run(&target, hooks, plans, initial, &fanout, &health, rx, ready_tx))
             .context("starting the probe thread")?;
         match ready_rx.recv() {
             Ok(Ok(report)) => Ok((ProbeThread { tx, thread: Some(thread) }, report)),
@@ -99,9 +92,9 @@ impl ProbeThread {
         }
     }
 
-    #[allow(dead_code)]
-    pub fn send(&self, cmd: Command) {
-        let _ = self.tx.send(cmd);
+    /// A handle that can send commands from another thread.
+    pub fn commands(&self) -> Sender<Command> {
+        self.tx.clone()
     }
 
     /// Detaches everything and waits for the thread.
@@ -124,23 +117,23 @@ impl Drop for ProbeThread {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run(
     target: &BeamTarget,
     hooks: Vec<ResolvedHook>,
     plans: Vec<CapabilityPlan>,
-    mode: Mode,
-    shared: &Shared,
+    initial: &[Capability],
+    fanout: &FanOut,
+    health: &Mutex<Health>,
     rx: Receiver<Command>,
     ready: Sender<Result<AttachReport>>,
 ) -> Result<()> {
     let attach = || -> Result<MonitorProbes> {
         let probes = MonitorProbes::load(target, hooks, plans)?;
-        for &cap in mode.initial_capabilities() {
-            if let Err(e) = probes.attach(cap) {
-                // Never leave the VM half-instrumented.
-                probes.detach_all();
-                return Err(e);
-            }
+        if let Err(e) = probes.attach(initial) {
+            // Never leave the VM half-instrumented.
+            probes.detach_all();
+            return Err(e);
         }
         Ok(probes)
     };
@@ -152,6 +145,7 @@ fn run(
         }
     };
 
+    let vm = target.pid;
     let batch: Rc<RefCell<Vec<Event>>> = Rc::default();
     let undecodable = Rc::new(Cell::new(0u64));
     let mut builder = RingBufferBuilder::new();
@@ -159,7 +153,7 @@ fn run(
         let batch = batch.clone();
         let undecodable = undecodable.clone();
         builder.add(probes.events_map(), move |data: &[u8]| {
-            match Event::decode(data) {
+            match decode(vm, data) {
                 Some(e) => batch.borrow_mut().push(e),
                 None => undecodable.set(undecodable.get() + 1),
             }
@@ -169,16 +163,13 @@ fn run(
     let ring = builder.build().context("setting up the event ring buffer")?;
     let flush = || {
         let events = std::mem::take(&mut *batch.borrow_mut());
-        let mut agg = shared.agg.lock().unwrap_or_else(|e| e.into_inner());
-        for e in events {
-            agg.apply(e);
-        }
-        agg.undecodable = undecodable.get();
+        fanout.events(&events);
     };
     let publish = || {
         let kernel = probes.kernel_stats().unwrap_or_default();
-        let mut h = shared.health.lock().unwrap_or_else(|e| e.into_inner());
-        h.kernel = kernel;
+        let mut h = health.lock().unwrap_or_else(|e| e.into_inner());
+        kernel.into_health(&mut h);
+        h.lost.push(("undecodable", undecodable.get()));
         h.attached = probes.attached();
         h.plans = probes.plans();
     };
@@ -202,22 +193,47 @@ fn run(
             publish();
             last_stats = Instant::now();
         }
-        match rx.try_recv() {
-            Ok(Command::Attach(cap)) => {
-                if let Err(e) = probes.attach(cap) {
-                    eprintln!("scope-probe: warning: {e:#}");
+        // Every command waiting is carried out now: an attach or detach waits at most one poll.
+        loop {
+            match rx.try_recv() {
+                Ok(Command::Attach(caps)) => {
+                    if let Err(e) = probes.attach(&caps) {
+                        eprintln!("scope-probe: warning: {e:#}");
+                    }
+                    let now = Instant::now();
+                    let mut h = health.lock().unwrap_or_else(|e| e.into_inner());
+                    for c in probes.attached().into_iter().filter(|c| caps.contains(c)) {
+                        h.attached_at[c.index()] = Some(now);
+                    }
+                    drop(h);
+                    publish();
                 }
+                Ok(Command::Detach(caps)) => {
+                    // What the hooks delivered before they went is still in the ring.
+                    let _ = ring.consume();
+                    flush();
+                    // The breakpoints go as the release starts; the grace period the kernel
+                    // waits for after that costs the VM nothing.
+                    let now = Instant::now();
+                    {
+                        let mut h = health.lock().unwrap_or_else(|e| e.into_inner());
+                        for c in &caps {
+                            h.detached_at[c.index()] = Some(now);
+                        }
+                    }
+                    probes.detach(&caps);
+                    publish();
+                }
+                Ok(Command::Stop) | Err(TryRecvError::Disconnected) => {
+                    // Detach first so no new events arrive, then take what is still in the buffer.
+                    probes.detach_all();
+                    let _ = ring.consume();
+                    flush();
+                    publish();
+                    return Ok(());
+                }
+                Err(TryRecvError::Empty) => break,
             }
-            Ok(Command::Detach(cap)) => probes.detach(cap),
-            Ok(Command::Stop) | Err(TryRecvError::Disconnected) => break,
-            Err(TryRecvError::Empty) => {}
         }
     }
-    // Detach first so no new events arrive, then take what is still in the buffer.
-    probes.detach_all();
-    let _ = ring.consume();
-    flush();
-    publish();
-    drop(ring);
-    Ok(())
 }

@@ -1,0 +1,99 @@
+//! The sources read from outside the VM on their own timers, so that detectors see the VM
+//! whether or not anyone scrapes: the process table (mailboxes, memory, identities), and the
+//! VM's /proc facts (CPU per thread, resident memory). The table's interval stretches when
+//! reads get slow (a VM with a million processes), so a read never takes more than a twentieth
+//! of the time; /proc is read every second (it costs next to nothing).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use beam_probes::BeamTarget;
+
+use crate::event::{ProcRead, TableRead, now_ns};
+use crate::pipeline::FanOut;
+use crate::source::procstat;
+
+/// A table read may take at most this share of the interval.
+const MAX_SHARE: u32 = 20;
+const PROC_EVERY: Duration = Duration::from_secs(1);
+
+pub struct TableSource {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// One read of the process table, stamped.
+pub fn read_table(target: &BeamTarget) -> TableRead {
+    let ts_ns = now_ns();
+    TableRead { vm: target.pid, ts_ns, snapshot: beam_probes::snapshot::snapshot(&target.process_table()).ok() }
+}
+
+/// One read of the VM's /proc facts, stamped.
+pub fn read_proc(target: &BeamTarget) -> ProcRead {
+    let ts_ns = now_ns();
+    let scheduler_cpu = procstat::scheduler_cpu(target.pid, &target.table.threads);
+    ProcRead {
+        vm: target.pid,
+        ts_ns,
+        vm_cpu_seconds: scheduler_cpu.values().sum(),
+        scheduler_cpu,
+        resident_bytes: procstat::resident_bytes(target.pid),
+        alive: target.is_alive(),
+    }
+}
+
+/// Runs `work` every `every` until `stop` (the next run is `interval(time work took)` later).
+fn every(
+    name: &str,
+    stop: Arc<AtomicBool>,
+    interval: impl Fn(Duration) -> Duration + Send + 'static,
+    mut work: impl FnMut() + Send + 'static,
+) -> Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let mut next = Instant::now() + interval(Duration::ZERO);
+            while !stop.load(Ordering::Relaxed) {
+                if Instant::now() < next {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                }
+                let started = Instant::now();
+                work();
+                next = Instant::now() + interval(started.elapsed());
+            }
+        })
+        .with_context(|| format!("starting the {name} thread"))
+}
+
+impl TableSource {
+    /// Reads both once now (so the first scrape has them), then each on its own timer.
+    pub fn start(target: Arc<BeamTarget>, interval: Duration, fanout: FanOut) -> Result<TableSource> {
+        fanout.proc(&read_proc(&target));
+        fanout.table(&Arc::new(read_table(&target)));
+        let stop = Arc::new(AtomicBool::new(false));
+        let table = {
+            let (target, fanout) = (target.clone(), fanout.clone());
+            every(
+                "scope-probe-table",
+                stop.clone(),
+                move |took| interval.max(took * MAX_SHARE),
+                move || fanout.table(&Arc::new(read_table(&target))),
+            )?
+        };
+        let proc = every("scope-probe-proc", stop.clone(), |_| PROC_EVERY, move || fanout.proc(&read_proc(&target)))?;
+        Ok(TableSource { stop, threads: vec![table, proc] })
+    }
+}
+
+impl Drop for TableSource {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
