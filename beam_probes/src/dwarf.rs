@@ -555,6 +555,16 @@ pub static FIELDS: &[FieldSource] = &[
     field!(scheduler.no, "ErtsSchedulerData_", "no"),
     field!(scheduler.dirty_no, "ErtsSchedulerData_", "dirty_no"),
     field!(scheduler.ssi_flags, "ErtsSchedulerSleepInfo_", "flags"),
+    field!(run_queue.aligned_size, "ErtsAlignedRunQueue", sizeof),
+    field!(run_queue.len, "ErtsRunQueue_", "len"),
+    field!(monitor.monitors, "process", "common.u.alive.monitors"),
+    field!(monitor.tree_right, "ErtsMonLnkNode__", "node.tree.right"),
+    field!(monitor.tree_left, "ErtsMonLnkNode__", "node.tree.left"),
+    field!(monitor.other_item, "ErtsMonLnkNode__", "other.item"),
+    field!(monitor.flags, "ErtsMonLnkNode__", "flags"),
+    field!(monitor.flags_bytes, "ErtsMonLnkNode__", "flags", size),
+    // OTP 29 folded the type into `flags`.
+    field!(monitor.type_field, "ErtsMonLnkNode__", "type", optional),
 ];
 
 /// Members scope-probe does not read yet, printed with the table for review.

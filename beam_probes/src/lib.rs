@@ -17,6 +17,7 @@
 //! - [`snapshot`]: every process's record, read from outside; with [`mailbox`] (messages
 //!   counted in the queues), [`identity`] (initial call, ancestors, label, OTP or user) and
 //!   [`remote_terms`] (the few terms identity reads, bounded).
+//! - [`monitors`]: whom a process monitors (what a blocked caller waits on).
 //! - [`threads`]: the VM's threads by role, and each scheduler's own data.
 //! - [`usdt`]: USDT probes in `.note.stapsdt`, and which source serves each capability.
 //! - [`jit`]: names of JIT code ranges, from the perf map or the GDB JIT interface.
@@ -35,6 +36,7 @@ pub mod jit;
 pub mod mailbox;
 pub mod maps;
 pub mod memory;
+pub mod monitors;
 pub mod proctab;
 pub mod remote_terms;
 pub mod snapshot;

@@ -58,6 +58,12 @@ impl RemoteMemory {
         Ok(u32::from_le_bytes(b))
     }
 
+    pub fn read_u16(&self, addr: u64, what: &'static str) -> Result<u16> {
+        let mut b = [0u8; 2];
+        self.read_into(addr, &mut b, what)?;
+        Ok(u16::from_le_bytes(b))
+    }
+
     pub fn read_i16(&self, addr: u64, what: &'static str) -> Result<i16> {
         let mut b = [0u8; 2];
         self.read_into(addr, &mut b, what)?;

@@ -188,3 +188,17 @@ mod tests {
         assert_eq!(classify(o27, "1_scheduler"), ThreadRole::Other("1_scheduler".into()));
     }
 }
+
+/// How many processes and ports wait in each normal scheduler's run queue now, in queue order;
+/// `None` when the build's run-queue symbols are unknown here.
+pub fn run_queue_lengths(target: &BeamTarget) -> Option<Vec<u32>> {
+    let g = &target.table.globals;
+    let base = target.mem.read_u64(target.symbol_address(g.run_queues)?, "run queue array").ok()?;
+    let count = target.mem.read_u64(target.symbol_address(g.run_queue_count)?, "run queue count").ok()?;
+    // A VM has at most 1024 schedulers; anything else is not a count.
+    if base == 0 || count == 0 || count > 1024 {
+        return None;
+    }
+    let l = &target.table.run_queue;
+    (0..count).map(|i| target.mem.read_u32(base + i * l.aligned_size + l.len, "run queue length").ok()).collect()
+}

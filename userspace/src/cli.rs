@@ -99,6 +99,17 @@ pub struct TopArgs {
     pub all: bool,
 }
 
+/// `name=value`, the name a Prometheus label name.
+pub fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("{s:?} is not NAME=VALUE"))?;
+    let valid = k.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(format!("{k:?} is not a label name (letters, digits and _, not starting with a digit)"));
+    }
+    Ok((k.to_owned(), v.to_owned()))
+}
+
 /// A share as `1%` or `0.01`, between 0 (exclusive) and 1.
 pub fn parse_share(s: &str) -> Result<f64, String> {
     let t = s.trim();
@@ -151,6 +162,23 @@ pub struct MonitorArgs {
     /// CPU sampling frequency per CPU, in Hz (0 turns the sampler off).
     #[arg(long, value_name = "HZ", default_value_t = 99, value_parser = clap::value_parser!(u64).range(0..=10_000))]
     pub frequency: u64,
+
+    /// Alertmanager to send findings to as alerts (its base URL, e.g. http://127.0.0.1:9093);
+    /// repeat for several.
+    #[arg(long = "alertmanager", value_name = "URL")]
+    pub alertmanagers: Vec<String>,
+
+    /// A label added to every alert (`--alert-label team=payments`); repeat for several.
+    #[arg(long = "alert-label", value_name = "NAME=VALUE", value_parser = parse_label)]
+    pub alert_labels: Vec<(String, String)>,
+
+    /// How often active alerts are sent again (Alertmanager ends an alert it stops hearing of).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub alert_resend: Duration,
+
+    /// The detectors' thresholds and hold times (from --config; the defaults otherwise).
+    #[arg(skip)]
+    pub detectors: crate::detect::Settings,
 
     /// Most processes kept in the per-process table (the least active are evicted, counted).
     #[arg(long, value_name = "N", default_value_t = 100_000)]

@@ -11,7 +11,9 @@ use beam_probes::snapshot::Snapshot;
 use crate::enrich::stack::SampleStack;
 use crate::source::procstat::ThreadKind;
 
-/// Which VM an observation is about: the OS pid of its beam.smp (host pid namespace).
+/// Which VM an observation is about: the OS pid of its beam.smp (host pid namespace). Every
+/// observation carries it, for the sinks that keep several VMs apart (recordings, `--pid A
+/// --pid B`), though the aggregation of one VM does not need to read it.
 pub type VmId = u32;
 
 /// Now, on the clock every stamp uses.
@@ -56,6 +58,7 @@ impl What {
 
 /// A CPU sample, made readable (owner and frames).
 #[derive(Debug, Clone)]
+#[allow(dead_code)]
 pub struct Sample {
     pub vm: VmId,
     pub ts_ns: u64,
@@ -65,25 +68,33 @@ pub struct Sample {
 
 /// The process table, read at one moment.
 #[derive(Debug)]
+#[allow(dead_code)]
 pub struct TableRead {
     pub vm: VmId,
     pub ts_ns: u64,
     /// `None` when the table could not be read (the VM exiting, say).
     pub snapshot: Option<Snapshot>,
+    /// The function each process of `snapshot` is in, in the same order (empty when the VM's
+    /// code could not be named).
+    pub current: Vec<Arc<str>>,
+    /// Processes waiting for the reply to a call, and the processes they monitor (whom they
+    /// wait on).
+    pub waits: Vec<(u64, Vec<u64>)>,
 }
 
 pub type SharedTableRead = Arc<TableRead>;
 
 /// The VM's facts from /proc, read at one moment.
 #[derive(Debug, Clone)]
+#[allow(dead_code)]
 pub struct ProcRead {
     pub vm: VmId,
     pub ts_ns: u64,
     /// CPU seconds of the VM's threads by kind and scheduler number.
     pub scheduler_cpu: BTreeMap<(ThreadKind, Option<u32>), f64>,
-    /// CPU seconds of all the VM's threads (user + system).
-    pub vm_cpu_seconds: f64,
     pub resident_bytes: Option<u64>,
     /// Whether the VM was alive at the read.
     pub alive: bool,
+    /// Processes and ports waiting in each normal scheduler's run queue (empty when unknown).
+    pub run_queues: Vec<u32>,
 }

@@ -9,6 +9,7 @@ mod aggregate;
 mod cli;
 mod cmd;
 mod control;
+mod detect;
 mod enrich;
 mod event;
 mod export;

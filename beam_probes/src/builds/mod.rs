@@ -188,6 +188,9 @@ pub struct OtpProcesses {
     /// Behaviours whose `$initial_call` names the user's callback module second
     /// (`{supervisor, Module, 1}`).
     pub callback_second: &'static [&'static str],
+    /// Where a process waits for the reply to a call (`gen_server:call`, `gen_statem:call`...
+    /// all wait in `gen:do_call/4`, which monitors the process called).
+    pub call_waits: &'static [&'static str],
 }
 
 /// Bits of `Process.state` that decide what `process_info(P, status)` reports. Each field is
@@ -244,6 +247,42 @@ pub struct GlobalSymbols {
     pub schedulers: &'static str,
     pub dirty_cpu_schedulers: &'static str,
     pub dirty_io_schedulers: &'static str,
+    /// `ErtsAlignedRunQueue *erts_aligned_run_queues` and `Uint erts_no_run_queues`: the normal
+    /// schedulers' run queues (see [`RunQueueLayout`]).
+    pub run_queues: &'static str,
+    pub run_queue_count: &'static str,
+}
+
+/// A process's monitors (`ErtsMonLnkNode`, erl_monitor_link.h): the ones it holds on others
+/// are what a caller blocked in `gen:do_call` waits on (the call monitors its server). Only the
+/// monitored pid of each is read.
+#[derive(Debug, Clone, Copy)]
+pub struct MonitorLayout {
+    /// `Process.common.u.alive.monitors`: the root of a red-black tree of monitors.
+    pub monitors: u64,
+    /// In a node: `node.tree.right`, `node.tree.left`, `other.item` (the other end's pid),
+    /// `flags` (and its width), `type` (0: the type is in `flags`, OTP 29).
+    pub tree_right: u64,
+    pub tree_left: u64,
+    pub other_item: u64,
+    pub flags: u64,
+    pub flags_bytes: u64,
+    pub type_field: u64,
+    /// Not in DWARF: where the type is in `type` or `flags` (mask), `ERTS_MON_TYPE_PROC`,
+    /// and `ERTS_ML_FLG_TARGET` (set on the monitored side's copy).
+    pub type_mask: u32,
+    pub type_proc: u32,
+    pub target_flag: u32,
+}
+
+/// The run queues of the normal schedulers (`ErtsRunQueue`, erl_process.h): how many processes
+/// and ports wait to run on each.
+#[derive(Debug, Clone, Copy)]
+pub struct RunQueueLayout {
+    /// `sizeof(ErtsAlignedRunQueue)`: the array's stride.
+    pub aligned_size: u64,
+    /// `len`: processes and ports in the queue (a 32-bit atomic).
+    pub len: u64,
 }
 
 /// A scheduler's own data (`ErtsSchedulerData`, erl_process.h), which tells what the thread
@@ -385,6 +424,8 @@ pub struct BuildTable {
     pub terms: TermLayout,
     pub otp: OtpProcesses,
     pub scheduler: SchedulerLayout,
+    pub run_queue: RunQueueLayout,
+    pub monitor: MonitorLayout,
     pub threads: ThreadNames,
     pub jit: JitConventions,
 }
@@ -432,6 +473,7 @@ pub static OTP_PROCESSES: OtpProcesses = OtpProcesses {
     ],
     group_leaders_of: &["init", "kernel_sup", "sasl_sup"],
     callback_second: &["supervisor", "supervisor_bridge"],
+    call_waits: &["gen:do_call/4"],
 };
 
 /// Every table, in the order they are tried.

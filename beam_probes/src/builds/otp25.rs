@@ -6,7 +6,7 @@
 
 use crate::builds::{
     BuildTable, GlobalSymbols, JitConventions, JitRecordLayout, OTP_PROCESSES, ProcDictLayout, ProcessLayout,
-    ProcessStatusFlags, PtabLayout, RegProcLayout, Register, SchedulerLayout, SignalQueueLayout, SleepFlags,
+    MonitorLayout, ProcessStatusFlags, PtabLayout, RegProcLayout, Register, RunQueueLayout, SchedulerLayout, SignalQueueLayout, SleepFlags,
     TermLayout, ThreadNames,
 };
 use crate::capability::Capability;
@@ -102,6 +102,9 @@ pub static DEBIAN12_OTP25: BuildTable = BuildTable {
         schedulers: "erts_aligned_scheduler_data",
         dirty_cpu_schedulers: "erts_aligned_dirty_cpu_scheduler_data",
         dirty_io_schedulers: "erts_aligned_dirty_io_scheduler_data",
+        // erl_process.c, exported.
+        run_queues: "erts_aligned_run_queues",
+        run_queue_count: "erts_no_run_queues",
     },
     // From `struct process` in erl_process.h (25.2.3, no dynamic trace): heap_sz, i, reds,
     // sig_qs.len and sig_inq.len validated live; the old heap, mbuf_sz and state follow from the
@@ -267,6 +270,22 @@ pub static DEBIAN12_OTP25: BuildTable = BuildTable {
         dirty_no: 192,
         ssi_flags: 24,
         sleep_flags: SleepFlags { sleeping: 1 << 0, poll_sleeping: 1 << 1, tse_sleeping: 1 << 2, waiting: 1 << 3 },
+    },
+    // erl_process.h: struct ErtsRunQueue_ (DWARF of Debian's 25.2.3 source).
+    run_queue: RunQueueLayout { aligned_size: 448, len: 208 },
+    // erl_monitor_link.h (DWARF of Debian's 25.2.3 source); ERTS_MON_TYPE_PROC 0,
+    // ERTS_ML_FLG_TARGET 1 << 0, the type a Uint16 of its own.
+    monitor: MonitorLayout {
+        monitors: 72,
+        tree_right: 8,
+        tree_left: 16,
+        other_item: 24,
+        flags: 36,
+        flags_bytes: 2,
+        type_field: 38,
+        type_mask: 0xffff,
+        type_proc: 0,
+        target_flag: 1,
     },
     // erl_process.c (erts_start_schedulers): "%lu_scheduler", "%d_dirty_cpu_scheduler",
     // "%d_dirty_io_scheduler", "%d_aux", "%d_poller"; erl_async.c: "async_%d"; the

@@ -12,6 +12,7 @@
 
 use crate::builds::{
     BitsLayout, BuildTable, DEBIAN12_OTP25, ProcessLayout, PtabLayout, RegProcLayout, SchedulerLayout, TermLayout,
+    MonitorLayout,
     ThreadNames,
 };
 use crate::terms::{PidIndex, PidLayout};
@@ -149,6 +150,11 @@ pub static DEBIAN13_OTP27: BuildTable = BuildTable {
         ssi_flags: 24,
         ..DEBIAN12_OTP25.scheduler
     },
+    // erl_process.h: struct ErtsRunQueue_ (DWARF of Debian's 27.3.4.1 source): 25's.
+    run_queue: DEBIAN12_OTP25.run_queue,
+    // erl_monitor_link.h (DWARF of Debian's 27.3.4.1 source): the signal header grew, the
+    // constants are 25's.
+    monitor: MonitorLayout { monitors: 56, other_item: 32, flags: 44, type_field: 46, ..DEBIAN12_OTP25.monitor },
     // erl_process.c (OTP 26+): "erts_sched_%d", "erts_dcpus_%d", "erts_dios_%d",
     // "erts_aux_%d", "erts_poll_%d"; erl_async.c: "erts_async_%d"; the dispatchers
     // "erts_ssig_disp" and "erts_smsg_disp" (seen on trixie's and forky's VMs).

@@ -11,7 +11,7 @@
 //! forky`; the pid layout, status flags and JIT records (beam_jit_metadata.cpp) are unchanged
 //! in the source) except how an atom holds its text: a binary term instead of a pointer.
 
-use crate::builds::{BuildTable, DEBIAN13_OTP27, ProcessLayout};
+use crate::builds::{BuildTable, DEBIAN13_OTP27, MonitorLayout, ProcessLayout, RunQueueLayout};
 use crate::terms::{AtomLayout, AtomName};
 
 pub static DEBIAN_FORKY_OTP29: BuildTable = BuildTable {
@@ -42,5 +42,11 @@ pub static DEBIAN_FORKY_OTP29: BuildTable = BuildTable {
     // struct process grew by 8 bytes at its end, and ErtsPSD by two slots (data[14]); every
     // offset scope-probe reads is OTP 27's.
     process: ProcessLayout { psd_size: 112, size: 768, ..DEBIAN13_OTP27.process },
+    // erl_monitor_link.h: type and flags share a Uint32 `flags`: the type in its low 5 bits
+    // (ERTS_ML_TYPE_BITS), ERTS_ML_FLG_TARGET at bit 7 (ERTS_ML_F_BASE: 5 type bits + 2
+    // alias-state bits).
+    monitor: MonitorLayout { flags_bytes: 4, type_field: 0, type_mask: 0x1f, target_flag: 1 << 7, ..DEBIAN13_OTP27.monitor },
+    // ErtsRunQueue lost fields before `len` (DWARF of Debian's forky source).
+    run_queue: RunQueueLayout { aligned_size: 384, len: 164 },
     ..DEBIAN13_OTP27
 };

@@ -18,6 +18,8 @@ pub struct State {
     pub cpu: Arc<Mutex<cpu::CpuWindow>>,
     pub table: Arc<Mutex<table::TableState>>,
     pub health: Arc<Mutex<health::Health>>,
+    /// Findings of the detectors, active and recent.
+    pub findings: Arc<Mutex<crate::detect::Findings>>,
 }
 
 impl State {
@@ -27,6 +29,7 @@ impl State {
             cpu: Arc::default(),
             table: Arc::default(),
             health: Arc::default(),
+            findings: Arc::default(),
         }
     }
 }

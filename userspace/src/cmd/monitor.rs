@@ -13,6 +13,9 @@ use crate::cli::MonitorArgs;
 use crate::control::adaptive::{ControlState, Controller, Settings};
 use crate::control::calibrate;
 use crate::control::mode::Mode;
+use crate::detect::{Detectors, Evaluator};
+use crate::export::PidNames;
+use crate::export::alertmanager::{AlertClient, AlertSettings};
 use crate::enrich::names::VmNames;
 use crate::export::http::App;
 use crate::export::metrics::BuildLabels;
@@ -48,7 +51,19 @@ async fn monitor(
     let started = std::time::Instant::now();
     let state = State::new(Aggregator::new(cli.max_processes, cli.max_pairs));
     let control = Arc::new(Mutex::new(ControlState { mode: Some(cli.mode), budget: cli.overhead_budget, ..Default::default() }));
-    let sinks: Vec<Arc<Mutex<dyn Sink>>> = vec![state.counts.clone(), state.cpu.clone(), state.table.clone()];
+    let normal_schedulers = beam_probes::threads::vm_threads(&target)
+        .iter()
+        .filter(|t| matches!(t.role, beam_probes::threads::ThreadRole::Scheduler(beam_probes::threads::SchedulerKind::Normal, _)))
+        .count();
+    let gc_functions: Vec<String> = target
+        .table
+        .hooks
+        .iter()
+        .filter(|h| h.point == beam_probes::HookPoint::GcStart)
+        .map(|h| h.symbol.to_owned())
+        .collect();
+    let detectors = Arc::new(Mutex::new(Detectors::new(&cli.detectors, cli.frequency, gc_functions, normal_schedulers)));
+    let sinks: Vec<Arc<Mutex<dyn Sink>>> = vec![state.counts.clone(), state.cpu.clone(), state.table.clone(), detectors.clone()];
     let fanout = FanOut::new(sinks);
 
     // The hook cost is measured before anything is attached to the VM.
@@ -124,12 +139,44 @@ async fn monitor(
     } else {
         None
     };
+    let names: Arc<dyn PidNames> = Arc::new(VmNames::new(target.clone(), state.table.clone()));
+    let alerts = if cli.alertmanagers.is_empty() {
+        None
+    } else {
+        Some(AlertClient::start(AlertSettings {
+            urls: cli.alertmanagers.clone(),
+            labels: cli.alert_labels.iter().cloned().collect(),
+            node: crate::enrich::process_view::node_name(target.pid),
+            instance: listener.local_addr()?.to_string(),
+            resend: cli.alert_resend,
+        })?)
+    };
+    let evaluator = {
+        let sender = alerts.as_ref().map(|a| a.sender());
+        Evaluator::start(
+            detectors.clone(),
+            state.findings.clone(),
+            cli.detectors.clone(),
+            names.clone(),
+            control.clone(),
+            controller.as_ref().map(|c| c.escalator()),
+            move |t| {
+                if let Some(s) = &sender {
+                    s.notify(t);
+                }
+            },
+        )?
+    };
+    if !cli.alertmanagers.is_empty() {
+        eprintln!("scope-probe: alerts to {}", cli.alertmanagers.join(", "));
+    }
     eprintln!("scope-probe: metrics on http://{}/metrics", listener.local_addr()?);
 
     let app = Arc::new(App {
         state: state.clone(),
         control: control.clone(),
-        names: Arc::new(VmNames::new(target.clone(), state.table.clone())),
+        alerts: alerts.as_ref().map(|a| a.stats.clone()),
+        names: names.clone(),
         build: BuildLabels {
             otp_release: target.otp_release.clone(),
             erts_version: target.erts_version.clone(),
@@ -141,13 +188,16 @@ async fn monitor(
     let server = tokio::spawn(async move { axum::serve(listener, crate::export::http::router(app)).await });
 
     let reason = wait_for_stop(cli.duration, &target).await;
-    // The controller first (it closes its window), then the probes.
+    // The detectors and the controller first (it closes its window), then the probes; alerts
+    // last (their last delivery is tried on the way out).
+    drop(evaluator);
     drop(controller);
     probe.stop()?;
     if let Some(cpu) = cpu {
         cpu.stop()?;
     }
     drop(table);
+    drop(alerts);
     server.abort();
     summary(reason, &state);
     Ok(())

@@ -83,6 +83,22 @@ pub fn node_name(pid: u32) -> String {
 }
 
 /// Takes a snapshot and names what it can.
+/// The function a process is in, as `process_info(P, current_function)` says it: the one the VM
+/// set, else where the process resumes (named once per address through `names`).
+pub fn current_function(
+    p: &beam_probes::snapshot::ProcessRecord,
+    symbolizer: &mut Symbolizer,
+    names: &mut HashMap<u64, Arc<str>>,
+) -> Arc<str> {
+    match &p.current {
+        Some(current) => current.clone(),
+        None => names
+            .entry(p.resume_address)
+            .or_insert_with(|| if p.resume_address == 0 { "".into() } else { symbolizer.name(p.resume_address) })
+            .clone(),
+    }
+}
+
 pub fn read(target: &BeamTarget, symbolizer: &mut Symbolizer) -> Result<ProcessTableView> {
     let snap = snapshot::snapshot(&target.process_table())?;
     let mut names: HashMap<u64, Arc<str>> = HashMap::new();
@@ -90,16 +106,7 @@ pub fn read(target: &BeamTarget, symbolizer: &mut Symbolizer) -> Result<ProcessT
         .processes
         .into_iter()
         .map(|p| {
-            // As process_info does: the function the VM set, else where the process resumes.
-            let current = match &p.current {
-                Some(current) => current.clone(),
-                None => names
-                    .entry(p.resume_address)
-                    .or_insert_with(|| {
-                        if p.resume_address == 0 { "".into() } else { symbolizer.name(p.resume_address) }
-                    })
-                    .clone(),
-            };
+            let current = current_function(&p, symbolizer, &mut names);
             ProcessRow {
                 pid: p.pid.to_string(),
                 number: p.pid.number,

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use beam_probes::BeamTarget;
 use beam_probes::builds::SleepFlags;
-use beam_probes::threads::{ThreadRole, vm_threads};
+use beam_probes::threads::{SchedulerKind, ThreadRole, vm_threads};
 
 use super::erlang_stack::{ReturnSites, continuation_pointers};
 use super::unwind::NativeUnwinder;
@@ -52,6 +52,11 @@ pub struct SampleStack {
     /// Inside JIT code, whether the JIT's process register named the process the scheduler
     /// data did (`None` when one of them is missing or the thread was not in JIT code).
     pub register_agrees: Option<bool>,
+    /// The scheduler the thread is, when it is one.
+    pub scheduler: Option<(SchedulerKind, u32)>,
+    /// Whether the thread was at work (running a process or a port, or scheduling), rather than
+    /// spinning or going to sleep for want of work.
+    pub working: bool,
 }
 
 impl SampleStack {
@@ -162,6 +167,13 @@ impl StackBuilder {
             Some(pid) => Owner::Process(pid),
             None => Owner::Thread(Arc::from(self.thread_label(target, s).as_str())),
         };
+        let scheduler = match self.role(target, s.tid) {
+            ThreadRole::Scheduler(kind, n) => Some((kind, n)),
+            _ => None,
+        };
+        let working = process.is_some()
+            || s.port.is_some()
+            || (s.scheduler && scheduler_state(&self.sleep, s.sleep_flags) == "scheduling");
         let register_agrees = match (s.process, s.process_reg) {
             (Some(a), Some(b)) if s.scheduler && in_jit && !s.in_kernel => Some(a == b),
             _ => None,
@@ -169,7 +181,7 @@ impl StackBuilder {
         if self.by_process || matches!(owner, Owner::Thread(_)) {
             frames.insert(0, self.owner_frame(target, &owner));
         }
-        SampleStack { owner, frames, erlang_leaf, native_leaf, complete, register_agrees }
+        SampleStack { owner, frames, erlang_leaf, native_leaf, complete, register_agrees, scheduler, working }
     }
 
     /// The Erlang functions that called the one the sample is in, outermost first.

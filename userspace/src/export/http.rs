@@ -13,12 +13,14 @@ use serde::Serialize;
 use crate::aggregate::counts::ProcessStats;
 use crate::aggregate::{self, lock};
 use crate::control::adaptive::ControlState;
+use crate::export::alertmanager::AlertStats;
 use crate::export::PidNames;
 use crate::export::metrics::{self, BuildLabels, ScrapeInput};
 
 pub struct App {
     pub state: aggregate::State,
     pub control: Arc<std::sync::Mutex<ControlState>>,
+    pub alerts: Option<Arc<AlertStats>>,
     pub names: Arc<dyn PidNames>,
     pub build: BuildLabels,
 }
@@ -29,11 +31,31 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(scrape))
         .route("/api/processes", get(processes))
         .route("/api/pairs", get(pairs))
+        .route("/api/findings", get(findings))
+        .route("/api/findings/{id}", get(finding))
         .with_state(app)
 }
 
 async fn index() -> &'static str {
-    "scope-probe\n\n/metrics        Prometheus metrics\n/api/processes  per-process counters (JSON)\n/api/pairs      per sender/receiver pair message counts (JSON)\n"
+    "scope-probe\n\n/metrics           Prometheus metrics\n/api/processes     per-process counters (JSON)\n/api/pairs         per sender/receiver pair message counts (JSON)\n/api/findings      the detectors' active and recent findings, with their evidence (JSON)\n/api/findings/ID   one finding\n"
+}
+
+#[derive(Serialize)]
+struct FindingsBody {
+    active: Vec<crate::detect::Finding>,
+    recent: Vec<crate::detect::Finding>,
+}
+
+async fn findings(State(app): State<Arc<App>>) -> Json<FindingsBody> {
+    let f = lock(&app.state.findings);
+    Json(FindingsBody { active: f.active().cloned().collect(), recent: f.recent().cloned().collect() })
+}
+
+async fn finding(State(app): State<Arc<App>>, axum::extract::Path(id): axum::extract::Path<u64>) -> Response {
+    match lock(&app.state.findings).get(id) {
+        Some(f) => Json(f.clone()).into_response(),
+        None => (axum::http::StatusCode::NOT_FOUND, format!("no finding {id}\n")).into_response(),
+    }
 }
 
 async fn scrape(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
@@ -50,6 +72,7 @@ async fn scrape(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
         let health = lock(&st.health).clone();
         let attached = table.proc.as_ref().is_some_and(|p| p.alive);
         let control = lock(&app.control).clone();
+        let findings = lock(&st.findings);
         let agg = lock(&st.counts);
         metrics::render(
             &agg,
@@ -59,6 +82,8 @@ async fn scrape(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
                 table: &table,
                 health: &health,
                 control: &control,
+                findings: &findings,
+                alerts: app.alerts.as_deref(),
                 attached,
                 names: &*app.names,
             },

@@ -16,6 +16,8 @@ use crate::aggregate::health::Health;
 use crate::aggregate::table::TableState;
 use crate::control::adaptive::ControlState;
 use crate::control::mode::Mode;
+use crate::detect::{Findings, Kind, State};
+use crate::export::alertmanager::AlertStats;
 use crate::export::PidNames;
 use beam_probes::snapshot::{ProcessRecord, Snapshot};
 use std::sync::atomic::Ordering;
@@ -41,6 +43,8 @@ pub struct ScrapeInput<'a> {
     pub table: &'a TableState,
     pub health: &'a Health,
     pub control: &'a ControlState,
+    pub findings: &'a Findings,
+    pub alerts: Option<&'a AlertStats>,
     /// Whether scope-probe observes a live VM.
     pub attached: bool,
     pub names: &'a dyn PidNames,
@@ -140,6 +144,15 @@ pub fn render(agg: &Aggregator, input: ScrapeInput<'_>) -> String {
         "CPU time of the VM's threads by scheduler type (normal, dirty_cpu, dirty_io; other threads summed)",
         sched,
     );
+    let runq = Family::<Labels, Gauge>::default();
+    for (i, len) in proc.map(|p| &p.run_queues).into_iter().flatten().enumerate() {
+        runq.get_or_create(&vec![("queue".into(), (i + 1).to_string())]).set(i64::from(*len));
+    }
+    r.register(
+        "beam_run_queue_length",
+        "Processes and ports waiting to run in each normal scheduler's run queue (read every second)",
+        runq,
+    );
     if let Some(rss) = proc.and_then(|p| p.resident_bytes) {
         gauge(&mut r, "beam_memory_resident_bytes", "Resident memory of the VM", rss as i64);
     }
@@ -230,6 +243,7 @@ pub fn render(agg: &Aggregator, input: ScrapeInput<'_>) -> String {
     );
 
     render_control(&mut r, input.control);
+    render_findings(&mut r, input.findings, input.alerts);
     counter(
         &mut r,
         "scope_probe_snapshot_torn_records",
@@ -241,6 +255,54 @@ pub fn render(agg: &Aggregator, input: ScrapeInput<'_>) -> String {
     // Writing to a String cannot fail.
     let _ = encode(&mut out, &r);
     out
+}
+
+/// The detectors' findings (always one series per kind, 0 when quiet) and the alerts' delivery.
+fn render_findings(r: &mut Registry, f: &Findings, alerts: Option<&AlertStats>) {
+    let active = Family::<Labels, Gauge>::default();
+    for kind in Kind::ALL {
+        let n = f.firing().filter(|x| x.kind == kind).count();
+        active.get_or_create(&vec![("kind".into(), kind.name().into())]).set(n as i64);
+    }
+    r.register("beam_findings", "Findings firing now, per kind", active);
+    let each = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+    for x in f.active().filter(|x| x.state == State::Firing) {
+        each.get_or_create(&vec![
+            ("kind".into(), x.kind.name().into()),
+            ("severity".into(), x.severity.name().into()),
+            ("pid".into(), x.pid.clone().unwrap_or_default()),
+            ("name".into(), x.name.clone().unwrap_or_default()),
+            ("id".into(), x.id.to_string()),
+        ])
+        .set(x.value);
+    }
+    r.register(
+        "beam_finding_value",
+        "Each firing finding's measured value (queue length, bytes, share...); at most 200 series",
+        each,
+    );
+    let fired = Family::<Labels, Counter>::default();
+    for kind in Kind::ALL {
+        fired.get_or_create(&vec![("kind".into(), kind.name().into())]).inc_by(f.fired.get(&kind).copied().unwrap_or(0));
+    }
+    r.register("beam_findings_fired", "Findings that started firing since start, per kind", fired);
+    counter(r, "scope_probe_findings_dropped", "Observations dropped because too many findings were active", f.dropped);
+    if let Some(a) = alerts {
+        counter(r, "scope_probe_alert_posts", "Posts of alerts that Alertmanager accepted", a.posts.load(Ordering::Relaxed));
+        counter(
+            r,
+            "scope_probe_alert_post_failures",
+            "Posts of alerts that failed (retried with backoff)",
+            a.failed.load(Ordering::Relaxed),
+        );
+        counter(
+            r,
+            "scope_probe_alerts_dropped",
+            "Alert changes dropped because the delivery queue was full",
+            a.dropped.load(Ordering::Relaxed),
+        );
+        gauge(r, "scope_probe_alerts_pending", "Alerts waiting to be delivered", a.pending.load(Ordering::Relaxed) as i64);
+    }
 }
 
 /// The mode and what the hooks cost (the adaptive controller's view).

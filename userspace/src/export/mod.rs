@@ -2,6 +2,7 @@
 //! module each). They read aggregated state only: no BPF type and no `BeamTarget` in here; pids
 //! are named through [`PidNames`].
 
+pub mod alertmanager;
 pub mod flamegraph;
 pub mod folded;
 pub mod http;

@@ -12,6 +12,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use beam_probes::BeamTarget;
 
+use std::collections::HashMap;
+
+use beam_probes::snapshot::ProcessStatus;
+
+use crate::enrich::process_view::current_function;
+use crate::enrich::symbolize::Symbolizer;
 use crate::event::{ProcRead, TableRead, now_ns};
 use crate::pipeline::FanOut;
 use crate::source::procstat;
@@ -25,10 +31,30 @@ pub struct TableSource {
     threads: Vec<JoinHandle<()>>,
 }
 
-/// One read of the process table, stamped.
-pub fn read_table(target: &BeamTarget) -> TableRead {
+/// One read of the process table, stamped, each process's current function named (when a
+/// symbolizer is at hand).
+pub fn read_table(target: &BeamTarget, symbolizer: Option<&mut Symbolizer>) -> TableRead {
     let ts_ns = now_ns();
-    TableRead { vm: target.pid, ts_ns, snapshot: beam_probes::snapshot::snapshot(&target.process_table()).ok() }
+    let snapshot = beam_probes::snapshot::snapshot(&target.process_table()).ok();
+    let current: Vec<Arc<str>> = match (&snapshot, symbolizer) {
+        (Some(s), Some(sym)) => {
+            let mut names = HashMap::new();
+            s.processes.iter().map(|p| current_function(p, sym, &mut names)).collect()
+        }
+        _ => Vec::new(),
+    };
+    // Callers blocked in a call: whom they monitor is whom they wait on.
+    let table = target.process_table();
+    let waits = snapshot
+        .iter()
+        .flat_map(|s| s.processes.iter().zip(&current))
+        .filter(|(p, f)| p.status == ProcessStatus::Waiting && target.table.otp.call_waits.contains(&f.as_ref()))
+        .filter_map(|(p, _)| {
+            let ptr = table.process_ptr(p.term).ok()??;
+            Some((p.term, beam_probes::monitors::monitored_processes(&target.mem, target.table, ptr)?))
+        })
+        .collect();
+    TableRead { vm: target.pid, ts_ns, snapshot, current, waits }
 }
 
 /// One read of the VM's /proc facts, stamped.
@@ -38,23 +64,25 @@ pub fn read_proc(target: &BeamTarget) -> ProcRead {
     ProcRead {
         vm: target.pid,
         ts_ns,
-        vm_cpu_seconds: scheduler_cpu.values().sum(),
         scheduler_cpu,
         resident_bytes: procstat::resident_bytes(target.pid),
         alive: target.is_alive(),
+        run_queues: beam_probes::threads::run_queue_lengths(target).unwrap_or_default(),
     }
 }
 
-/// Runs `work` every `every` until `stop` (the next run is `interval(time work took)` later).
-fn every(
+/// Runs the work `make` makes (on the new thread: it may hold what cannot cross threads) until
+/// `stop`; the next run is `interval(time the last took)` later.
+fn every<W: FnMut() + 'static>(
     name: &str,
     stop: Arc<AtomicBool>,
     interval: impl Fn(Duration) -> Duration + Send + 'static,
-    mut work: impl FnMut() + Send + 'static,
+    make: impl FnOnce() -> W + Send + 'static,
 ) -> Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
+            let mut work = make();
             let mut next = Instant::now() + interval(Duration::ZERO);
             while !stop.load(Ordering::Relaxed) {
                 if Instant::now() < next {
@@ -73,18 +101,18 @@ impl TableSource {
     /// Reads both once now (so the first scrape has them), then each on its own timer.
     pub fn start(target: Arc<BeamTarget>, interval: Duration, fanout: FanOut) -> Result<TableSource> {
         fanout.proc(&read_proc(&target));
-        fanout.table(&Arc::new(read_table(&target)));
+        // The symbolizer (blazesym) is not Send: the first read makes one for itself, the
+        // table thread another.
+        fanout.table(&Arc::new(read_table(&target, Symbolizer::new(&target).ok().as_mut())));
         let stop = Arc::new(AtomicBool::new(false));
         let table = {
             let (target, fanout) = (target.clone(), fanout.clone());
-            every(
-                "scope-probe-table",
-                stop.clone(),
-                move |took| interval.max(took * MAX_SHARE),
-                move || fanout.table(&Arc::new(read_table(&target))),
-            )?
+            every("scope-probe-table", stop.clone(), move |took| interval.max(took * MAX_SHARE), move || {
+                let mut symbolizer = Symbolizer::new(&target).ok();
+                move || fanout.table(&Arc::new(read_table(&target, symbolizer.as_mut())))
+            })?
         };
-        let proc = every("scope-probe-proc", stop.clone(), |_| PROC_EVERY, move || fanout.proc(&read_proc(&target)))?;
+        let proc = every("scope-probe-proc", stop.clone(), |_| PROC_EVERY, move || move || fanout.proc(&read_proc(&target)))?;
         Ok(TableSource { stop, threads: vec![table, proc] })
     }
 }
