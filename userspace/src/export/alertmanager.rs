@@ -65,15 +65,6 @@ impl AlertClient {
         Ok(AlertClient { tx: Some(tx), thread: Some(thread), stats })
     }
 
-    /// Queues a transition (never blocks the detectors: a full queue drops, counted).
-    pub fn notify(&self, t: Transition) {
-        if let Some(tx) = &self.tx
-            && let Err(TrySendError::Full(_)) = tx.try_send(t)
-        {
-            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
     /// A handle the detectors' thread can own.
     pub fn sender(&self) -> AlertSender {
         AlertSender { tx: self.tx.clone(), stats: self.stats.clone() }
@@ -98,6 +89,7 @@ pub struct AlertSender {
 }
 
 impl AlertSender {
+    /// Queues a transition (never blocks the detectors: a full queue drops, counted).
     pub fn notify(&self, t: Transition) {
         if let Some(tx) = &self.tx
             && let Err(TrySendError::Full(_)) = tx.try_send(t)
