@@ -41,6 +41,19 @@ pub enum Command {
     Snapshot(SnapshotArgs),
     /// A live view of the VM's processes, like observer or htop.
     Top(TopArgs),
+    /// The configuration file (--config): `config --default` prints the defaults, commented;
+    /// `config --check FILE` reads one and says what is wrong with it.
+    Config(ConfigArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Print the default configuration file, commented.
+    #[arg(long, conflicts_with = "check")]
+    pub default: bool,
+    /// Check a configuration file.
+    #[arg(long, value_name = "FILE")]
+    pub check: Option<PathBuf>,
 }
 
 /// Where the VM's debug info is, for stripped beam.smp builds (they export too few symbols).
@@ -126,6 +139,11 @@ pub struct MonitorArgs {
     /// OS pid of the beam.smp process to observe (e.g. `pgrep -f beam.smp`).
     #[arg(long, short = 'p', value_name = "PID", required = true)]
     pub pid: Option<u32>,
+
+    /// A configuration file (TOML; `scope-probe config --default` prints one): mode, budget,
+    /// detectors' thresholds, Alertmanager URLs and labels. Flags given here override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     #[command(flatten)]
     pub debug_info: DebugInfoArgs,
 

@@ -8,6 +8,7 @@
 mod aggregate;
 mod cli;
 mod cmd;
+mod config;
 mod control;
 mod detect;
 mod enrich;
@@ -20,13 +21,17 @@ mod source;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 use crate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli) {
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    match run(cli, &matches) {
         Ok(()) => ExitCode::SUCCESS,
         // Output piped into `head` and the like: stop quietly, as other tools do.
         Err(e) if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)) => {
@@ -39,12 +44,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
     match cli.command {
+        Some(Command::Config(args)) => cmd::config(args),
         Some(Command::Profile(args)) => cmd::profile::run(args),
         Some(Command::Snapshot(args)) => cmd::snapshot::run(args),
         Some(Command::Top(args)) => cmd::top::run(args),
-        Some(Command::Monitor(args)) => cmd::monitor::run(args),
-        None => cmd::monitor::run(cli.monitor),
+        Some(Command::Monitor(args)) => cmd::monitor::run(args, matches.subcommand_matches("monitor").unwrap_or(matches)),
+        None => cmd::monitor::run(cli.monitor, matches),
     }
 }

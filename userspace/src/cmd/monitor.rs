@@ -24,7 +24,11 @@ use crate::source::cpu::CpuSource;
 use crate::source::probes::ProbeThread;
 use crate::source::table::TableSource;
 
-pub fn run(cli: MonitorArgs) -> Result<()> {
+pub fn run(mut cli: MonitorArgs, matches: &clap::ArgMatches) -> Result<()> {
+    // The configuration file first: a bad one stops everything before anything attaches.
+    if let Some(path) = cli.config.clone() {
+        crate::config::ConfigFile::read(&path)?.apply(&mut cli, matches);
+    }
     crate::privileges::check()?;
     let pid = cli.pid.context("--pid is required")?;
     let target = Arc::new(cli.debug_info.open(pid)?);
