@@ -245,6 +245,39 @@ impl Probe {
         self.processes().into_iter().find(|p| p["pid"] == pid)
     }
 
+    /// The detectors' findings (/api/findings): `{"active": [...], "recent": [...]}`.
+    pub fn findings(&self) -> serde_json::Value {
+        serde_json::from_str(&self.get("/api/findings")).expect("JSON from /api/findings")
+    }
+
+    /// Waits (up to `timeout`) for an active finding of `kind` in the `state` given that
+    /// `accept` takes; returns it, or panics with what there was.
+    pub fn wait_finding(
+        &self,
+        kind: &str,
+        state: &str,
+        timeout: Duration,
+        accept: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let all = self.findings();
+            let found = all["active"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|f| f["kind"] == kind && f["state"] == state && accept(f))
+                .cloned();
+            if let Some(f) = found {
+                return f;
+            }
+            if std::time::Instant::now() > deadline {
+                panic!("no {state} {kind} finding within {timeout:?}; findings: {all:#}");
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
     /// SIGTERM, then wait; returns the exit status and everything it printed on stderr, and
     /// asserts that nothing it held in the kernel is left (see [`Running::finish`]).
     pub fn stop(self) -> (ExitStatus, Vec<String>) {
