@@ -10,6 +10,7 @@ pub mod held;
 pub mod metrics;
 pub mod otp_copy;
 pub mod probe;
+pub mod servers;
 
 pub use beam::Beam;
 pub use metrics::Metrics;

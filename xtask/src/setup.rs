@@ -14,7 +14,8 @@ pub const APT_PACKAGES: &[&str] = &[
     "make",
     "bpftool",     // regenerates ebpf/vmlinux.h
     "erlang-base", // the BEAM under observation (OTP 25 on Debian 12)
-    "prometheus",  // promtool, to validate the exposition
+    "prometheus",  // promtool, to validate the exposition; a real Prometheus for the deploy tests
+    "prometheus-alertmanager", // a real Alertmanager for the alert tests
     "util-linux",  // setpriv, to test running without privileges
     "procps",      // pgrep
     "elixir",      // Elixir fixtures (Elixir-style frame names)

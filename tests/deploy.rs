@@ -1,0 +1,102 @@
+//! The files shipped under deploy/: the Prometheus rules pass promtool's checks and their unit
+//! tests, the example configurations are valid, and every panel of the Grafana dashboard finds
+//! data in a real Prometheus scraping a real probe.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use scope_probe_tests::servers::{deploy, prometheus};
+use scope_probe_tests::{Beam, Probe};
+
+fn run(program: &str, args: &[&str]) {
+    let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn rules_and_configurations_pass_their_checkers() {
+    let rules = deploy("prometheus/scope-probe.rules.yml");
+    run("promtool", &["check", "rules", rules.to_str().unwrap()]);
+    // promtool test rules reads rule_files relative to the test file.
+    let tests = deploy("prometheus/scope-probe.rules.test.yml");
+    run("promtool", &["test", "rules", tests.to_str().unwrap()]);
+    run("promtool", &["check", "config", deploy("prometheus/prometheus.yml").to_str().unwrap()]);
+    run("amtool", &["check-config", deploy("alertmanager/alertmanager.yml").to_str().unwrap()]);
+}
+
+/// Every target of every panel, run against a Prometheus that scraped a probe of a VM with a
+/// flooded mailbox (so that a finding fires) for a while: each returns at least one series.
+#[test]
+fn every_dashboard_panel_has_data() {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(deploy("grafana/scope-probe.json")).unwrap()).unwrap();
+    let mut beam = Beam::start();
+    beam.call("scope_detect:mailbox_growth(scope_dashboard, 100)");
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), "snapshot_interval = \"1s\"\n[detectors.mailbox_buildup]\nhold = \"1s\"\nenable_length = 2000\n").unwrap();
+    let probe = Probe::attach(beam.os_pid, &["--config", config.path().to_str().unwrap()]);
+    let target = format!("127.0.0.1:{}", probe.port);
+    let prom = prometheus(&[target], &[deploy("prometheus/scope-probe.rules.yml")]);
+    let query = |expr: &str| -> serde_json::Value {
+        let url = format!("/api/v1/query?query={}", urlencode(expr));
+        prom.get_json(&url)
+    };
+    let exprs: Vec<(String, String)> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| {
+            let title = p["title"].as_str().unwrap_or("").to_owned();
+            p["targets"].as_array().cloned().unwrap_or_default().into_iter().map(move |t| (title.clone(), t["expr"].as_str().unwrap().to_owned()))
+        })
+        .collect();
+    assert!(exprs.len() >= 20, "{exprs:?}");
+    // The probe's first windows, rates over several scrapes, a finding firing: give it 40 s.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut missing;
+    loop {
+        std::thread::sleep(Duration::from_secs(2));
+        missing = Vec::new();
+        for (title, expr) in &exprs {
+            // The dashboard's variables: every probe, and a rate window of several scrapes.
+            let e = expr.replace("$instance", ".*").replace("$__rate_interval", "20s");
+            let r = query(&e);
+            assert_eq!(r["status"], "success", "{title}: {e}: {r}");
+            // A trace-mode target of an adaptive probe is empty by design; its adaptive twin
+            // has the data.
+            let empty = r["data"]["result"].as_array().is_none_or(|v| v.is_empty());
+            if empty && !e.contains("mode=\"trace\"") {
+                missing.push(format!("{title}: {e}"));
+            }
+        }
+        if missing.is_empty() || Instant::now() > deadline {
+            break;
+        }
+    }
+    assert!(missing.is_empty(), "panels without data:\n{}", missing.join("\n"));
+    // The recording rules evaluate too (their group runs every 30 s).
+    let deadline = Instant::now() + Duration::from_secs(45);
+    loop {
+        let r = query("beam:messages_sent:rate_observed5m");
+        if !r["data"]["result"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the recording rule gave nothing: {r}");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let _ = probe.stop();
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
