@@ -24,6 +24,10 @@ enum Workload {
     PingPong,
     /// CPU-bound: one burner per scheduler (work units/s).
     Cpu,
+    /// Spawn-heavy: short-lived processes spawned as fast as possible (spawns/s).
+    Spawn,
+    /// GC-heavy: small-heap processes building and dropping lists (lists/s).
+    Gc,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -39,6 +43,10 @@ enum Config {
     TraceUprobe,
     /// Trace mode on the systemtap build, USDT wherever a probe serves (`--probe-source usdt`).
     TraceUsdt,
+    /// The default: adaptive mode (sampler at 99 Hz, table reads, hooks in windows within 1%).
+    Adaptive,
+    /// Adaptive mode with a 5% budget.
+    Adaptive5,
 }
 
 impl Config {
@@ -50,6 +58,8 @@ impl Config {
             Config::ErlangTrace => "erlang:trace send+receive",
             Config::TraceUprobe => "scope-probe --mode trace --frequency 0 --probe-source uprobe",
             Config::TraceUsdt => "scope-probe --mode trace --frequency 0 --probe-source usdt",
+            Config::Adaptive => "scope-probe (default: --mode adaptive, 1% budget, sampler 99 Hz)",
+            Config::Adaptive5 => "scope-probe --overhead-budget 5%",
         }
     }
 }
@@ -63,6 +73,8 @@ struct Row {
     probe_cpu: Vec<f64>,
     /// CPU seconds scope-probe used from start until attached, per round.
     attach_cpu: Vec<f64>,
+    /// Its own estimate of what its hooks cost the VM (adaptive mode), per round.
+    estimates: Vec<f64>,
 }
 
 /// What one measurement gives.
@@ -70,6 +82,8 @@ struct Measured {
     rate: f64,
     probe_cpu: f64,
     attach_cpu: f64,
+    /// In adaptive mode, what the probe estimated its hooks cost (scope_probe_overhead_ratio).
+    overhead_estimate: Option<f64>,
 }
 
 pub fn run(bin: &Path, each: Duration, rounds: usize, only: Option<&str>) -> Result<()> {
@@ -78,21 +92,30 @@ pub fn run(bin: &Path, each: Duration, rounds: usize, only: Option<&str>) -> Res
         None => {}
         Some("snapshot") => return snapshot_bench(bin),
         Some("profile") => return profile_bench(bin),
+        Some("adaptive") => return adaptive_bench(bin, rounds),
         Some("overhead") => {}
-        Some(other) => anyhow::bail!("--only {other}: expected overhead, snapshot or profile"),
+        Some(other) => anyhow::bail!("--only {other}: expected overhead, adaptive, snapshot or profile"),
     }
     let mut beam = Beam::start();
     let ms = each.as_millis();
     // Warm up the JIT'd code and the schedulers.
     beam.call(&format!("scope_bench:pingpong({ms})"));
     beam.call(&format!("scope_bench:cpu({ms})"));
+    beam.call(&format!("scope_bench:spawns({ms})"));
+    beam.call(&format!("scope_bench:gc({ms})"));
     let plan = [
         (Workload::PingPong, Config::Baseline),
         (Workload::PingPong, Config::Trace),
         (Workload::PingPong, Config::Sampler),
         (Workload::PingPong, Config::ErlangTrace),
+        (Workload::PingPong, Config::Adaptive),
         (Workload::Cpu, Config::Baseline),
         (Workload::Cpu, Config::Sampler),
+        (Workload::Cpu, Config::Adaptive),
+        (Workload::Spawn, Config::Baseline),
+        (Workload::Spawn, Config::Adaptive),
+        (Workload::Gc, Config::Baseline),
+        (Workload::Gc, Config::Adaptive),
     ];
     // SCOPE_PROBE_TEST_TARGET picks the VM like it does for the tests (e.g. trixie's OTP 27);
     // the systemtap and process-table benchmarks then stay out (they are about OTP 25).
@@ -111,8 +134,61 @@ pub fn run(bin: &Path, each: Duration, rounds: usize, only: Option<&str>) -> Res
     if only == Some("overhead") {
         return Ok(());
     }
+    adaptive_bench(bin, rounds)?;
     snapshot_bench(bin)?;
     profile_bench(bin)
+}
+
+/// The adaptive mode over longer runs, where its windows come and go: whether it keeps to its
+/// budget on the costliest workload for hooks (ping-pong, 20 s per run: every hook hit is a
+/// send or a schedule), and how close the rates it estimates from its windows come to the
+/// exact count of trace mode on a paced workload.
+fn adaptive_bench(bin: &Path, rounds: usize) -> Result<()> {
+    let mut beam = Beam::start();
+    let ms = 20_000;
+    beam.call("scope_bench:pingpong(3000)");
+    let plan = [(Workload::PingPong, Config::Baseline), (Workload::PingPong, Config::Adaptive), (Workload::PingPong, Config::Adaptive5)];
+    run_rows(&mut beam, bin, &plan, rounds, ms, "stock Debian OTP 25, adaptive mode over 20 s runs")?;
+    rates_bench(bin, &mut beam)
+}
+
+/// Sends paced at 20,000 a second for 30 s: the VM's own count against trace mode's count and
+/// the adaptive mode's estimate (messages counted in its windows over the seconds its send
+/// hook was attached), each from the probe's metrics.
+fn rates_bench(bin: &Path, beam: &mut Beam) -> Result<()> {
+    const RATE: u32 = 20_000;
+    const MS: u32 = 30_000;
+    let pid = beam.os_pid.to_string();
+    println!();
+    println!("message rate of a paced sender ({RATE}/s for {} s): the VM's count against the probe's; {}", MS / 1000, machine());
+    println!("| configuration | VM's rate | probe's rate | error |");
+    println!("|---|---:|---:|---:|");
+    for (label, mode) in [("--mode trace (exact count)", "trace"), ("--mode adaptive (windows, 1% budget)", "adaptive")] {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let mut p = start_and_wait(bin, &["--pid", &pid, "--listen", &listen, "--mode", mode, "--frequency", "0"], "metrics on http://")?;
+        let read = || -> Result<(f64, f64)> {
+            let text = ureq::get(&format!("http://{listen}/metrics")).call()?.into_string()?;
+            let m = scope_probe_tests::metrics::Metrics::parse(&text);
+            Ok((
+                m.get("beam_messages_sent_total", &[]).unwrap_or(0.0),
+                m.get("scope_probe_observed_seconds_total", &[("capability", "send")]).unwrap_or(0.0),
+            ))
+        };
+        let (n0, o0) = read()?;
+        let started = std::time::Instant::now();
+        let sent: f64 = beam.call(&format!("scope_bench:paced({RATE}, {MS})"))["sent"].parse()?;
+        let wall = started.elapsed().as_secs_f64();
+        // The last window's counts reach the metrics within a drain.
+        std::thread::sleep(Duration::from_millis(500));
+        let (n1, o1) = read()?;
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(p.id() as i32, libc::SIGTERM) };
+        p.wait()?;
+        let vm_rate = sent / (MS as f64 / 1000.0);
+        let probe_rate = if mode == "trace" { (n1 - n0) / wall } else { (n1 - n0) / (o1 - o0).max(1e-9) };
+        println!("| {label} | {vm_rate:.0}/s | {probe_rate:.0}/s | {:+.1}% |", (probe_rate / vm_rate - 1.0) * 100.0);
+    }
+    Ok(())
 }
 
 /// `scope-probe profile` on a VM whose JIT has over 100,000 symbols (50,000 generated functions
@@ -189,7 +265,7 @@ fn run_rows(
 ) -> Result<()> {
     let mut rows: Vec<Row> = plan
         .iter()
-        .map(|&(workload, config)| Row { workload, config, rates: vec![], probe_cpu: vec![], attach_cpu: vec![] })
+        .map(|&(workload, config)| Row { workload, config, rates: vec![], probe_cpu: vec![], attach_cpu: vec![], estimates: vec![] })
         .collect();
     let rounds = rounds.max(1);
     for round in 0..rounds {
@@ -200,6 +276,7 @@ fn run_rows(
             row.rates.push(m.rate);
             row.probe_cpu.push(m.probe_cpu);
             row.attach_cpu.push(m.attach_cpu);
+            row.estimates.extend(m.overhead_estimate);
         }
     }
     println!();
@@ -208,16 +285,16 @@ fn run_rows(
          round's baseline (min-max); {}",
         machine()
     );
-    println!("| workload | configuration | rate (median) | vs baseline | spread | scope-probe CPU (steady) | attach CPU |");
-    println!("|---|---|---:|---:|---:|---:|---:|");
-    for w in [Workload::PingPong, Workload::Cpu] {
+    println!("| workload | configuration | rate (median) | vs baseline | spread | scope-probe CPU (steady) | attach CPU | its cost estimate |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    for w in [Workload::PingPong, Workload::Cpu, Workload::Spawn, Workload::Gc] {
         let Some(base) = rows.iter().find(|r| r.workload == w && r.config == Config::Baseline) else { continue };
         for r in rows.iter().filter(|r| r.workload == w) {
             let ratios: Vec<f64> = r.rates.iter().zip(&base.rates).map(|(x, b)| x / b).collect();
             let probe = r.config != Config::Baseline && r.config != Config::ErlangTrace;
             let dash = || "-".to_owned();
             println!(
-                "| {} | {} | {:.0} {} | {:.3} | {:.3}-{:.3} | {} | {} |",
+                "| {} | {} | {:.0} {} | {:.3} | {:.3}-{:.3} | {} | {} | {} |",
                 name(w),
                 r.config.label(),
                 median(&r.rates),
@@ -227,6 +304,7 @@ fn run_rows(
                 ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max),
                 if probe { format!("{:.1}% of a core", median(&r.probe_cpu) * 100.0) } else { dash() },
                 if probe { format!("{:.0} ms", median(&r.attach_cpu) * 1000.0) } else { dash() },
+                if r.estimates.is_empty() { dash() } else { format!("{:.2}%", median(&r.estimates) * 100.0) },
             );
         }
     }
@@ -283,6 +361,8 @@ fn name(w: Workload) -> &'static str {
     match w {
         Workload::PingPong => "ping-pong",
         Workload::Cpu => "cpu-bound",
+        Workload::Spawn => "spawn-heavy",
+        Workload::Gc => "gc-heavy",
     }
 }
 
@@ -290,11 +370,14 @@ fn unit(w: Workload) -> &'static str {
     match w {
         Workload::PingPong => "round trips/s",
         Workload::Cpu => "units/s",
+        Workload::Spawn => "spawns/s",
+        Workload::Gc => "lists/s",
     }
 }
 
 fn measure(beam: &mut Beam, bin: &Path, w: Workload, config: Config, ms: u128) -> Result<Measured> {
     let pid = beam.os_pid.to_string();
+    let mut metrics_at: Option<String> = None;
     let source = match config {
         Config::TraceUprobe => "uprobe",
         _ => "usdt",
@@ -302,9 +385,18 @@ fn measure(beam: &mut Beam, bin: &Path, w: Workload, config: Config, ms: u128) -
     let probe = match config {
         Config::Trace | Config::TraceUprobe | Config::TraceUsdt => {
             let listen = format!("127.0.0.1:{}", free_port());
-            let mut args = vec!["--pid", &pid, "--listen", &listen, "--frequency", "0"];
+            let mut args = vec!["--pid", &pid, "--listen", &listen, "--mode", "trace", "--frequency", "0"];
             if config != Config::Trace {
                 args.extend(["--probe-source", source]);
+            }
+            Some(start_and_wait(bin, &args, "metrics on http://")?)
+        }
+        Config::Adaptive | Config::Adaptive5 => {
+            let listen = format!("127.0.0.1:{}", free_port());
+            metrics_at = Some(listen.clone());
+            let mut args = vec!["--pid", &pid, "--listen", &listen];
+            if config == Config::Adaptive5 {
+                args.extend(["--overhead-budget", "5%"]);
             }
             Some(start_and_wait(bin, &args, "metrics on http://")?)
         }
@@ -320,8 +412,14 @@ fn measure(beam: &mut Beam, bin: &Path, w: Workload, config: Config, ms: u128) -
         (Workload::PingPong, Config::ErlangTrace) => format!("scope_bench:pingpong_traced({ms})"),
         (Workload::PingPong, _) => format!("scope_bench:pingpong({ms})"),
         (Workload::Cpu, _) => format!("scope_bench:cpu({ms})"),
+        (Workload::Spawn, _) => format!("scope_bench:spawns({ms})"),
+        (Workload::Gc, _) => format!("scope_bench:gc({ms})"),
     };
     let reply = beam.call(&call);
+    let overhead_estimate = metrics_at.and_then(|addr| {
+        let text = ureq::get(&format!("http://{addr}/metrics")).call().ok()?.into_string().ok()?;
+        scope_probe_tests::metrics::Metrics::parse(&text).get("scope_probe_overhead_ratio", &[])
+    });
     let mut probe_cpu = 0.0;
     if let Some(mut p) = probe {
         probe_cpu = (cpu_seconds(p.id()) - attach_cpu) / (ms as f64 / 1000.0);
@@ -330,7 +428,7 @@ fn measure(beam: &mut Beam, bin: &Path, w: Workload, config: Config, ms: u128) -
         p.wait()?;
     }
     let rate = reply.values().next().context("no rate from the VM")?.parse().context("rate from the VM")?;
-    Ok(Measured { rate, probe_cpu, attach_cpu })
+    Ok(Measured { rate, probe_cpu, attach_cpu, overhead_estimate })
 }
 
 /// Starts scope-probe and waits (10 s at most) until it prints the line that says it is

@@ -64,7 +64,8 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
         /// Run only one part: `overhead` (the workloads' ratios), `snapshot` (the process
-        /// table at 100,000 processes) or `profile` (its memory with 100,000 JIT symbols).
+        /// table at 100,000 processes), `adaptive` (budget and rate estimates over longer runs)
+        /// or `profile` (its memory with 100,000 JIT symbols).
         #[arg(long)]
         only: Option<String>,
     },
