@@ -127,7 +127,8 @@ impl Controller {
                     let mut c = Loop::new(vm, settings, commands, health, state, requests);
                     while !stop.load(Ordering::Relaxed) {
                         c.tick();
-                        std::thread::sleep(TICK);
+                        // Ticks are fine-grained only while a window is open (it ends on time).
+                        std::thread::sleep(if c.window.is_some() { TICK } else { IDLE_TICK });
                     }
                     c.close_window();
                 })
@@ -151,12 +152,16 @@ impl Drop for Controller {
 }
 
 const TICK: Duration = Duration::from_millis(5);
+const IDLE_TICK: Duration = Duration::from_millis(25);
 /// The overhead is reported over this long.
 const MINUTE: Duration = Duration::from_secs(60);
 
 /// An open window.
 struct Window {
     opened: Instant,
+    /// Observed time is published as the window goes (a scrape during a window sees its
+    /// events and its time together); up to here it has been.
+    accounted: Instant,
     length: Duration,
     capabilities: Vec<Capability>,
     hits_before: [u64; Capability::ALL.len()],
@@ -250,6 +255,14 @@ impl Loop {
             st.vm_cpu_seconds = self.history.back().map_or(0.0, |h| h.1);
             st.hook_cost_seconds = self.hook_cost;
         }
+        if let Some(w) = &mut self.window {
+            let mut st = lock(&self.state);
+            for c in &w.capabilities {
+                st.observed_seconds[c.index()] += now.saturating_duration_since(w.accounted).as_secs_f64();
+            }
+            drop(st);
+            w.accounted = w.accounted.max(now);
+        }
         if let Some(w) = &self.window {
             // A window also ends early when it has cost what it may: the VM got busier since
             // the window was sized (or it was sized on a quiet VM).
@@ -300,7 +313,8 @@ impl Loop {
             std::thread::sleep(Duration::from_millis(1));
         }
         let opened = capabilities.iter().filter_map(|c| lock(&self.health).attached_at[c.index()]).max();
-        self.window = Some(Window { opened: opened.unwrap_or_else(Instant::now), length: self.next_length, capabilities, hits_before });
+        let opened = opened.unwrap_or_else(Instant::now);
+        self.window = Some(Window { opened, accounted: opened, length: self.next_length, capabilities, hits_before });
     }
 
     fn close_window(&mut self) {
@@ -324,7 +338,7 @@ impl Loop {
         {
             let mut st = lock(&self.state);
             for c in &w.capabilities {
-                st.observed_seconds[c.index()] += observed.as_secs_f64();
+                st.observed_seconds[c.index()] += closed.unwrap_or_else(Instant::now).saturating_duration_since(w.accounted).as_secs_f64();
             }
             st.hook_cost_seconds = self.hook_cost;
         }

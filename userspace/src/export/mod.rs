@@ -18,3 +18,25 @@ pub trait PidNames: Send + Sync {
     /// when that is not known.
     fn name(&self, term: u64) -> String;
 }
+
+#[cfg(test)]
+mod tests {
+    /// The layout's rule, checked: exporters read aggregated state only, never the BPF side or
+    /// the VM itself.
+    #[test]
+    fn exporters_see_no_bpf_and_no_vm() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/export");
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            // This file names them to forbid them.
+            if path.ends_with("mod.rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for forbidden in ["source::bpf", "libbpf", "BeamTarget", "source::sampler"] {
+                let code = text.lines().filter(|l| !l.trim_start().starts_with("//")).any(|l| l.contains(forbidden));
+                assert!(!code, "{} uses {forbidden}", path.display());
+            }
+        }
+    }
+}

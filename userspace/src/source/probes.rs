@@ -56,12 +56,15 @@ pub struct ProbeThread {
     thread: Option<JoinHandle<Result<()>>>,
 }
 
-/// How long the thread waits for the ring buffer before it looks at its commands again (an
-/// adaptive window attaches or detaches within this).
-const POLL: Duration = Duration::from_millis(10);
-/// How often the probes' counters are published (the overhead controller watches the hits of
-/// an open window through them).
-const STATS_EVERY: Duration = Duration::from_millis(100);
+/// How long the thread waits for the ring buffer before it looks at its commands again: short
+/// while hooks are attached (an adaptive window ends within this), longer when none is (a
+/// window starts within this; the thread costs nothing meanwhile).
+const POLL_ATTACHED: Duration = Duration::from_millis(10);
+const POLL_IDLE: Duration = Duration::from_millis(50);
+/// How often the probes' counters are published while hooks are attached (the overhead
+/// controller watches the hits of an open window through them), and otherwise.
+const STATS_ATTACHED: Duration = Duration::from_millis(100);
+const STATS_IDLE: Duration = Duration::from_secs(1);
 
 impl ProbeThread {
     /// Loads and attaches on a new thread; returns once the mode's hooks are attached (or
@@ -186,10 +189,11 @@ fn run(
         // The probes do not wake us per event (that costs the VM): poll sleeps until the ring is
         // half full or the timeout passes, then consume drains whatever is there.
         // EINTR (a signal) is not an error worth stopping for.
-        let _ = ring.poll(POLL);
+        let attached = !probes.attached().is_empty();
+        let _ = ring.poll(if attached { POLL_ATTACHED } else { POLL_IDLE });
         let _ = ring.consume();
         flush();
-        if last_stats.elapsed() >= STATS_EVERY {
+        if last_stats.elapsed() >= if attached { STATS_ATTACHED } else { STATS_IDLE } {
             publish();
             last_stats = Instant::now();
         }

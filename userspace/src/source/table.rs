@@ -101,17 +101,20 @@ impl TableSource {
     /// Reads both once now (so the first scrape has them), then each on its own timer.
     pub fn start(target: Arc<BeamTarget>, interval: Duration, fanout: FanOut) -> Result<TableSource> {
         fanout.proc(&read_proc(&target));
-        // The symbolizer (blazesym) is not Send: the first read makes one for itself, the
-        // table thread another.
-        fanout.table(&Arc::new(read_table(&target, Symbolizer::new(&target).ok().as_mut())));
         let stop = Arc::new(AtomicBool::new(false));
+        let (first_tx, first_rx) = std::sync::mpsc::channel();
         let table = {
             let (target, fanout) = (target.clone(), fanout.clone());
             every("scope-probe-table", stop.clone(), move |took| interval.max(took * MAX_SHARE), move || {
+                // The symbolizer (blazesym) is not Send: the thread makes its own, and reads the
+                // table once at once, so that the first scrape has it.
                 let mut symbolizer = Symbolizer::new(&target).ok();
+                fanout.table(&Arc::new(read_table(&target, symbolizer.as_mut())));
+                let _ = first_tx.send(());
                 move || fanout.table(&Arc::new(read_table(&target, symbolizer.as_mut())))
             })?
         };
+        let _ = first_rx.recv();
         let proc = every("scope-probe-proc", stop.clone(), |_| PROC_EVERY, move || move || fanout.proc(&read_proc(&target)))?;
         Ok(TableSource { stop, threads: vec![table, proc] })
     }
