@@ -244,7 +244,7 @@ fn start_debuginfod() -> Result<(scope_probe_tests::debuginfod::Debuginfod, temp
 
 /// The test files whose ground truth comes from the observed VM itself (erlang:trace,
 /// process_info, the VM's own function names): they run once more per extra target.
-const GROUND_TRUTH_TESTS: &[&str] = &["foundation", "snapshot", "identity", "profile", "jit_symbols"];
+const GROUND_TRUTH_TESTS: &[&str] = &["foundation", "snapshot", "identity", "profile", "jit_symbols", "detectors"];
 
 /// `cargo test` with `args`; against the host's VM, or with `target` the chroot suite's
 /// (`SCOPE_PROBE_TEST_TARGET`, read by the harness's `Beam::start`).

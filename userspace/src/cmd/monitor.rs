@@ -121,6 +121,9 @@ async fn monitor(
                 c.hit_seconds * 1e6,
                 c.calibration
             );
+            for plan in &report.plans {
+                eprintln!("scope-probe: source of {plan}");
+            }
         }
     }
     if let Some(origin) = &target.debug_origin {
