@@ -15,14 +15,7 @@ use crate::control::mode::Mode;
 /// until Ctrl-C, SIGTERM or --duration, then detaches. `scope-probe profile --pid PID` writes a
 /// CPU flame graph in Erlang terms. Needs root (CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE).
 #[derive(Debug, Parser)]
-#[command(
-    name = "scope-probe",
-    version,
-    about,
-    long_about,
-    args_conflicts_with_subcommands = true,
-    subcommand_negates_reqs = true
-)]
+#[command(name = "scope-probe", version, about, long_about, args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -41,9 +34,161 @@ pub enum Command {
     Snapshot(SnapshotArgs),
     /// A live view of the VM's processes, like observer or htop.
     Top(TopArgs),
+    /// Record everything observed (events, CPU samples, process-table reads, findings) to a
+    /// file for replay, export, report, diff, why and check.
+    Record(RecordArgs),
+    /// List what a recording holds (events, findings), or the VM's state at a moment (--at).
+    Replay(ReplayArgs),
+    /// Convert a recording for a timeline viewer (Perfetto's protobuf trace, Chrome JSON).
+    Export(ExportArgs),
+    /// One self-contained HTML report of a recording: flame graph, message flow, spawn tree,
+    /// mailbox and memory timelines, findings.
+    Report(ReportArgs),
+    /// What changed between two recordings (before and after a deploy), biggest first.
+    Diff(DiffArgs),
+    /// Where a process's time went in a recording, ranked, with the evidence.
+    Why(WhyArgs),
+    /// Check hypotheses (`--assert 'max gc_ms where name = my_repo < 5'`) against a recording
+    /// or a live VM: exit 0 when all hold, 1 when one is refuted.
+    Check(CheckArgs),
     /// The configuration file (--config): `config --default` prints the defaults, commented;
     /// `config --check FILE` reads one and says what is wrong with it.
     Config(ConfigArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    /// Where to write the recording.
+    #[arg(long, short = 'o', value_name = "FILE", default_value = "scope.scope")]
+    pub output: PathBuf,
+
+    /// Stop recording when the file reaches this size (e.g. 100MiB, 2GiB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_size: Option<u64>,
+
+    #[command(flatten)]
+    pub session: MonitorArgs,
+}
+
+/// A recording's processes chosen by the user, and its time span.
+#[derive(Debug, Clone, Args)]
+pub struct Selection {
+    /// From this time in the recording (12.5s, 1m, 250ms).
+    #[arg(long, value_name = "TIME")]
+    pub from: Option<String>,
+    /// Up to this time in the recording.
+    #[arg(long, value_name = "TIME")]
+    pub to: Option<String>,
+    /// Only what concerns this process: a pid (<0.80.0>), or a registered name, label, initial
+    /// call or module its identity contains. Repeat for several.
+    #[arg(long = "process", value_name = "PROCESS")]
+    pub processes: Vec<String>,
+    /// Include OTP's own processes (kernel, logger, application controller...), hidden by
+    /// default.
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The recording.
+    pub recording: PathBuf,
+    #[command(flatten)]
+    pub select: Selection,
+    /// Only these kinds: send, schedule, gc, spawn, exit, sample, table, window, finding.
+    /// Repeat or separate with commas.
+    #[arg(long, value_name = "KIND", value_delimiter = ',')]
+    pub kind: Vec<String>,
+    /// Print the VM's state at this moment instead (live processes, mailboxes, memory, who
+    /// ran where).
+    #[arg(long, value_name = "TIME", conflicts_with_all = ["kind"])]
+    pub at: Option<String>,
+    /// Most lines printed (0: all).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub limit: usize,
+    /// A summary of the recording only (what it holds, how long, how observed).
+    #[arg(long, conflicts_with_all = ["at", "kind"])]
+    pub summary: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// Perfetto's protobuf trace (open in https://ui.perfetto.dev).
+    Perfetto,
+    /// Chrome's JSON trace event format (legacy; large recordings make large files).
+    ChromeJson,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The recording.
+    pub recording: PathBuf,
+    #[arg(long, value_enum, default_value_t = ExportFormat::Perfetto)]
+    pub format: ExportFormat,
+    /// Where to write (default: the recording's name with .perfetto-trace or .json).
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub select: Selection,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The recording.
+    pub recording: PathBuf,
+    /// Where to write the HTML report.
+    #[arg(long, short = 'o', value_name = "FILE", default_value = "report.html")]
+    pub output: PathBuf,
+    #[command(flatten)]
+    pub select: Selection,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The recording before (the baseline).
+    pub before: PathBuf,
+    /// The recording after.
+    pub after: PathBuf,
+    /// Most changes listed per section.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub top: usize,
+    /// Also write a differential flame graph (SVG: red grew, blue shrank).
+    #[arg(long, value_name = "FILE")]
+    pub flamegraph: Option<PathBuf>,
+    /// Include OTP's own processes.
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WhyArgs {
+    /// The recording.
+    pub recording: PathBuf,
+    /// The process: a pid (<0.80.0>), a registered name, label, initial call or module.
+    pub target: String,
+    #[command(flatten)]
+    pub select: Selection,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The recording (or --pid for a live VM).
+    #[arg(required_unless_present = "pid", conflicts_with = "pid")]
+    pub recording: Option<PathBuf>,
+    /// Check a live VM instead: record it for --duration, then check.
+    #[arg(long, short = 'p', value_name = "PID")]
+    pub pid: Option<u32>,
+    /// How long to observe a live VM.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration, requires = "pid")]
+    pub duration: Duration,
+    /// Observe a live VM in this mode (trace gives exact counts).
+    #[arg(long, value_enum, default_value_t = Mode::Adaptive, requires = "pid")]
+    pub mode: Mode,
+    /// A hypothesis (see README, "Checking hypotheses"); repeat for several.
+    #[arg(long = "assert", value_name = "EXPR", required = true)]
+    pub asserts: Vec<String>,
+    #[command(flatten)]
+    pub debug_info: DebugInfoArgs,
 }
 
 #[derive(Debug, Args)]
@@ -115,8 +260,8 @@ pub struct TopArgs {
 /// `name=value`, the name a Prometheus label name.
 pub fn parse_label(s: &str) -> Result<(String, String), String> {
     let (k, v) = s.split_once('=').ok_or_else(|| format!("{s:?} is not NAME=VALUE"))?;
-    let valid = k.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    let valid =
+        k.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !valid {
         return Err(format!("{k:?} is not a label name (letters, digits and _, not starting with a digit)"));
     }
@@ -169,9 +314,10 @@ pub struct MonitorArgs {
     #[arg(long, value_enum, default_value_t = ProbeSourceArg::Auto)]
     pub probe_source: ProbeSourceArg,
 
-    /// Address of the metrics endpoint (/metrics). Loopback by default; expose with care.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9568")]
-    pub listen: SocketAddr,
+    /// Address of the metrics endpoint (/metrics). Loopback by default (127.0.0.1:9568);
+    /// expose with care. `record` serves nothing unless given.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
 
     /// Stop after this long (e.g. 30s, 5m, 1h). Default: run until Ctrl-C or SIGTERM.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
@@ -194,6 +340,25 @@ pub struct MonitorArgs {
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
     pub alert_resend: Duration,
 
+    /// Flight recorder: keep the last --flight-window of everything observed in DIR (rotating
+    /// segments, bounded by --flight-max-size); when a detector fires, the window around it is
+    /// kept as DIR/<time>-<kind>.scope and the alert names the file.
+    #[arg(long, value_name = "DIR")]
+    pub flight_recorder: Option<PathBuf>,
+
+    /// How much the flight recorder keeps before a finding.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration, requires = "flight_recorder")]
+    pub flight_window: Duration,
+
+    /// Most disk the flight recorder's segments take (e.g. 256MiB, 1GiB); kept recordings
+    /// come on top, at most --flight-keep of them.
+    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_size, requires = "flight_recorder")]
+    pub flight_max_size: u64,
+
+    /// Most kept recordings in the flight recorder's directory (the oldest are deleted).
+    #[arg(long, value_name = "N", default_value_t = 20, requires = "flight_recorder")]
+    pub flight_keep: usize,
+
     /// The detectors' thresholds and hold times (from --config; the defaults otherwise).
     #[arg(skip)]
     pub detectors: crate::detect::Settings,
@@ -205,6 +370,28 @@ pub struct MonitorArgs {
     /// Most sender/receiver pairs kept (the smallest are evicted, counted).
     #[arg(long, value_name = "N", default_value_t = 100_000)]
     pub max_pairs: usize,
+}
+
+/// A size: `256MiB`, `1GiB`, `500MB`, `4096` (bytes).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a size (write 256MiB, 1GiB, 500MB)"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "kib" => 1024.0,
+        "m" | "mb" => 1e6,
+        "mib" => 1024.0 * 1024.0,
+        "g" | "gb" => 1e9,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        _ => {
+            return Err(format!("{s:?}: unknown unit {unit:?} (write 256MiB, 1GiB, 500MB)"));
+        }
+    };
+    let v = n * mult;
+    if v >= 1.0 { Ok(v as u64) } else { Err(format!("{s:?} is not a size above zero")) }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

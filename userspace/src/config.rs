@@ -93,7 +93,11 @@ impl ConfigFile {
         }
         take!(mode);
         take!(overhead_budget);
-        take!(listen);
+        if let Some(v) = self.listen
+            && !given("listen")
+        {
+            args.listen = Some(v);
+        }
         take!(frequency);
         take!(snapshot_interval);
         take!(max_processes);

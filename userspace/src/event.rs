@@ -98,3 +98,15 @@ pub struct ProcRead {
     /// Processes and ports waiting in each normal scheduler's run queue (empty when unknown).
     pub run_queues: Vec<u32>,
 }
+
+/// The per-event hooks of some capabilities were attached (`open`) or detached: events of a
+/// capability exist only while its hooks are attached (adaptive mode opens windows; trace mode
+/// opens everything once at start).
+#[derive(Debug, Clone)]
+#[allow(dead_code)]
+pub struct WindowChange {
+    pub vm: VmId,
+    pub ts_ns: u64,
+    pub capabilities: Vec<Capability>,
+    pub open: bool,
+}

@@ -16,7 +16,9 @@ mod event;
 mod export;
 mod pipeline;
 mod privileges;
+mod record;
 mod source;
+mod units;
 
 use std::process::ExitCode;
 
@@ -50,6 +52,13 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
         Some(Command::Profile(args)) => cmd::profile::run(args),
         Some(Command::Snapshot(args)) => cmd::snapshot::run(args),
         Some(Command::Top(args)) => cmd::top::run(args),
+        Some(Command::Record(args)) => cmd::record::run(args, matches.subcommand_matches("record").unwrap_or(matches)),
+        Some(Command::Replay(args)) => cmd::replay::run(args),
+        Some(Command::Export(args)) => cmd::export::run(args),
+        Some(Command::Report(args)) => cmd::report::run(args),
+        Some(Command::Diff(args)) => cmd::diff::run(args),
+        Some(Command::Why(args)) => cmd::why::run(args),
+        Some(Command::Check(args)) => cmd::check::run(args),
         Some(Command::Monitor(args)) => cmd::monitor::run(args, matches.subcommand_matches("monitor").unwrap_or(matches)),
         None => cmd::monitor::run(cli.monitor, matches),
     }

@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::event::{Event, ProcRead, Sample, SharedTableRead};
+use crate::event::{Event, ProcRead, Sample, SharedTableRead, WindowChange};
 
 /// Something that consumes observations. Each method has a default that ignores them.
 pub trait Sink: Send {
@@ -17,6 +17,8 @@ pub trait Sink: Send {
     fn table(&mut self, _read: &SharedTableRead) {}
     /// A read of the VM's /proc facts.
     fn proc(&mut self, _read: &ProcRead) {}
+    /// Hooks attached or detached.
+    fn window(&mut self, _change: &WindowChange) {}
 }
 
 /// The fan-out: cheap to clone, shared by every source.
@@ -52,5 +54,11 @@ impl FanOut {
 
     pub fn proc(&self, read: &ProcRead) {
         self.each(|s| s.proc(read));
+    }
+
+    pub fn window(&self, change: &WindowChange) {
+        if !change.capabilities.is_empty() {
+            self.each(|s| s.window(change));
+        }
     }
 }

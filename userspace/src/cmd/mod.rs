@@ -1,9 +1,16 @@
 //! One module per subcommand.
 
+pub mod check;
+pub mod diff;
+pub mod export;
 pub mod monitor;
 pub mod profile;
+pub mod record;
+pub mod replay;
+pub mod report;
 pub mod snapshot;
 pub mod top;
+pub mod why;
 
 use anyhow::Result;
 

@@ -2,6 +2,8 @@
 //! -> exporters), runs the mode's controller, serves metrics and the JSON API until told to
 //! stop or the VM exits, then detaches.
 
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,33 +15,80 @@ use crate::cli::MonitorArgs;
 use crate::control::adaptive::{ControlState, Controller, Settings};
 use crate::control::calibrate;
 use crate::control::mode::Mode;
-use crate::detect::{Detectors, Evaluator};
+use crate::detect::{Detectors, Evaluator, Transition};
+use crate::enrich::names::VmNames;
 use crate::export::PidNames;
 use crate::export::alertmanager::{AlertClient, AlertSettings};
-use crate::enrich::names::VmNames;
 use crate::export::http::App;
 use crate::export::metrics::BuildLabels;
 use crate::pipeline::{FanOut, Sink};
+use crate::record::FORMAT_NAME;
+use crate::record::flight::{Flight, FlightSettings};
+use crate::record::format::{Meta, VmMeta};
+use crate::record::sink::Recorder;
+use crate::record::writer::{Writer, WriterStats};
 use crate::source::cpu::CpuSource;
 use crate::source::probes::ProbeThread;
 use crate::source::table::TableSource;
 
-pub fn run(mut cli: MonitorArgs, matches: &clap::ArgMatches) -> Result<()> {
+/// Where a session's observations go besides the metrics endpoint.
+#[derive(Default)]
+pub struct Outputs {
+    /// Record everything to this file (`record`, `check --pid`).
+    pub record: Option<RecordTo>,
+}
+
+pub struct RecordTo {
+    pub path: PathBuf,
+    /// Stop when the file reaches this size.
+    pub max_size: Option<u64>,
+}
+
+/// The address the monitor serves on when none is given.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9568";
+
+pub fn run(cli: MonitorArgs, matches: &clap::ArgMatches) -> Result<()> {
+    run_session(cli, matches, Outputs::default())
+}
+
+/// Attaches to the VM, runs until told to stop, the --duration ends, a limit is reached or the
+/// VM exits, then detaches: the monitor, and `record` with its file.
+pub fn run_session(mut cli: MonitorArgs, matches: &clap::ArgMatches, outputs: Outputs) -> Result<()> {
     // The configuration file first: a bad one stops everything before anything attaches.
     if let Some(path) = cli.config.clone() {
         crate::config::ConfigFile::read(&path)?.apply(&mut cli, matches);
+    }
+    if outputs.record.is_some() && cli.flight_recorder.is_some() {
+        anyhow::bail!("--flight-recorder is for the monitor (scope-probe --pid PID --flight-recorder DIR), not for record");
     }
     crate::privileges::check()?;
     let pid = cli.pid.context("--pid is required")?;
     let target = Arc::new(cli.debug_info.open(pid)?);
     let hooks = target.resolve_hooks()?;
     let plans = target.plan_sources(cli.probe_source.preference())?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(monitor(cli, target, hooks, plans))
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting the async runtime")?;
+    runtime.block_on(monitor(cli, target, hooks, plans, outputs))
+}
+
+/// What a recording says about the session that made it.
+fn recording_meta(cli: &MonitorArgs, target: &BeamTarget) -> Meta {
+    Meta {
+        format: FORMAT_NAME.into(),
+        scope_probe: env!("CARGO_PKG_VERSION").into(),
+        started_unix: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
+        started_monotonic_ns: crate::event::now_ns(),
+        vm: VmMeta {
+            os_pid: target.pid,
+            node: crate::enrich::process_view::node_name(target.pid),
+            otp_release: target.otp_release.clone(),
+            erts_version: target.erts_version.clone(),
+            build: target.table.id.to_owned(),
+        },
+        mode: cli.mode.name().into(),
+        overhead_budget: cli.overhead_budget,
+        frequency: cli.frequency,
+    }
 }
 
 async fn monitor(
@@ -47,11 +96,23 @@ async fn monitor(
     target: Arc<BeamTarget>,
     hooks: Vec<beam_probes::ResolvedHook>,
     plans: Vec<CapabilityPlan>,
+    outputs: Outputs,
 ) -> Result<()> {
-    // Bind before attaching: a busy port must not leave probes behind.
-    let listener = tokio::net::TcpListener::bind(cli.listen).await.with_context(|| {
-        format!("cannot listen on {} (use --listen to choose another address)", cli.listen)
-    })?;
+    // Bind before attaching: a busy port must not leave probes behind. A recording serves
+    // nothing unless asked to.
+    let listen = match (cli.listen, &outputs.record) {
+        (Some(a), _) => Some(a),
+        (None, None) => Some(DEFAULT_LISTEN.parse().expect("a valid address")),
+        (None, Some(_)) => None,
+    };
+    let listener = match listen {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("cannot listen on {a} (use --listen to choose another address)"))?,
+        ),
+        None => None,
+    };
     let started = std::time::Instant::now();
     let state = State::new(Aggregator::new(cli.max_processes, cli.max_pairs));
     let control = Arc::new(Mutex::new(ControlState { mode: Some(cli.mode), budget: cli.overhead_budget, ..Default::default() }));
@@ -59,15 +120,27 @@ async fn monitor(
         .iter()
         .filter(|t| matches!(t.role, beam_probes::threads::ThreadRole::Scheduler(beam_probes::threads::SchedulerKind::Normal, _)))
         .count();
-    let gc_functions: Vec<String> = target
-        .table
-        .hooks
-        .iter()
-        .filter(|h| h.point == beam_probes::HookPoint::GcStart)
-        .map(|h| h.symbol.to_owned())
-        .collect();
+    let gc_functions: Vec<String> =
+        target.table.hooks.iter().filter(|h| h.point == beam_probes::HookPoint::GcStart).map(|h| h.symbol.to_owned()).collect();
     let detectors = Arc::new(Mutex::new(Detectors::new(&cli.detectors, cli.frequency, gc_functions, normal_schedulers)));
-    let sinks: Vec<Arc<Mutex<dyn Sink>>> = vec![state.counts.clone(), state.cpu.clone(), state.table.clone(), detectors.clone()];
+    let names: Arc<dyn PidNames> = Arc::new(VmNames::new(target.clone(), state.table.clone()));
+    let mut sinks: Vec<Arc<Mutex<dyn Sink>>> = vec![state.counts.clone(), state.cpu.clone(), state.table.clone(), detectors.clone()];
+    // The recorder: a file (`record`), or the flight recorder's segments.
+    let meta = recording_meta(&cli, &target);
+    let (recorder, flight) = if let Some(to) = &outputs.record {
+        let writer = Writer::create(&to.path, meta)?;
+        (Some(Arc::new(Mutex::new(Recorder::new(writer, names.clone())))), None)
+    } else if let Some(dir) = &cli.flight_recorder {
+        let settings =
+            FlightSettings { dir: dir.clone(), window: cli.flight_window, max_bytes: cli.flight_max_size, max_kept: cli.flight_keep };
+        let (flight, recorder) = Flight::start(settings, |path| Ok(Recorder::new(Writer::create(path, meta)?, names.clone())))?;
+        (Some(recorder), Some(Arc::new(flight)))
+    } else {
+        (None, None)
+    };
+    if let Some(r) = &recorder {
+        sinks.push(r.clone());
+    }
     let fanout = FanOut::new(sinks);
 
     // The hook cost is measured before anything is attached to the VM.
@@ -84,14 +157,8 @@ async fn monitor(
             }
         }
     }
-    let (probe, report) = ProbeThread::start(
-        target.clone(),
-        hooks,
-        plans,
-        cli.mode.initial_capabilities(),
-        fanout.clone(),
-        state.health.clone(),
-    )?;
+    let (probe, report) =
+        ProbeThread::start(target.clone(), hooks, plans, cli.mode.initial_capabilities(), fanout.clone(), state.health.clone())?;
     let source = source_summary(&report.plans);
     eprintln!(
         "scope-probe: attached to pid {} ({}) in {} ms: OTP {}, ERTS {}, build {} (offsets from {}), source {source}, mode {}",
@@ -146,7 +213,6 @@ async fn monitor(
     } else {
         None
     };
-    let names: Arc<dyn PidNames> = Arc::new(VmNames::new(target.clone(), state.table.clone()));
     let alerts = if cli.alertmanagers.is_empty() {
         None
     } else {
@@ -154,7 +220,10 @@ async fn monitor(
             urls: cli.alertmanagers.clone(),
             labels: cli.alert_labels.iter().cloned().collect(),
             node: crate::enrich::process_view::node_name(target.pid),
-            instance: listener.local_addr()?.to_string(),
+            instance: match &listener {
+                Some(l) => l.local_addr()?.to_string(),
+                None => format!("pid {}", target.pid),
+            },
             resend: cli.alert_resend,
         })?)
     };
@@ -167,17 +236,26 @@ async fn monitor(
             names.clone(),
             control.clone(),
             controller.as_ref().map(|c| c.escalator()),
-            move |t| {
-                if let Some(s) = &sender {
-                    s.notify(t);
-                }
-            },
+            notify(sender, recorder.clone(), flight.clone(), state.findings.clone()),
         )?
     };
     if !cli.alertmanagers.is_empty() {
         eprintln!("scope-probe: alerts to {}", cli.alertmanagers.join(", "));
     }
-    eprintln!("scope-probe: metrics on http://{}/metrics", listener.local_addr()?);
+    if let Some(l) = &listener {
+        eprintln!("scope-probe: metrics on http://{}/metrics", l.local_addr()?);
+    }
+    if let Some(to) = &outputs.record {
+        eprintln!("scope-probe: recording to {}", to.path.display());
+    }
+    if let Some(dir) = &cli.flight_recorder {
+        eprintln!(
+            "scope-probe: flight recorder in {}: the last {} (at most {} on disk), kept around findings",
+            dir.display(),
+            humantime::format_duration(cli.flight_window),
+            crate::units::bytes(cli.flight_max_size)
+        );
+    }
 
     let app = Arc::new(App {
         state: state.clone(),
@@ -192,9 +270,19 @@ async fn monitor(
             mode: cli.mode.name(),
         },
     });
-    let server = tokio::spawn(async move { axum::serve(listener, crate::export::http::router(app)).await });
+    let server = listener.map(|l| tokio::spawn(async move { axum::serve(l, crate::export::http::router(app)).await }));
+    let stats = recorder.as_ref().map(|r| lock(r).writer().stats.clone());
+    let progress = match (&outputs.record, &stats) {
+        (Some(_), Some(stats)) => Some(tokio::spawn(progress(stats.clone(), cli.duration))),
+        _ => None,
+    };
+    let limit = outputs.record.as_ref().and_then(|r| r.max_size).zip(stats.clone());
 
-    let reason = wait_for_stop(cli.duration, &target).await;
+    let reason = wait_for_stop(cli.duration, &target, limit).await;
+    if let Some(p) = progress {
+        p.abort();
+        eprintln!();
+    }
     // The detectors and the controller first (it closes its window), then the probes; alerts
     // last (their last delivery is tried on the way out).
     drop(evaluator);
@@ -205,9 +293,110 @@ async fn monitor(
     }
     drop(table);
     drop(alerts);
-    server.abort();
+    if let Some(s) = server {
+        s.abort();
+    }
     summary(reason, &state);
+    // The recording last: it has everything the sources delivered.
+    if let Some(f) = flight.and_then(|f| Arc::into_inner(f)) {
+        f.finish()?;
+    }
+    if let Some(r) = recorder {
+        let mut r = lock(&r);
+        r.finish()?;
+        if let Some(to) = &outputs.record {
+            let s = &r.writer().stats;
+            eprintln!(
+                "scope-probe: recorded {} to {}: {} entries, {}{}",
+                humantime::format_duration(Duration::from_secs(started.elapsed().as_secs())),
+                to.path.display(),
+                s.entries.load(Ordering::Relaxed),
+                crate::units::bytes(s.bytes.load(Ordering::Relaxed)),
+                match s.dropped.load(Ordering::Relaxed) {
+                    0 => String::new(),
+                    n => format!(", {n} dropped (the disk did not keep up; counted in the file)"),
+                }
+            );
+        }
+    }
     Ok(())
+}
+
+/// What each finding's change does: the alert client hears of it, the recording keeps it, and
+/// the flight recorder keeps the minutes around a finding that fires (the alert names them).
+fn notify(
+    alerts: Option<crate::export::alertmanager::AlertSender>,
+    recorder: Option<Arc<Mutex<Recorder>>>,
+    flight: Option<Arc<Flight>>,
+    findings: Arc<Mutex<crate::detect::Findings>>,
+) -> impl FnMut(Transition) + Send + 'static {
+    // A firing finding is updated every second: the recording keeps one update in ten seconds.
+    let mut last_recorded: std::collections::HashMap<u64, std::time::Instant> = Default::default();
+    move |mut t| {
+        if let (Transition::Fired(f), Some(flight)) = (&mut t, &flight) {
+            match flight.keep(f.kind.name()) {
+                Ok(path) => {
+                    let path = path.display().to_string();
+                    eprintln!("scope-probe: {} fired: kept the flight recorder's window in {path}", f.kind.name());
+                    lock(&findings).set_recording(f.id, path.clone());
+                    f.recording = Some(path);
+                }
+                Err(e) => {
+                    eprintln!("scope-probe: warning: flight recorder: keeping the window: {e:#}")
+                }
+            }
+        }
+        if let Some(r) = &recorder {
+            let f = match &t {
+                Transition::Fired(f) | Transition::Resolved(f) => Some(f),
+                Transition::Updated(f) => {
+                    let due = last_recorded.get(&f.id).is_none_or(|t| t.elapsed() >= Duration::from_secs(10));
+                    due.then_some(f)
+                }
+            };
+            if let Some(f) = f {
+                last_recorded.insert(f.id, std::time::Instant::now());
+                if let Ok(json) = serde_json::to_string(f) {
+                    lock(r).finding(json);
+                }
+            }
+            if let Transition::Resolved(f) = &t {
+                last_recorded.remove(&f.id);
+            }
+        }
+        if let Some(a) = &alerts {
+            a.notify(t);
+        }
+    }
+}
+
+/// The recording's progress on stderr: one line rewritten each second on a terminal, a line
+/// every ten seconds otherwise.
+async fn progress(stats: Arc<WriterStats>, duration: Option<Duration>) {
+    use std::io::IsTerminal;
+    let tty = std::io::stderr().is_terminal();
+    let started = std::time::Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(if tty { 1 } else { 10 }));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let elapsed = started.elapsed().as_secs();
+        let of = duration.map(|d| format!("/{}s", d.as_secs())).unwrap_or_default();
+        let dropped = match stats.dropped.load(Ordering::Relaxed) {
+            0 => String::new(),
+            n => format!(", {n} dropped"),
+        };
+        let line = format!(
+            "scope-probe: recording {elapsed}s{of}: {} entries, {}{dropped}",
+            stats.entries.load(Ordering::Relaxed),
+            crate::units::bytes(stats.bytes.load(Ordering::Relaxed))
+        );
+        if tty {
+            eprint!("\r{line}\x1b[K");
+        } else {
+            eprintln!("{line}");
+        }
+    }
 }
 
 fn summary(reason: &str, state: &aggregate::State) {
@@ -238,8 +427,9 @@ fn source_summary(plans: &[CapabilityPlan]) -> &'static str {
     }
 }
 
-/// Waits for Ctrl-C, SIGTERM, the end of --duration or the target's exit.
-async fn wait_for_stop(duration: Option<Duration>, target: &BeamTarget) -> &'static str {
+/// Waits for Ctrl-C, SIGTERM, the end of --duration, the recording's size limit or the
+/// target's exit.
+async fn wait_for_stop(duration: Option<Duration>, target: &BeamTarget, limit: Option<(u64, Arc<WriterStats>)>) -> &'static str {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let sigterm = async {
         match term.as_mut() {
@@ -264,8 +454,20 @@ async fn wait_for_stop(duration: Option<Duration>, target: &BeamTarget) -> &'sta
             }
         }
     };
+    let full = async {
+        match limit {
+            Some((max, stats)) => loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                if stats.bytes.load(Ordering::Relaxed) >= max {
+                    break;
+                }
+            },
+            None => std::future::pending::<()>().await,
+        }
+    };
     tokio::select! {
         _ = tokio::signal::ctrl_c() => "interrupted",
+        _ = full => "size limit reached",
         _ = sigterm => "terminated",
         _ = deadline => "duration elapsed",
         _ = target_gone => "target exited",

@@ -15,8 +15,8 @@ use ratatui::{DefaultTerminal, Frame};
 
 use crate::cli::TopArgs;
 use crate::enrich::process_view::{self, ProcessRow, ProcessTableView};
-use crate::source::procstat::{self, ThreadKind};
 use crate::enrich::symbolize::Symbolizer;
+use crate::source::procstat::{self, ThreadKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Column {
@@ -102,9 +102,11 @@ impl App {
             let due = self.last_refresh.map_or(Duration::ZERO, |t| self.interval.saturating_sub(t.elapsed()));
             if event::poll(due)? {
                 if let Event::Key(k) = event::read()?
-                    && k.kind == KeyEventKind::Press && !self.key(k.code, k.modifiers) {
-                        return Ok(());
-                    }
+                    && k.kind == KeyEventKind::Press
+                    && !self.key(k.code, k.modifiers)
+                {
+                    return Ok(());
+                }
             } else {
                 self.refresh();
                 if !self.target.is_alive() {
@@ -153,8 +155,7 @@ impl App {
                     } else {
                         self.sort = col;
                         // Numbers read best largest first, names alphabetically.
-                        self.descending =
-                            matches!(col, Column::Queue | Column::Memory | Column::Heap | Column::ReductionsPerSec);
+                        self.descending = matches!(col, Column::Queue | Column::Memory | Column::Heap | Column::ReductionsPerSec);
                     }
                 }
             }
@@ -198,7 +199,9 @@ impl App {
     }
 
     fn visible(&self) -> Vec<&ProcessRow> {
-        let Some(view) = &self.view else { return Vec::new() };
+        let Some(view) = &self.view else {
+            return Vec::new();
+        };
         let filter = self.filter.to_lowercase();
         let mut rows: Vec<&ProcessRow> = view
             .processes
@@ -233,8 +236,7 @@ impl App {
     }
 
     fn draw(&mut self, f: &mut Frame) {
-        let [header, keys, body] =
-            Layout::vertical([Constraint::Length(1), Constraint::Length(1), Constraint::Min(3)]).areas(f.area());
+        let [header, keys, body] = Layout::vertical([Constraint::Length(1), Constraint::Length(1), Constraint::Min(3)]).areas(f.area());
         let rows = self.visible();
         let (count, torn) = self.view.as_ref().map_or((0, 0), |v| (v.process_count, v.torn));
         let node = self.view.as_ref().map_or(String::new(), |v| v.node.clone());
@@ -275,8 +277,8 @@ impl App {
                 p.identity.as_deref().unwrap_or_default().to_owned(),
                 p.current_function.to_string(),
                 p.message_queue_len.to_string(),
-                human_bytes(p.memory_bytes),
-                human_bytes(p.heap_bytes),
+                crate::units::bytes(p.memory_bytes),
+                crate::units::bytes(p.heap_bytes),
                 format!("{:.0}", self.rates.get(&p.term).copied().unwrap_or(0.0)),
                 p.status.label().to_string(),
             ])
@@ -296,14 +298,5 @@ impl App {
             .row_highlight_style(Style::new().add_modifier(Modifier::BOLD))
             .block(Block::new());
         f.render_stateful_widget(table, body, &mut self.table);
-    }
-}
-
-fn human_bytes(b: u64) -> String {
-    match b {
-        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
-        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
-        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
-        b => format!("{b} B"),
     }
 }

@@ -201,6 +201,9 @@ pub struct Finding {
     pub firing_since: Option<SystemTime>,
     #[serde(with = "unix_seconds_opt")]
     pub resolved_at: Option<SystemTime>,
+    /// The flight recorder's recording of the minutes around it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recording: Option<String>,
     #[serde(skip)]
     seen: Instant,
     #[serde(skip)]
@@ -280,6 +283,13 @@ impl Findings {
         self.active.values().chain(self.recent.iter()).find(|f| f.id == id)
     }
 
+    /// Names the recording kept for a finding.
+    pub fn set_recording(&mut self, id: u64, path: String) {
+        if let Some(f) = self.active.values_mut().find(|f| f.id == id) {
+            f.recording = Some(path);
+        }
+    }
+
     fn firing_subjects(&self) -> HashMap<Kind, Vec<Subject>> {
         let mut m: HashMap<Kind, Vec<Subject>> = HashMap::new();
         for ((kind, subject), f) in &self.active {
@@ -340,6 +350,7 @@ impl Findings {
                         first_seen: wall,
                         firing_since: None,
                         resolved_at: None,
+                        recording: None,
                         seen: now,
                         since: now,
                     };
@@ -361,7 +372,9 @@ impl Findings {
             .map(|(k, _)| k.clone())
             .collect();
         for key in gone {
-            let Some(mut f) = self.active.remove(&key) else { continue };
+            let Some(mut f) = self.active.remove(&key) else {
+                continue;
+            };
             if f.state == State::Firing {
                 f.state = State::Resolved;
                 f.resolved_at = Some(wall);
@@ -398,11 +411,7 @@ impl Detectors {
             detectors.push(Box::new(gc_storm::GcStorm::new(s.gc_storm.clone(), gc_functions)));
         }
         if s.scheduler_saturation.enabled && frequency > 0 {
-            detectors.push(Box::new(saturation::SchedulerSaturation::new(
-                s.scheduler_saturation.clone(),
-                frequency,
-                normal_schedulers,
-            )));
+            detectors.push(Box::new(saturation::SchedulerSaturation::new(s.scheduler_saturation.clone(), frequency, normal_schedulers)));
         }
         if s.long_schedule.enabled {
             detectors.push(Box::new(long_schedule::LongSchedule::new(s.long_schedule.clone(), frequency)));

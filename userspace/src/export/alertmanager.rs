@@ -118,12 +118,13 @@ fn alert(s: &AlertSettings, f: &Finding, ends: SystemTime) -> Value {
         }
     }
     let description: Vec<String> = f.evidence.iter().map(|e| format!("{}: {}", e.what, e.value)).collect();
+    let mut annotations = json!({ "summary": f.summary, "description": description.join("\n") });
+    if let Some(path) = &f.recording {
+        annotations["recording"] = json!(path);
+    }
     json!({
         "labels": labels,
-        "annotations": {
-            "summary": f.summary,
-            "description": description.join("\n"),
-        },
+        "annotations": annotations,
         "startsAt": rfc3339(f.firing_since.unwrap_or(f.first_seen)),
         "endsAt": rfc3339(ends),
         "generatorURL": format!("http://{}/api/findings/{}", s.instance, f.id),
@@ -173,11 +174,8 @@ fn deliver(s: AlertSettings, rx: Receiver<Transition>, stats: &AlertStats) {
             let now = SystemTime::now();
             // Active alerts end three resends from now unless heard of again.
             let ends = now + s.resend * 3;
-            let body: Vec<Value> = active
-                .values()
-                .map(|f| alert(&s, f, ends))
-                .chain(resolved.values().map(|(f, at)| alert(&s, f, *at)))
-                .collect();
+            let body: Vec<Value> =
+                active.values().map(|f| alert(&s, f, ends)).chain(resolved.values().map(|(f, at)| alert(&s, f, *at))).collect();
             let ok = !s.urls.is_empty()
                 && s.urls.iter().all(|u| {
                     let url = format!("{}/api/v2/alerts", u.trim_end_matches('/'));

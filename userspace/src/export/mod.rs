@@ -3,11 +3,14 @@
 //! are named through [`PidNames`].
 
 pub mod alertmanager;
+pub mod chrome_json;
 pub mod flamegraph;
 pub mod folded;
 pub mod http;
 pub mod metrics;
+pub mod perfetto;
 pub mod speedscope;
+pub mod timeline;
 
 /// Names pids for the exporters, which know nothing of the VM (implemented over it in
 /// `enrich::names`).

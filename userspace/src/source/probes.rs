@@ -14,7 +14,7 @@ use beam_probes::{BeamTarget, Capability, CapabilityPlan, ResolvedHook};
 use libbpf_rs::RingBufferBuilder;
 
 use crate::aggregate::health::Health;
-use crate::event::{Event, VmId, What};
+use crate::event::{Event, VmId, What, WindowChange, now_ns};
 use crate::pipeline::FanOut;
 use crate::source::bpf::{MonitorProbes, monitor::types};
 
@@ -89,9 +89,11 @@ impl ProbeThread {
                 let _ = thread.join();
                 Err(e)
             }
-            Err(_) => Err(thread.join().map_err(|_| anyhow::anyhow!("probe thread panicked"))?.err().unwrap_or_else(
-                || anyhow::anyhow!("probe thread ended before attaching"),
-            )),
+            Err(_) => Err(thread
+                .join()
+                .map_err(|_| anyhow::anyhow!("probe thread panicked"))?
+                .err()
+                .unwrap_or_else(|| anyhow::anyhow!("probe thread ended before attaching"))),
         }
     }
 
@@ -179,11 +181,11 @@ fn run(
     // Health (attached hooks, their sources) is published before the caller hears we are
     // ready: the first scrape after attach must already see it.
     publish();
-    let _ = ready.send(Ok(AttachReport {
-        capabilities: probes.attached(),
-        symbols: probes.attached_symbols(),
-        plans: probes.plans(),
-    }));
+    let window = |capabilities: Vec<Capability>, open: bool| {
+        fanout.window(&WindowChange { vm, ts_ns: now_ns(), capabilities, open });
+    };
+    window(probes.attached(), true);
+    let _ = ready.send(Ok(AttachReport { capabilities: probes.attached(), symbols: probes.attached_symbols(), plans: probes.plans() }));
     let mut last_stats = Instant::now();
     loop {
         // The probes do not wake us per event (that costs the VM): poll sleeps until the ring is
@@ -201,9 +203,11 @@ fn run(
         loop {
             match rx.try_recv() {
                 Ok(Command::Attach(caps)) => {
+                    let before = probes.attached();
                     if let Err(e) = probes.attach(&caps) {
                         eprintln!("scope-probe: warning: {e:#}");
                     }
+                    window(probes.attached().into_iter().filter(|c| !before.contains(c)).collect(), true);
                     let now = Instant::now();
                     let mut h = health.lock().unwrap_or_else(|e| e.into_inner());
                     for c in probes.attached().into_iter().filter(|c| caps.contains(c)) {
@@ -225,14 +229,18 @@ fn run(
                             h.detached_at[c.index()] = Some(now);
                         }
                     }
+                    let before = probes.attached();
                     probes.detach(&caps);
+                    window(before.into_iter().filter(|c| caps.contains(c)).collect(), false);
                     publish();
                 }
                 Ok(Command::Stop) | Err(TryRecvError::Disconnected) => {
                     // Detach first so no new events arrive, then take what is still in the buffer.
+                    let before = probes.attached();
                     probes.detach_all();
                     let _ = ring.consume();
                     flush();
+                    window(before, false);
                     publish();
                     return Ok(());
                 }

@@ -1,0 +1,15 @@
+//! Recordings: everything a session observes, in one compact file that reads on another
+//! machine (`format`, `writer`, `reader`), the recorder as a sink of the fan-out (`sink`), the
+//! flight recorder's rotating segments (`flight`), and a recording read back for the commands
+//! that work from one (`model`).
+
+pub mod flight;
+pub mod format;
+pub mod model;
+pub mod reader;
+pub mod select;
+pub mod sink;
+pub mod writer;
+
+/// What a recording's header says it is.
+pub const FORMAT_NAME: &str = "scope-probe recording";

@@ -1,0 +1,258 @@
+//! A recording read whole into memory, with its dictionaries resolved: what `replay`,
+//! `export`, `report`, `diff`, `why` and `check` work from. Times are nanoseconds since the
+//! recording started.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use super::format::{Entry, Meta, Owner, ProcessRow, What};
+use super::reader::Reader;
+
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub t: u64,
+    pub tid: u32,
+    pub what: What,
+}
+
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub t: u64,
+    pub tid: u32,
+    pub owner: Owner,
+    pub frames: Vec<u32>,
+    pub erlang_leaf: Option<u32>,
+    pub native_leaf: Option<u32>,
+    pub scheduler: Option<(u8, u32)>,
+    pub working: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Table {
+    pub t: u64,
+    pub processes: Vec<ProcessRow>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Proc {
+    pub t: u64,
+    pub cpu: Vec<(u8, u32, f64)>,
+    pub resident_bytes: Option<u64>,
+    pub run_queues: Vec<u32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Window {
+    pub t: u64,
+    pub capabilities: Vec<u8>,
+    pub open: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Finding {
+    pub t: u64,
+    pub json: serde_json::Value,
+}
+
+/// A recording in memory.
+#[derive(Debug, Default)]
+pub struct Recording {
+    pub meta: Option<Meta>,
+    pub names: HashMap<u32, String>,
+    pub pids: HashMap<u64, String>,
+    pub events: Vec<Event>,
+    pub samples: Vec<Sample>,
+    pub tables: Vec<Table>,
+    pub procs: Vec<Proc>,
+    pub windows: Vec<Window>,
+    pub findings: Vec<Finding>,
+    /// Entries the recorder dropped.
+    pub lost: u64,
+    /// The reading stopped early on damage (what was read before is here).
+    pub damage: Option<String>,
+    /// The last time seen.
+    pub end: u64,
+    /// Who each process was, from the table reads (the latest read that saw it).
+    pub processes: HashMap<u64, ProcessInfo>,
+}
+
+/// A process as the table reads knew it.
+#[derive(Debug, Clone, Default)]
+pub struct ProcessInfo {
+    pub name: Option<String>,
+    pub label: Option<String>,
+    pub initial_call: Option<String>,
+    pub ancestor: Option<String>,
+    /// One of OTP's own processes.
+    pub system: bool,
+}
+
+impl ProcessInfo {
+    /// Registered name, else label, else initial call.
+    pub fn identity(&self) -> Option<&str> {
+        self.name.as_deref().or(self.label.as_deref()).or(self.initial_call.as_deref())
+    }
+}
+
+impl Recording {
+    /// Reads `path` whole. A damaged tail is reported in `damage`, not as an error: what was
+    /// read before it stays usable. A file that is not a recording at all is an error.
+    pub fn open(path: &Path) -> Result<Recording> {
+        let reader = Reader::open(path).with_context(|| format!("{}", path.display()))?;
+        let start = reader.meta.started_monotonic_ns;
+        let mut r = Recording { meta: Some(reader.meta.clone()), ..Recording::default() };
+        let rel = |ts: u64| ts.saturating_sub(start);
+        for entry in reader {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    r.damage = Some(e.to_string());
+                    break;
+                }
+            };
+            match entry {
+                Entry::Name { id, text } => {
+                    r.names.insert(id, text);
+                }
+                Entry::Pid { term, text } => {
+                    r.pids.insert(term, text);
+                }
+                Entry::Event { ts, tid, what } => r.events.push(Event { t: rel(ts), tid, what }),
+                Entry::Sample { ts, tid, owner, frames, erlang_leaf, native_leaf, scheduler, working } => {
+                    r.samples.push(Sample { t: rel(ts), tid, owner, frames, erlang_leaf, native_leaf, scheduler, working })
+                }
+                Entry::Table { ts, processes } => r.tables.push(Table { t: rel(ts), processes }),
+                Entry::Proc { ts, cpu, resident_bytes, run_queues } => r.procs.push(Proc { t: rel(ts), cpu, resident_bytes, run_queues }),
+                Entry::Window { ts, capabilities, open } => r.windows.push(Window { t: rel(ts), capabilities, open }),
+                Entry::Finding { ts, json } => {
+                    let json = serde_json::from_str(&json).unwrap_or(serde_json::Value::String(json));
+                    r.findings.push(Finding { t: rel(ts), json })
+                }
+                Entry::Lost { entries, .. } => r.lost += entries,
+            }
+        }
+        // Sources drain on their own timers: sort by time.
+        r.events.sort_by_key(|e| e.t);
+        r.samples.sort_by_key(|s| s.t);
+        r.tables.sort_by_key(|t| t.t);
+        r.procs.sort_by_key(|p| p.t);
+        r.windows.sort_by_key(|w| w.t);
+        r.end = [r.events.last().map(|e| e.t), r.samples.last().map(|s| s.t), r.tables.last().map(|t| t.t), r.procs.last().map(|p| p.t)]
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or(0);
+        let mut processes: HashMap<u64, ProcessInfo> = HashMap::new();
+        for t in &r.tables {
+            for p in &t.processes {
+                let text = |id: Option<u32>| id.map(|id| r.name(id).to_owned());
+                processes.insert(
+                    p.pid,
+                    ProcessInfo {
+                        name: text(p.name),
+                        label: text(p.label),
+                        initial_call: text(p.initial_call),
+                        ancestor: text(p.ancestor),
+                        system: p.system,
+                    },
+                );
+            }
+        }
+        r.processes = processes;
+        Ok(r)
+    }
+
+    pub fn meta(&self) -> &Meta {
+        self.meta.as_ref().expect("a recording has its meta")
+    }
+
+    pub fn name(&self, id: u32) -> &str {
+        self.names.get(&id).map(String::as_str).unwrap_or("?")
+    }
+
+    pub fn pid(&self, term: u64) -> String {
+        self.pids.get(&term).cloned().unwrap_or_else(|| format!("{term:#x}"))
+    }
+
+    /// Who a process was, by the table reads.
+    pub fn identity(&self, term: u64) -> Option<&str> {
+        self.processes.get(&term).and_then(|p| p.identity())
+    }
+
+    /// `<0.80.0> (name)`, or the bare pid.
+    pub fn who(&self, term: u64) -> String {
+        match self.identity(term) {
+            Some(n) if !n.is_empty() => format!("{} ({n})", self.pid(term)),
+            _ => self.pid(term),
+        }
+    }
+
+    /// Whether a process was one of OTP's own (by the table reads that saw it).
+    pub fn is_system(&self, term: u64) -> bool {
+        self.processes.get(&term).is_some_and(|p| p.system)
+    }
+
+    /// The processes a user names: a pid (`<0.80.0>`), or a name, label, initial call or module
+    /// that their identity contains.
+    pub fn matching(&self, query: &str) -> Vec<u64> {
+        let mut out: Vec<u64> = self.pids.iter().filter(|(_, text)| text.as_str() == query).map(|(t, _)| *t).collect();
+        if out.is_empty() {
+            let module = format!("{query}:");
+            out = self
+                .processes
+                .iter()
+                .filter(|(_, p)| {
+                    [&p.name, &p.label, &p.initial_call].into_iter().flatten().any(|v| v == query || v.contains(query))
+                        || p.initial_call.as_deref().is_some_and(|i| i.starts_with(&module))
+                })
+                .map(|(t, _)| *t)
+                .collect();
+        }
+        out.sort_unstable();
+        out
+    }
+
+    /// The table read at or before `t` (the first one when `t` precedes all).
+    pub fn table_at(&self, t: u64) -> Option<&Table> {
+        let i = self.tables.partition_point(|x| x.t <= t);
+        self.tables.get(i.saturating_sub(1))
+    }
+
+    /// Seconds a capability's hooks were attached (`Capability::index`): its events exist only
+    /// then (trace mode: the whole recording; sample mode: never).
+    pub fn observed_seconds(&self, capability: u8) -> f64 {
+        let mut open: Option<u64> = None;
+        let mut total = 0u64;
+        for w in &self.windows {
+            if !w.capabilities.contains(&capability) {
+                continue;
+            }
+            match (w.open, open) {
+                (true, None) => open = Some(w.t),
+                (false, Some(start)) => {
+                    total += w.t.saturating_sub(start);
+                    open = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(start) = open {
+            total += self.end.saturating_sub(start);
+        }
+        total as f64 / 1e9
+    }
+}
+
+/// Parses a time given as `12.5s`, `1m`, `250ms` or plain seconds.
+pub fn parse_time(s: &str) -> Result<u64, String> {
+    if let Ok(secs) = s.trim().parse::<f64>() {
+        return (secs >= 0.0).then(|| (secs * 1e9) as u64).ok_or_else(|| format!("{s:?} is before the start"));
+    }
+    // humantime does not take fractions ("12.5s"): seconds with a fraction are read by hand.
+    if let Some(secs) = s.trim().strip_suffix('s').and_then(|v| v.parse::<f64>().ok()) {
+        return Ok((secs.max(0.0) * 1e9) as u64);
+    }
+    humantime::parse_duration(s).map(|d| d.as_nanos() as u64).map_err(|e| format!("{s:?} is not a time ({e}): write 12.5s, 1m, 250ms"))
+}

@@ -1,0 +1,194 @@
+//! The recorder as a sink of the fan-out: what the sources observe becomes entries of the
+//! recording, with every string and pid interned once per file (a new file, the next segment of
+//! the flight recorder, starts with the dictionary again, so each file reads on its own).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use beam_probes::Capability;
+use beam_probes::threads::SchedulerKind;
+
+use super::format::{Entry, Owner, ProcessRow, What};
+use super::writer::Writer;
+use crate::enrich::stack;
+use crate::event::{self, Event, ProcRead, Sample, SharedTableRead, WindowChange};
+use crate::export::PidNames;
+use crate::pipeline::Sink;
+use crate::source::procstat::ThreadKind;
+
+/// Strings interned at most; past it the dictionary starts over (and is written again).
+const MAX_NAMES: usize = 1_000_000;
+
+pub struct Recorder {
+    writer: Writer,
+    names: Arc<dyn PidNames>,
+    ids: HashMap<Arc<str>, u32>,
+    pids: HashMap<u64, ()>,
+    /// The dictionary as entries, to start each new file with.
+    dictionary: Vec<Entry>,
+    /// Capabilities whose hooks are attached (a new file starts by saying so).
+    open: Vec<Capability>,
+}
+
+impl Recorder {
+    pub fn new(writer: Writer, names: Arc<dyn PidNames>) -> Recorder {
+        Recorder { writer, names, ids: HashMap::new(), pids: HashMap::new(), dictionary: Vec::new(), open: Vec::new() }
+    }
+
+    pub fn writer(&self) -> &Writer {
+        &self.writer
+    }
+
+    /// Writes what is queued and closes the file.
+    pub fn finish(&mut self) -> anyhow::Result<()> {
+        self.writer.finish()
+    }
+
+    /// Continues in a new file, which starts with the dictionary so far and the hooks attached
+    /// now. Returns what to wait on: the caller waits without holding the recorder (sources
+    /// keep publishing meanwhile).
+    pub fn rotate(&self, path: &std::path::Path) -> anyhow::Result<super::writer::Rotation> {
+        let mut first = self.dictionary.clone();
+        if !self.open.is_empty() {
+            first.push(Entry::Window {
+                ts: event::now_ns(),
+                capabilities: self.open.iter().map(|c| c.index() as u8).collect(),
+                open: true,
+            });
+        }
+        self.writer.rotate(path, first)
+    }
+
+    /// Records a finding's change of state (the finding as `/api/findings` shows it).
+    pub fn finding(&self, json: String) {
+        self.writer.push(vec![Entry::Finding { ts: event::now_ns(), json }]);
+    }
+
+    fn name(&mut self, text: &str, out: &mut Vec<Entry>) -> u32 {
+        if let Some(&id) = self.ids.get(text) {
+            return id;
+        }
+        if self.ids.len() >= MAX_NAMES {
+            self.ids.clear();
+            self.dictionary.retain(|e| !matches!(e, Entry::Name { .. }));
+        }
+        let id = self.ids.len() as u32;
+        let text: Arc<str> = Arc::from(text);
+        self.ids.insert(text.clone(), id);
+        let e = Entry::Name { id, text: text.to_string() };
+        self.dictionary.push(e.clone());
+        out.push(e);
+        id
+    }
+
+    fn pid(&mut self, term: u64, out: &mut Vec<Entry>) -> u64 {
+        if self.pids.insert(term, ()).is_none() {
+            let e = Entry::Pid { term, text: self.names.pid(term) };
+            self.dictionary.push(e.clone());
+            out.push(e);
+        }
+        term
+    }
+}
+
+fn thread_kind(k: ThreadKind) -> u8 {
+    match k {
+        ThreadKind::Normal => 0,
+        ThreadKind::DirtyCpu => 1,
+        ThreadKind::DirtyIo => 2,
+        ThreadKind::Other => 3,
+    }
+}
+
+impl Sink for Recorder {
+    fn events(&mut self, batch: &[Event]) {
+        let mut out = Vec::with_capacity(batch.len());
+        for e in batch {
+            let what = match e.what {
+                event::What::Send { from, to } => What::Send { from: self.pid(from, &mut out), to: self.pid(to, &mut out) },
+                event::What::Schedule { pid, run_ns, reductions } => What::Schedule { pid: self.pid(pid, &mut out), run_ns, reductions },
+                event::What::Gc { pid, duration_ns } => What::Gc { pid: self.pid(pid, &mut out), duration_ns },
+                event::What::Spawn { parent, child } => {
+                    let parent = parent.map(|p| self.pid(p, &mut out));
+                    What::Spawn { parent, child: self.pid(child, &mut out) }
+                }
+                event::What::Exit { pid } => What::Exit { pid: self.pid(pid, &mut out) },
+            };
+            out.push(Entry::Event { ts: e.ts_ns, tid: e.tid, what });
+        }
+        self.writer.push(out);
+    }
+
+    fn sample(&mut self, s: &Sample) {
+        let mut out = Vec::new();
+        let owner = match &s.stack.owner {
+            stack::Owner::Process(p) => Owner::Process(self.pid(*p, &mut out)),
+            stack::Owner::Thread(label) => Owner::Thread(self.name(label, &mut out)),
+        };
+        let frames: Vec<u32> = s.stack.frames.iter().map(|f| self.name(f, &mut out)).collect();
+        let erlang_leaf = s.stack.erlang_leaf.as_deref().map(|f| self.name(f, &mut out));
+        let native_leaf = s.stack.native_leaf.as_deref().map(|f| self.name(f, &mut out));
+        let scheduler = s.stack.scheduler.map(|(kind, n)| {
+            let kind = match kind {
+                SchedulerKind::Normal => 0,
+                SchedulerKind::DirtyCpu => 1,
+                SchedulerKind::DirtyIo => 2,
+            };
+            (kind, n)
+        });
+        out.push(Entry::Sample { ts: s.ts_ns, tid: s.tid, owner, frames, erlang_leaf, native_leaf, scheduler, working: s.stack.working });
+        self.writer.push(out);
+    }
+
+    fn table(&mut self, read: &SharedTableRead) {
+        let Some(snap) = &read.snapshot else { return };
+        let mut out = Vec::new();
+        let mut processes = Vec::with_capacity(snap.processes.len());
+        for (i, p) in snap.processes.iter().enumerate() {
+            let pid = self.pid(p.term, &mut out);
+            let mut name = |v: Option<&str>| v.map(|v| self.name(v, &mut out));
+            let (name, label, initial_call, ancestor) =
+                (name(p.name.as_deref()), name(p.label.as_deref()), name(p.initial_call.as_deref()), name(p.ancestor.as_deref()));
+            let current = read.current.get(i).map(|c| self.name(c, &mut out));
+            let status = self.name(p.status.label(), &mut out);
+            processes.push(ProcessRow {
+                pid,
+                name,
+                label,
+                initial_call,
+                ancestor,
+                current,
+                message_queue_len: p.message_queue_len,
+                memory_bytes: p.memory_bytes,
+                heap_bytes: p.total_heap_words * 8,
+                reductions: p.reductions,
+                status,
+                system: p.system,
+            });
+        }
+        out.push(Entry::Table { ts: read.ts_ns, processes });
+        self.writer.push(out);
+    }
+
+    fn proc(&mut self, read: &ProcRead) {
+        let cpu = read.scheduler_cpu.iter().map(|((k, n), s)| (thread_kind(*k), n.unwrap_or(0), *s)).collect();
+        self.writer.push(vec![Entry::Proc {
+            ts: read.ts_ns,
+            cpu,
+            resident_bytes: read.resident_bytes,
+            run_queues: read.run_queues.clone(),
+        }]);
+    }
+
+    fn window(&mut self, change: &WindowChange) {
+        for c in &change.capabilities {
+            if change.open && !self.open.contains(c) {
+                self.open.push(*c);
+            } else if !change.open {
+                self.open.retain(|o| o != c);
+            }
+        }
+        let capabilities = change.capabilities.iter().map(|c| c.index() as u8).collect();
+        self.writer.push(vec![Entry::Window { ts: change.ts_ns, capabilities, open: change.open }]);
+    }
+}
