@@ -23,7 +23,12 @@ pub const APT_PACKAGES: &[&str] = &[
     "time",        // GNU time: peak memory in the benchmark
     "python3-jsonschema", // validates speedscope output against speedscope's schema
     "debuginfod",  // a real debuginfod server for the tests of scope-probe's debuginfod client
+    "chromium",    // opens the HTML report headless in the tests
+    "python3-pip", // installs the `perfetto` package, whose protos parse the Perfetto export
 ];
+
+/// The `perfetto` PyPI package: its trace protos check `scope-probe export --format perfetto`.
+const PERFETTO_PY: &str = "perfetto==0.59.1";
 
 /// speedscope's file-format schema ships in its npm package; tests validate against it.
 const SPEEDSCOPE: &str = "speedscope@1.25.0";
@@ -82,6 +87,28 @@ pub fn setup() -> Result<()> {
     // Only one test needs it; the demo and the rest must not fail without it.
     if let Err(e) = fetch_speedscope_schema() {
         eprintln!("xtask: warning: {e:#} (the speedscope schema test will fail)");
+    }
+    if let Err(e) = fetch_perfetto_protos() {
+        eprintln!("xtask: warning: {e:#} (the Perfetto export test will fail)");
+    }
+    Ok(())
+}
+
+/// Installs the `perfetto` package (with protobuf) under .cache/python for Debian's python3.
+fn fetch_perfetto_protos() -> Result<()> {
+    let dir = crate::workspace_root().join(".cache/python");
+    if dir.join("perfetto/protos/perfetto/trace/perfetto_trace_pb2.py").exists() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing {PERFETTO_PY} (its trace protos) under {}", dir.display());
+    let out = Command::new("/usr/bin/python3")
+        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target"])
+        .arg(&dir)
+        .arg(PERFETTO_PY)
+        .output()
+        .context("running pip")?;
+    if !out.status.success() {
+        bail!("pip install {PERFETTO_PY} failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok(())
 }
