@@ -6,6 +6,7 @@
 pub mod flight;
 pub mod format;
 pub mod model;
+pub mod profile;
 pub mod reader;
 pub mod select;
 pub mod sink;
