@@ -6,6 +6,7 @@
 //! which hooks are attached when; `cmd` has one module per subcommand.
 
 mod aggregate;
+mod analyze;
 mod cli;
 mod cmd;
 mod config;

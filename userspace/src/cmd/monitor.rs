@@ -88,6 +88,7 @@ fn recording_meta(cli: &MonitorArgs, target: &BeamTarget) -> Meta {
         mode: cli.mode.name().into(),
         overhead_budget: cli.overhead_budget,
         frequency: cli.frequency,
+        gc_functions: target.table.hooks.iter().filter(|h| h.point == beam_probes::HookPoint::GcStart).map(|h| h.symbol.to_owned()).collect(),
     }
 }
 

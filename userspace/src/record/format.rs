@@ -38,6 +38,9 @@ pub struct Meta {
     pub mode: String,
     pub overhead_budget: f64,
     pub frequency: u64,
+    /// The VM's functions that garbage-collect (samples in them are GC).
+    #[serde(default)]
+    pub gc_functions: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -73,8 +76,9 @@ pub enum Entry {
         /// At work (running a process or port, or scheduling) rather than spinning or idle.
         working: bool,
     },
-    /// A read of the process table.
-    Table { ts: u64, processes: Vec<ProcessRow> },
+    /// A read of the process table, and the processes waiting for a call's reply with the
+    /// processes they monitor (whom they wait on).
+    Table { ts: u64, processes: Vec<ProcessRow>, waits: Vec<(u64, Vec<u64>)> },
     /// A read of /proc: CPU seconds per scheduler thread kind and number, memory, run queues.
     Proc { ts: u64, cpu: Vec<(u8, u32, f64)>, resident_bytes: Option<u64>, run_queues: Vec<u32> },
     /// The adaptive controller attached (`open`) or detached hooks of these capabilities

@@ -33,6 +33,8 @@ pub struct Sample {
 pub struct Table {
     pub t: u64,
     pub processes: Vec<ProcessRow>,
+    /// Processes waiting for a call's reply, and whom they monitor.
+    pub waits: Vec<(u64, Vec<u64>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -123,7 +125,7 @@ impl Recording {
                 Entry::Sample { ts, tid, owner, frames, erlang_leaf, native_leaf, scheduler, working } => {
                     r.samples.push(Sample { t: rel(ts), tid, owner, frames, erlang_leaf, native_leaf, scheduler, working })
                 }
-                Entry::Table { ts, processes } => r.tables.push(Table { t: rel(ts), processes }),
+                Entry::Table { ts, processes, waits } => r.tables.push(Table { t: rel(ts), processes, waits }),
                 Entry::Proc { ts, cpu, resident_bytes, run_queues } => r.procs.push(Proc { t: rel(ts), cpu, resident_bytes, run_queues }),
                 Entry::Window { ts, capabilities, open } => r.windows.push(Window { t: rel(ts), capabilities, open }),
                 Entry::Finding { ts, json } => {
@@ -223,8 +225,18 @@ impl Recording {
     /// Seconds a capability's hooks were attached (`Capability::index`): its events exist only
     /// then (trace mode: the whole recording; sample mode: never).
     pub fn observed_seconds(&self, capability: u8) -> f64 {
+        self.observed_seconds_between(capability, 0, self.end)
+    }
+
+    /// The same, within `[from, to]`.
+    pub fn observed_seconds_between(&self, capability: u8, from: u64, to: u64) -> f64 {
+        self.observed_spans(capability).iter().map(|&(a, b)| b.min(to).saturating_sub(a.max(from))).sum::<u64>() as f64 / 1e9
+    }
+
+    /// The spans `[start, end)` a capability's hooks were attached.
+    pub fn observed_spans(&self, capability: u8) -> Vec<(u64, u64)> {
+        let mut spans = Vec::new();
         let mut open: Option<u64> = None;
-        let mut total = 0u64;
         for w in &self.windows {
             if !w.capabilities.contains(&capability) {
                 continue;
@@ -232,16 +244,16 @@ impl Recording {
             match (w.open, open) {
                 (true, None) => open = Some(w.t),
                 (false, Some(start)) => {
-                    total += w.t.saturating_sub(start);
+                    spans.push((start, w.t));
                     open = None;
                 }
                 _ => {}
             }
         }
         if let Some(start) = open {
-            total += self.end.saturating_sub(start);
+            spans.push((start, self.end));
         }
-        total as f64 / 1e9
+        spans
     }
 }
 

@@ -166,7 +166,8 @@ impl Sink for Recorder {
                 system: p.system,
             });
         }
-        out.push(Entry::Table { ts: read.ts_ns, processes });
+        let waits = read.waits.iter().map(|(p, on)| (self.pid(*p, &mut out), on.iter().map(|o| self.pid(*o, &mut out)).collect())).collect();
+        out.push(Entry::Table { ts: read.ts_ns, processes, waits });
         self.writer.push(out);
     }
 

@@ -181,10 +181,10 @@ fn run(
     // Health (attached hooks, their sources) is published before the caller hears we are
     // ready: the first scrape after attach must already see it.
     publish();
-    let window = |capabilities: Vec<Capability>, open: bool| {
-        fanout.window(&WindowChange { vm, ts_ns: now_ns(), capabilities, open });
+    let window = |capabilities: Vec<Capability>, open: bool, ts_ns: u64| {
+        fanout.window(&WindowChange { vm, ts_ns, capabilities, open });
     };
-    window(probes.attached(), true);
+    window(probes.attached(), true, now_ns());
     let _ = ready.send(Ok(AttachReport { capabilities: probes.attached(), symbols: probes.attached_symbols(), plans: probes.plans() }));
     let mut last_stats = Instant::now();
     loop {
@@ -207,7 +207,7 @@ fn run(
                     if let Err(e) = probes.attach(&caps) {
                         eprintln!("scope-probe: warning: {e:#}");
                     }
-                    window(probes.attached().into_iter().filter(|c| !before.contains(c)).collect(), true);
+                    window(probes.attached().into_iter().filter(|c| !before.contains(c)).collect(), true, now_ns());
                     let now = Instant::now();
                     let mut h = health.lock().unwrap_or_else(|e| e.into_inner());
                     for c in probes.attached().into_iter().filter(|c| caps.contains(c)) {
@@ -222,7 +222,9 @@ fn run(
                     flush();
                     // The breakpoints go as the release starts; the grace period the kernel
                     // waits for after that costs the VM nothing.
-                    let now = Instant::now();
+                    // The window closes then, not when the release is done (~0.1 s later):
+                    // counting that tail as observed read rates low.
+                    let (now, ts_ns) = (Instant::now(), now_ns());
                     {
                         let mut h = health.lock().unwrap_or_else(|e| e.into_inner());
                         for c in &caps {
@@ -231,16 +233,16 @@ fn run(
                     }
                     let before = probes.attached();
                     probes.detach(&caps);
-                    window(before.into_iter().filter(|c| caps.contains(c)).collect(), false);
+                    window(before.into_iter().filter(|c| caps.contains(c)).collect(), false, ts_ns);
                     publish();
                 }
                 Ok(Command::Stop) | Err(TryRecvError::Disconnected) => {
                     // Detach first so no new events arrive, then take what is still in the buffer.
-                    let before = probes.attached();
+                    let (before, ts_ns) = (probes.attached(), now_ns());
                     probes.detach_all();
                     let _ = ring.consume();
                     flush();
-                    window(before, false);
+                    window(before, false, ts_ns);
                     publish();
                     return Ok(());
                 }
