@@ -29,8 +29,6 @@ pub struct Gc {
 
 #[derive(Debug, Default)]
 pub struct Stats {
-    /// The span looked at, seconds.
-    pub seconds: f64,
     /// Seconds each capability's hooks were attached within it.
     pub observed: HashMap<Capability, f64>,
     /// Cores: CPU samples in each Erlang function (or what the thread did), over the span.
@@ -53,7 +51,7 @@ pub struct Stats {
 impl Stats {
     pub fn of(rec: &Recording, f: &Filter) -> Stats {
         let seconds = (f.to.saturating_sub(f.from)) as f64 / 1e9;
-        let mut s = Stats { seconds, ..Stats::default() };
+        let mut s = Stats::default();
         for c in Capability::ALL {
             s.observed.insert(c, rec.observed_seconds_between(c.index() as u8, f.from, f.to));
         }

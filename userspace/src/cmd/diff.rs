@@ -15,7 +15,8 @@ pub fn run(args: DiffArgs) -> Result<()> {
     let before = crate::cmd::replay::open(&args.before)?;
     let after = crate::cmd::replay::open(&args.after)?;
     let (fb, fa) = (Filter::everything(&before, args.all), Filter::everything(&after, args.all));
-    let diff = Diff::of(&Stats::of(&before, &fb), &Stats::of(&after, &fa));
+    let (sb, sa) = (Stats::of(&before, &fb), Stats::of(&after, &fa));
+    let diff = Diff::of(&sb, &sa);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     writeln!(out, "before: {}", describe(&args.before, &before))?;
     writeln!(out, "after:  {}", describe(&args.after, &after))?;
@@ -39,6 +40,19 @@ pub fn run(args: DiffArgs) -> Result<()> {
             writeln!(out, "  {}", line(c))?;
         }
     }
+    writeln!(out)?;
+    writeln!(out, "The VM:")?;
+    let both = |b: Option<f64>, a: Option<f64>, f: &dyn Fn(f64) -> String| match (b, a) {
+        (Some(b), Some(a)) => format!("{} -> {}", f(b), f(a)),
+        _ => "not read in both".into(),
+    };
+    writeln!(out, "  schedulers' CPU   {}", both(sb.scheduler_cores, sa.scheduler_cores, &|x| format!("{x:.2} cores")))?;
+    writeln!(out, "  run queues (mean) {}", both(sb.run_queue_mean, sa.run_queue_mean, &|x| format!("{x:.2}")))?;
+    writeln!(
+        out,
+        "  resident memory   {}",
+        both(sb.resident_peak.map(|x| x as f64), sa.resident_peak.map(|x| x as f64), &|x| format!("{} at its peak", bytes(x as u64)))
+    )?;
     for n in &diff.notes {
         writeln!(out, "note: {n}")?;
     }
