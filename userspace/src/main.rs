@@ -35,7 +35,7 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     match run(cli, &matches) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         // Output piped into `head` and the like: stop quietly, as other tools do.
         Err(e) if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)) => {
             ExitCode::SUCCESS
@@ -47,7 +47,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
+fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
+    // `check` says with its status whether the hypotheses held.
+    if let Some(Command::Check(args)) = cli.command {
+        return Ok(if cmd::check::run(args)? { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+    }
     match cli.command {
         Some(Command::Config(args)) => cmd::config(args),
         Some(Command::Profile(args)) => cmd::profile::run(args),
@@ -59,8 +63,9 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<()> {
         Some(Command::Report(args)) => cmd::report::run(args),
         Some(Command::Diff(args)) => cmd::diff::run(args),
         Some(Command::Why(args)) => cmd::why::run(args),
-        Some(Command::Check(args)) => cmd::check::run(args),
+        Some(Command::Check(_)) => unreachable!("handled above"),
         Some(Command::Monitor(args)) => cmd::monitor::run(args, matches.subcommand_matches("monitor").unwrap_or(matches)),
         None => cmd::monitor::run(cli.monitor, matches),
     }
+    .map(|()| ExitCode::SUCCESS)
 }

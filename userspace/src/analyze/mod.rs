@@ -2,6 +2,7 @@
 //! between two (`diff`), where a process's time went (`why`), hypotheses checked against one
 //! (`check`).
 
+pub mod check;
 pub mod diff;
 pub mod stats;
 pub mod why;

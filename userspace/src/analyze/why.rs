@@ -25,7 +25,6 @@ pub struct Cause {
 
 #[derive(Debug)]
 pub struct Why {
-    pub pids: Vec<u64>,
     pub seconds: f64,
     pub reads: usize,
     pub samples: usize,
@@ -189,5 +188,5 @@ pub fn explain(rec: &Recording, f: &Filter, pids: &[u64]) -> Why {
     }
     causes.sort_by(|a, b| b.seconds.total_cmp(&a.seconds).then_with(|| a.what.cmp(&b.what)));
     let mailbox = queue.iter().max().map(|m| (*m, queue[0], *queue.last().expect("not empty")));
-    Why { pids: pids.to_vec(), seconds: span, reads: reads.len(), samples, causes, mailbox }
+    Why { seconds: span, reads: reads.len(), samples, causes, mailbox }
 }
