@@ -109,6 +109,10 @@ pub struct ReplayArgs {
     /// A summary of the recording only (what it holds, how long, how observed).
     #[arg(long, conflicts_with_all = ["at", "kind"])]
     pub summary: bool,
+    /// One JSON object per line (for jq and scripts): the listing's entries, or with --summary
+    /// the recording's header.
+    #[arg(long, conflicts_with = "at")]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -26,6 +26,16 @@ pub fn run(args: ReplayArgs) -> Result<()> {
     let rec = open(&args.recording)?;
     let filter = Filter::new(&rec, &args.select)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if args.json {
+        if args.summary {
+            serde_json::to_writer(&mut out, rec.meta())?;
+            writeln!(out)?;
+        } else {
+            let kinds: Vec<&str> = if args.kind.is_empty() { DEFAULT_KINDS.to_vec() } else { args.kind.iter().map(String::as_str).collect() };
+            json_lines(&mut out, &rec, &filter, &kinds, args.limit)?;
+        }
+        return Ok(out.flush()?);
+    }
     summary(&mut out, &args.recording.display().to_string(), &rec)?;
     if args.summary {
         return Ok(out.flush()?);
@@ -44,8 +54,8 @@ pub fn run(args: ReplayArgs) -> Result<()> {
 /// Reads a recording; a damaged tail is said once and what came before is used.
 pub fn open(path: &std::path::Path) -> Result<Recording> {
     let rec = Recording::open(path)?;
-    if let Some(d) = &rec.damage {
-        eprintln!("scope-probe: warning: {}: {d}; using what comes before", path.display());
+    for d in &rec.damage {
+        eprintln!("scope-probe: warning: {}: {d}", path.display());
     }
     Ok(rec)
 }
@@ -102,10 +112,10 @@ pub fn summary(out: &mut impl Write, name: &str, rec: &Recording) -> Result<()> 
     Ok(())
 }
 
-/// Entries of every kind in time order.
-fn list(out: &mut impl Write, rec: &Recording, f: &Filter, kinds: &[&str], limit: usize) -> Result<()> {
+/// The entries a listing shows, as (time, source, index), in time order: sources 0 events,
+/// 1 samples, 2 table reads, 3 /proc reads, 4 windows, 5 findings.
+fn order(rec: &Recording, f: &Filter, kinds: &[&str]) -> Vec<(u64, u8, usize)> {
     let want = |k: &str| kinds.contains(&k);
-    // (time, source, index): merged by time, each source already in order.
     let mut order: Vec<(u64, u8, usize)> = Vec::new();
     for (i, e) in rec.events.iter().enumerate() {
         let k = kind(&e.what);
@@ -137,6 +147,12 @@ fn list(out: &mut impl Write, rec: &Recording, f: &Filter, kinds: &[&str], limit
         order.extend(rec.findings.iter().enumerate().filter(|(_, x)| f.time(x.t)).map(|(i, x)| (x.t, 5, i)));
     }
     order.sort_unstable();
+    order
+}
+
+/// Entries of every kind in time order.
+fn list(out: &mut impl Write, rec: &Recording, f: &Filter, kinds: &[&str], limit: usize) -> Result<()> {
+    let order = order(rec, f, kinds);
     let total = order.len();
     let shown = if limit == 0 { total } else { total.min(limit) };
     writeln!(out, "{:>10}  {:<9} WHAT", "TIME", "KIND")?;
@@ -372,6 +388,57 @@ fn running_at(out: &mut impl Write, rec: &Recording, f: &Filter, t: u64) -> Resu
             };
             writeln!(out, "  {kind} {n:<3} {text}")?;
         }
+    }
+    Ok(())
+}
+
+/// The listing as JSON lines: times in seconds, pids as Erlang prints them, with names.
+fn json_lines(out: &mut impl Write, rec: &Recording, f: &Filter, kinds: &[&str], limit: usize) -> Result<()> {
+    use serde_json::{Value, json};
+    let proc_ = |pid: u64| json!({"pid": rec.pid(pid), "name": rec.identity(pid)});
+    let order = order(rec, f, kinds);
+    let shown = if limit == 0 { order.len() } else { order.len().min(limit) };
+    for &(t, source, i) in &order[..shown] {
+        let mut v: Value = match source {
+            0 => match rec.events[i].what {
+                What::Send { from, to } => json!({"kind": "send", "from": proc_(from), "to": proc_(to)}),
+                What::Schedule { pid, run_ns, reductions } => json!({"kind": "schedule", "process": proc_(pid), "run_ns": run_ns, "reductions": reductions, "tid": rec.events[i].tid}),
+                What::Gc { pid, duration_ns } => json!({"kind": "gc", "process": proc_(pid), "duration_ns": duration_ns}),
+                What::Spawn { parent, child } => json!({"kind": "spawn", "parent": parent.map(proc_), "child": proc_(child)}),
+                What::Exit { pid } => json!({"kind": "exit", "process": proc_(pid)}),
+            },
+            1 => {
+                let s = &rec.samples[i];
+                let owner = match s.owner {
+                    Owner::Process(p) => proc_(p),
+                    Owner::Thread(l) => json!({"thread": rec.name(l)}),
+                };
+                let frames: Vec<&str> = s.frames.iter().map(|&id| rec.name(id)).collect();
+                json!({"kind": "sample", "owner": owner, "frames": frames, "tid": s.tid})
+            }
+            2 => {
+                let rows: Vec<Value> = rec.tables[i]
+                    .processes
+                    .iter()
+                    .filter(|p| f.process(rec, p.pid))
+                    .map(|p| json!({"pid": rec.pid(p.pid), "name": rec.identity(p.pid), "status": rec.name(p.status), "message_queue_len": p.message_queue_len, "memory_bytes": p.memory_bytes, "reductions": p.reductions, "current": p.current.map(|c| rec.name(c))}))
+                    .collect();
+                json!({"kind": "table", "processes": rows})
+            }
+            3 => {
+                let p = &rec.procs[i];
+                json!({"kind": "proc", "resident_bytes": p.resident_bytes, "run_queues": p.run_queues})
+            }
+            4 => {
+                let w = &rec.windows[i];
+                let caps: Vec<&str> = w.capabilities.iter().map(|c| capability_name(*c)).collect();
+                json!({"kind": "window", "open": w.open, "capabilities": caps})
+            }
+            _ => json!({"kind": "finding", "finding": rec.findings[i].json}),
+        };
+        v["t"] = json!(t as f64 / 1e9);
+        serde_json::to_writer(&mut *out, &v)?;
+        writeln!(out)?;
     }
     Ok(())
 }

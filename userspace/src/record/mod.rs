@@ -12,5 +12,8 @@ pub mod select;
 pub mod sink;
 pub mod writer;
 
+#[cfg(test)]
+mod tests;
+
 /// What a recording's header says it is.
 pub const FORMAT_NAME: &str = "scope-probe recording";

@@ -72,8 +72,9 @@ pub struct Recording {
     pub findings: Vec<Finding>,
     /// Entries the recorder dropped.
     pub lost: u64,
-    /// The reading stopped early on damage (what was read before is here).
-    pub damage: Option<String>,
+    /// Damage met while reading: blocks skipped, or where the reading stopped (what is
+    /// intact is here).
+    pub damage: Vec<String>,
     /// The last time seen.
     pub end: u64,
     /// Who each process was, from the table reads (the latest read that saw it).
@@ -99,8 +100,8 @@ impl ProcessInfo {
 }
 
 impl Recording {
-    /// Reads `path` whole. A damaged tail is reported in `damage`, not as an error: what was
-    /// read before it stays usable. A file that is not a recording at all is an error.
+    /// Reads `path` whole. Damage is reported in `damage`, not as an error: what is intact
+    /// stays usable. A file that is not a recording at all is an error.
     pub fn open(path: &Path) -> Result<Recording> {
         let reader = Reader::open(path).with_context(|| format!("{}", path.display()))?;
         let start = reader.meta.started_monotonic_ns;
@@ -109,9 +110,10 @@ impl Recording {
         for entry in reader {
             let entry = match entry {
                 Ok(e) => e,
+                // The reader goes on past a damaged block when it can, and ends otherwise.
                 Err(e) => {
-                    r.damage = Some(e.to_string());
-                    break;
+                    r.damage.push(e.to_string());
+                    continue;
                 }
             };
             match entry {

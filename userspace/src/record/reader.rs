@@ -1,7 +1,8 @@
 //! Reading recordings: the header first (bad magic or an unknown version is refused with a
-//! clear error), then block by block; a block that is truncated or corrupt (its checksum, its
-//! compression or an entry in it) ends the reading with an error that says where, and what was
-//! read before stays usable.
+//! clear error), then block by block. A corrupt block (its checksum, its compression or an
+//! entry in it) is reported with where it is and skipped: reading goes on at the next block,
+//! found by its magic when the damage hit a block's header. A file cut short ends with an
+//! error saying so; everything intact before stays usable.
 
 use std::fmt;
 use std::io::Read;
@@ -18,10 +19,12 @@ pub enum ReadError {
     Version(u16),
     /// The header is cut short or its meta is not what a recording says.
     Header(String),
-    /// A block at this byte offset is cut short or corrupt.
+    /// A block at this byte offset is cut short or corrupt; `resumed`: the reading goes on
+    /// after it.
     Block {
         offset: u64,
         reason: String,
+        resumed: bool,
     },
 }
 
@@ -34,7 +37,12 @@ impl fmt::Display for ReadError {
             }
             ReadError::Version(v) => write!(f, "a recording of format version {v}; this scope-probe reads version {VERSION}"),
             ReadError::Header(why) => write!(f, "its header is damaged: {why}"),
-            ReadError::Block { offset, reason } => write!(f, "damaged at byte {offset}: {reason} (what comes before is intact)"),
+            ReadError::Block { offset, reason, resumed: true } => {
+                write!(f, "damaged at byte {offset}: {reason} (skipped; the blocks around it are intact)")
+            }
+            ReadError::Block { offset, reason, resumed: false } => {
+                write!(f, "damaged at byte {offset}: {reason} (what comes before is intact)")
+            }
         }
     }
 }
@@ -49,7 +57,7 @@ impl From<std::io::Error> for ReadError {
 
 /// A recording being read.
 pub struct Reader<R: Read> {
-    input: R,
+    input: Carried<R>,
     pub meta: Meta,
     offset: u64,
     pending: std::vec::IntoIter<Entry>,
@@ -114,58 +122,96 @@ impl<R: Read> Reader<R> {
         if meta.format != super::FORMAT_NAME {
             return Err(ReadError::Header(format!("it says it is a {:?}", meta.format)));
         }
-        Ok(Reader { input, meta, offset: 14 + u64::from(len), pending: Vec::new().into_iter(), done: false })
+        Ok(Reader {
+            input: Carried { carry: Vec::new(), input },
+            meta,
+            offset: 14 + u64::from(len),
+            pending: Vec::new().into_iter(),
+            done: false,
+        })
     }
 
     /// The next block's entries; `Ok(None)` at the end.
     fn next_block(&mut self) -> Result<Option<Vec<Entry>>, ReadError> {
         let at = self.offset;
-        let bad = |reason: String| ReadError::Block { offset: at, reason };
+        let end = |reason: &str| ReadError::Block { offset: at, reason: reason.into(), resumed: false };
         let mut head = [0u8; 16];
         match read_full(&mut self.input, &mut head) {
             Ok(true) => {}
             Ok(false) => return Ok(None),
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                return Err(bad("a block cut short".into()));
+                return Err(end("a block cut short (the recorder stopped while writing it?)"));
             }
             Err(e) => return Err(e.into()),
         }
         if &head[..4] != BLOCK_MAGIC {
-            return Err(bad("no block starts there".into()));
+            return Err(self.resync(at, &head));
         }
         let word = |i: usize| u32::from_le_bytes(head[i..i + 4].try_into().expect("4 bytes"));
         let (raw_len, packed_len, crc) = (word(4), word(8), word(12));
         if raw_len > MAX_BLOCK || packed_len > MAX_BLOCK {
-            return Err(bad(format!("a block of {raw_len} bytes ({packed_len} packed)")));
+            // The header is damaged: its lengths cannot be trusted; look for the next block.
+            return Err(self.resync(at, &head));
         }
         let mut packed = vec![0u8; packed_len as usize];
         if !matches!(read_full(&mut self.input, &mut packed), Ok(true)) && packed_len > 0 {
-            return Err(bad("a block cut short".into()));
+            return Err(end("a block cut short (the recorder stopped while writing it?)"));
         }
         self.offset += 16 + u64::from(packed_len);
+        let skipped = |reason: String| ReadError::Block { offset: at, reason, resumed: true };
         if crc32fast::hash(&packed) != crc {
-            return Err(bad("its checksum does not match".into()));
+            return Err(skipped("its checksum does not match".into()));
         }
-        let raw = zstd::bulk::decompress(&packed, raw_len as usize).map_err(|e| bad(format!("it does not decompress: {e}")))?;
+        let raw = zstd::bulk::decompress(&packed, raw_len as usize).map_err(|e| skipped(format!("it does not decompress: {e}")))?;
         if raw.len() != raw_len as usize {
-            return Err(bad("it decompresses to the wrong length".into()));
+            return Err(skipped("it decompresses to the wrong length".into()));
         }
         let mut entries = Vec::new();
         let mut rest = &raw[..];
         while !rest.is_empty() {
             if rest.len() < 4 {
-                return Err(bad("an entry cut short".into()));
+                return Err(skipped("an entry cut short".into()));
             }
             let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes"));
             if len > MAX_ENTRY || rest.len() < 4 + len as usize {
-                return Err(bad(format!("an entry of {len} bytes")));
+                return Err(skipped(format!("an entry of {len} bytes")));
             }
             let entry: Entry =
-                postcard::from_bytes(&rest[4..4 + len as usize]).map_err(|e| bad(format!("an entry does not decode: {e}")))?;
+                postcard::from_bytes(&rest[4..4 + len as usize]).map_err(|e| skipped(format!("an entry does not decode: {e}")))?;
             entries.push(entry);
             rest = &rest[4 + len as usize..];
         }
         Ok(Some(entries))
+    }
+
+    /// After bytes that are not a block's start (`head`, read at `at`): looks for the next
+    /// block's magic and stops before it, so that the next read starts there.
+    fn resync(&mut self, at: u64, head: &[u8; 16]) -> ReadError {
+        // The magic may start inside what was read already.
+        let mut window: Vec<u8> = head[1..].to_vec();
+        let mut skipped = 1u64;
+        loop {
+            if let Some(i) = window.windows(4).position(|w| w == BLOCK_MAGIC) {
+                skipped += i as u64;
+                let mut carry = window.split_off(i);
+                carry.extend_from_slice(&self.input.carry);
+                self.input.carry = carry;
+                self.offset = at + skipped;
+                return ReadError::Block { offset: at, reason: format!("{skipped} bytes that are not a block"), resumed: true };
+            }
+            // Keep the last three bytes: a magic may straddle reads.
+            let keep = window.len().saturating_sub(3);
+            skipped += keep as u64;
+            window.drain(..keep);
+            let mut buf = [0u8; 4096];
+            match self.input.read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    self.done = true;
+                    return ReadError::Block { offset: at, reason: "bytes that are not a block, to the end".into(), resumed: false };
+                }
+                Ok(n) => window.extend_from_slice(&buf[..n]),
+            }
+        }
     }
 }
 
@@ -187,10 +233,30 @@ impl<R: Read> Iterator for Reader<R> {
                     return None;
                 }
                 Err(e) => {
-                    self.done = true;
+                    if !matches!(e, ReadError::Block { resumed: true, .. }) {
+                        self.done = true;
+                    }
                     return Some(Err(e));
                 }
             }
         }
+    }
+}
+
+/// The input, with bytes read ahead while looking for a block given back first.
+struct Carried<R> {
+    carry: Vec<u8>,
+    input: R,
+}
+
+impl<R: Read> Read for Carried<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.carry.is_empty() {
+            return self.input.read(buf);
+        }
+        let n = buf.len().min(self.carry.len());
+        buf[..n].copy_from_slice(&self.carry[..n]);
+        self.carry.drain(..n);
+        Ok(n)
     }
 }
