@@ -503,7 +503,9 @@ pub fn check(rec: &Recording, a: &Assertion) -> Outcome {
     };
     evidence.insert(0, format!("{} {} is {}{of}", a.aggregate.name(), a.metric.name(), shown(value)));
     // The values that break it (or, for max, the largest), with where and when.
-    if matches!(a.aggregate, Aggregate::Max | Aggregate::Min) || !holds {
+    // (A count, total or rate has no one value to blame.)
+    let measured = !matches!(a.aggregate, Aggregate::Count | Aggregate::Total | Aggregate::Rate);
+    if measured && (matches!(a.aggregate, Aggregate::Max | Aggregate::Min) || !holds) {
         let mut worst: Vec<&Sample> = samples.iter().filter(|s| !a.op.holds(s.value, a.value) || !holds).collect();
         match a.aggregate {
             Aggregate::Min => worst.sort_by(|x, y| x.value.total_cmp(&y.value)),
