@@ -150,6 +150,8 @@ fn run(cli: Cli) -> Result<()> {
             }
             eprintln!("xtask: extra targets provisioned in {:.1?}", t.elapsed());
             let mut failed = Vec::new();
+            // The flight recorder's ten-minute test runs beside the others (its VM idles).
+            let long = spawn_long_test(&bin, "flight_recorder")?;
             if let Err(e) = test(&bin, &[], None, &[]) {
                 failed.push(format!("host: {e:#}"));
             }
@@ -177,6 +179,9 @@ fn run(cli: Cli) -> Result<()> {
                 if let Err(e) = r {
                     failed.push(format!("{target}: {e:#}"));
                 }
+            }
+            if let Err(e) = long.wait() {
+                failed.push(format!("host: {e:#}"));
             }
             if !failed.is_empty() {
                 bail!("tests failed: {}", failed.join("; "));
@@ -209,6 +214,61 @@ fn cargo() -> Command {
     let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     c.current_dir(workspace_root());
     c
+}
+
+/// A test binary's ignored (long) tests running in the background, its output in a log.
+struct LongTest {
+    name: &'static str,
+    child: std::process::Child,
+    log: PathBuf,
+    started: std::time::Instant,
+}
+
+/// Builds the test binary `name` and starts its `--ignored` tests against the host's OTP.
+fn spawn_long_test(bin: &std::path::Path, name: &'static str) -> Result<LongTest> {
+    let out = cargo()
+        .args(["test", "--release", "-p", "scope-probe-tests", "--test", name, "--no-run", "--message-format=json"])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("building the long tests")?;
+    if !out.status.success() {
+        bail!("building the {name} test failed");
+    }
+    let exe = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|m| m["target"]["name"] == name && m["executable"].is_string())
+        .and_then(|m| m["executable"].as_str().map(PathBuf::from))
+        .with_context(|| format!("no executable for the {name} test"))?;
+    let dir = workspace_root().join("target/test-artefacts");
+    std::fs::create_dir_all(&dir)?;
+    let log = dir.join(format!("{name}.log"));
+    let file = std::fs::File::create(&log)?;
+    eprintln!("xtask: running {name}'s long tests in the background (log: {})", log.display());
+    let child = Command::new(exe)
+        .args(["--ignored", "--test-threads=1"])
+        .current_dir(workspace_root().join("tests"))
+        .env("SCOPE_PROBE_BIN", bin)
+        .env(scope_probe_tests::beam::TARGET_VAR, "host")
+        .env("DEBUGINFOD_URLS", "")
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .spawn()
+        .with_context(|| format!("starting the {name} test"))?;
+    Ok(LongTest { name, child, log, started: std::time::Instant::now() })
+}
+
+impl LongTest {
+    fn wait(mut self) -> Result<()> {
+        let status = self.child.wait()?;
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        eprintln!("xtask: {}'s long tests: {} in {:.1?}", self.name, if status.success() { "passed" } else { "FAILED" }, self.started.elapsed());
+        if !status.success() {
+            eprintln!("{log}");
+            bail!("{}'s long tests failed (log: {})", self.name, self.log.display());
+        }
+        Ok(())
+    }
 }
 
 /// Builds the release binary and returns its path.

@@ -262,6 +262,10 @@ async fn monitor(
         state: state.clone(),
         control: control.clone(),
         alerts: alerts.as_ref().map(|a| a.stats.clone()),
+        recording: recorder.as_ref().map(|r| crate::record::RecordingStats {
+            writer: lock(r).writer().stats.clone(),
+            flight: flight.as_ref().map(|f| f.stats.clone()),
+        }),
         names: names.clone(),
         build: BuildLabels {
             otp_release: target.otp_release.clone(),
@@ -282,7 +286,10 @@ async fn monitor(
     let reason = wait_for_stop(cli.duration, &target, limit).await;
     if let Some(p) = progress {
         p.abort();
-        eprintln!();
+        // The progress line is rewritten in place on a terminal: end it.
+        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            eprintln!();
+        }
     }
     // The detectors and the controller first (it closes its window), then the probes; alerts
     // last (their last delivery is tried on the way out).

@@ -94,7 +94,7 @@ pub fn summary(out: &mut impl Write, name: &str, rec: &Recording) -> Result<()> 
     )?;
     writeln!(
         out,
-        "# {} events ({} sends, {} schedules, {} GCs, {} spawns, {} exits), {} CPU samples, {} table reads, {} findings{}",
+        "# {} events ({} sends, {} schedules, {} GCs, {} spawns, {} exits), {} CPU samples, {} table reads, {} finding changes{}",
         count(rec.events.len() as u64),
         count(by_kind[0]),
         count(by_kind[1]),
@@ -230,6 +230,17 @@ fn sample_text(rec: &Recording, s: &crate::record::model::Sample) -> String {
 
 fn table_text(rec: &Recording, f: &Filter, t: &crate::record::model::Table) -> String {
     let shown: Vec<_> = t.processes.iter().filter(|p| f.process(rec, p.pid)).collect();
+    // Processes asked for: how each was at this read.
+    if f.pids.is_some() {
+        let rows: Vec<String> = shown
+            .iter()
+            .map(|p| {
+                let current = p.current.map(|c| rec.name(c)).unwrap_or("?");
+                format!("{} {}, mailbox {}, {}, in {current}", rec.who(p.pid), rec.name(p.status), count(p.message_queue_len), bytes(p.memory_bytes))
+            })
+            .collect();
+        return if rows.is_empty() { "(not in this read)".into() } else { rows.join("; ") };
+    }
     let longest = shown.iter().max_by_key(|p| p.message_queue_len);
     let largest = shown.iter().max_by_key(|p| p.memory_bytes);
     let mut s = format!("{} processes", count(t.processes.len() as u64));
@@ -293,17 +304,20 @@ fn state_at(out: &mut impl Write, rec: &Recording, f: &Filter, t: u64) -> Result
             _ => {}
         }
     }
+    // Spawned since and already gone again: not live at the moment.
+    spawned.retain(|c| !exited.contains(c));
+    let live = table.processes.iter().filter(|p| !exited.contains(&p.pid)).count() + spawned.len();
     let rows: Vec<_> = table.processes.iter().filter(|p| f.process(rec, p.pid) && !exited.contains(&p.pid)).collect();
     let hidden = table.processes.iter().filter(|p| p.system && !f.all).count();
     writeln!(
         out,
         "Processes: {} live (table read at {}, {before}){}{}",
-        count((table.processes.len() - exited.len() + spawned.len()) as u64),
+        count(live as u64),
         at(table.t),
         if spawned.is_empty() && exited.is_empty() {
             String::new()
         } else {
-            format!("; since then {} spawned, {} exited", spawned.len(), exited.len())
+            format!("; since then {} spawned and alive, {} exited", spawned.len(), exited.len())
         },
         if hidden > 0 { format!("; {hidden} of OTP's own hidden (--all shows them)") } else { String::new() },
     )?;

@@ -21,6 +21,7 @@ pub struct App {
     pub state: aggregate::State,
     pub control: Arc<std::sync::Mutex<ControlState>>,
     pub alerts: Option<Arc<AlertStats>>,
+    pub recording: Option<crate::record::RecordingStats>,
     pub names: Arc<dyn PidNames>,
     pub build: BuildLabels,
 }
@@ -84,6 +85,7 @@ async fn scrape(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
                 control: &control,
                 findings: &findings,
                 alerts: app.alerts.as_deref(),
+                recording: app.recording.as_ref(),
                 attached,
                 names: &*app.names,
             },

@@ -45,6 +45,8 @@ pub struct ScrapeInput<'a> {
     pub control: &'a ControlState,
     pub findings: &'a Findings,
     pub alerts: Option<&'a AlertStats>,
+    /// The recorder's counts, when a recording or the flight recorder runs.
+    pub recording: Option<&'a crate::record::RecordingStats>,
     /// Whether scope-probe observes a live VM.
     pub attached: bool,
     pub names: &'a dyn PidNames,
@@ -244,6 +246,9 @@ pub fn render(agg: &Aggregator, input: ScrapeInput<'_>) -> String {
 
     render_control(&mut r, input.control);
     render_findings(&mut r, input.findings, input.alerts);
+    if let Some(rec) = input.recording {
+        render_recording(&mut r, rec);
+    }
     counter(
         &mut r,
         "scope_probe_snapshot_torn_records",
@@ -255,6 +260,24 @@ pub fn render(agg: &Aggregator, input: ScrapeInput<'_>) -> String {
     // Writing to a String cannot fail.
     let _ = encode(&mut out, &r);
     out
+}
+
+/// The recorder: what it wrote and dropped; the flight recorder's disk and kept recordings.
+fn render_recording(r: &mut Registry, rec: &crate::record::RecordingStats) {
+    let w = &rec.writer;
+    counter(r, "scope_probe_recording_entries", "Entries written to the recording", w.entries.load(Ordering::Relaxed));
+    counter(r, "scope_probe_recording_bytes", "Bytes written to the recording (compressed)", w.bytes.load(Ordering::Relaxed));
+    counter(
+        r,
+        "scope_probe_recording_dropped",
+        "Entries dropped because the recording's writer queue was full (counted in the file too)",
+        w.dropped.load(Ordering::Relaxed),
+    );
+    if let Some(f) = &rec.flight {
+        gauge(r, "scope_probe_flight_segment_bytes", "Bytes the flight recorder's segments take on disk", f.segment_bytes.load(Ordering::Relaxed) as i64);
+        counter(r, "scope_probe_flight_kept", "Recordings the flight recorder kept around findings", f.kept.load(Ordering::Relaxed));
+        counter(r, "scope_probe_flight_errors", "Flight recorder errors (rotating, keeping; said on stderr)", f.errors.load(Ordering::Relaxed));
+    }
 }
 
 /// The detectors' findings (always one series per kind, 0 when quiet) and the alerts' delivery.

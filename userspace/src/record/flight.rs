@@ -191,6 +191,8 @@ impl State {
         if self.current.started.elapsed() >= segment || too_big {
             self.rotate(stats)?;
         }
+        let total: u64 = self.closed.iter().chain(std::iter::once(&self.current)).map(|s| size(&s.path)).sum();
+        stats.segment_bytes.store(total, Ordering::Relaxed);
         Ok(())
     }
 
@@ -215,8 +217,9 @@ impl State {
         while self.closed.len() > 1 && now.duration_since(self.closed[1].started) > self.settings.window {
             self.delete_oldest(stats);
         }
+        // The closed segments leave room for the one being written (it rotates at a sixth).
         let mut total: u64 = self.closed.iter().map(|s| size(&s.path)).sum();
-        while total > self.settings.max_bytes && !self.closed.is_empty() {
+        while total > self.settings.max_bytes - self.settings.max_bytes / 6 && !self.closed.is_empty() {
             total -= size(&self.closed[0].path);
             self.delete_oldest(stats);
         }

@@ -15,5 +15,11 @@ pub mod writer;
 #[cfg(test)]
 mod tests;
 
+/// What the recorder did, for the metrics: the writer's counts, and the flight recorder's.
+pub struct RecordingStats {
+    pub writer: std::sync::Arc<writer::WriterStats>,
+    pub flight: Option<std::sync::Arc<flight::FlightStats>>,
+}
+
 /// What a recording's header says it is.
 pub const FORMAT_NAME: &str = "scope-probe recording";
