@@ -327,3 +327,55 @@ fn check_on_a_live_vm() {
     let (out, text) = run(&["check", "--pid", &pid, "--assert", "max mailbox <<< 3"]);
     assert!(!out.status.success() && text.contains("expected an operator") && !text.contains("attached"), "{text}");
 }
+
+/// A recorder killed outright leaves a file that reads up to its last whole block; files that
+/// are not recordings, or are damaged, get a clear error or warning, never a panic.
+#[test]
+fn a_killed_recorder_leaves_a_readable_file_and_bad_files_are_refused() {
+    let mut beam = Beam::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("killed.scope");
+    let recorder = record(&beam, &path, &["--mode", "trace", "--snapshot-interval", "1s"]);
+    beam.call("scope_fixtures:sends(20000)");
+    // Blocks are written each second: wait for a few, then no chance to finish the file.
+    std::thread::sleep(Duration::from_secs(3));
+    let (status, stderr) = recorder.finish(Stop::Signal(libc::SIGKILL));
+    assert!(!status.success(), "{stderr:?}");
+    let (out, text) = run(&["replay", path.to_str().unwrap(), "--summary"]);
+    assert!(out.status.success(), "{text}");
+    let sends: u64 = text
+        .split(" sends")
+        .next()
+        .and_then(|s| s.rsplit(['(', ' ']).next())
+        .map(|n| n.replace(',', "").parse().unwrap())
+        .expect("a send count");
+    assert!(sends >= 20000, "the killed recording holds {sends} sends of the 20,000: {text}");
+
+    // Cut in the middle of a block: the blocks before read, with a warning saying where.
+    let bytes = std::fs::read(&path).unwrap();
+    let cut = dir.path().join("cut.scope");
+    std::fs::write(&cut, &bytes[..bytes.len() - 100]).unwrap();
+    let (out, text) = run(&["replay", cut.to_str().unwrap(), "--summary"]);
+    assert!(out.status.success() && text.contains("warning") && text.contains("cut short"), "{text}");
+    // A byte flipped inside: that block skipped, said where.
+    let mut flipped = bytes.clone();
+    let n = flipped.len();
+    flipped[n / 2] ^= 0xff;
+    let bad = dir.path().join("flipped.scope");
+    std::fs::write(&bad, &flipped).unwrap();
+    let (out, text) = run(&["replay", bad.to_str().unwrap(), "--summary"]);
+    assert!(out.status.success() && text.contains("damaged at byte"), "{text}");
+    // Not recordings at all.
+    for (what, content) in [("passwd", std::fs::read("/etc/passwd").unwrap()), ("empty", Vec::new())] {
+        let f = dir.path().join(what);
+        std::fs::write(&f, content).unwrap();
+        for cmd in [&["replay", f.to_str().unwrap()][..], &["export", f.to_str().unwrap()], &["why", f.to_str().unwrap(), "x"]] {
+            let (out, text) = run(cmd);
+            assert_eq!(out.status.code(), Some(1), "{cmd:?}: {text}");
+            assert!(text.contains("not a scope-probe recording") && !text.contains("panicked"), "{cmd:?}: {text}");
+        }
+    }
+    let (out, text) = run(&["replay", dir.path().join("missing.scope").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("No such file"), "{text}");
+}
