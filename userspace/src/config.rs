@@ -73,7 +73,7 @@ impl ConfigFile {
 
     pub fn parse(text: &str) -> Result<ConfigFile> {
         let file: ConfigFile = toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
-        for (name, _) in &file.alerts.labels {
+        for name in file.alerts.labels.keys() {
             crate::cli::parse_label(&format!("{name}=")).map_err(|e| anyhow::anyhow!("alerts.labels: {e}"))?;
         }
         Ok(file)

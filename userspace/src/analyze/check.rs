@@ -233,7 +233,7 @@ fn tokens(s: &str) -> Result<Vec<String>, ParseError> {
 }
 
 fn value(s: &str, metric: Metric) -> Result<f64, ParseError> {
-    let t = s.trim().replace('_', "").replace(',', "");
+    let t = s.trim().replace(['_', ','], "");
     let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-')).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: f64 = num.parse().map_err(|_| ParseError(format!("{s:?} is not a number")))?;

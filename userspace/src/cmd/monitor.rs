@@ -306,7 +306,7 @@ async fn monitor(
     }
     summary(reason, &state);
     // The recording last: it has everything the sources delivered.
-    if let Some(f) = flight.and_then(|f| Arc::into_inner(f)) {
+    if let Some(f) = flight.and_then(Arc::into_inner) {
         f.finish()?;
     }
     if let Some(r) = recorder {

@@ -90,7 +90,7 @@ impl Detector for GcStorm {
             }
         }
         let mut top: Vec<(u64, u64)> = per.into_iter().collect();
-        top.sort_by(|a, b| b.1.cmp(&a.1));
+        top.sort_by_key(|t| std::cmp::Reverse(t.1));
         let list: Vec<String> = top
             .iter()
             .take(5)

@@ -76,7 +76,7 @@ impl Detector for HotProcess {
                 continue;
             }
             let mut top: Vec<(&Arc<str>, u64)> = functions.iter().filter(|((p, _), _)| *p == pid).map(|((_, f), n)| (f, *n)).collect();
-            top.sort_by(|a, b| b.1.cmp(&a.1));
+            top.sort_by_key(|t| std::cmp::Reverse(t.1));
             let list: Vec<String> = top.iter().take(5).map(|(f, k)| format!("{f} {:.0}%", *k as f64 * 100.0 / n as f64)).collect();
             let who = ctx.who(pid);
             out.push(Observation {

@@ -39,7 +39,7 @@ impl LongSchedule {
     pub fn new(s: Settings, frequency: u64) -> LongSchedule {
         LongSchedule {
             s,
-            period_ns: if frequency > 0 { 1_000_000_000 / frequency } else { 0 },
+            period_ns: 1_000_000_000u64.checked_div(frequency).unwrap_or(0),
             runs: HashMap::new(),
             candidates: HashMap::new(),
             slices: HashMap::new(),
@@ -117,7 +117,7 @@ impl Detector for LongSchedule {
                     *top.entry(f).or_default() += 1;
                 }
                 let mut top: Vec<(&Arc<str>, u64)> = top.into_iter().collect();
-                top.sort_by(|a, b| b.1.cmp(&a.1));
+                top.sort_by_key(|t| std::cmp::Reverse(t.1));
                 let functions: Vec<String> = top.iter().take(3).map(|(f, _)| f.to_string()).collect();
                 let ms = longest as f64 / 1e6;
                 Observation {

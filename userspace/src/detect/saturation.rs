@@ -94,7 +94,7 @@ impl Detector for SchedulerSaturation {
             }
         }
         let mut top: Vec<(u64, u64)> = per.into_iter().collect();
-        top.sort_by(|a, b| b.1.cmp(&a.1));
+        top.sort_by_key(|t| std::cmp::Reverse(t.1));
         let list: Vec<String> =
             top.iter().take(5).map(|(p, n)| format!("{} {:.0}%", ctx.who(*p), *n as f64 * 100.0 / working.max(1) as f64)).collect();
         let queues = self.queues.back().map(|q| q.2.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(", ")).unwrap_or_default();

@@ -262,7 +262,7 @@ impl Recording {
 /// Parses a time given as `12.5s`, `1m`, `250ms` or plain seconds.
 pub fn parse_time(s: &str) -> Result<u64, String> {
     if let Ok(secs) = s.trim().parse::<f64>() {
-        return (secs >= 0.0).then(|| (secs * 1e9) as u64).ok_or_else(|| format!("{s:?} is before the start"));
+        return (secs >= 0.0).then_some((secs * 1e9) as u64).ok_or_else(|| format!("{s:?} is before the start"));
     }
     // humantime does not take fractions ("12.5s"): seconds with a fraction are read by hand.
     if let Some(secs) = s.trim().strip_suffix('s').and_then(|v| v.parse::<f64>().ok()) {
