@@ -58,6 +58,25 @@ pub struct Finding {
     pub json: serde_json::Value,
 }
 
+/// The recording's own string ids.
+#[derive(Default)]
+struct Ids {
+    texts: Vec<String>,
+    by_text: HashMap<String, u32>,
+}
+
+impl Ids {
+    fn intern(&mut self, text: &str) -> u32 {
+        if let Some(&id) = self.by_text.get(text) {
+            return id;
+        }
+        let id = self.texts.len() as u32;
+        self.texts.push(text.to_owned());
+        self.by_text.insert(text.to_owned(), id);
+        id
+    }
+}
+
 /// A recording in memory.
 #[derive(Debug, Default)]
 pub struct Recording {
@@ -107,6 +126,10 @@ impl Recording {
         let start = reader.meta.started_monotonic_ns;
         let mut r = Recording { meta: Some(reader.meta.clone()), ..Recording::default() };
         let rel = |ts: u64| ts.saturating_sub(start);
+        // A file's name ids hold until it defines them again (a new segment, a full interner):
+        // each is mapped to this recording's own id as it is read.
+        let mut ids = Ids::default();
+        let mut file_ids: HashMap<u32, u32> = HashMap::new();
         for entry in reader {
             let entry = match entry {
                 Ok(e) => e,
@@ -116,18 +139,33 @@ impl Recording {
                     continue;
                 }
             };
+            let mut id = |file_id: u32| *file_ids.entry(file_id).or_insert_with(|| ids.intern("?"));
             match entry {
-                Entry::Name { id, text } => {
-                    r.names.insert(id, text);
+                Entry::Name { id: file_id, text } => {
+                    file_ids.insert(file_id, ids.intern(&text));
                 }
                 Entry::Pid { term, text } => {
                     r.pids.insert(term, text);
                 }
                 Entry::Event { ts, tid, what } => r.events.push(Event { t: rel(ts), tid, what }),
                 Entry::Sample { ts, tid, owner, frames, erlang_leaf, native_leaf, scheduler, working } => {
+                    let owner = match owner {
+                        Owner::Thread(label) => Owner::Thread(id(label)),
+                        p => p,
+                    };
+                    let frames = frames.into_iter().map(&mut id).collect();
+                    let (erlang_leaf, native_leaf) = (erlang_leaf.map(&mut id), native_leaf.map(&mut id));
                     r.samples.push(Sample { t: rel(ts), tid, owner, frames, erlang_leaf, native_leaf, scheduler, working })
                 }
-                Entry::Table { ts, processes, waits } => r.tables.push(Table { t: rel(ts), processes, waits }),
+                Entry::Table { ts, mut processes, waits } => {
+                    for p in &mut processes {
+                        for field in [&mut p.name, &mut p.label, &mut p.initial_call, &mut p.ancestor, &mut p.current] {
+                            *field = field.map(&mut id);
+                        }
+                        p.status = id(p.status);
+                    }
+                    r.tables.push(Table { t: rel(ts), processes, waits })
+                }
                 Entry::Proc { ts, cpu, resident_bytes, run_queues } => r.procs.push(Proc { t: rel(ts), cpu, resident_bytes, run_queues }),
                 Entry::Window { ts, capabilities, open } => r.windows.push(Window { t: rel(ts), capabilities, open }),
                 Entry::Finding { ts, json } => {
@@ -137,6 +175,7 @@ impl Recording {
                 Entry::Lost { entries, .. } => r.lost += entries,
             }
         }
+        r.names = ids.texts.into_iter().enumerate().map(|(i, t)| (i as u32, t)).collect();
         // Sources drain on their own timers: sort by time.
         r.events.sort_by_key(|e| e.t);
         r.samples.sort_by_key(|s| s.t);

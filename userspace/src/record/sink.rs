@@ -1,8 +1,7 @@
 //! The recorder as a sink of the fan-out: what the sources observe becomes entries of the
-//! recording, with every string and pid interned once per file (a new file, the next segment of
-//! the flight recorder, starts with the dictionary again, so each file reads on its own).
-
-use std::collections::HashMap;
+//! recording, every string and pid written once per file before the entries that use it (a new
+//! file, the next segment of the flight recorder, starts afresh, so each file reads on its own).
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use beam_probes::Capability;
@@ -16,23 +15,24 @@ use crate::export::PidNames;
 use crate::pipeline::Sink;
 use crate::source::procstat::ThreadKind;
 
-/// Strings interned at most; past it the dictionary starts over (and is written again).
+/// Strings and pids interned at most in a file; past it they are written again as they come.
 const MAX_NAMES: usize = 1_000_000;
+const MAX_PIDS: usize = 1_000_000;
 
 pub struct Recorder {
     writer: Writer,
     names: Arc<dyn PidNames>,
+    /// This file's interned strings and pids: a new file starts them again (each file, each
+    /// flight-recorder segment, reads on its own and carries only what it uses).
     ids: HashMap<Arc<str>, u32>,
-    pids: HashMap<u64, ()>,
-    /// The dictionary as entries, to start each new file with.
-    dictionary: Vec<Entry>,
+    pids: HashSet<u64>,
     /// Capabilities whose hooks are attached (a new file starts by saying so).
     open: Vec<Capability>,
 }
 
 impl Recorder {
     pub fn new(writer: Writer, names: Arc<dyn PidNames>) -> Recorder {
-        Recorder { writer, names, ids: HashMap::new(), pids: HashMap::new(), dictionary: Vec::new(), open: Vec::new() }
+        Recorder { writer, names, ids: HashMap::new(), pids: HashSet::new(), open: Vec::new() }
     }
 
     pub fn writer(&self) -> &Writer {
@@ -44,17 +44,15 @@ impl Recorder {
         self.writer.finish()
     }
 
-    /// Continues in a new file, which starts with the dictionary so far and the hooks attached
-    /// now. Returns what to wait on: the caller waits without holding the recorder (sources
-    /// keep publishing meanwhile).
-    pub fn rotate(&self, path: &std::path::Path) -> anyhow::Result<super::writer::Rotation> {
-        let mut first = self.dictionary.clone();
+    /// Continues in a new file, which starts by saying which hooks are attached now. Returns
+    /// what to wait on: the caller waits without holding the recorder (sources keep publishing
+    /// meanwhile).
+    pub fn rotate(&mut self, path: &std::path::Path) -> anyhow::Result<super::writer::Rotation> {
+        self.ids.clear();
+        self.pids.clear();
+        let mut first = Vec::new();
         if !self.open.is_empty() {
-            first.push(Entry::Window {
-                ts: event::now_ns(),
-                capabilities: self.open.iter().map(|c| c.index() as u8).collect(),
-                open: true,
-            });
+            first.push(Entry::Window { ts: event::now_ns(), capabilities: self.open.iter().map(|c| c.index() as u8).collect(), open: true });
         }
         self.writer.rotate(path, first)
     }
@@ -68,24 +66,23 @@ impl Recorder {
         if let Some(&id) = self.ids.get(text) {
             return id;
         }
+        // Bounded: past the limit the ids start over (a reader maps ids as they come).
         if self.ids.len() >= MAX_NAMES {
             self.ids.clear();
-            self.dictionary.retain(|e| !matches!(e, Entry::Name { .. }));
         }
         let id = self.ids.len() as u32;
         let text: Arc<str> = Arc::from(text);
         self.ids.insert(text.clone(), id);
-        let e = Entry::Name { id, text: text.to_string() };
-        self.dictionary.push(e.clone());
-        out.push(e);
+        out.push(Entry::Name { id, text: text.to_string() });
         id
     }
 
     fn pid(&mut self, term: u64, out: &mut Vec<Entry>) -> u64 {
-        if self.pids.insert(term, ()).is_none() {
-            let e = Entry::Pid { term, text: self.names.pid(term) };
-            self.dictionary.push(e.clone());
-            out.push(e);
+        if self.pids.len() >= MAX_PIDS {
+            self.pids.clear();
+        }
+        if self.pids.insert(term) {
+            out.push(Entry::Pid { term, text: self.names.pid(term) });
         }
         term
     }

@@ -217,3 +217,32 @@ proptest! {
         }
     }
 }
+
+/// Joined segments (a kept flight recording) define their ids again: each entry is named by
+/// the definition before it.
+#[test]
+fn ids_defined_again_name_what_follows_them() {
+    let sample = |ts: u64| Entry::Sample {
+        ts,
+        tid: 1,
+        owner: Owner::Thread(0),
+        frames: vec![0],
+        erlang_leaf: None,
+        native_leaf: None,
+        scheduler: None,
+        working: false,
+    };
+    let mut bytes = format::header(&meta());
+    for (text, ts) in [("first", 2_000), ("second", 3_000)] {
+        let mut raw = Vec::new();
+        format::encode_entry(&Entry::Name { id: 0, text: text.into() }, &mut raw);
+        format::encode_entry(&sample(ts), &mut raw);
+        bytes.extend(format::block(&raw));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("joined.scope");
+    std::fs::write(&path, bytes).unwrap();
+    let rec = super::model::Recording::open(&path).unwrap();
+    let names: Vec<&str> = rec.samples.iter().map(|s| rec.name(s.frames[0])).collect();
+    assert_eq!(names, ["first", "second"]);
+}
