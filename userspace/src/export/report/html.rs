@@ -25,6 +25,24 @@ impl fmt::Display for Esc<'_> {
     }
 }
 
+/// A short name for a process in a tight spot: its identity, else its pid.
+pub fn short(rec: &crate::record::model::Recording, pid: u64) -> String {
+    match rec.identity(pid) {
+        Some(n) if !n.is_empty() => n.to_owned(),
+        _ => rec.pid(pid),
+    }
+}
+
+/// `s` cut to `max` characters, with an ellipsis when cut.
+pub fn clip(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_owned();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -38,5 +56,11 @@ mod tests {
         assert_eq!(esc("<0.80.0> (a&b) \"x\" 'y'"), "&lt;0.80.0&gt; (a&amp;b) &quot;x&quot; &#39;y&#39;");
         assert_eq!(esc("plain"), "plain");
         assert_eq!(esc("</script><script>alert(1)</script>"), "&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt;");
+    }
+
+    #[test]
+    fn clips_long_names() {
+        assert_eq!(clip("order_worker_1", 20), "order_worker_1");
+        assert_eq!(clip("abcdefghij", 5), "abcd…");
     }
 }
