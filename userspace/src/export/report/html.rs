@@ -25,6 +25,10 @@ impl fmt::Display for Esc<'_> {
     }
 }
 
+/// Distinct line colours (Tableau 10), one per series, in order.
+pub const PALETTE: [&str; 10] =
+    ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"];
+
 /// A heat colour for a share of the largest value (0..=1): pale yellow through orange to dark
 /// red. The square root spreads the small values, which are the many.
 pub fn heat(share: f64) -> String {

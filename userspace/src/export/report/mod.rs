@@ -1,16 +1,18 @@
 //! The HTML report: a recording as one self-contained page to attach to a ticket (no network:
 //! styles, scripts and graphics inline, the system's fonts). One module per section:
 //! `summary` (the VM, the span, how it was observed), `findings`, `flame` (CPU), `flow`
-//! (messages between processes), `spawn_tree`; `html` escapes. The page's script
-//! (`report.js`) makes the graphs interactive and, once they are drawn, writes what it drew
-//! into `#sp-drawn` (JSON) for tests to read.
+//! (messages between processes), `spawn_tree`, `timelines`; `chart` draws line charts and
+//! `html` escapes. The page's script (`report.js`) makes the graphs interactive and, once they
+//! are drawn, writes what it drew into `#sp-drawn` (JSON) for tests to read.
 
+mod chart;
 mod findings;
 mod flame;
 mod flow;
 mod html;
 mod spawn_tree;
 mod summary;
+mod timelines;
 
 use std::fmt::Write;
 
@@ -85,6 +87,7 @@ pub fn render(rec: &Recording, f: &Filter, source: &str) -> String {
     flame::section(&mut out, rec, f);
     flow::section(&mut out, rec, f);
     spawn_tree::section(&mut out, rec, f);
+    timelines::section(&mut out, rec, f);
     let _ = write!(
         out,
         "</main><footer>Written by scope-probe {} from {}. Self-contained: opens without a network.</footer>\n\
