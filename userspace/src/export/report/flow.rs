@@ -434,9 +434,17 @@ fn draw(out: &mut String, rec: &Recording, g: &Graph, rate: &dyn Fn(u64) -> f64)
         }
     }
     out.push_str(&labels);
+    // Processes known by the same initial call (a pool, a ring) are told apart by their pids.
+    let mut names: HashMap<String, usize> = HashMap::new();
+    for &pid in &g.nodes {
+        *names.entry(label(rec, g, pid).0).or_default() += 1;
+    }
     for (v, &pid) in g.nodes.iter().enumerate() {
         let (x, y) = centre(v);
-        let (name, who) = label(rec, g, pid);
+        let (mut name, who) = label(rec, g, pid);
+        if names[&name] > 1 && pid != OTHERS {
+            name = format!("{} {}", rec.pid(pid), name);
+        }
         let (sent, received) = g.traffic[v];
         let _ = write!(
             out,
