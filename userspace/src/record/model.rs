@@ -26,7 +26,6 @@ pub struct Sample {
     pub erlang_leaf: Option<u32>,
     pub native_leaf: Option<u32>,
     pub scheduler: Option<(u8, u32)>,
-    pub working: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -148,14 +147,14 @@ impl Recording {
                     r.pids.insert(term, text);
                 }
                 Entry::Event { ts, tid, what } => r.events.push(Event { t: rel(ts), tid, what }),
-                Entry::Sample { ts, tid, owner, frames, erlang_leaf, native_leaf, scheduler, working } => {
+                Entry::Sample { ts, tid, owner, frames, erlang_leaf, native_leaf, scheduler, .. } => {
                     let owner = match owner {
                         Owner::Thread(label) => Owner::Thread(id(label)),
                         p => p,
                     };
                     let frames = frames.into_iter().map(&mut id).collect();
                     let (erlang_leaf, native_leaf) = (erlang_leaf.map(&mut id), native_leaf.map(&mut id));
-                    r.samples.push(Sample { t: rel(ts), tid, owner, frames, erlang_leaf, native_leaf, scheduler, working })
+                    r.samples.push(Sample { t: rel(ts), tid, owner, frames, erlang_leaf, native_leaf, scheduler })
                 }
                 Entry::Table { ts, mut processes, waits } => {
                     for p in &mut processes {
