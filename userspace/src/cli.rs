@@ -13,7 +13,8 @@ use crate::control::mode::Mode;
 ///
 /// `scope-probe --pid PID` attaches to the beam.smp process PID and serves Prometheus metrics
 /// until Ctrl-C, SIGTERM or --duration, then detaches. `scope-probe profile --pid PID` writes a
-/// CPU flame graph in Erlang terms. Needs root (CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE).
+/// CPU flame graph in Erlang terms; `scope-probe record --pid PID -o run.scope` records for
+/// replay, export, report, diff, why and check. Needs root (CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE).
 #[derive(Debug, Parser)]
 #[command(name = "scope-probe", version, about, long_about, args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct Cli {
@@ -48,8 +49,8 @@ pub enum Command {
     Diff(DiffArgs),
     /// Where a process's time went in a recording, ranked, with the evidence.
     Why(WhyArgs),
-    /// Check hypotheses (`--assert 'max gc_ms where name = my_repo < 5'`) against a recording
-    /// or a live VM: exit 0 when all hold, 1 when one is refuted.
+    /// Check hypotheses (`--assert 'no gc of my_repo longer than 5ms'`) against a recording or a
+    /// live VM: exit 0 when all hold, 1 when one is refuted or cannot be told.
     Check(CheckArgs),
     /// The configuration file (--config): `config --default` prints the defaults, commented;
     /// `config --check FILE` reads one and says what is wrong with it.
@@ -188,7 +189,10 @@ pub struct CheckArgs {
     /// Observe a live VM in this mode (trace gives exact counts).
     #[arg(long, value_enum, default_value_t = Mode::Adaptive, requires = "pid")]
     pub mode: Mode,
-    /// A hypothesis (see README, "Checking hypotheses"); repeat for several.
+    /// A hypothesis, repeatable: `[max|min|mean|p50|p90|p99|count|total|rate] METRIC [of P]
+    /// [from P] [to P] OP VALUE` or `no METRIC [of P] over VALUE`; metrics gc, schedule, send,
+    /// spawn, exit, mailbox, memory, heap, cpu, processes, run_queue (README, "Checking
+    /// hypotheses"). E.g. `no mailbox over 1000`, `p99 schedule < 2ms`.
     #[arg(long = "assert", value_name = "EXPR", required = true)]
     pub asserts: Vec<String>,
     #[command(flatten)]
