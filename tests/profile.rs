@@ -302,7 +302,6 @@ fn svg_and_speedscope_outputs() {
 fn monitor_exports_cpu_metrics() {
     use scope_probe_tests::{Probe, wait_stable};
     let mut beam = Beam::start();
-    let pid = beam.call("scope_burn:start(scope_burner)")["pid"].clone();
     let probe = Probe::attach(beam.os_pid, &["--frequency", "99"]);
     // The VM's own CPU count, statistics(runtime), is user time only (checked on OTP 25 and
     // 29: a burner under the schedule hook read runtime 2.89 s, /proc user 2.89 s + system
@@ -317,31 +316,34 @@ fn monitor_exports_cpu_metrics() {
         user + fields[12].parse::<f64>().unwrap() / ticks
     };
     let cpu_sum = |probe: &Probe| -> f64 { probe.metrics().all("beam_scheduler_cpu_seconds_total").iter().map(|s| s.value).sum() };
-    // /proc is read once a second by its own source. The VM is asked before the metric is
-    // seen to move and after: the read behind the new value happened in between, however
-    // slow the machine (a loaded one made a single ask land up to a second late).
-    let fresh = |probe: &Probe, beam: &mut Beam| -> (f64, f64, f64) {
-        let vm_before = vm_cpu(beam);
-        let before = cpu_sum(probe);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        loop {
+    // /proc is read once a second by its own source, and a read reaches the metric some time
+    // later (on a loaded machine, up to a second: comparing against the VM asked around the
+    // moment the metric moved under a running burner came out ~1 s of CPU short). So both ends
+    // of the window are taken with the VM idle, where a late read changes nothing: the value
+    // has moved since the burner stopped and then held for 1.5 s.
+    let settled = |probe: &Probe| -> f64 {
+        let start = std::time::Instant::now();
+        let (mut value, mut moved) = (cpu_sum(probe), None::<std::time::Instant>);
+        while start.elapsed() < std::time::Duration::from_secs(8) {
+            std::thread::sleep(std::time::Duration::from_millis(50));
             let now = cpu_sum(probe);
-            if now != before || std::time::Instant::now() > deadline {
-                return (vm_before, now, vm_cpu(beam));
+            if now != value {
+                (value, moved) = (now, Some(std::time::Instant::now()));
+            } else if moved.is_some_and(|t| t.elapsed() >= std::time::Duration::from_millis(1500)) {
+                break;
             }
-            std::thread::sleep(std::time::Duration::from_millis(10));
         }
+        value
     };
-    let (vm0a, ours0, vm0b) = fresh(&probe, &mut beam);
-    std::thread::sleep(std::time::Duration::from_secs(4));
-    let (vm1a, ours1, vm1b) = fresh(&probe, &mut beam);
-    let ours = ours1 - ours0;
-    let (low, high) = (vm1a - vm0b, vm1b - vm0a);
-    // Both count every thread's CPU; /proc ticks are 10 ms: 5% + 0.1 s either side.
-    assert!(
-        ours >= low - (low * 0.05 + 0.1) && ours <= high + (high * 0.05 + 0.1),
-        "scheduler CPU {ours:.2}s vs statistics(runtime) + system time between {low:.2}s and {high:.2}s"
-    );
+    let (ours0, vm0) = (settled(&probe), vm_cpu(&mut beam));
+    // One burner for 3 s, then asleep.
+    let pid = beam.call("scope_burn:start(scope_burner, 3000, 3600000)")["pid"].clone();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let (ours1, vm1) = (settled(&probe), vm_cpu(&mut beam));
+    let (ours, vm) = (ours1 - ours0, vm1 - vm0);
+    // Both count every thread's CPU; /proc ticks are 10 ms: 5% + 0.15 s either side.
+    assert!(vm >= 1.0, "the burner ran: the VM used {vm:.2}s of CPU");
+    assert!((ours - vm).abs() <= vm * 0.05 + 0.15, "scheduler CPU {ours:.2}s vs statistics(runtime) + system time {vm:.2}s");
 
     let _ = wait_stable(std::time::Duration::from_secs(10), std::time::Duration::from_millis(500), || {
         probe.metrics().get("beam_top_process_cpu_ratio", &[("pid", &pid)]).map(|v| (v * 10.0).round())
@@ -352,7 +354,7 @@ fn monitor_exports_cpu_metrics() {
     assert!(proc_share >= 0.8 && fn_share >= 0.8, "shares: process {proc_share}, function {fn_share}");
     assert!(m.value("beam_cpu_samples_total") >= 100.0);
     // The VM's resident memory as the kernel counts it, read around a scrape: the VM is
-    // steady (one burner), so the scrape's value lies between the two readings, ±1%.
+    // steady (idle), so the scrape's value lies between the two readings, ±1%.
     let kernel_rss = || -> f64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", beam.os_pid)).unwrap();
         let kib = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches("kB").trim();
