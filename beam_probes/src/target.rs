@@ -109,6 +109,30 @@ fn path_in_root(pid: u32, path: &Path) -> PathBuf {
     }
 }
 
+/// Whether an executable's file name is the emulator's (beam.smp, beam.debug.smp, ...).
+fn is_emulator(file_name: &str) -> bool {
+    file_name.starts_with("beam")
+}
+
+/// The OS pids of every running BEAM the caller can see, in order: processes whose executable
+/// is the emulator, in containers too (their host pids). Kernel threads and processes whose
+/// executable cannot be read are skipped.
+pub fn running_vms() -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let mut pids: Vec<u32> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_link(proc_path(*pid, "exe"))
+                .ok()
+                .and_then(|exe| exe.file_name().map(|n| is_emulator(&n.to_string_lossy())))
+                .unwrap_or(false)
+        })
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
 fn read_comm(pid: u32) -> String {
     std::fs::read_to_string(proc_path(pid, "comm")).map(|s| s.trim().to_owned()).unwrap_or_default()
 }
@@ -185,7 +209,7 @@ impl BeamTarget {
         // A binary replaced on disk (package upgrade) shows as "path (deleted)".
         let exe = PathBuf::from(exe.to_string_lossy().trim_end_matches(" (deleted)"));
         let file_name = exe.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        if !file_name.starts_with("beam") {
+        if !is_emulator(&file_name) {
             return Err(not_beam(format!("its executable is {}, not beam.smp", exe.display())));
         }
         let host_path = Self::host_path(pid, &exe);
@@ -274,7 +298,7 @@ impl BeamTarget {
             (None, true) => Some(host_path.as_path()),
             (None, false) => None,
         };
-        let (table, offsets) = Self::offsets_from_dwarf(dwarf_in, table);
+        let (table, offsets) = Self::offsets_from_dwarf(dwarf_in, &build_id, table);
         if offsets == OffsetSource::Table && elf.has_usdt_notes != table.dynamic_trace {
             return Err(Error::UnsupportedBuild {
                 otp_release,
@@ -370,14 +394,26 @@ impl BeamTarget {
     /// When DWARF was found (in the binary or a debug file), its struct layouts are the truth
     /// for this binary: they replace the table's offsets (hooks and term layouts stay the
     /// table's). Without usable DWARF the table stays.
-    fn offsets_from_dwarf(dwarf_in: Option<&Path>, table: &'static BuildTable) -> (&'static BuildTable, OffsetSource) {
+    fn offsets_from_dwarf(dwarf_in: Option<&Path>, build_id: &str, table: &'static BuildTable) -> (&'static BuildTable, OffsetSource) {
+        // One derived table per binary for the life of the process: attaching to many VMs of
+        // one build (or to one VM again and again) reads its DWARF once and keeps one table.
+        type Derived = std::collections::HashMap<(String, String), &'static BuildTable>;
+        static DERIVED: std::sync::Mutex<Option<Derived>> = std::sync::Mutex::new(None);
+        let Some(file) = dwarf_in else { return (table, OffsetSource::Table) };
+        // A binary without a build-id is known by its debug file's path.
+        let key = (if build_id == "none" { file.display().to_string() } else { build_id.to_owned() }, table.id.to_owned());
+        let mut derived = DERIVED.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = derived.get_or_insert_with(Default::default).get(&key) {
+            return (t, OffsetSource::Dwarf);
+        }
         // A separate file's build-id was checked when it was found.
-        let info = dwarf_in.and_then(|f| crate::dwarf::DebugInfo::open(f).ok());
+        let info = crate::dwarf::DebugInfo::open(file).ok();
         let Some(d) = info.and_then(|i| crate::dwarf::derive_from(&i).ok()) else {
             return (table, OffsetSource::Table);
         };
-        // One table per attach, for the life of the process.
-        (Box::leak(Box::new(d.apply(table))), OffsetSource::Dwarf)
+        let t: &'static BuildTable = Box::leak(Box::new(d.apply(table)));
+        derived.get_or_insert_with(Default::default).insert(key, t);
+        (t, OffsetSource::Dwarf)
     }
 
     /// The executable as seen from here: through the target's root when that path exists,

@@ -12,7 +12,8 @@ use crate::control::mode::Mode;
 /// Observe a running Erlang/Elixir VM (BEAM) with eBPF: no code change, no restart.
 ///
 /// `scope-probe --pid PID` attaches to the beam.smp process PID and serves Prometheus metrics
-/// until Ctrl-C, SIGTERM or --duration, then detaches. `scope-probe profile --pid PID` writes a
+/// until Ctrl-C, SIGTERM or --duration, then detaches (`--pid A --pid B` or `--all` for several
+/// VMs). `scope-probe profile --pid PID` writes a
 /// CPU flame graph in Erlang terms; `scope-probe record --pid PID -o run.scope` records for
 /// replay, export, report, diff, why and check. Needs root (CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE).
 #[derive(Debug, Parser)]
@@ -287,11 +288,17 @@ pub fn parse_share(s: &str) -> Result<f64, String> {
     if v > 0.0 && v <= 1.0 { Ok(v) } else { Err(format!("{s:?} is not between 0 and 100%")) }
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct MonitorArgs {
-    /// OS pid of the beam.smp process to observe (e.g. `pgrep -f beam.smp`).
-    #[arg(long, short = 'p', value_name = "PID", required = true)]
-    pub pid: Option<u32>,
+    /// OS pid of a beam.smp process to observe (e.g. `pgrep -f beam.smp`); repeat for several
+    /// VMs (--pid A --pid B): every metric carries the VM's node name and OS pid.
+    #[arg(long, short = 'p', value_name = "PID", required_unless_present = "all", conflicts_with = "all")]
+    pub pid: Vec<u32>,
+
+    /// Observe every BEAM on the host (containers' too, by their host pid), picking up VMs that
+    /// start later and letting go of those that stop.
+    #[arg(long)]
+    pub all: bool,
 
     /// A configuration file (TOML; `scope-probe config --default` prints one): mode, budget,
     /// detectors' thresholds, Alertmanager URLs and labels. Flags given here override it.

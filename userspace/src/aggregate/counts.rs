@@ -24,7 +24,8 @@ pub struct ProcessStats {
     pub reductions: u64,
     pub gcs: u64,
     pub gc_ns: u64,
-    /// Parent, when the spawn was seen.
+    /// Parent, when the spawn was seen (the API names it as a pid, not as this term).
+    #[serde(skip)]
     pub parent: Option<u64>,
     pub spawned: bool,
     pub exited: bool,

@@ -19,8 +19,8 @@ use crate::detect::{Detectors, Evaluator, Transition};
 use crate::enrich::names::VmNames;
 use crate::export::PidNames;
 use crate::export::alertmanager::{AlertClient, AlertSettings};
-use crate::export::http::App;
-use crate::export::metrics::BuildLabels;
+use crate::export::http::{App, Vms};
+use crate::export::metrics::{BuildLabels, VmLabels};
 use crate::pipeline::{FanOut, Sink};
 use crate::record::FORMAT_NAME;
 use crate::record::flight::{Flight, FlightSettings};
@@ -51,8 +51,9 @@ pub fn run(cli: MonitorArgs, matches: &clap::ArgMatches) -> Result<()> {
     run_session(cli, matches, Outputs::default())
 }
 
-/// Attaches to the VM, runs until told to stop, the --duration ends, a limit is reached or the
-/// VM exits, then detaches: the monitor, and `record` with its file.
+/// Attaches to the VMs, runs until told to stop, the --duration ends, a limit is reached or the
+/// VMs exit (with --all: until told to stop), then detaches: the monitor, and `record` with its
+/// file.
 pub fn run_session(mut cli: MonitorArgs, matches: &clap::ArgMatches, outputs: Outputs) -> Result<()> {
     // The configuration file first: a bad one stops everything before anything attaches.
     if let Some(path) = cli.config.clone() {
@@ -61,14 +62,32 @@ pub fn run_session(mut cli: MonitorArgs, matches: &clap::ArgMatches, outputs: Ou
     if outputs.record.is_some() && cli.flight_recorder.is_some() {
         anyhow::bail!("--flight-recorder is for the monitor (scope-probe --pid PID --flight-recorder DIR), not for record");
     }
+    if outputs.record.is_some() && (cli.all || cli.pid.len() != 1) {
+        anyhow::bail!("a recording is of one VM: give one --pid (record each node to its own file)");
+    }
     crate::privileges::check()?;
-    let pid = cli.pid.context("--pid is required")?;
+    // The pids given are opened before anything binds or attaches: a wrong one stops here.
+    let mut vms = Vec::new();
+    for pid in cli.pid.iter().copied().collect::<std::collections::BTreeSet<u32>>() {
+        vms.push(open_vm(&cli, pid)?);
+    }
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting the async runtime")?;
+    runtime.block_on(monitor(cli, vms, outputs))
+}
+
+/// A VM opened and its hooks resolved, not yet attached to.
+struct OpenedVm {
+    target: Arc<BeamTarget>,
+    hooks: Vec<beam_probes::ResolvedHook>,
+    plans: Vec<CapabilityPlan>,
+}
+
+fn open_vm(cli: &MonitorArgs, pid: u32) -> Result<OpenedVm> {
     let target = Arc::new(cli.debug_info.open(pid)?);
     let hooks = target.resolve_hooks()?;
     let plans = target.plan_sources(cli.probe_source.preference())?;
-    let runtime =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting the async runtime")?;
-    runtime.block_on(monitor(cli, target, hooks, plans, outputs))
+    Ok(OpenedVm { target, hooks, plans })
 }
 
 /// What a recording says about the session that made it.
@@ -92,13 +111,13 @@ fn recording_meta(cli: &MonitorArgs, target: &BeamTarget) -> Meta {
     }
 }
 
-async fn monitor(
-    cli: MonitorArgs,
-    target: Arc<BeamTarget>,
-    hooks: Vec<beam_probes::ResolvedHook>,
-    plans: Vec<CapabilityPlan>,
-    outputs: Outputs,
-) -> Result<()> {
+/// How often VMs are checked for exit, and with --all, looked for.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+/// With --all, a VM that cannot be attached to is tried this many times (one that has just
+/// started may not have its tables yet), then left alone.
+const ATTACH_TRIES: u32 = 3;
+
+async fn monitor(cli: MonitorArgs, opened: Vec<OpenedVm>, outputs: Outputs) -> Result<()> {
     // Bind before attaching: a busy port must not leave probes behind. A recording serves
     // nothing unless asked to.
     let listen = match (cli.listen, &outputs.record) {
@@ -114,176 +133,95 @@ async fn monitor(
         ),
         None => None,
     };
-    let started = std::time::Instant::now();
-    let state = State::new(Aggregator::new(cli.max_processes, cli.max_pairs));
-    let control = Arc::new(Mutex::new(ControlState { mode: Some(cli.mode), budget: cli.overhead_budget, ..Default::default() }));
-    let normal_schedulers = beam_probes::threads::vm_threads(&target)
-        .iter()
-        .filter(|t| matches!(t.role, beam_probes::threads::ThreadRole::Scheduler(beam_probes::threads::SchedulerKind::Normal, _)))
-        .count();
-    let gc_functions: Vec<String> =
-        target.table.hooks.iter().filter(|h| h.point == beam_probes::HookPoint::GcStart).map(|h| h.symbol.to_owned()).collect();
-    let detectors = Arc::new(Mutex::new(Detectors::new(&cli.detectors, cli.frequency, gc_functions, normal_schedulers)));
-    let names: Arc<dyn PidNames> = Arc::new(VmNames::new(target.clone(), state.table.clone()));
-    let mut sinks: Vec<Arc<Mutex<dyn Sink>>> = vec![state.counts.clone(), state.cpu.clone(), state.table.clone(), detectors.clone()];
-    // The recorder: a file (`record`), or the flight recorder's segments.
-    let meta = recording_meta(&cli, &target);
-    let (recorder, flight) = if let Some(to) = &outputs.record {
-        let writer = Writer::create(&to.path, meta)?;
-        (Some(Arc::new(Mutex::new(Recorder::new(writer, names.clone())))), None)
-    } else if let Some(dir) = &cli.flight_recorder {
-        let settings =
-            FlightSettings { dir: dir.clone(), window: cli.flight_window, max_bytes: cli.flight_max_size, max_kept: cli.flight_keep };
-        let (flight, recorder) = Flight::start(settings, |path| Ok(Recorder::new(Writer::create(path, meta)?, names.clone())))?;
-        (Some(recorder), Some(Arc::new(flight)))
-    } else {
-        (None, None)
-    };
-    if let Some(r) = &recorder {
-        sinks.push(r.clone());
-    }
-    let fanout = FanOut::new(sinks);
-
-    // The hook cost is measured before anything is attached to the VM.
-    if cli.mode == Mode::Adaptive {
-        let mut c = lock(&control);
-        match calibrate::hit_seconds(target.table) {
+    let instance = listener.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.to_string());
+    let several = cli.all || opened.len() > 1;
+    let served = Arc::new(Vms::default());
+    let mut sessions: Vec<VmSession> = Vec::new();
+    for vm in opened {
+        match VmSession::start(&cli, vm, &outputs, instance.clone(), several) {
             Ok(s) => {
-                c.hit_seconds = s;
-                c.calibration = "calibrated".into();
+                served.add(s.app.clone());
+                sessions.push(s);
             }
             Err(e) => {
-                c.hit_seconds = calibrate::DEFAULT_HIT_SECONDS;
-                c.calibration = format!("not calibrated ({e:#}), assumed");
+                // Those attached already are let go before the error is told.
+                for s in sessions {
+                    let _ = s.stop("an attach failed");
+                }
+                return Err(e);
             }
         }
-    }
-    let (probe, report) =
-        ProbeThread::start(target.clone(), hooks, plans, cli.mode.initial_capabilities(), fanout.clone(), state.health.clone())?;
-    let source = source_summary(&report.plans);
-    eprintln!(
-        "scope-probe: attached to pid {} ({}) in {} ms: OTP {}, ERTS {}, build {} (offsets from {}), source {source}, mode {}",
-        target.pid,
-        target.exe.display(),
-        started.elapsed().as_millis(),
-        target.otp_release,
-        target.erts_version,
-        target.table.id,
-        target.offsets.label(),
-        cli.mode.name(),
-    );
-    match cli.mode {
-        Mode::Trace => {
-            let names: Vec<&str> = report.capabilities.iter().map(|c| c.name()).collect();
-            eprintln!("scope-probe: hooks: {} ({})", names.join(", "), report.symbols.join(", "));
-            for plan in report.plans.iter().filter(|p| report.capabilities.contains(&p.capability)) {
-                eprintln!("scope-probe: source of {plan}");
-            }
-        }
-        Mode::Sample => eprintln!("scope-probe: hooks: none (mode sample: CPU sampling, process-table reads, /proc)"),
-        Mode::Adaptive => {
-            let c = lock(&control);
-            eprintln!(
-                "scope-probe: hooks: in windows within a {:.1}% overhead budget (a hook hit costs {:.2} µs here, {})",
-                c.budget * 100.0,
-                c.hit_seconds * 1e6,
-                c.calibration
-            );
-            for plan in &report.plans {
-                eprintln!("scope-probe: source of {plan}");
-            }
-        }
-    }
-    if let Some(origin) = &target.debug_origin {
-        let file = target.debug_file.as_ref().map(|f| format!(" ({})", f.display())).unwrap_or_default();
-        eprintln!("scope-probe: debug info: {}{file}", origin.label());
-    }
-    let controller = match cli.mode {
-        Mode::Adaptive => {
-            let settings = Settings { budget: cli.overhead_budget, ..Settings::default() };
-            Some(Controller::start(target.pid, settings, probe.commands(), state.health.clone(), control.clone())?)
-        }
-        Mode::Trace | Mode::Sample => None,
-    };
-    let table = TableSource::start(target.clone(), cli.snapshot_interval, fanout.clone())?;
-    let cpu = if cli.frequency > 0 {
-        let cpu = CpuSource::start(&target, cli.frequency, fanout.clone())?;
-        lock(&state.health).sampler = Some(cpu.stats.clone());
-        eprintln!("scope-probe: CPU sampling at {} Hz; JIT symbols: {}", cli.frequency, cpu.jit_source);
-        Some(cpu)
-    } else {
-        None
-    };
-    let alerts = if cli.alertmanagers.is_empty() {
-        None
-    } else {
-        Some(AlertClient::start(AlertSettings {
-            urls: cli.alertmanagers.clone(),
-            labels: cli.alert_labels.iter().cloned().collect(),
-            node: crate::enrich::process_view::node_name(target.pid),
-            instance: match &listener {
-                Some(l) => l.local_addr()?.to_string(),
-                None => format!("pid {}", target.pid),
-            },
-            resend: cli.alert_resend,
-        })?)
-    };
-    let evaluator = {
-        let sender = alerts.as_ref().map(|a| a.sender());
-        Evaluator::start(
-            detectors.clone(),
-            state.findings.clone(),
-            cli.detectors.clone(),
-            names.clone(),
-            control.clone(),
-            controller.as_ref().map(|c| c.escalator()),
-            notify(sender, recorder.clone(), flight.clone(), state.findings.clone()),
-        )?
-    };
-    if !cli.alertmanagers.is_empty() {
-        eprintln!("scope-probe: alerts to {}", cli.alertmanagers.join(", "));
     }
     if let Some(l) = &listener {
         eprintln!("scope-probe: metrics on http://{}/metrics", l.local_addr()?);
     }
-    if let Some(to) = &outputs.record {
-        eprintln!("scope-probe: recording to {}", to.path.display());
+    if cli.all {
+        eprintln!("scope-probe: watching for BEAM VMs (--all)");
     }
-    if let Some(dir) = &cli.flight_recorder {
-        eprintln!(
-            "scope-probe: flight recorder in {}: the last {} (at most {} on disk), kept around findings",
-            dir.display(),
-            humantime::format_duration(cli.flight_window),
-            crate::units::bytes(cli.flight_max_size)
-        );
-    }
-
-    let app = Arc::new(App {
-        state: state.clone(),
-        control: control.clone(),
-        alerts: alerts.as_ref().map(|a| a.stats.clone()),
-        recording: recorder.as_ref().map(|r| crate::record::RecordingStats {
-            writer: lock(r).writer().stats.clone(),
-            flight: flight.as_ref().map(|f| f.stats.clone()),
-        }),
-        names: names.clone(),
-        build: BuildLabels {
-            otp_release: target.otp_release.clone(),
-            erts_version: target.erts_version.clone(),
-            source,
-            build: target.table.id,
-            mode: cli.mode.name(),
-        },
+    let server = listener.map(|l| {
+        let served = served.clone();
+        tokio::spawn(async move { axum::serve(l, crate::export::http::router(served)).await })
     });
-    let server = listener.map(|l| tokio::spawn(async move { axum::serve(l, crate::export::http::router(app)).await }));
-    let stats = recorder.as_ref().map(|r| lock(r).writer().stats.clone());
+    let stats = sessions.first().and_then(|s| s.recorder.as_ref()).map(|r| lock(r).writer().stats.clone());
     let progress = match (&outputs.record, &stats) {
         (Some(_), Some(stats)) => Some(tokio::spawn(progress(stats.clone(), cli.duration))),
         _ => None,
     };
     let limit = outputs.record.as_ref().and_then(|r| r.max_size).zip(stats.clone());
 
-    let reason = wait_for_stop(cli.duration, &target, limit).await;
+    let stop = wait_for_stop(cli.duration, limit);
+    tokio::pin!(stop);
+    let mut tick = tokio::time::interval(WATCH_EVERY);
+    let mut tries: std::collections::HashMap<u32, u32> = Default::default();
+    let reason = loop {
+        tokio::select! {
+            reason = &mut stop => break reason,
+            _ = tick.tick() => {}
+        }
+        // VMs that stopped are let go.
+        let (gone, alive): (Vec<VmSession>, Vec<VmSession>) = sessions.into_iter().partition(|s| !s.target.is_alive());
+        sessions = alive;
+        for s in gone {
+            served.remove(s.target.pid);
+            if several {
+                eprintln!("scope-probe: {} (pid {}) exited: detaching from it", s.app.vm.node, s.target.pid);
+            }
+            s.stop("target exited")?;
+        }
+        if sessions.is_empty() && !cli.all {
+            break "target exited";
+        }
+        if cli.all {
+            let running = beam_probes::target::running_vms();
+            tries.retain(|pid, _| running.contains(pid));
+            for pid in running {
+                if sessions.iter().any(|s| s.target.pid == pid) || tries.get(&pid).is_some_and(|n| *n >= ATTACH_TRIES) {
+                    continue;
+                }
+                // Opening reads the binary (and may fetch debug info): off the async threads.
+                // (--all is never a recording.)
+                let (c, i) = (cli.clone(), instance.clone());
+                let started = tokio::task::spawn_blocking(move || {
+                    open_vm(&c, pid).and_then(|vm| VmSession::start(&c, vm, &Outputs::default(), i, true))
+                })
+                .await?;
+                match started {
+                    Ok(s) => {
+                        tries.remove(&pid);
+                        served.add(s.app.clone());
+                        sessions.push(s);
+                    }
+                    Err(e) => {
+                        let n = tries.entry(pid).or_default();
+                        *n += 1;
+                        if *n == ATTACH_TRIES {
+                            eprintln!("scope-probe: warning: leaving pid {pid} alone: {e:#}");
+                        }
+                    }
+                }
+            }
+        }
+    };
     if let Some(p) = progress {
         p.abort();
         // The progress line is rewritten in place on a terminal: end it.
@@ -291,43 +229,255 @@ async fn monitor(
             eprintln!();
         }
     }
-    // The detectors and the controller first (it closes its window), then the probes; alerts
-    // last (their last delivery is tried on the way out).
-    drop(evaluator);
-    drop(controller);
-    probe.stop()?;
-    if let Some(cpu) = cpu {
-        cpu.stop()?;
+    let mut result = Ok(());
+    for s in sessions {
+        served.remove(s.target.pid);
+        if let Err(e) = s.stop(reason) {
+            result = Err(e);
+        }
     }
-    drop(table);
-    drop(alerts);
     if let Some(s) = server {
         s.abort();
     }
-    summary(reason, &state);
-    // The recording last: it has everything the sources delivered.
-    if let Some(f) = flight.and_then(Arc::into_inner) {
-        f.finish()?;
-    }
-    if let Some(r) = recorder {
-        let mut r = lock(&r);
-        r.finish()?;
-        if let Some(to) = &outputs.record {
-            let s = &r.writer().stats;
-            eprintln!(
-                "scope-probe: recorded {} to {}: {} entries, {}{}",
-                humantime::format_duration(Duration::from_secs(started.elapsed().as_secs())),
-                to.path.display(),
-                s.entries.load(Ordering::Relaxed),
-                crate::units::bytes(s.bytes.load(Ordering::Relaxed)),
-                match s.dropped.load(Ordering::Relaxed) {
-                    0 => String::new(),
-                    n => format!(", {n} dropped (the disk did not keep up; counted in the file)"),
+    result
+}
+
+/// Everything attached to one VM: its sources, state, detectors, controller, alerts and
+/// recorder. Started when the VM is found, stopped when it exits or the monitor stops.
+struct VmSession {
+    target: Arc<BeamTarget>,
+    state: State,
+    app: Arc<App>,
+    probe: ProbeThread,
+    controller: Option<Controller>,
+    table: TableSource,
+    cpu: Option<CpuSource>,
+    alerts: Option<AlertClient>,
+    evaluator: Evaluator,
+    recorder: Option<Arc<Mutex<Recorder>>>,
+    flight: Option<Arc<Flight>>,
+    record_path: Option<PathBuf>,
+    started: std::time::Instant,
+}
+
+impl VmSession {
+    /// Attaches to the VM and starts its sources. `instance` is the endpoint's address (the
+    /// alerts' instance label); with `several` VMs, the flight recorder keeps each VM's
+    /// segments in a directory of its own.
+    fn start(cli: &MonitorArgs, vm: OpenedVm, outputs: &Outputs, instance: Option<String>, several: bool) -> Result<VmSession> {
+        let OpenedVm { target, hooks, plans } = vm;
+        let started = std::time::Instant::now();
+        let node = crate::enrich::process_view::node_name(target.pid);
+        let state = State::new(Aggregator::new(cli.max_processes, cli.max_pairs));
+        let control = Arc::new(Mutex::new(ControlState { mode: Some(cli.mode), budget: cli.overhead_budget, ..Default::default() }));
+        let normal_schedulers = beam_probes::threads::vm_threads(&target)
+            .iter()
+            .filter(|t| matches!(t.role, beam_probes::threads::ThreadRole::Scheduler(beam_probes::threads::SchedulerKind::Normal, _)))
+            .count();
+        let gc_functions: Vec<String> =
+            target.table.hooks.iter().filter(|h| h.point == beam_probes::HookPoint::GcStart).map(|h| h.symbol.to_owned()).collect();
+        let detectors = Arc::new(Mutex::new(Detectors::new(&cli.detectors, cli.frequency, gc_functions, normal_schedulers)));
+        let names: Arc<dyn PidNames> = Arc::new(VmNames::new(target.clone(), state.table.clone()));
+        let mut sinks: Vec<Arc<Mutex<dyn Sink>>> = vec![state.counts.clone(), state.cpu.clone(), state.table.clone(), detectors.clone()];
+        // The recorder: a file (`record`), or the flight recorder's segments.
+        let meta = recording_meta(cli, &target);
+        let flight_dir = cli.flight_recorder.as_ref().map(|d| if several { d.join(format!("{node}-{}", target.pid)) } else { d.clone() });
+        let (recorder, flight) = if let Some(to) = &outputs.record {
+            let writer = Writer::create(&to.path, meta)?;
+            (Some(Arc::new(Mutex::new(Recorder::new(writer, names.clone())))), None)
+        } else if let Some(dir) = &flight_dir {
+            let settings =
+                FlightSettings { dir: dir.clone(), window: cli.flight_window, max_bytes: cli.flight_max_size, max_kept: cli.flight_keep };
+            let (flight, recorder) = Flight::start(settings, |path| Ok(Recorder::new(Writer::create(path, meta)?, names.clone())))?;
+            (Some(recorder), Some(Arc::new(flight)))
+        } else {
+            (None, None)
+        };
+        if let Some(r) = &recorder {
+            sinks.push(r.clone());
+        }
+        let fanout = FanOut::new(sinks);
+
+        // The hook cost is measured before anything is attached to the VM.
+        if cli.mode == Mode::Adaptive {
+            let mut c = lock(&control);
+            match calibrate::hit_seconds(target.table) {
+                Ok(s) => {
+                    c.hit_seconds = s;
+                    c.calibration = "calibrated".into();
                 }
+                Err(e) => {
+                    c.hit_seconds = calibrate::DEFAULT_HIT_SECONDS;
+                    c.calibration = format!("not calibrated ({e:#}), assumed");
+                }
+            }
+        }
+        let (probe, report) =
+            ProbeThread::start(target.clone(), hooks, plans, cli.mode.initial_capabilities(), fanout.clone(), state.health.clone())?;
+        let source = source_summary(&report.plans);
+        eprintln!(
+            "scope-probe: attached to pid {} ({}, {}) in {} ms: OTP {}, ERTS {}, build {} (offsets from {}), source {source}, mode {}",
+            target.pid,
+            node,
+            target.exe.display(),
+            started.elapsed().as_millis(),
+            target.otp_release,
+            target.erts_version,
+            target.table.id,
+            target.offsets.label(),
+            cli.mode.name(),
+        );
+        match cli.mode {
+            Mode::Trace => {
+                let names: Vec<&str> = report.capabilities.iter().map(|c| c.name()).collect();
+                eprintln!("scope-probe: hooks: {} ({})", names.join(", "), report.symbols.join(", "));
+                for plan in report.plans.iter().filter(|p| report.capabilities.contains(&p.capability)) {
+                    eprintln!("scope-probe: source of {plan}");
+                }
+            }
+            Mode::Sample => eprintln!("scope-probe: hooks: none (mode sample: CPU sampling, process-table reads, /proc)"),
+            Mode::Adaptive => {
+                let c = lock(&control);
+                eprintln!(
+                    "scope-probe: hooks: in windows within a {:.1}% overhead budget (a hook hit costs {:.2} µs here, {})",
+                    c.budget * 100.0,
+                    c.hit_seconds * 1e6,
+                    c.calibration
+                );
+                for plan in &report.plans {
+                    eprintln!("scope-probe: source of {plan}");
+                }
+            }
+        }
+        if let Some(origin) = &target.debug_origin {
+            let file = target.debug_file.as_ref().map(|f| format!(" ({})", f.display())).unwrap_or_default();
+            eprintln!("scope-probe: debug info: {}{file}", origin.label());
+        }
+        let controller = match cli.mode {
+            Mode::Adaptive => {
+                let settings = Settings { budget: cli.overhead_budget, ..Settings::default() };
+                Some(Controller::start(target.pid, settings, probe.commands(), state.health.clone(), control.clone())?)
+            }
+            Mode::Trace | Mode::Sample => None,
+        };
+        let table = TableSource::start(target.clone(), cli.snapshot_interval, fanout.clone())?;
+        let cpu = if cli.frequency > 0 {
+            let cpu = CpuSource::start(&target, cli.frequency, fanout.clone())?;
+            lock(&state.health).sampler = Some(cpu.stats.clone());
+            eprintln!("scope-probe: CPU sampling at {} Hz; JIT symbols: {}", cli.frequency, cpu.jit_source);
+            Some(cpu)
+        } else {
+            None
+        };
+        let alerts = if cli.alertmanagers.is_empty() {
+            None
+        } else {
+            Some(AlertClient::start(AlertSettings {
+                urls: cli.alertmanagers.clone(),
+                labels: cli.alert_labels.iter().cloned().collect(),
+                node: node.clone(),
+                instance: instance.unwrap_or_else(|| format!("pid {}", target.pid)),
+                resend: cli.alert_resend,
+            })?)
+        };
+        let evaluator = {
+            let sender = alerts.as_ref().map(|a| a.sender());
+            Evaluator::start(
+                detectors.clone(),
+                state.findings.clone(),
+                cli.detectors.clone(),
+                names.clone(),
+                control.clone(),
+                controller.as_ref().map(|c| c.escalator()),
+                notify(sender, recorder.clone(), flight.clone(), state.findings.clone()),
+            )?
+        };
+        if !cli.alertmanagers.is_empty() {
+            eprintln!("scope-probe: alerts to {}", cli.alertmanagers.join(", "));
+        }
+        if let Some(to) = &outputs.record {
+            eprintln!("scope-probe: recording to {}", to.path.display());
+        }
+        if let Some(dir) = &flight_dir {
+            eprintln!(
+                "scope-probe: flight recorder in {}: the last {} (at most {} on disk), kept around findings",
+                dir.display(),
+                humantime::format_duration(cli.flight_window),
+                crate::units::bytes(cli.flight_max_size)
             );
         }
+        let app = Arc::new(App {
+            vm: VmLabels { node, os_pid: target.pid },
+            state: state.clone(),
+            control: control.clone(),
+            alerts: alerts.as_ref().map(|a| a.stats.clone()),
+            recording: recorder.as_ref().map(|r| crate::record::RecordingStats {
+                writer: lock(r).writer().stats.clone(),
+                flight: flight.as_ref().map(|f| f.stats.clone()),
+            }),
+            names: names.clone(),
+            build: BuildLabels {
+                otp_release: target.otp_release.clone(),
+                erts_version: target.erts_version.clone(),
+                source,
+                build: target.table.id,
+                mode: cli.mode.name(),
+            },
+        });
+        Ok(VmSession {
+            target,
+            state,
+            app,
+            probe,
+            controller,
+            table,
+            cpu,
+            alerts,
+            evaluator,
+            recorder,
+            flight,
+            record_path: outputs.record.as_ref().map(|r| r.path.clone()),
+            started,
+        })
     }
-    Ok(())
+
+    /// Detaches from the VM and finishes its recording.
+    fn stop(self, reason: &str) -> Result<()> {
+        // The detectors and the controller first (it closes its window), then the probes; alerts
+        // last (their last delivery is tried on the way out).
+        drop(self.evaluator);
+        drop(self.controller);
+        self.probe.stop()?;
+        if let Some(cpu) = self.cpu {
+            cpu.stop()?;
+        }
+        drop(self.table);
+        drop(self.alerts);
+        summary(reason, &self.app.vm, &self.state);
+        // The recording last: it has everything the sources delivered.
+        if let Some(f) = self.flight.and_then(Arc::into_inner) {
+            f.finish()?;
+        }
+        if let Some(r) = self.recorder {
+            let mut r = lock(&r);
+            r.finish()?;
+            if let Some(path) = &self.record_path {
+                let s = &r.writer().stats;
+                eprintln!(
+                    "scope-probe: recorded {} to {}: {} entries, {}{}",
+                    humantime::format_duration(Duration::from_secs(self.started.elapsed().as_secs())),
+                    path.display(),
+                    s.entries.load(Ordering::Relaxed),
+                    crate::units::bytes(s.bytes.load(Ordering::Relaxed)),
+                    match s.dropped.load(Ordering::Relaxed) {
+                        0 => String::new(),
+                        n => format!(", {n} dropped (the disk did not keep up; counted in the file)"),
+                    }
+                );
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What each finding's change does: the alert client hears of it, the recording keeps it, and
@@ -407,12 +557,14 @@ async fn progress(stats: Arc<WriterStats>, duration: Option<Duration>) {
     }
 }
 
-fn summary(reason: &str, state: &aggregate::State) {
+fn summary(reason: &str, vm: &VmLabels, state: &aggregate::State) {
     let agg = lock(&state.counts);
     let health = lock(&state.health);
     eprintln!(
-        "scope-probe: detached ({reason}): {} events ({} sends, {} schedules, {} GCs, {} spawns, {} exits), \
+        "scope-probe: detached ({reason}) from pid {} ({}): {} events ({} sends, {} schedules, {} GCs, {} spawns, {} exits), \
          {} lost, {} spans cut by attach/detach",
+        vm.os_pid,
+        vm.node,
         agg.events_by_kind.iter().sum::<u64>(),
         agg.totals.sends,
         agg.totals.schedules,
@@ -435,9 +587,8 @@ fn source_summary(plans: &[CapabilityPlan]) -> &'static str {
     }
 }
 
-/// Waits for Ctrl-C, SIGTERM, the end of --duration, the recording's size limit or the
-/// target's exit.
-async fn wait_for_stop(duration: Option<Duration>, target: &BeamTarget, limit: Option<(u64, Arc<WriterStats>)>) -> &'static str {
+/// Waits for Ctrl-C, SIGTERM, the end of --duration or the recording's size limit.
+async fn wait_for_stop(duration: Option<Duration>, limit: Option<(u64, Arc<WriterStats>)>) -> &'static str {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let sigterm = async {
         match term.as_mut() {
@@ -451,15 +602,6 @@ async fn wait_for_stop(duration: Option<Duration>, target: &BeamTarget, limit: O
         match duration {
             Some(d) => tokio::time::sleep(d).await,
             None => std::future::pending::<()>().await,
-        }
-    };
-    let target_gone = async {
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
-        loop {
-            tick.tick().await;
-            if !target.is_alive() {
-                break;
-            }
         }
     };
     let full = async {
@@ -478,6 +620,5 @@ async fn wait_for_stop(duration: Option<Duration>, target: &BeamTarget, limit: O
         _ = full => "size limit reached",
         _ = sigterm => "terminated",
         _ = deadline => "duration elapsed",
-        _ = target_gone => "target exited",
     }
 }

@@ -255,11 +255,16 @@ pub enum Transition {
 pub struct Findings {
     active: BTreeMap<(Kind, Subject), Finding>,
     recent: VecDeque<Finding>,
-    next_id: u64,
     /// Findings that fired, per kind, since start.
     pub fired: BTreeMap<Kind, u64>,
     /// Observations dropped because too many findings were active.
     pub dropped: u64,
+}
+
+/// Finding ids, unique across the VMs one scope-probe observes (the JSON API serves them all).
+fn next_finding_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// At most this many findings are active (pending or firing) at once; resolved ones kept.
@@ -335,9 +340,8 @@ impl Findings {
                         self.dropped += 1;
                         continue;
                     }
-                    self.next_id += 1;
                     let mut f = Finding {
-                        id: self.next_id,
+                        id: next_finding_id(),
                         kind: o.kind,
                         state: State::Pending,
                         severity: o.severity,

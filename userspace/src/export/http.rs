@@ -1,5 +1,6 @@
 //! The HTTP endpoint: `/metrics` for Prometheus, `/api/processes` and `/api/pairs` as JSON for
-//! scripts (and the tests), `/` as a short index. Bound to loopback unless told otherwise.
+//! scripts (and the tests), `/` as a short index. Bound to loopback unless told otherwise. One
+//! endpoint serves every observed VM; each series and row names its VM (node, OS pid).
 
 use std::sync::Arc;
 
@@ -15,9 +16,11 @@ use crate::aggregate::{self, lock};
 use crate::control::adaptive::ControlState;
 use crate::export::alertmanager::AlertStats;
 use crate::export::PidNames;
-use crate::export::metrics::{self, BuildLabels, ScrapeInput};
+use crate::export::metrics::{self, BuildLabels, ScrapeInput, VmLabels};
 
+/// What the endpoint knows of one observed VM.
 pub struct App {
+    pub vm: VmLabels,
     pub state: aggregate::State,
     pub control: Arc<std::sync::Mutex<ControlState>>,
     pub alerts: Option<Arc<AlertStats>>,
@@ -26,7 +29,25 @@ pub struct App {
     pub build: BuildLabels,
 }
 
-pub fn router(app: Arc<App>) -> Router {
+/// The VMs the endpoint serves, as sessions start and stop.
+#[derive(Default)]
+pub struct Vms(std::sync::RwLock<Vec<Arc<App>>>);
+
+impl Vms {
+    pub fn add(&self, app: Arc<App>) {
+        self.0.write().unwrap_or_else(|e| e.into_inner()).push(app);
+    }
+
+    pub fn remove(&self, os_pid: u32) {
+        self.0.write().unwrap_or_else(|e| e.into_inner()).retain(|a| a.vm.os_pid != os_pid);
+    }
+
+    fn list(&self) -> Vec<Arc<App>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+pub fn router(app: Arc<Vms>) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/metrics", get(scrape))
@@ -41,55 +62,60 @@ async fn index() -> &'static str {
     "scope-probe\n\n/metrics           Prometheus metrics\n/api/processes     per-process counters (JSON)\n/api/pairs         per sender/receiver pair message counts (JSON)\n/api/findings      the detectors' active and recent findings, with their evidence (JSON)\n/api/findings/ID   one finding\n"
 }
 
+/// A row of the JSON API with the VM it belongs to.
+#[derive(Serialize)]
+struct OfVm<T> {
+    node: String,
+    os_pid: u32,
+    #[serde(flatten)]
+    row: T,
+}
+
+fn of_vm<T>(app: &App, row: T) -> OfVm<T> {
+    OfVm { node: app.vm.node.clone(), os_pid: app.vm.os_pid, row }
+}
+
 #[derive(Serialize)]
 struct FindingsBody {
-    active: Vec<crate::detect::Finding>,
-    recent: Vec<crate::detect::Finding>,
+    active: Vec<OfVm<crate::detect::Finding>>,
+    recent: Vec<OfVm<crate::detect::Finding>>,
 }
 
-async fn findings(State(app): State<Arc<App>>) -> Json<FindingsBody> {
-    let f = lock(&app.state.findings);
-    Json(FindingsBody { active: f.active().cloned().collect(), recent: f.recent().cloned().collect() })
-}
-
-async fn finding(State(app): State<Arc<App>>, axum::extract::Path(id): axum::extract::Path<u64>) -> Response {
-    match lock(&app.state.findings).get(id) {
-        Some(f) => Json(f.clone()).into_response(),
-        None => (axum::http::StatusCode::NOT_FOUND, format!("no finding {id}\n")).into_response(),
+async fn findings(State(vms): State<Arc<Vms>>) -> Json<FindingsBody> {
+    let mut body = FindingsBody { active: Vec::new(), recent: Vec::new() };
+    for app in vms.list() {
+        let f = lock(&app.state.findings);
+        body.active.extend(f.active().map(|f| of_vm(&app, f.clone())));
+        body.recent.extend(f.recent().map(|f| of_vm(&app, f.clone())));
     }
+    Json(body)
 }
 
-async fn scrape(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+async fn finding(State(vms): State<Arc<Vms>>, axum::extract::Path(id): axum::extract::Path<u64>) -> Response {
+    // Finding ids are unique across the VMs.
+    for app in vms.list() {
+        if let Some(f) = lock(&app.state.findings).get(id) {
+            return Json(of_vm(&app, f.clone())).into_response();
+        }
+    }
+    (axum::http::StatusCode::NOT_FOUND, format!("no finding {id}\n")).into_response()
+}
+
+async fn scrape(State(vms): State<Arc<Vms>>, headers: HeaderMap) -> Response {
     // Prometheus asks for OpenMetrics; everything else gets the classic text format.
     let openmetrics = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/openmetrics-text"));
     let body = tokio::task::spawn_blocking(move || {
-        let st = &app.state;
-        // The table's lock is not held while rendering: naming pids reads it too.
-        let table = lock(&st.table).clone();
-        let cpu = lock(&st.cpu);
-        let health = lock(&st.health).clone();
-        let attached = table.proc.as_ref().is_some_and(|p| p.alive);
-        let control = lock(&app.control).clone();
-        let findings = lock(&st.findings);
-        let agg = lock(&st.counts);
-        metrics::render(
-            &agg,
-            ScrapeInput {
-                build: &app.build,
-                cpu: &cpu,
-                table: &table,
-                health: &health,
-                control: &control,
-                findings: &findings,
-                alerts: app.alerts.as_deref(),
-                recording: app.recording.as_ref(),
-                attached,
-                names: &*app.names,
-            },
-        )
+        let apps = vms.list();
+        let mut renderings: Vec<String> = apps.iter().map(|app| render(app)).collect();
+        // How many VMs are observed, the one series without a VM's labels (with --all, possibly 0).
+        renderings.push(format!(
+            "# HELP scope_probe_vms VMs observed now\n# TYPE scope_probe_vms gauge\nscope_probe_vms {}\n# EOF\n",
+            apps.len()
+        ));
+        metrics::merge(&renderings)
     })
     .await
     .unwrap_or_default();
@@ -101,6 +127,35 @@ async fn scrape(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     }
 }
 
+/// One VM's series.
+fn render(app: &App) -> String {
+    let st = &app.state;
+    // The table's lock is not held while rendering: naming pids reads it too.
+    let table = lock(&st.table).clone();
+    let cpu = lock(&st.cpu);
+    let health = lock(&st.health).clone();
+    let attached = table.proc.as_ref().is_some_and(|p| p.alive);
+    let control = lock(&app.control).clone();
+    let findings = lock(&st.findings);
+    let agg = lock(&st.counts);
+    metrics::render(
+        &agg,
+        ScrapeInput {
+            vm: &app.vm,
+            build: &app.build,
+            cpu: &cpu,
+            table: &table,
+            health: &health,
+            control: &control,
+            findings: &findings,
+            alerts: app.alerts.as_deref(),
+            recording: app.recording.as_ref(),
+            attached,
+            names: &*app.names,
+        },
+    )
+}
+
 #[derive(Serialize)]
 struct ProcessRow {
     pid: String,
@@ -110,22 +165,26 @@ struct ProcessRow {
     parent: Option<String>,
 }
 
-async fn processes(State(app): State<Arc<App>>) -> Json<Vec<ProcessRow>> {
+async fn processes(State(vms): State<Arc<Vms>>) -> Json<Vec<OfVm<ProcessRow>>> {
     let rows = tokio::task::spawn_blocking(move || {
-        let agg = lock(&app.state.counts);
-        let n = &app.names;
-        let mut rows: Vec<ProcessRow> = agg
-            .processes
-            .iter()
-            .map(|(pid, s)| ProcessRow {
-                pid: n.pid(*pid),
-                name: if s.exited { String::new() } else { n.name(*pid) },
-                stats: s.clone(),
-                parent: s.parent.map(|p| n.pid(p)),
-            })
-            .collect();
-        rows.sort_by(|a, b| a.pid.cmp(&b.pid));
-        rows
+        let mut all = Vec::new();
+        for app in vms.list() {
+            let agg = lock(&app.state.counts);
+            let n = &app.names;
+            let mut rows: Vec<ProcessRow> = agg
+                .processes
+                .iter()
+                .map(|(pid, s)| ProcessRow {
+                    pid: n.pid(*pid),
+                    name: if s.exited { String::new() } else { n.name(*pid) },
+                    stats: s.clone(),
+                    parent: s.parent.map(|p| n.pid(p)),
+                })
+                .collect();
+            rows.sort_by(|a, b| a.pid.cmp(&b.pid));
+            all.extend(rows.into_iter().map(|r| of_vm(&app, r)));
+        }
+        all
     })
     .await
     .unwrap_or_default();
@@ -139,13 +198,16 @@ struct PairRow {
     messages: u64,
 }
 
-async fn pairs(State(app): State<Arc<App>>) -> Json<Vec<PairRow>> {
-    let agg = lock(&app.state.counts);
-    let n = &app.names;
-    let rows = agg
-        .top_pairs(usize::MAX)
-        .into_iter()
-        .map(|((from, to), messages)| PairRow { sender: n.pid(from), receiver: n.pid(to), messages })
-        .collect();
+async fn pairs(State(vms): State<Arc<Vms>>) -> Json<Vec<OfVm<PairRow>>> {
+    let mut rows = Vec::new();
+    for app in vms.list() {
+        let agg = lock(&app.state.counts);
+        let n = &app.names;
+        rows.extend(
+            agg.top_pairs(usize::MAX)
+                .into_iter()
+                .map(|((from, to), messages)| of_vm(&app, PairRow { sender: n.pid(from), receiver: n.pid(to), messages })),
+        );
+    }
     Json(rows)
 }

@@ -36,8 +36,18 @@ pub struct BuildLabels {
     pub mode: &'static str,
 }
 
+/// Which VM a scrape's series belong to: every series carries these labels, so one endpoint
+/// serves several VMs (`--pid A --pid B`, `--all`) and Prometheus tells nodes apart.
+#[derive(Debug, Clone)]
+pub struct VmLabels {
+    /// The node name (`a@host`, `nonode@nohost` when not distributed).
+    pub node: String,
+    pub os_pid: u32,
+}
+
 /// Everything a scrape needs besides the aggregator.
 pub struct ScrapeInput<'a> {
+    pub vm: &'a VmLabels,
     pub build: &'a BuildLabels,
     pub cpu: &'a CpuWindow,
     pub table: &'a TableState,
@@ -71,7 +81,8 @@ fn gauge(registry: &mut Registry, name: &str, help: &str, v: i64) {
 }
 
 pub fn render(agg: &Aggregator, input: ScrapeInput<'_>) -> String {
-    let mut r = Registry::default();
+    let vm = [("node".into(), input.vm.node.clone().into()), ("os_pid".into(), input.vm.os_pid.to_string().into())];
+    let mut r = Registry::with_labels(vm.into_iter());
     let label = |pid: u64| (input.names.pid(pid), input.names.name(pid));
     let latest = input.table.latest.as_deref();
     let sampler_lost = input.health.sampler.as_ref().map(|s| {
@@ -416,6 +427,48 @@ fn render_snapshot(r: &mut Registry, snap: &Snapshot, label: &dyn Fn(u64) -> (St
     r.register("scope_probe_snapshot_seconds", "Time the last process-table snapshot took", g);
 }
 
+/// One exposition of several VMs' renderings: each family once (its HELP, TYPE and UNIT from
+/// the first rendering that has it), with every VM's series under it.
+pub fn merge(renderings: &[String]) -> String {
+    let mut order: Vec<&str> = Vec::new();
+    let mut families: std::collections::HashMap<&str, (Vec<&str>, Vec<&str>)> = Default::default();
+    for text in renderings {
+        let mut current: Option<&str> = None;
+        let mut fresh = false;
+        for line in text.lines() {
+            if line == "# EOF" {
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("# HELP ").or(line.strip_prefix("# TYPE ")).or(line.strip_prefix("# UNIT ")) {
+                let name = rest.split_once(' ').map_or(rest, |(n, _)| n);
+                if current != Some(name) {
+                    current = Some(name);
+                    fresh = !families.contains_key(name);
+                    if fresh {
+                        order.push(name);
+                    }
+                }
+                let family = families.entry(name).or_default();
+                if fresh {
+                    family.0.push(line);
+                }
+            } else if let Some(name) = current {
+                families.entry(name).or_default().1.push(line);
+            }
+        }
+    }
+    let mut out = String::new();
+    for name in order {
+        let (head, samples) = &families[name];
+        for line in head.iter().chain(samples) {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out.push_str("# EOF\n");
+    out
+}
+
 /// Converts prometheus-client's OpenMetrics text into the classic Prometheus text format
 /// (version 0.0.4) for clients that do not ask for OpenMetrics (curl, promtool, older agents):
 /// counter families are named with their `_total` suffix there, and there is no `# EOF`.
@@ -449,6 +502,18 @@ pub fn to_classic_text(openmetrics: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn merged_renderings_keep_each_family_once() {
+        let a = "# HELP x Xs.\n# TYPE x counter\nx_total{node=\"a\"} 1\n# HELP g G.\n# TYPE g gauge\ng{node=\"a\"} 2\n# EOF\n";
+        let b = "# HELP x Xs.\n# TYPE x counter\nx_total{node=\"b\"} 3\n# HELP h H.\n# TYPE h gauge\nh{node=\"b\"} 4\n# EOF\n";
+        assert_eq!(
+            merge(&[a.into(), b.into()]),
+            "# HELP x Xs.\n# TYPE x counter\nx_total{node=\"a\"} 1\nx_total{node=\"b\"} 3\n# HELP g G.\n# TYPE g gauge\n\
+             g{node=\"a\"} 2\n# HELP h H.\n# TYPE h gauge\nh{node=\"b\"} 4\n# EOF\n"
+        );
+        assert_eq!(merge(&[]), "# EOF\n");
+    }
 
     #[test]
     fn classic_text_names_counters_with_total() {

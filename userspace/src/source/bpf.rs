@@ -8,12 +8,12 @@
 //! capability falls back to its uprobes and its plan says why.
 
 use std::cell::RefCell;
-use std::mem::MaybeUninit;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
 use crate::aggregate::health::Health;
+use crate::source::skeleton::Owned;
 use beam_probes::terms::PidIndex;
 use beam_probes::{BeamTarget, Capability, CapabilityPlan, HookPoint, ProbeSource, ResolvedHook, ResolvedUsdt, UsdtPoint};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
@@ -72,7 +72,7 @@ impl KernelStats {
 }
 
 pub struct MonitorProbes {
-    skel: MonitorSkel<'static>,
+    skel: Owned<MonitorSkel<'static>>,
     pid: i32,
     binary: PathBuf,
     hooks: Vec<ResolvedHook>,
@@ -88,49 +88,49 @@ pub struct MonitorProbes {
 impl MonitorProbes {
     /// Opens and loads the programs with the target's build facts; attaches nothing yet.
     pub fn load(target: &BeamTarget, hooks: Vec<ResolvedHook>, plans: Vec<CapabilityPlan>) -> Result<Self> {
-        // The skeleton borrows its object for its whole life; the probe lives until exit.
-        let object = Box::leak(Box::new(MaybeUninit::uninit()));
-        let mut open = MonitorSkelBuilder::default().open(object).context("opening the monitor BPF object")?;
-        let rodata = open.maps.rodata_data.as_deref_mut().context("monitor BPF object has no .rodata")?;
-        rodata.cfg.proc_id_offset = target.table.process.id;
-        rodata.cfg.process_table = target.process_table_address();
-        rodata.cfg.pid_tag_mask = target.table.pid.tag_mask;
-        rodata.cfg.pid_tag = target.table.pid.tag;
-        if plans.iter().any(|p| p.source == ProbeSource::Usdt) {
-            // USDT probes name processes by strings; the programs rebuild the VM's pid terms
-            // so their events key processes exactly as the uprobes' do.
-            let ix = target.pid_indexing().context("reading the process table size (for USDT pid strings)")?;
-            let c = &mut rodata.cfg;
-            c.pid_number_bits = ix.layout.number_bits.into();
-            c.pid_serial_bits = ix.layout.serial_bits.into();
-            c.pid_data_shift = ix.layout.data_shift.into();
-            c.pid_index_above_shift = match ix.layout.index {
-                PidIndex::Above { shift } => shift.into(),
-                PidIndex::PixData => 0,
-            };
-            c.pix_mask = ix.indexing.pix_mask;
-            c.pix_cl_mask = ix.indexing.pix_cl_mask;
-            c.pix_cl_shift = ix.indexing.pix_cl_shift.into();
-            c.pix_cli_shift = ix.indexing.pix_cli_shift.into();
-            c.pix_cli_mask = ix.indexing.pix_cli_mask;
-            let sites: Vec<u64> = plans
-                .iter()
-                .flat_map(|p| &p.usdt)
-                .filter(|u| u.point == UsdtPoint::Send)
-                .flat_map(|u| &u.accepted_sites)
-                .map(|pc| pc.wrapping_add(target.load_bias))
-                .collect();
-            anyhow::ensure!(
-                sites.len() <= c.send_sites.len(),
-                "message__send has {} accepted sites, the BPF program takes {}",
-                sites.len(),
-                c.send_sites.len()
-            );
-            for (slot, site) in c.send_sites.iter_mut().zip(sites) {
-                *slot = site;
+        let skel = Owned::new(|object| {
+            let mut open = MonitorSkelBuilder::default().open(object).context("opening the monitor BPF object")?;
+            let rodata = open.maps.rodata_data.as_deref_mut().context("monitor BPF object has no .rodata")?;
+            rodata.cfg.proc_id_offset = target.table.process.id;
+            rodata.cfg.process_table = target.process_table_address();
+            rodata.cfg.pid_tag_mask = target.table.pid.tag_mask;
+            rodata.cfg.pid_tag = target.table.pid.tag;
+            if plans.iter().any(|p| p.source == ProbeSource::Usdt) {
+                // USDT probes name processes by strings; the programs rebuild the VM's pid terms
+                // so their events key processes exactly as the uprobes' do.
+                let ix = target.pid_indexing().context("reading the process table size (for USDT pid strings)")?;
+                let c = &mut rodata.cfg;
+                c.pid_number_bits = ix.layout.number_bits.into();
+                c.pid_serial_bits = ix.layout.serial_bits.into();
+                c.pid_data_shift = ix.layout.data_shift.into();
+                c.pid_index_above_shift = match ix.layout.index {
+                    PidIndex::Above { shift } => shift.into(),
+                    PidIndex::PixData => 0,
+                };
+                c.pix_mask = ix.indexing.pix_mask;
+                c.pix_cl_mask = ix.indexing.pix_cl_mask;
+                c.pix_cl_shift = ix.indexing.pix_cl_shift.into();
+                c.pix_cli_shift = ix.indexing.pix_cli_shift.into();
+                c.pix_cli_mask = ix.indexing.pix_cli_mask;
+                let sites: Vec<u64> = plans
+                    .iter()
+                    .flat_map(|p| &p.usdt)
+                    .filter(|u| u.point == UsdtPoint::Send)
+                    .flat_map(|u| &u.accepted_sites)
+                    .map(|pc| pc.wrapping_add(target.load_bias))
+                    .collect();
+                anyhow::ensure!(
+                    sites.len() <= c.send_sites.len(),
+                    "message__send has {} accepted sites, the BPF program takes {}",
+                    sites.len(),
+                    c.send_sites.len()
+                );
+                for (slot, site) in c.send_sites.iter_mut().zip(sites) {
+                    *slot = site;
+                }
             }
-        }
-        let skel = open.load().context("loading the monitor BPF programs (is this kernel built with BPF and BTF?)")?;
+            open.load().context("loading the monitor BPF programs (is this kernel built with BPF and BTF?)")
+        })?;
         Ok(MonitorProbes {
             skel,
             pid: target.pid as i32,
@@ -396,7 +396,7 @@ pub fn sum_per_cpu(map: &dyn MapCore, index: u32) -> Result<u64> {
 /// hit there costs what a hit costs in the VM (the same trap, the same program, a ring buffer
 /// record that nobody reads). Dropped, it detaches.
 pub struct CalibrationProbe {
-    skel: MonitorSkel<'static>,
+    skel: Owned<MonitorSkel<'static>>,
     exe: PathBuf,
     offset: u64,
 }
@@ -410,15 +410,16 @@ impl CalibrationProbe {
             .symbol(symbol)
             .and_then(|s| elf.file_offset(s.address))
             .with_context(|| format!("{symbol} not found in {} (was scope-probe stripped?)", exe.display()))?;
-        let object = Box::leak(Box::new(MaybeUninit::uninit()));
-        let mut open = MonitorSkelBuilder::default().open(object).context("opening the monitor BPF object")?;
-        let rodata = open.maps.rodata_data.as_deref_mut().context("monitor BPF object has no .rodata")?;
-        rodata.cfg.proc_id_offset = table.process.id;
-        rodata.cfg.pid_tag_mask = table.pid.tag_mask;
-        rodata.cfg.pid_tag = table.pid.tag;
-        // This copy's ring buffer is never read: a small one is enough.
-        open.maps.events.set_max_entries(1 << 16).context("sizing the calibration ring buffer")?;
-        let skel = open.load().context("loading the monitor BPF programs for calibration")?;
+        let skel = Owned::new(|object| {
+            let mut open = MonitorSkelBuilder::default().open(object).context("opening the monitor BPF object")?;
+            let rodata = open.maps.rodata_data.as_deref_mut().context("monitor BPF object has no .rodata")?;
+            rodata.cfg.proc_id_offset = table.process.id;
+            rodata.cfg.pid_tag_mask = table.pid.tag_mask;
+            rodata.cfg.pid_tag = table.pid.tag;
+            // This copy's ring buffer is never read: a small one is enough.
+            open.maps.events.set_max_entries(1 << 16).context("sizing the calibration ring buffer")?;
+            open.load().context("loading the monitor BPF programs for calibration")
+        })?;
         Ok(CalibrationProbe { skel, exe, offset })
     }
 

@@ -7,4 +7,5 @@ pub mod cpu;
 pub mod probes;
 pub mod procstat;
 pub mod sampler;
+pub mod skeleton;
 pub mod table;

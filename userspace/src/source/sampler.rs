@@ -4,7 +4,6 @@
 //! counted, never silently dropped.
 
 use std::collections::HashMap;
-use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
@@ -20,6 +19,7 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, RingBufferBuilder};
 
 use crate::source::bpf::sum_per_cpu;
+use crate::source::skeleton::Owned;
 
 pub mod profile {
     #![allow(clippy::all, unused_imports, dead_code, non_camel_case_types)]
@@ -228,25 +228,26 @@ fn run(
 ) -> Result<()> {
     let attach = || -> Result<_> {
         let t = target.table;
-        let object = Box::leak(Box::new(MaybeUninit::uninit()));
-        let mut open = ProfileSkelBuilder::default().open(object).context("opening the profile BPF object")?;
-        let rodata = open.maps.rodata_data.as_deref_mut().context("profile BPF object has no .rodata")?;
-        let c = &mut rodata.pcfg;
-        c.tgid = target.pid;
-        c.reg_offset = pt_regs_offset(t.jit.process_register);
-        c.proc_id_offset = t.process.id;
-        c.pid_tag_mask = t.pid.tag_mask;
-        c.pid_tag = t.pid.tag;
-        c.proc_htop = t.process.htop;
-        c.proc_stop = t.process.stop;
-        c.proc_hend = t.process.hend;
-        c.esd_current_process = t.scheduler.current_process;
-        c.esd_current_port = t.scheduler.current_port;
-        c.esd_ssi = t.scheduler.ssi;
-        c.ssi_flags = t.scheduler.ssi_flags;
         let cpus = online_cpus()?;
-        open.maps.samples.set_max_entries(ring_bytes(cpus.len(), frequency)).context("sizing the sample ring buffer")?;
-        let skel = open.load().context("loading the profile BPF program")?;
+        let skel = Owned::new(|object| {
+            let mut open = ProfileSkelBuilder::default().open(object).context("opening the profile BPF object")?;
+            let rodata = open.maps.rodata_data.as_deref_mut().context("profile BPF object has no .rodata")?;
+            let c = &mut rodata.pcfg;
+            c.tgid = target.pid;
+            c.reg_offset = pt_regs_offset(t.jit.process_register);
+            c.proc_id_offset = t.process.id;
+            c.pid_tag_mask = t.pid.tag_mask;
+            c.pid_tag = t.pid.tag;
+            c.proc_htop = t.process.htop;
+            c.proc_stop = t.process.stop;
+            c.proc_hend = t.process.hend;
+            c.esd_current_process = t.scheduler.current_process;
+            c.esd_current_port = t.scheduler.current_port;
+            c.esd_ssi = t.scheduler.ssi;
+            c.ssi_flags = t.scheduler.ssi_flags;
+            open.maps.samples.set_max_entries(ring_bytes(cpus.len(), frequency)).context("sizing the sample ring buffer")?;
+            open.load().context("loading the profile BPF program")
+        })?;
         let mut links: Vec<(OwnedFd, Link)> = Vec::new();
         for cpu in cpus {
             let fd = open_cpu_clock(cpu, frequency)?;
