@@ -100,3 +100,36 @@ fn urlencode(s: &str) -> String {
         })
         .collect()
 }
+
+/// The Kubernetes DaemonSet validates against the API's schemas (kubernetes-validate, strict:
+/// no unknown field), and the systemd unit passes systemd's own checks (with ExecStart pointing
+/// at the built binary: the check wants it to exist).
+#[test]
+fn daemonset_and_systemd_unit_validate() {
+    let python = scope_probe_tests::workspace_root().join(".cache/python-kubernetes-validate");
+    assert!(python.exists(), "{} is missing: `cargo xtask setup` installs kubernetes-validate there", python.display());
+    let daemonset = deploy("kubernetes/scope-probe-daemonset.yaml");
+    let out = Command::new("/usr/bin/python3")
+        .env("PYTHONPATH", &python)
+        .args(["-m", "kubernetes_validate", "--strict"])
+        .arg(&daemonset)
+        .output()
+        .expect("running kubernetes-validate");
+    let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "kubernetes-validate: {said}");
+    assert!(said.contains("passed for resource daemonset/scope-probe"), "{said}");
+
+    let unit = std::fs::read_to_string(deploy("systemd/scope-probe.service")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("scope-probe.service");
+    let binary = scope_probe_tests::probe::binary();
+    std::fs::write(&copy, unit.replace("/usr/local/bin/scope-probe", binary.to_str().unwrap())).unwrap();
+    // systemd-analyze exits 0 on an unknown key or a bad value (it ignores them): it must say
+    // nothing at all.
+    let out = Command::new("systemd-analyze").arg("verify").arg(&copy).output().expect("running systemd-analyze");
+    let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && said.trim().is_empty(), "systemd-analyze verify: {said}");
+    // What the unit runs is what the README says: every VM, on loopback.
+    let exec = unit.lines().find(|l| l.starts_with("ExecStart=")).expect("an ExecStart line");
+    assert!(exec.contains("--all") && exec.contains("127.0.0.1:"), "{exec}");
+}

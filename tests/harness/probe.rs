@@ -219,6 +219,23 @@ impl Probe {
         Probe { run, port, vm_pid: pid }
     }
 
+    /// Observes several VMs at once (`--pid A --pid B ...`), or every VM on the host (`--all`)
+    /// when `pids` is empty; waits until metrics are served.
+    pub fn attach_several(pids: &[u32], extra: &[&str]) -> Probe {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut args: Vec<String> = if pids.is_empty() {
+            vec!["--all".into()]
+        } else {
+            pids.iter().flat_map(|p| ["--pid".to_owned(), p.to_string()]).collect()
+        };
+        args.extend(["--listen".to_owned(), listen]);
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let vm_pid = pids.first().copied().unwrap_or(0);
+        Probe { run: Running::start(&args, vm_pid, "metrics on http://"), port, vm_pid }
+    }
+
     fn get(&self, path: &str) -> String {
         ureq::get(&format!("http://127.0.0.1:{}{path}", self.port))
             .timeout(Duration::from_secs(30))
@@ -239,6 +256,11 @@ impl Probe {
     /// Per-process counters from /api/processes, keyed by "<0.N.S>".
     pub fn processes(&self) -> Vec<serde_json::Value> {
         serde_json::from_str(&self.get("/api/processes")).expect("JSON from /api/processes")
+    }
+
+    /// Sender/receiver pairs from /api/pairs.
+    pub fn pairs(&self) -> Vec<serde_json::Value> {
+        serde_json::from_str(&self.get("/api/pairs")).expect("JSON from /api/pairs")
     }
 
     pub fn process(&self, pid: &str) -> Option<serde_json::Value> {

@@ -29,6 +29,8 @@ pub const APT_PACKAGES: &[&str] = &[
 
 /// The `perfetto` PyPI package: its trace protos check `scope-probe export --format perfetto`.
 const PERFETTO_PY: &str = "perfetto==0.59.1";
+/// Validates the Kubernetes DaemonSet under deploy/kubernetes/ against the API's schemas.
+const KUBERNETES_VALIDATE_PY: &str = "kubernetes-validate==1.37.0";
 
 /// speedscope's file-format schema ships in its npm package; tests validate against it.
 const SPEEDSCOPE: &str = "speedscope@1.25.0";
@@ -91,24 +93,37 @@ pub fn setup() -> Result<()> {
     if let Err(e) = fetch_perfetto_protos() {
         eprintln!("xtask: warning: {e:#} (the Perfetto export test will fail)");
     }
+    if let Err(e) = fetch_kubernetes_validate() {
+        eprintln!("xtask: warning: {e:#} (the DaemonSet's validation test will fail)");
+    }
     Ok(())
 }
 
 /// Installs the `perfetto` package (with protobuf) under .cache/python for Debian's python3.
 fn fetch_perfetto_protos() -> Result<()> {
-    let dir = crate::workspace_root().join(".cache/python");
-    if dir.join("perfetto/protos/perfetto/trace/perfetto_trace_pb2.py").exists() {
+    pip_install(PERFETTO_PY, "python", "perfetto/protos/perfetto/trace/perfetto_trace_pb2.py", "its trace protos")
+}
+
+/// Installs `kubernetes-validate` under .cache/python-kubernetes-validate.
+fn fetch_kubernetes_validate() -> Result<()> {
+    pip_install(KUBERNETES_VALIDATE_PY, "python-kubernetes-validate", "kubernetes_validate/__main__.py", "the DaemonSet's validator")
+}
+
+/// `pip install --target .cache/DIR SPEC` with Debian's python3, unless `marker` is there.
+fn pip_install(spec: &str, dir: &str, marker: &str, why: &str) -> Result<()> {
+    let dir = crate::workspace_root().join(".cache").join(dir);
+    if dir.join(marker).exists() {
         return Ok(());
     }
-    eprintln!("xtask: installing {PERFETTO_PY} (its trace protos) under {}", dir.display());
+    eprintln!("xtask: installing {spec} ({why}) under {}", dir.display());
     let out = Command::new("/usr/bin/python3")
         .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target"])
         .arg(&dir)
-        .arg(PERFETTO_PY)
+        .arg(spec)
         .output()
         .context("running pip")?;
     if !out.status.success() {
-        bail!("pip install {PERFETTO_PY} failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!("pip install {spec} failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok(())
 }

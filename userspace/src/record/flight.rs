@@ -180,6 +180,8 @@ impl Flight {
             s.keeps.clear();
         }
         let _ = std::fs::remove_dir_all(s.settings.dir.join(SEGMENTS));
+        // A directory that kept nothing goes too (with --all, one per VM that came and went).
+        let _ = std::fs::remove_dir(&s.settings.dir);
         Ok(())
     }
 }

@@ -1,0 +1,151 @@
+//! Several VMs observed by one scope-probe: two builds at once, each counted exactly against
+//! its own trace; `--all` picking up a VM that starts and letting go of one that stops; and
+//! attaching to and detaching from VMs a hundred times without growing.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use scope_probe_tests::chroot::{provisioned, start_beam_in_chroot};
+use scope_probe_tests::{Beam, Metrics, Probe, wait_stable};
+
+const DRAIN: Duration = Duration::from_secs(20);
+const SETTLE: Duration = Duration::from_millis(500);
+
+/// The host's OTP 25 and trixie's OTP 27 (in its chroot) at once, in trace mode: each VM's
+/// pair count equals what its own erlang:trace saw, under that VM's node and OS pid, and no
+/// count leaks into the other VM's series.
+#[test]
+fn two_builds_at_once_are_each_counted_exactly() {
+    let root = provisioned("trixie").unwrap_or_else(|e| panic!("the trixie chroot is missing: {e}"));
+    let mut host = Beam::start_with(Path::new("/usr/bin/erl"), &[], &[]);
+    let mut trixie = start_beam_in_chroot(&root, &[]);
+    let probe = Probe::attach_several(&[host.os_pid, trixie.os_pid], &["--mode", "trace"]);
+    let said = probe.stderr();
+    for (vm, build) in [(host.os_pid, "build otp25"), (trixie.os_pid, "build otp27")] {
+        assert!(
+            said.iter().any(|l| l.contains(&format!("attached to pid {vm} ")) && l.contains(build)),
+            "{vm} with {build}: {said:?}"
+        );
+    }
+    let mut expected = Vec::new();
+    for (beam, n) in [(&mut host, 20_000u64), (&mut trixie, 30_000)] {
+        let r = beam.call(&format!("scope_fixtures:sends({n})"));
+        assert_eq!(r["traced"].parse::<u64>().unwrap(), n, "the VM's own trace");
+        expected.push((beam.os_pid.to_string(), r["a"].clone(), r["b"].clone(), n));
+    }
+    for (os_pid, a, b, n) in &expected {
+        let labels = [("os_pid", os_pid.as_str()), ("sender", a.as_str()), ("receiver", b.as_str())];
+        let pair = |m: &Metrics| m.get("beam_top_pair_messages_sent_total", &labels);
+        assert_eq!(wait_stable(DRAIN, SETTLE, || pair(&probe.metrics())), Some(*n as f64), "pair of VM {os_pid} in /metrics");
+        let rows: Vec<_> = probe
+            .pairs()
+            .into_iter()
+            .filter(|r| r["os_pid"].as_u64() == os_pid.parse().ok() && r["sender"] == a.as_str() && r["receiver"] == b.as_str())
+            .collect();
+        assert_eq!(rows.len(), 1, "one row for the pair in /api/pairs: {rows:?}");
+        assert_eq!(rows[0]["messages"], *n, "/api/pairs");
+        assert_eq!(rows[0]["node"], "nonode@nohost");
+    }
+    // Each VM's series are its own: sends counted per VM (the totals hold the pair's).
+    let m = probe.metrics();
+    for (os_pid, _, _, n) in &expected {
+        let sent = m.get("beam_messages_sent_total", &[("os_pid", os_pid.as_str())]).expect("each VM's sends");
+        assert!(sent >= *n as f64 && sent < (n + 5_000) as f64, "VM {os_pid} sent {sent}, its pair {n}");
+        assert_eq!(m.get("scope_probe_attached", &[("os_pid", os_pid.as_str())]), Some(1.0));
+    }
+    assert_eq!(m.value("scope_probe_vms"), 2.0);
+    let (status, stderr) = probe.stop();
+    assert!(status.success(), "{status:?} {stderr:?}");
+    assert_eq!(stderr.iter().filter(|l| l.contains("detached (terminated)")).count(), 2, "{stderr:?}");
+}
+
+/// Seconds until `series` with `os_pid` appears (or, `present` false, is gone), polling
+/// the metrics; panics after `within`.
+fn wait_series(probe: &Probe, series: &str, os_pid: u32, present: bool, within: Duration) -> Duration {
+    let start = Instant::now();
+    let pid = os_pid.to_string();
+    loop {
+        if probe.metrics().get(series, &[("os_pid", &pid)]).is_some() == present {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < within, "{series} of VM {os_pid} {} after {within:?}", if present { "missing" } else { "still there" });
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `--all`: a VM started after scope-probe is observed within 5 s (it looks each second and
+/// attaches in well under a second), named by its node; one that stops is let go within 3 s.
+#[test]
+fn all_picks_up_a_new_vm_and_lets_go_of_one_that_stops() {
+    let probe = Probe::attach_several(&[], &["--mode", "sample"]);
+    let late = Beam::start_with(Path::new("/usr/bin/erl"), &["-sname", "scope_late_node"], &[]);
+    let found = wait_series(&probe, "scope_probe_build_info", late.os_pid, true, Duration::from_secs(5));
+    let m = probe.metrics();
+    let node = m
+        .all("scope_probe_build_info")
+        .into_iter()
+        .find(|s| s.labels.get("os_pid") == Some(&late.os_pid.to_string()))
+        .and_then(|s| s.labels.get("node").cloned())
+        .expect("the VM's node");
+    assert!(node.starts_with("scope_late_node@"), "node label {node}");
+    let vm = late.os_pid;
+    drop(late);
+    let gone = wait_series(&probe, "scope_probe_build_info", vm, false, Duration::from_secs(3));
+    eprintln!("picked up in {found:?}, let go in {gone:?}");
+    let said = probe.stderr();
+    assert!(said.iter().any(|l| l.contains(&format!("(pid {vm}) exited: detaching"))), "{said:?}");
+    let (status, stderr) = probe.stop();
+    assert!(status.success(), "{status:?} {stderr:?}");
+}
+
+/// The probe's resident memory less the BPF maps it has mapped (each attached VM's ring
+/// buffers, which come and go with the VMs attached at the moment: other tests' VMs too, under
+/// `--all`), in KiB.
+fn rss_kib_besides_bpf_maps(pid: u32) -> u64 {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+    let (mut total, mut bpf_map) = (0, false);
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            bpf_map = line.ends_with("anon_inode:bpf-map");
+        } else if let Some(kb) = line.strip_prefix("Rss:")
+            && !bpf_map
+        {
+            total += kb.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap();
+        }
+    }
+    total
+}
+
+/// 100 attach/detach cycles under `--all` in the default (adaptive) mode, five VMs at a time,
+/// after 10 to warm up: the probe's resident memory besides the BPF ring buffers of the VMs
+/// attached at the moment grows by at most 8 MiB (each attach loads three BPF objects, starts
+/// six threads and may read DWARF: none of it may stay behind).
+#[test]
+fn a_hundred_attach_detach_cycles_keep_memory_flat() {
+    const AT_ONCE: usize = 5;
+    const WARM_ROUNDS: usize = 2;
+    const ROUNDS: usize = WARM_ROUNDS + 20;
+    let probe = Probe::attach_several(&[], &[]);
+    let mut warm = 0;
+    for round in 0..ROUNDS {
+        let vms: Vec<Beam> = (0..AT_ONCE).map(|_| Beam::start_with(Path::new("/usr/bin/erl"), &[], &[])).collect();
+        for vm in &vms {
+            wait_series(&probe, "scope_probe_build_info", vm.os_pid, true, Duration::from_secs(20));
+        }
+        let pids: Vec<u32> = vms.iter().map(|v| v.os_pid).collect();
+        drop(vms);
+        for pid in pids {
+            wait_series(&probe, "scope_probe_build_info", pid, false, Duration::from_secs(5));
+        }
+        if round + 1 == WARM_ROUNDS {
+            warm = rss_kib_besides_bpf_maps(probe.os_pid());
+        }
+    }
+    let end = rss_kib_besides_bpf_maps(probe.os_pid());
+    let cycles = AT_ONCE * (ROUNDS - WARM_ROUNDS);
+    eprintln!("probe RSS besides BPF maps: {warm} KiB after {} cycles, {end} KiB after {cycles} more", AT_ONCE * WARM_ROUNDS);
+    assert!(end <= warm + 8 * 1024, "RSS besides BPF maps grew from {warm} KiB to {end} KiB over {cycles} attach/detach cycles");
+    let (status, stderr) = probe.stop();
+    assert!(status.success(), "{status:?} {stderr:?}");
+}
