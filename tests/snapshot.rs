@@ -61,6 +61,12 @@ fn snapshot_matches_process_info() {
     // The controller prints strings quoted.
     assert_eq!(b["current_function"], blocked["current"].trim_matches('"'), "current function as process_info says");
 
+    // The node name, read from the VM's memory (erts_this_node), is node()'s.
+    let node = beam.call("node()")["value"].trim_matches('\'').to_owned();
+    assert_eq!(snap["node"], node.as_str(), "the node name");
+    let target = beam_probes::BeamTarget::open(beam.os_pid).expect("opening the VM");
+    assert_eq!(target.node_name().expect("the node name read from the VM"), node);
+
     let vm_count: u64 = beam.call("erlang:system_info(process_count)")["value"].parse().unwrap();
     assert!(num(&snap["process_count"]).abs_diff(vm_count) <= 1, "process count {} vs {vm_count}", snap["process_count"]);
     assert_eq!(num(&snap["torn"]), 0, "an idle VM has no torn records");

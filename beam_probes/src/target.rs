@@ -453,6 +453,18 @@ impl BeamTarget {
         self.elf.symbol(name).map(|s| s.address.wrapping_add(self.load_bias))
     }
 
+    /// The VM's node name as it holds it (`node()`: `a@host`, or `nonode@nohost` when not
+    /// distributed), read from its memory: right for releases that name the node in a
+    /// `vm.args` file and for nodes that start distribution at run time. It changes when the
+    /// VM starts or stops distribution.
+    pub fn node_name(&self) -> Result<String> {
+        self.require_symbols("reading the node name", &[self.table.globals.this_node, self.table.globals.atom_table])?;
+        let this_node = self.symbol_address(self.table.globals.this_node).unwrap_or(0);
+        let node = self.mem.read_u64(this_node, "erts_this_node")?;
+        let sysname = self.mem.read_u64(node + self.table.node.sysname, "the node's name")?;
+        self.process_table().atom_text(sysname)
+    }
+
     /// Resolves every hook of the build table; refuses with the list of what is missing.
     pub fn resolve_hooks(&self) -> Result<Vec<ResolvedHook>> {
         let mut hooks = Vec::new();

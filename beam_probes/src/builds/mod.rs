@@ -251,6 +251,15 @@ pub struct GlobalSymbols {
     /// schedulers' run queues (see [`RunQueueLayout`]).
     pub run_queues: &'static str,
     pub run_queue_count: &'static str,
+    /// `ErlNode *erts_this_node`: this VM's node (its name, see [`NodeLayout`]).
+    pub this_node: &'static str,
+}
+
+/// This VM's node (`struct erl_node_`, erl_node_tables.h): only its name is read.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeLayout {
+    /// `Eterm sysname`: the node name atom (`a@host`, `nonode@nohost`).
+    pub sysname: u64,
 }
 
 /// A process's monitors (`ErtsMonLnkNode`, erl_monitor_link.h): the ones it holds on others
@@ -426,6 +435,7 @@ pub struct BuildTable {
     pub scheduler: SchedulerLayout,
     pub run_queue: RunQueueLayout,
     pub monitor: MonitorLayout,
+    pub node: NodeLayout,
     pub threads: ThreadNames,
     pub jit: JitConventions,
 }

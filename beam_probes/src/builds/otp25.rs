@@ -6,7 +6,7 @@
 
 use crate::builds::{
     BuildTable, GlobalSymbols, JitConventions, JitRecordLayout, OTP_PROCESSES, ProcDictLayout, ProcessLayout,
-    MonitorLayout, ProcessStatusFlags, PtabLayout, RegProcLayout, Register, RunQueueLayout, SchedulerLayout, SignalQueueLayout, SleepFlags,
+    MonitorLayout, NodeLayout, ProcessStatusFlags, PtabLayout, RegProcLayout, Register, RunQueueLayout, SchedulerLayout, SignalQueueLayout, SleepFlags,
     TermLayout, ThreadNames,
 };
 use crate::capability::Capability;
@@ -105,6 +105,8 @@ pub static DEBIAN12_OTP25: BuildTable = BuildTable {
         // erl_process.c, exported.
         run_queues: "erts_aligned_run_queues",
         run_queue_count: "erts_no_run_queues",
+        // erl_node_tables.c, exported.
+        this_node: "erts_this_node",
     },
     // From `struct process` in erl_process.h (25.2.3, no dynamic trace): heap_sz, i, reds,
     // sig_qs.len and sig_inq.len validated live; the old heap, mbuf_sz and state follow from the
@@ -287,6 +289,8 @@ pub static DEBIAN12_OTP25: BuildTable = BuildTable {
         type_proc: 0,
         target_flag: 1,
     },
+    // erl_node_tables.h: struct erl_node_ (DWARF of Debian's 25.2.3, 27 and 29 sources alike).
+    node: NodeLayout { sysname: 24 },
     // erl_process.c (erts_start_schedulers): "%lu_scheduler", "%d_dirty_cpu_scheduler",
     // "%d_dirty_io_scheduler", "%d_aux", "%d_poller"; erl_async.c: "async_%d"; the
     // dispatchers are "sys_sig_dispatcher" and "sys_msg_dispatcher", cut to 15 characters.

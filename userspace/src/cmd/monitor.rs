@@ -99,7 +99,7 @@ fn recording_meta(cli: &MonitorArgs, target: &BeamTarget) -> Meta {
         started_monotonic_ns: crate::event::now_ns(),
         vm: VmMeta {
             os_pid: target.pid,
-            node: crate::enrich::process_view::node_name(target.pid),
+            node: crate::enrich::process_view::node_name(target),
             otp_release: target.otp_release.clone(),
             erts_version: target.erts_version.clone(),
             build: target.table.id.to_owned(),
@@ -279,7 +279,7 @@ impl VmSession {
     fn start(cli: &MonitorArgs, vm: OpenedVm, outputs: &Outputs, instance: Option<String>, several: bool) -> Result<VmSession> {
         let OpenedVm { target, hooks, plans } = vm;
         let started = std::time::Instant::now();
-        let node = crate::enrich::process_view::node_name(target.pid);
+        let node = crate::enrich::process_view::node_name(&target);
         let state = State::new(Aggregator::new(cli.max_processes, cli.max_pairs));
         let control = Arc::new(Mutex::new(ControlState { mode: Some(cli.mode), budget: cli.overhead_budget, ..Default::default() }));
         let normal_schedulers = beam_probes::threads::vm_threads(&target)

@@ -63,8 +63,13 @@ pub struct ProcessTableView {
     pub processes: Vec<ProcessRow>,
 }
 
-/// The node name, from the VM's command line (`-sname`/`-name`); `nonode@nohost` otherwise.
-pub fn node_name(pid: u32) -> String {
+/// The node name, as the VM holds it; from its command line (`-sname`/`-name`) when its memory
+/// does not say; `nonode@nohost` otherwise.
+pub fn node_name(target: &beam_probes::BeamTarget) -> String {
+    target.node_name().unwrap_or_else(|_| node_name_from_command_line(target.pid))
+}
+
+fn node_name_from_command_line(pid: u32) -> String {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let args: Vec<String> = cmdline.split(|&b| b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
     let host = || {
@@ -132,7 +137,7 @@ pub fn read(target: &BeamTarget, symbolizer: &mut Symbolizer) -> Result<ProcessT
         })
         .collect::<Vec<_>>();
     Ok(ProcessTableView {
-        node: node_name(target.pid),
+        node: node_name(target),
         os_pid: target.pid,
         otp_release: target.otp_release.clone(),
         erts_version: target.erts_version.clone(),
