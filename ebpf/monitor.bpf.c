@@ -241,6 +241,50 @@ static __always_inline void do_process_gone(const void *ptab, const void *elemen
 		emit(EVENT_EXIT, pid, 0, 0, bpf_ktime_get_ns());
 }
 
+/*
+ * A remote pid term as (its node's name atom, N | S << 32 of <0.N.S> as that node prints it),
+ * or 0 when the term is not an external pid (a send to a name, an unknown sender).
+ */
+static __always_inline __u64 remote_pid(__u64 term, __u64 *node_name)
+{
+	if ((term & 0x3) != 0x2) /* not boxed */
+		return 0;
+	const char *thing = (const char *)(term - 0x2);
+	__u64 header = 0, node = 0, number = 0;
+	if (bpf_probe_read_user(&header, sizeof(header), thing) ||
+	    (header & cfg.ext_header_mask) != cfg.ext_pid_header ||
+	    bpf_probe_read_user(&node, sizeof(node), thing + cfg.ext_node) ||
+	    bpf_probe_read_user(&number, sizeof(number), thing + cfg.ext_pid_number) || !node ||
+	    bpf_probe_read_user(node_name, sizeof(*node_name), (const char *)node + cfg.node_sysname)) {
+		count(STAT_LOST_READ_FAULT);
+		return 0;
+	}
+	return number;
+}
+
+/* erts_dsig_send_msg(ctx, remote, ...): ctx holds the sending process. */
+static __always_inline void do_dist_send(const void *ctx, __u64 remote)
+{
+	count(STAT_HIT_DIST_SEND);
+	const void *sender = 0;
+	__u64 node = 0;
+	if (bpf_probe_read_user(&sender, sizeof(sender), (const char *)ctx + cfg.dist_ctx_process) || !sender)
+		return; /* not sent by a process */
+	__u64 from = process_pid(sender), to = remote_pid(remote, &node);
+	if (from && to)
+		emit(EVENT_DIST_SEND, from, node, to, bpf_ktime_get_ns());
+}
+
+/* erts_queue_dist_message(rcvr, locks, dist_ext, hfrag, token, from). */
+static __always_inline void do_dist_receive(const void *receiver, __u64 from)
+{
+	count(STAT_HIT_DIST_RECEIVE);
+	__u64 node = 0;
+	__u64 to = process_pid(receiver), sender = remote_pid(from, &node);
+	if (to && sender)
+		emit(EVENT_DIST_RECEIVE, to, node, sender, bpf_ktime_get_ns());
+}
+
 /* One program per hook, each attached by its own link (kernels without multi-uprobes). */
 
 SEC("uprobe")
@@ -299,6 +343,20 @@ int BPF_UPROBE(on_process_gone, const void *ptab, const void *element)
 	return 0;
 }
 
+SEC("uprobe")
+int BPF_UPROBE(on_dist_send, const void *ctx_, __u64 remote)
+{
+	do_dist_send(ctx_, remote);
+	return 0;
+}
+
+SEC("uprobe")
+int on_dist_receive(struct pt_regs *ctx)
+{
+	do_dist_receive((const void *)PT_REGS_PARM1(ctx), PT_REGS_PARM6(ctx));
+	return 0;
+}
+
 /* Every entry hook of a window through one multi-uprobe link; the cookie says which. */
 SEC("uprobe.multi")
 int on_entries(struct pt_regs *ctx)
@@ -318,6 +376,12 @@ int on_entries(struct pt_regs *ctx)
 		break;
 	case HOOK_PROCESS_GONE:
 		do_process_gone((const void *)PT_REGS_PARM1(ctx), (const void *)PT_REGS_PARM2(ctx));
+		break;
+	case HOOK_DIST_SEND:
+		do_dist_send((const void *)PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx));
+		break;
+	case HOOK_DIST_RECEIVE:
+		do_dist_receive((const void *)PT_REGS_PARM1(ctx), PT_REGS_PARM6(ctx));
 		break;
 	}
 	return 0;

@@ -14,6 +14,12 @@ enum event_kind {
 	EVENT_GC = 3,       /* a = pid, b = duration in ns */
 	EVENT_SPAWN = 4,    /* a = parent pid (0 when none), b = new pid */
 	EVENT_EXIT = 5,     /* a = pid */
+	/*
+	 * Distribution: a = the local pid, b = the other node's name (an atom term of this VM),
+	 * c = the remote pid as its own node prints it, <0.N.S>: N | S << 32.
+	 */
+	EVENT_DIST_SEND = 6,    /* a sent to the remote pid */
+	EVENT_DIST_RECEIVE = 7, /* a received from the remote pid */
 };
 
 struct event {
@@ -39,6 +45,8 @@ enum hook_id {
 	HOOK_SPAWN_START,
 	HOOK_SPAWN_END,
 	HOOK_PROCESS_GONE,
+	HOOK_DIST_SEND,
+	HOOK_DIST_RECEIVE,
 };
 
 /* Per-CPU counters, indexed by enum stat_id. */
@@ -51,6 +59,8 @@ enum stat_id {
 	STAT_HIT_SPAWN_START,
 	STAT_HIT_SPAWN_END,
 	STAT_HIT_PROCESS_GONE,
+	STAT_HIT_DIST_SEND,
+	STAT_HIT_DIST_RECEIVE,
 	/* Losses: events that did not reach userspace. */
 	STAT_LOST_RINGBUF_FULL,    /* ring buffer had no room */
 	STAT_LOST_PENDING_FULL,    /* per-thread start table was full */
@@ -87,6 +97,13 @@ struct monitor_config {
 	__u64 pix_cl_shift;
 	__u64 pix_cli_shift;
 	__u64 pix_cli_mask;
+	/* Distribution (beam_probes DistLayout, NodeLayout). */
+	__u64 dist_ctx_process;
+	__u64 ext_header_mask;
+	__u64 ext_pid_header;
+	__u64 ext_node;
+	__u64 ext_pid_number;
+	__u64 node_sysname;
 	/* Runtime addresses of the message__send sites that are local sends (0: unused). */
 	__u64 send_sites[USDT_SITES_MAX];
 };

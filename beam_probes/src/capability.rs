@@ -19,11 +19,15 @@ pub enum Capability {
     Spawn,
     /// Processes leaving the process table.
     Exit,
+    /// Messages to and from other nodes (Erlang distribution): sends handed to a connection,
+    /// and messages from a connection queued to a local process.
+    Distribution,
 }
 
 impl Capability {
     /// Every capability, in the order they are listed and reported.
-    pub const ALL: [Capability; 5] = [Capability::Send, Capability::Schedule, Capability::Gc, Capability::Spawn, Capability::Exit];
+    pub const ALL: [Capability; 6] =
+        [Capability::Send, Capability::Schedule, Capability::Gc, Capability::Spawn, Capability::Exit, Capability::Distribution];
 
     /// As shown to users and in metric labels.
     pub fn name(self) -> &'static str {
@@ -33,6 +37,7 @@ impl Capability {
             Capability::Gc => "gc",
             Capability::Spawn => "spawn",
             Capability::Exit => "exit",
+            Capability::Distribution => "distribution",
         }
     }
 

@@ -28,6 +28,13 @@ pub enum HookPoint {
     /// Removal from a pointer table: arg0 = the table, arg1 = the element (its id at +0).
     /// Fires for ports too: the probe keeps only the process table.
     ProcessGone,
+    /// Entry of a send to a pid on another node: arg0 = the send context (its sending
+    /// `Process*` at [`crate::builds::DistLayout::send_context_process`]), arg1 = the remote pid
+    /// term (boxed: an external pid).
+    DistSend,
+    /// Entry of queueing a message from another node: arg0 = receiving `Process*`, arg5 = the
+    /// sender's pid term (an external pid, or an immediate when the sender is unknown).
+    DistReceive,
 }
 
 impl HookPoint {
@@ -43,6 +50,7 @@ impl HookPoint {
             HookPoint::GcStart | HookPoint::GcEnd => Capability::Gc,
             HookPoint::SpawnStart | HookPoint::SpawnEnd => Capability::Spawn,
             HookPoint::ProcessGone => Capability::Exit,
+            HookPoint::DistSend | HookPoint::DistReceive => Capability::Distribution,
         }
     }
 }

@@ -41,6 +41,21 @@ pub enum What {
     Gc { pid: u64, duration_ns: u64 },
     Spawn { parent: Option<u64>, child: u64 },
     Exit { pid: u64 },
+    /// A message from `from` to a process of another node: `node` is that node's name (an atom
+    /// term of this VM), `to` the pid as that node prints it.
+    DistSend { from: u64, node: u64, to: RemotePid },
+    /// A message to `to` from a process of another node.
+    DistReceive { to: u64, node: u64, from: RemotePid },
+}
+
+/// A pid of another node as that node prints it, `<0.N.S>`: N in the low 32 bits, S above.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RemotePid(pub u64);
+
+impl std::fmt::Display for RemotePid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<0.{}.{}>", self.0 & 0xffff_ffff, self.0 >> 32)
+    }
 }
 
 impl What {
@@ -52,6 +67,7 @@ impl What {
             What::Gc { .. } => Capability::Gc,
             What::Spawn { .. } => Capability::Spawn,
             What::Exit { .. } => Capability::Exit,
+            What::DistSend { .. } | What::DistReceive { .. } => Capability::Distribution,
         }
     }
 }

@@ -304,7 +304,7 @@ fn start_debuginfod() -> Result<(scope_probe_tests::debuginfod::Debuginfod, temp
 
 /// The test files whose ground truth comes from the observed VM itself (erlang:trace,
 /// process_info, the VM's own function names): they run once more per extra target.
-const GROUND_TRUTH_TESTS: &[&str] = &["foundation", "snapshot", "identity", "profile", "jit_symbols", "detectors"];
+const GROUND_TRUTH_TESTS: &[&str] = &["foundation", "snapshot", "identity", "profile", "jit_symbols", "detectors", "distribution"];
 
 /// `cargo test` with `args`; against the host's VM, or with `target` the chroot suite's
 /// (`SCOPE_PROBE_TEST_TARGET`, read by the harness's `Beam::start`).

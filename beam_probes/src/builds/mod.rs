@@ -255,6 +255,22 @@ pub struct GlobalSymbols {
     pub this_node: &'static str,
 }
 
+/// Pids of other nodes as the distribution hooks see them (dist.c, erl_term.h).
+#[derive(Debug, Clone, Copy)]
+pub struct DistLayout {
+    /// `Process *c_p` in `ErtsDSigSendContext`: the sender of a remote send.
+    pub send_context_process: u64,
+    /// An external pid's header (`ExternalThing.header`): `header & header_mask == header_tag`.
+    pub external_header_mask: u64,
+    pub external_pid_header: u64,
+    /// `struct erl_node_ *node` in `ExternalThing`: the pid's node (its name at
+    /// [`NodeLayout::sysname`]).
+    pub external_node: u64,
+    /// `data.pid.num` and `data.pid.ser` (two Uint32): the pid as its own node prints it,
+    /// `<0.num.ser>`.
+    pub external_pid_number: u64,
+}
+
 /// This VM's node (`struct erl_node_`, erl_node_tables.h): only its name is read.
 #[derive(Debug, Clone, Copy)]
 pub struct NodeLayout {
@@ -436,6 +452,7 @@ pub struct BuildTable {
     pub run_queue: RunQueueLayout,
     pub monitor: MonitorLayout,
     pub node: NodeLayout,
+    pub dist: DistLayout,
     pub threads: ThreadNames,
     pub jit: JitConventions,
 }

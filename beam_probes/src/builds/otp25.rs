@@ -6,7 +6,7 @@
 
 use crate::builds::{
     BuildTable, GlobalSymbols, JitConventions, JitRecordLayout, OTP_PROCESSES, ProcDictLayout, ProcessLayout,
-    MonitorLayout, NodeLayout, ProcessStatusFlags, PtabLayout, RegProcLayout, Register, RunQueueLayout, SchedulerLayout, SignalQueueLayout, SleepFlags,
+    DistLayout, MonitorLayout, NodeLayout, ProcessStatusFlags, PtabLayout, RegProcLayout, Register, RunQueueLayout, SchedulerLayout, SignalQueueLayout, SleepFlags,
     TermLayout, ThreadNames,
 };
 use crate::capability::Capability;
@@ -47,6 +47,13 @@ pub static DEBIAN12_OTP25: BuildTable = BuildTable {
         // erts_ptab_delete_element(ErtsPTab *, ErtsPTabElementCommon *): every process leaves
         // the table here exactly once, however it died (normal exit, kill, exit signal).
         HookSpec { point: HookPoint::ProcessGone, symbol: "erts_ptab_delete_element" },
+        // int erts_dsig_send_msg(ErtsDSigSendContext *ctx, Eterm remote, ...): a send to a
+        // remote pid, once the connection is prepared (25 and 27: (ctx, remote, message); 29
+        // adds full_to and a priority after remote).
+        HookSpec { point: HookPoint::DistSend, symbol: "erts_dsig_send_msg" },
+        // void erts_queue_dist_message(Process *rcvr, ErtsProcLocks, ErtsDistExternal *,
+        // ErlHeapFragment *, Eterm token, Eterm from): a message from a connection, decoded.
+        HookSpec { point: HookPoint::DistReceive, symbol: "erts_queue_dist_message" },
     ],
     // The `erlang` provider's probes (erlang_dtrace.d) in builds configured
     // `--with-dynamic-trace=systemtap`; Debian's own build has none. Pids are strings made by
@@ -291,6 +298,16 @@ pub static DEBIAN12_OTP25: BuildTable = BuildTable {
     },
     // erl_node_tables.h: struct erl_node_ (DWARF of Debian's 25.2.3, 27 and 29 sources alike).
     node: NodeLayout { sysname: 24 },
+    // dist.h: ErtsDSigSendContext's c_p; erl_term.h: ExternalThing {header, node, next,
+    // data.pid {num, ser}}, EXTERNAL_PID_SUBTAG (0xc << 2) under _TAG_HEADER_MASK (0x3f).
+    // DWARF of Debian's 25.2.3, 27 and 29 sources alike.
+    dist: DistLayout {
+        send_context_process: 240,
+        external_header_mask: 0x3f,
+        external_pid_header: 0x30,
+        external_node: 8,
+        external_pid_number: 24,
+    },
     // erl_process.c (erts_start_schedulers): "%lu_scheduler", "%d_dirty_cpu_scheduler",
     // "%d_dirty_io_scheduler", "%d_aux", "%d_poller"; erl_async.c: "async_%d"; the
     // dispatchers are "sys_sig_dispatcher" and "sys_msg_dispatcher", cut to 15 characters.

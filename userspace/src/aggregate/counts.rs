@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use beam_probes::Capability;
 
-use crate::event::{Event, What};
+use crate::event::{Event, RemotePid, What};
 use crate::pipeline::Sink;
 
 /// Buckets of the GC duration histogram, in seconds (10 µs .. 5 s).
@@ -48,6 +48,9 @@ pub struct Totals {
     pub gcs: u64,
     pub spawns: u64,
     pub exits: u64,
+    /// Messages to and from other nodes.
+    pub dist_sent: u64,
+    pub dist_received: u64,
 }
 
 #[derive(Debug, Default, Clone, Copy, Serialize)]
@@ -56,12 +59,19 @@ pub struct Evictions {
     pub pairs: u64,
 }
 
+/// A local process, another node (its name atom) and a process there.
+pub type DistPair = (u64, u64, RemotePid);
+
 pub struct Aggregator {
     pub totals: Totals,
     pub events_by_kind: [u64; Capability::ALL.len()],
     pub gc_seconds: Histogram,
     pub processes: HashMap<u64, ProcessStats>,
     pub pairs: HashMap<(u64, u64), u64>,
+    /// Messages between a local process and one of another node, by (local pid, the other
+    /// node's name atom, the remote pid): sent and received. Bounded with the local pairs.
+    pub dist_sent: HashMap<DistPair, u64>,
+    pub dist_received: HashMap<DistPair, u64>,
     pub evictions: Evictions,
     max_processes: usize,
     max_pairs: usize,
@@ -76,6 +86,8 @@ impl Aggregator {
             gc_seconds: Histogram::new(GC_BUCKETS),
             processes: HashMap::new(),
             pairs: HashMap::new(),
+            dist_sent: HashMap::new(),
+            dist_received: HashMap::new(),
             evictions: Evictions::default(),
             max_processes: max_processes.max(10),
             max_pairs: max_pairs.max(10),
@@ -153,7 +165,31 @@ impl Aggregator {
                 self.totals.exits += 1;
                 self.process(pid).exited = true;
             }
+            What::DistSend { from, node, to } => {
+                self.totals.dist_sent += 1;
+                self.process(from).sent += 1;
+                Self::count_dist(&mut self.dist_sent, (from, node, to), self.max_pairs, &mut self.evictions.pairs);
+            }
+            What::DistReceive { to, node, from } => {
+                self.totals.dist_received += 1;
+                self.process(to).received += 1;
+                Self::count_dist(&mut self.dist_received, (to, node, from), self.max_pairs, &mut self.evictions.pairs);
+            }
         }
+    }
+
+    /// Counts a cross-node pair; at the bound, the least busy tenth goes (counted).
+    fn count_dist(map: &mut HashMap<DistPair, u64>, key: DistPair, max: usize, evicted: &mut u64) {
+        if !map.contains_key(&key) && map.len() >= max {
+            let n = (max / 10).max(1);
+            let mut order: Vec<(u64, DistPair)> = map.iter().map(|(k, v)| (*v, *k)).collect();
+            order.select_nth_unstable(n - 1);
+            for (_, k) in order.into_iter().take(n) {
+                map.remove(&k);
+                *evicted += 1;
+            }
+        }
+        *map.entry(key).or_default() += 1;
     }
 
     /// The `n` processes with the largest `key`, largest first (ties by pid for stability).

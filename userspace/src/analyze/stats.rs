@@ -99,7 +99,7 @@ impl Stats {
                         *s.run.entry(key(rec, pid)).or_default() += run_ns as f64 / 1e9 / o;
                     }
                 }
-                What::Spawn { .. } | What::Exit { .. } => {}
+                What::Spawn { .. } | What::Exit { .. } | What::DistSend { .. } | What::DistReceive { .. } => {}
             }
         }
         for t in rec.tables.iter().filter(|t| f.time(t.t)) {

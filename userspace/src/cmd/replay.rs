@@ -67,7 +67,7 @@ fn capability_name(index: u8) -> &'static str {
 /// What the recording is: the VM, the span, how it was observed, what it holds.
 pub fn summary(out: &mut impl Write, name: &str, rec: &Recording) -> Result<()> {
     let m = rec.meta();
-    let mut by_kind = [0u64; 5];
+    let mut by_kind = [0u64; 6];
     for e in &rec.events {
         by_kind[match e.what {
             What::Send { .. } => 0,
@@ -75,6 +75,7 @@ pub fn summary(out: &mut impl Write, name: &str, rec: &Recording) -> Result<()> 
             What::Gc { .. } => 2,
             What::Spawn { .. } => 3,
             What::Exit { .. } => 4,
+            What::DistSend { .. } | What::DistReceive { .. } => 5,
         }] += 1;
     }
     let started = std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(m.started_unix.max(0.0));
@@ -94,13 +95,14 @@ pub fn summary(out: &mut impl Write, name: &str, rec: &Recording) -> Result<()> 
     )?;
     writeln!(
         out,
-        "# {} events ({} sends, {} schedules, {} GCs, {} spawns, {} exits), {} CPU samples, {} table reads, {} finding changes{}",
+        "# {} events ({} sends, {} schedules, {} GCs, {} spawns, {} exits, {} to or from other nodes), {} CPU samples, {} table reads, {} finding changes{}",
         count(rec.events.len() as u64),
         count(by_kind[0]),
         count(by_kind[1]),
         count(by_kind[2]),
         count(by_kind[3]),
         count(by_kind[4]),
+        count(by_kind[5]),
         count(rec.samples.len() as u64),
         count(rec.tables.len() as u64),
         rec.findings.len(),
@@ -202,6 +204,8 @@ fn kind(w: &What) -> &'static str {
         What::Gc { .. } => "gc",
         What::Spawn { .. } => "spawn",
         What::Exit { .. } => "exit",
+        What::DistSend { .. } => "dist_send",
+        What::DistReceive { .. } => "dist_receive",
     }
 }
 
@@ -215,6 +219,8 @@ fn event_text(rec: &Recording, w: &What) -> String {
         What::Spawn { parent: Some(p), child } => format!("{} spawned {}", rec.who(p), rec.who(child)),
         What::Spawn { parent: None, child } => format!("{} spawned", rec.who(child)),
         What::Exit { pid } => format!("{} exited", rec.who(pid)),
+        What::DistSend { from, node, to } => format!("{} -> {} on {}", rec.who(from), rec.name(to), rec.name(node)),
+        What::DistReceive { to, node, from } => format!("{} on {} -> {}", rec.name(from), rec.name(node), rec.who(to)),
     }
 }
 
@@ -420,6 +426,12 @@ fn json_lines(out: &mut impl Write, rec: &Recording, f: &Filter, kinds: &[&str],
                 What::Gc { pid, duration_ns } => json!({"kind": "gc", "process": proc_(pid), "duration_ns": duration_ns}),
                 What::Spawn { parent, child } => json!({"kind": "spawn", "parent": parent.map(proc_), "child": proc_(child)}),
                 What::Exit { pid } => json!({"kind": "exit", "process": proc_(pid)}),
+                What::DistSend { from, node, to } => {
+                    json!({"kind": "dist_send", "from": proc_(from), "to": {"pid": rec.name(to), "node": rec.name(node)}})
+                }
+                What::DistReceive { to, node, from } => {
+                    json!({"kind": "dist_receive", "from": {"pid": rec.name(from), "node": rec.name(node)}, "to": proc_(to)})
+                }
             },
             1 => {
                 let s = &rec.samples[i];

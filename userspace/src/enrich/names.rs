@@ -76,6 +76,8 @@ struct VmNamesCache {
     read: u64,
     identities: HashMap<u64, String>,
     registered: NameCache,
+    /// Node names by atom: atoms live as long as the VM, and a VM talks to few nodes.
+    nodes: HashMap<u64, String>,
 }
 
 impl VmNames {
@@ -90,6 +92,18 @@ impl VmNames {
 impl crate::export::PidNames for VmNames {
     fn pid(&self, term: u64) -> String {
         self.target.format_pid(term)
+    }
+
+    fn node(&self, atom: u64) -> String {
+        let mut inner = crate::aggregate::lock(&self.inner);
+        if let Some(n) = inner.nodes.get(&atom) {
+            return n.clone();
+        }
+        let name = self.target.process_table().atom_text(atom).unwrap_or_else(|_| format!("unknown node (atom {atom:#x})"));
+        if inner.nodes.len() < 10_000 {
+            inner.nodes.insert(atom, name.clone());
+        }
+        name
     }
 
     fn name(&self, term: u64) -> String {

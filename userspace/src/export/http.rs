@@ -196,6 +196,12 @@ struct PairRow {
     sender: String,
     receiver: String,
     messages: u64,
+    /// For a pair across nodes: the other node, and whether this VM sent or received (the
+    /// remote pid as that node prints it, so both sides of a flow name the same pids).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    direction: Option<&'static str>,
 }
 
 async fn pairs(State(vms): State<Arc<Vms>>) -> Json<Vec<OfVm<PairRow>>> {
@@ -203,11 +209,17 @@ async fn pairs(State(vms): State<Arc<Vms>>) -> Json<Vec<OfVm<PairRow>>> {
     for app in vms.list() {
         let agg = lock(&app.state.counts);
         let n = &app.names;
-        rows.extend(
-            agg.top_pairs(usize::MAX)
-                .into_iter()
-                .map(|((from, to), messages)| of_vm(&app, PairRow { sender: n.pid(from), receiver: n.pid(to), messages })),
-        );
+        rows.extend(agg.top_pairs(usize::MAX).into_iter().map(|((from, to), messages)| {
+            of_vm(&app, PairRow { sender: n.pid(from), receiver: n.pid(to), messages, peer: None, direction: None })
+        }));
+        for ((local, node, remote), messages) in &agg.dist_sent {
+            let (sender, receiver, peer) = (n.pid(*local), remote.to_string(), Some(n.node(*node)));
+            rows.push(of_vm(&app, PairRow { sender, receiver, messages: *messages, peer, direction: Some("sent") }));
+        }
+        for ((local, node, remote), messages) in &agg.dist_received {
+            let (sender, receiver, peer) = (remote.to_string(), n.pid(*local), Some(n.node(*node)));
+            rows.push(of_vm(&app, PairRow { sender, receiver, messages: *messages, peer, direction: Some("received") }));
+        }
     }
     Json(rows)
 }

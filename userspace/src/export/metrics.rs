@@ -134,6 +134,21 @@ pub fn render(agg: &Aggregator, input: ScrapeInput<'_>) -> String {
         "Messages between the busiest sender/receiver pairs (top 10 since attach)",
         top_pairs,
     );
+    // Erlang distribution: messages to and from each other node (peer), counted on this side.
+    for (name, help, pairs) in [
+        ("beam_distribution_messages_sent", "Messages sent to processes of another node (peer)", &agg.dist_sent),
+        ("beam_distribution_messages_received", "Messages received from processes of another node (peer)", &agg.dist_received),
+    ] {
+        let mut by_peer: std::collections::BTreeMap<u64, u64> = Default::default();
+        for ((_, node, _), n) in pairs {
+            *by_peer.entry(*node).or_default() += n;
+        }
+        let family = Family::<Labels, Counter>::default();
+        for (node, n) in by_peer {
+            family.get_or_create(&vec![("peer".into(), input.names.node(node))]).inc_by(n);
+        }
+        r.register(name, help, family);
+    }
     let top_run = Family::<Labels, Counter<f64, AtomicU64>>::default();
     for (pid, ns) in agg.top_processes(TOP_N, |p| p.run_ns) {
         let (pid, name) = label(pid);

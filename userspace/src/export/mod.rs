@@ -21,6 +21,8 @@ pub trait PidNames: Send + Sync {
     /// Who the process is: its registered name, else its label, else its initial call; ""
     /// when that is not known.
     fn name(&self, term: u64) -> String;
+    /// The name of a node, from its name atom (`b@host`).
+    fn node(&self, atom: u64) -> String;
 }
 
 #[cfg(test)]

@@ -185,6 +185,17 @@ pub fn build(r: &Recording, f: &Filter) -> Timeline {
                 let track = process(&mut t, pid);
                 items.push(Item::Instant { track, t: e.t, name: "exit".into(), category: "exit", args: Vec::new() });
             }
+            // The other end is in another node's recording: an instant on this side.
+            What::DistSend { from, node, to } => {
+                let track = process(&mut t, from);
+                let name = format!("send to {} on {}", r.name(to), r.name(node));
+                items.push(Item::Instant { track, t: e.t, name, category: "distribution", args: Vec::new() });
+            }
+            What::DistReceive { to, node, from } => {
+                let track = process(&mut t, to);
+                let name = format!("message from {} on {}", r.name(from), r.name(node));
+                items.push(Item::Instant { track, t: e.t, name, category: "distribution", args: Vec::new() });
+            }
             What::Send { from, to } => {
                 if flows >= MAX_FLOWS {
                     flows_dropped += 1;

@@ -97,6 +97,11 @@ pub enum What {
     Gc { pid: u64, duration_ns: u64 },
     Spawn { parent: Option<u64>, child: u64 },
     Exit { pid: u64 },
+    /// To a process of another node: `node` and `to` (as that node prints the pid) are name
+    /// ids.
+    DistSend { from: u64, node: u32, to: u32 },
+    /// From a process of another node.
+    DistReceive { to: u64, node: u32, from: u32 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

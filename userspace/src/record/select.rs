@@ -79,5 +79,6 @@ pub fn involved(what: &What) -> [Option<u64>; 2] {
         What::Send { from, to } => [Some(from), Some(to)],
         What::Schedule { pid, .. } | What::Gc { pid, .. } | What::Exit { pid } => [Some(pid), None],
         What::Spawn { parent, child } => [parent, Some(child)],
+        What::DistSend { from: pid, .. } | What::DistReceive { to: pid, .. } => [Some(pid), None],
     }
 }

@@ -110,6 +110,14 @@ impl Sink for Recorder {
                     What::Spawn { parent, child: self.pid(child, &mut out) }
                 }
                 event::What::Exit { pid } => What::Exit { pid: self.pid(pid, &mut out) },
+                event::What::DistSend { from, node, to } => {
+                    let node = self.names.node(node);
+                    What::DistSend { from: self.pid(from, &mut out), node: self.name(&node, &mut out), to: self.name(&to.to_string(), &mut out) }
+                }
+                event::What::DistReceive { to, node, from } => {
+                    let node = self.names.node(node);
+                    What::DistReceive { to: self.pid(to, &mut out), node: self.name(&node, &mut out), from: self.name(&from.to_string(), &mut out) }
+                }
             };
             out.push(Entry::Event { ts: e.ts_ns, tid: e.tid, what });
         }

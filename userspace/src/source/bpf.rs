@@ -50,6 +50,8 @@ impl KernelStats {
             ("spawn_start", s::STAT_HIT_SPAWN_START, Some(Capability::Spawn)),
             ("spawn_end", s::STAT_HIT_SPAWN_END, Some(Capability::Spawn)),
             ("process_gone", s::STAT_HIT_PROCESS_GONE, Some(Capability::Exit)),
+            ("dist_send", s::STAT_HIT_DIST_SEND, Some(Capability::Distribution)),
+            ("dist_receive", s::STAT_HIT_DIST_RECEIVE, Some(Capability::Distribution)),
             // USDT message__send sites that are not local sends still trap: a send's cost.
             ("send_other_site", s::STAT_HIT_SEND_OTHER_SITE, Some(Capability::Send)),
         ];
@@ -95,6 +97,13 @@ impl MonitorProbes {
             rodata.cfg.process_table = target.process_table_address();
             rodata.cfg.pid_tag_mask = target.table.pid.tag_mask;
             rodata.cfg.pid_tag = target.table.pid.tag;
+            let (d, c) = (&target.table.dist, &mut rodata.cfg);
+            c.dist_ctx_process = d.send_context_process;
+            c.ext_header_mask = d.external_header_mask;
+            c.ext_pid_header = d.external_pid_header;
+            c.ext_node = d.external_node;
+            c.ext_pid_number = d.external_pid_number;
+            c.node_sysname = target.table.node.sysname;
             if plans.iter().any(|p| p.source == ProbeSource::Usdt) {
                 // USDT probes name processes by strings; the programs rebuild the VM's pid terms
                 // so their events key processes exactly as the uprobes' do.
@@ -153,6 +162,8 @@ impl MonitorProbes {
             HookPoint::SpawnStart => &p.on_spawn_start,
             HookPoint::SpawnEnd => &p.on_spawn_end,
             HookPoint::ProcessGone => &p.on_process_gone,
+            HookPoint::DistSend => &p.on_dist_send,
+            HookPoint::DistReceive => &p.on_dist_receive,
         }
     }
 
@@ -325,7 +336,7 @@ impl MonitorProbes {
                 Capability::Schedule => Some(&self.skel.maps.sched_pending),
                 Capability::Gc => Some(&self.skel.maps.gc_pending),
                 Capability::Spawn => Some(&self.skel.maps.spawn_pending),
-                Capability::Send | Capability::Exit => None,
+                Capability::Send | Capability::Exit | Capability::Distribution => None,
             };
             if let Some(map) = pending {
                 let keys: Vec<Vec<u8>> = map.keys().collect();
@@ -444,6 +455,8 @@ fn hook_id(point: HookPoint) -> u64 {
         HookPoint::SpawnStart => types::hook_id::HOOK_SPAWN_START,
         HookPoint::SpawnEnd => types::hook_id::HOOK_SPAWN_END,
         HookPoint::ProcessGone => types::hook_id::HOOK_PROCESS_GONE,
+        HookPoint::DistSend => types::hook_id::HOOK_DIST_SEND,
+        HookPoint::DistReceive => types::hook_id::HOOK_DIST_RECEIVE,
     };
     id.0 as u64
 }

@@ -14,7 +14,7 @@ use beam_probes::{BeamTarget, Capability, CapabilityPlan, ResolvedHook};
 use libbpf_rs::RingBufferBuilder;
 
 use crate::aggregate::health::Health;
-use crate::event::{Event, VmId, What, WindowChange, now_ns};
+use crate::event::{Event, RemotePid, VmId, What, WindowChange, now_ns};
 use crate::pipeline::FanOut;
 use crate::source::bpf::{MonitorProbes, monitor::types};
 
@@ -46,6 +46,8 @@ fn decode(vm: VmId, bytes: &[u8]) -> Option<Event> {
         types::event_kind::EVENT_GC => What::Gc { pid: e.a, duration_ns: e.b },
         types::event_kind::EVENT_SPAWN => What::Spawn { parent: (e.a != 0).then_some(e.a), child: e.b },
         types::event_kind::EVENT_EXIT => What::Exit { pid: e.a },
+        types::event_kind::EVENT_DIST_SEND => What::DistSend { from: e.a, node: e.b, to: RemotePid(e.c) },
+        types::event_kind::EVENT_DIST_RECEIVE => What::DistReceive { to: e.a, node: e.b, from: RemotePid(e.c) },
         _ => return None,
     };
     Some(Event { vm, ts_ns: e.ts_ns, tid: e.tid, what })

@@ -70,7 +70,7 @@ pub fn section(out: &mut String, rec: &Recording, f: &Filter, source: &str) {
         })
         .collect();
     fact("Hooks attached", format!("{} <span class=\"sp-muted\">(events exist only then)</span>", hooks.join(" · ")));
-    let mut kinds = [0u64; 5];
+    let mut kinds = [0u64; 6];
     for e in rec.events.iter().filter(|e| f.time(e.t)) {
         kinds[match e.what {
             What::Send { .. } => 0,
@@ -78,18 +78,20 @@ pub fn section(out: &mut String, rec: &Recording, f: &Filter, source: &str) {
             What::Gc { .. } => 2,
             What::Spawn { .. } => 3,
             What::Exit { .. } => 4,
+            What::DistSend { .. } | What::DistReceive { .. } => 5,
         }] += 1;
     }
     fact(
         "Events",
         format!(
-            "{} ({} sends, {} schedules, {} GCs, {} spawns, {} exits)",
+            "{} ({} sends, {} schedules, {} GCs, {} spawns, {} exits, {} to or from other nodes)",
             count(kinds.iter().sum()),
             count(kinds[0]),
             count(kinds[1]),
             count(kinds[2]),
             count(kinds[3]),
-            count(kinds[4])
+            count(kinds[4]),
+            count(kinds[5])
         ),
     );
     let in_span = |t: u64| f.time(t);
