@@ -135,8 +135,14 @@ fn a_hundred_attach_detach_cycles_keep_memory_flat() {
         }
         let pids: Vec<u32> = vms.iter().map(|v| v.os_pid).collect();
         drop(vms);
-        for pid in pids {
-            wait_series(&probe, "scope_probe_build_info", pid, false, Duration::from_secs(5));
+        for pid in &pids {
+            wait_series(&probe, "scope_probe_build_info", *pid, false, Duration::from_secs(5));
+        }
+        // Measured once their sessions have stopped (their series go first, then the detach).
+        let start = Instant::now();
+        while !pids.iter().all(|p| probe.stderr().iter().any(|l| l.contains(&format!(") from pid {p} (")))) {
+            assert!(start.elapsed() < Duration::from_secs(10), "the sessions of {pids:?} did not stop: {:?}", probe.stderr());
+            std::thread::sleep(Duration::from_millis(50));
         }
         if round + 1 == WARM_ROUNDS {
             warm = rss_kib_besides_bpf_maps(probe.os_pid());

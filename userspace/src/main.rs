@@ -29,6 +29,7 @@ use clap::{CommandFactory, FromArgMatches};
 use crate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let matches = Cli::command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
@@ -44,6 +45,18 @@ fn main() -> ExitCode {
             eprintln!("scope-probe: error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Two malloc arenas instead of glibc's eight per core. Each VM a session attaches to starts
+/// half a dozen threads whose symbols, tables and buffers are freed when it detaches; spread
+/// over one arena per thread, what they freed stayed resident (under --all, 100 attach/detach
+/// cycles grew the probe by ~90 MiB; with two arenas it stays within a few MiB).
+fn limit_malloc_arenas() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets an allocator parameter; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
 

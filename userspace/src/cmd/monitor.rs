@@ -243,9 +243,7 @@ async fn monitor(cli: MonitorArgs, opened: Vec<OpenedVm>, outputs: Outputs) -> R
     result
 }
 
-/// Hands memory freed by a detached VM back to the system. A session's symbols, tables and
-/// buffers are freed on many threads' malloc arenas, which glibc keeps: under --all, VMs coming
-/// and going grew the probe by about a megabyte per attach without this.
+/// Hands memory freed by a detached VM back to the system (see `malloc_arenas` in main.rs).
 fn release_freed_memory() {
     // SAFETY: malloc_trim only returns free memory to the system.
     #[cfg(target_env = "gnu")]
