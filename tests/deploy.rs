@@ -2,6 +2,7 @@
 //! tests, the example configurations are valid, and every panel of the Grafana dashboard finds
 //! data in a real Prometheus scraping a real probe.
 
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -35,11 +36,18 @@ fn rules_and_configurations_pass_their_checkers() {
 fn every_dashboard_panel_has_data() {
     let dashboard: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(deploy("grafana/scope-probe.json")).unwrap()).unwrap();
-    let mut beam = Beam::start();
+    // Two distributed nodes, one streaming messages to the other (the distribution panel), one
+    // probe observing both (the node selector).
+    let sname = |s: &str| format!("{s}_{}", std::process::id());
+    let mut beam = Beam::start_with(Path::new("erl"), &["-sname", &sname("scope_dashboard")], &[]);
+    let mut peer = Beam::start_with(Path::new("erl"), &["-sname", &sname("scope_dashboard_peer")], &[]);
+    peer.call("scope_dist:sink(scope_dist_sink)");
+    let peer_node = peer.call("node()")["value"].trim_matches('\'').to_owned();
+    beam.call(&format!("scope_dist:stream('{peer_node}', scope_dist_sink, 200)"));
     beam.call("scope_detect:mailbox_growth(scope_dashboard, 100)");
     let config = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(config.path(), "snapshot_interval = \"1s\"\n[detectors.mailbox_buildup]\nhold = \"1s\"\nenable_length = 2000\n").unwrap();
-    let probe = Probe::attach(beam.os_pid, &["--config", config.path().to_str().unwrap()]);
+    let probe = Probe::attach_several(&[beam.os_pid, peer.os_pid], &["--config", config.path().to_str().unwrap()]);
     let target = format!("127.0.0.1:{}", probe.port);
     let prom = prometheus(&[target], &[deploy("prometheus/scope-probe.rules.yml")]);
     let query = |expr: &str| -> serde_json::Value {
@@ -64,7 +72,7 @@ fn every_dashboard_panel_has_data() {
         missing = Vec::new();
         for (title, expr) in &exprs {
             // The dashboard's variables: every probe, and a rate window of several scrapes.
-            let e = expr.replace("$instance", ".*").replace("$__rate_interval", "20s");
+            let e = expr.replace("$instance", ".*").replace("$node", ".*").replace("$__rate_interval", "20s");
             let r = query(&e);
             assert_eq!(r["status"], "success", "{title}: {e}: {r}");
             // A trace-mode target of an adaptive probe is empty by design; its adaptive twin
@@ -79,6 +87,11 @@ fn every_dashboard_panel_has_data() {
         }
     }
     assert!(missing.is_empty(), "panels without data:\n{}", missing.join("\n"));
+    // The node selector's values: both VMs of the one probe, by node name.
+    let nodes = query("count by (node) (scope_probe_attached)");
+    let nodes: Vec<&str> = nodes["data"]["result"].as_array().unwrap().iter().filter_map(|r| r["metric"]["node"].as_str()).collect();
+    assert_eq!(nodes.len(), 2, "{nodes:?}");
+    assert!(nodes.contains(&peer_node.as_str()), "{nodes:?} has {peer_node}");
     // The recording rules evaluate too (their group runs every 30 s).
     let deadline = Instant::now() + Duration::from_secs(45);
     loop {
