@@ -155,3 +155,24 @@ fn a_hundred_attach_detach_cycles_keep_memory_flat() {
     let (status, stderr) = probe.stop();
     assert!(status.success(), "{status:?} {stderr:?}");
 }
+
+/// A VM as a container runs it (pid and mount namespaces of its own: it is pid 1 and its files
+/// are under its root): found under `--all` by its host pid, named by its node, and counted
+/// exactly in trace mode.
+#[test]
+fn a_vm_in_its_own_pid_namespace_is_found_by_its_host_pid() {
+    let root = provisioned("trixie").unwrap_or_else(|e| panic!("the trixie chroot is missing: {e}"));
+    let mut beam = scope_probe_tests::chroot::start_beam_in_pid_namespace(&root);
+    assert_eq!(beam.call("os:getpid()")["value"].trim_matches('"'), "1", "pid 1 inside");
+    let all = Probe::attach_several(&[], &["--mode", "sample"]);
+    wait_series(&all, "scope_probe_build_info", beam.os_pid, true, Duration::from_secs(5));
+    let (status, stderr) = all.stop();
+    assert!(status.success(), "{status:?} {stderr:?}");
+    let probe = Probe::attach(beam.os_pid, &["--mode", "trace"]);
+    let r = beam.call("scope_fixtures:sends(10000)");
+    let (a, b) = (r["a"].as_str(), r["b"].as_str());
+    let pair = |m: &Metrics| m.get("beam_top_pair_messages_sent_total", &[("sender", a), ("receiver", b)]);
+    assert_eq!(wait_stable(DRAIN, SETTLE, || pair(&probe.metrics())), Some(10000.0));
+    let (status, stderr) = probe.stop();
+    assert!(status.success(), "{status:?} {stderr:?}");
+}

@@ -219,6 +219,11 @@ impl Beam {
         Ok(Beam { child, stdin, stdout, os_pid, root: None, copy: None })
     }
 
+    /// The OS pid of the process the harness started (`erl`, or what wraps it).
+    pub fn child_pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Evaluates one Erlang expression (without the final dot) in the VM.
     pub fn call(&mut self, expr: &str) -> Reply {
         writeln!(self.stdin, "{expr}.").expect("writing to the VM");

@@ -153,3 +153,46 @@ pub fn start_beam_in_chroot_with(root: &Path, args: &[&str], binds: &[(&Path, &s
     beam.root = Some(root.to_owned());
     beam
 }
+
+/// [`start_beam_in_chroot`] as a container runs it: in pid and mount namespaces of its own
+/// (`unshare --pid --fork --mount-proc --root`), where it is pid 1 and sees only itself. The
+/// returned [`Beam::os_pid`] is its pid on the host, found among the descendants of `unshare`.
+pub fn start_beam_in_pid_namespace(root: &Path) -> Beam {
+    let ebin = fixtures_ebin_in(root);
+    let root = root.canonicalize().unwrap_or_else(|e| panic!("chroot {}: {e}", root.display()));
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--kill-child", "--mount", "--mount-proc"])
+        .arg(format!("--root={}", root.display()))
+        .args(["/usr/bin/erl", "-noshell", "-pa", &ebin, "-eval", "scope_ctl:main()"])
+        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("HOME", "/root");
+    let mut beam = Beam::spawn(cmd, &format!("erl in its own pid namespace in {}", root.display()));
+    assert_eq!(beam.os_pid, 1, "the VM is pid 1 of its namespace");
+    beam.os_pid = host_pid_of_beam_under(beam.child_pid()).expect("the VM's host pid");
+    beam.root = Some(root);
+    beam
+}
+
+/// The host pid of the beam.smp descended from `ancestor`.
+fn host_pid_of_beam_under(ancestor: u32) -> Option<u32> {
+    let parent = |pid: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+    };
+    std::fs::read_dir("/proc").ok()?.flatten().filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok()).find(|&pid| {
+        let is_beam = std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "beam.smp");
+        let mut p = pid;
+        let mut under = false;
+        for _ in 0..8 {
+            match parent(p) {
+                Some(q) if q == ancestor => {
+                    under = true;
+                    break;
+                }
+                Some(q) if q > 1 => p = q,
+                _ => break,
+            }
+        }
+        is_beam && under
+    })
+}
