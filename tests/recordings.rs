@@ -379,3 +379,96 @@ fn a_killed_recorder_leaves_a_readable_file_and_bad_files_are_refused() {
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("No such file"), "{text}");
 }
+
+/// Two nodes recorded apart, then merged: one clock (the host's monotonic one, exact), both
+/// nodes' processes under their own VM, and each message from one node to the other one arrow
+/// from the sender on the first to the receiver on the second in the Perfetto export; the
+/// commands that rank one node's processes refuse the merged file by name.
+#[test]
+fn merged_recordings_of_two_nodes_draw_each_message_between_them_as_one_arrow() {
+    const N: u64 = 300;
+    let sname = |s: &str| format!("{s}_{}", std::process::id());
+    let a = Beam::start_with(Path::new("/usr/bin/erl"), &["-sname", &sname("scope_merge_a")], &[]);
+    let mut b = Beam::start_with(Path::new("/usr/bin/erl"), &["-sname", &sname("scope_merge_b")], &[]);
+    let mut a = a;
+    b.call("scope_dist:sink(scope_dist_sink)");
+    let b_node = b.call("node()")["value"].trim_matches('\'').to_owned();
+    let a_node = a.call("node()")["value"].trim_matches('\'').to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let (pa, pb, all) = (dir.path().join("a.scope"), dir.path().join("b.scope"), dir.path().join("all.scope"));
+    let ra = record(&a, &pa, &["--mode", "trace", "--snapshot-interval", "1s"]);
+    let rb = record(&b, &pb, &["--mode", "trace", "--snapshot-interval", "1s"]);
+    let sent = a.call(&format!("scope_dist:send('{b_node}', scope_dist_sink, {N})"));
+    let (sender, sink) = (sent["a"].clone(), sent["sink"].trim_matches('"').to_owned());
+    assert_eq!(b.call("scope_dist:count(scope_dist_sink)")["count"], N.to_string());
+    std::thread::sleep(Duration::from_millis(1500));
+    for r in [ra, rb] {
+        let (status, stderr) = r.finish(Stop::Signal(libc::SIGINT));
+        assert!(status.success(), "{stderr:?}");
+    }
+    let (out, text) = run(&["merge", pa.to_str().unwrap(), pb.to_str().unwrap(), "-o", all.to_str().unwrap()]);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("one host's monotonic clock"), "{text}");
+    let m = meta(&all);
+    let nodes: Vec<&str> = m["vms"].as_array().unwrap().iter().map(|v| v["vm"]["node"].as_str().unwrap()).collect();
+    assert_eq!(nodes, [a_node.as_str(), b_node.as_str()]);
+
+    // Both sides of the pair, in the merged file.
+    let events = replay_json(&all, &["--kind", "dist_send,dist_receive"]);
+    let sends = events.iter().filter(|e| e["kind"] == "dist_send" && e["from"]["pid"] == sender.as_str() && e["to"]["pid"] == sink.as_str()).count();
+    let receives =
+        events.iter().filter(|e| e["kind"] == "dist_receive" && e["from"]["pid"] == sender.as_str() && e["to"]["pid"] == sink.as_str()).count();
+    assert_eq!((sends as u64, receives as u64), (N, N), "sends and receives of the pair in the merged replay");
+
+    let trace = dir.path().join("all.perfetto-trace");
+    let (out, text) = run(&["export", all.to_str().unwrap(), "--format", "perfetto", "-o", trace.to_str().unwrap()]);
+    assert!(out.status.success(), "{text}");
+    let python = scope_probe_tests::workspace_root().join(".cache/python");
+    let script = r#"
+import json, sys
+from perfetto.protos.perfetto.trace.perfetto_trace_pb2 import Trace
+t = Trace()
+t.ParseFromString(open(sys.argv[1], 'rb').read())
+names, parents, pids, starts, ends = {}, {}, {}, {}, {}
+for p in t.packet:
+    if p.HasField('track_descriptor'):
+        d = p.track_descriptor
+        names[d.uuid] = d.name or d.process.process_name
+        parents[d.uuid] = d.parent_uuid
+        if d.HasField('process'):
+            pids[d.uuid] = d.process.pid
+    if p.HasField('track_event'):
+        e = p.track_event
+        for f in e.flow_ids:
+            starts[f] = (e.track_uuid, p.timestamp)
+        for f in e.terminating_flow_ids:
+            ends[f] = (e.track_uuid, p.timestamp)
+pairs = {}
+for f, (s, ts) in starts.items():
+    if f in ends:
+        e, te = ends[f]
+        key = json.dumps([names[s], pids.get(parents[s]), names[e], pids.get(parents[e]), te >= ts])
+        pairs[key] = pairs.get(key, 0) + 1
+print(json.dumps(pairs))
+"#;
+    let out = std::process::Command::new("/usr/bin/python3").args(["-c", script]).arg(&trace).env("PYTHONPATH", &python).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pairs: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    // Arrows from the sender's track under node a's VM to the sink's under node b's, forward in time.
+    let across: u64 = pairs
+        .iter()
+        .filter(|(k, _)| {
+            let k: Vec<serde_json::Value> = serde_json::from_str(k).unwrap();
+            k[0].as_str().unwrap().starts_with(&format!("{sender} on {a_node}"))
+                && k[1] == a.os_pid
+                && k[2].as_str().unwrap().starts_with(&format!("{sink} on {b_node}"))
+                && k[3] == b.os_pid
+                && k[4] == true
+        })
+        .map(|(_, n)| n.as_u64().unwrap())
+        .sum();
+    assert_eq!(across, N, "arrows between the nodes: {pairs:?}");
+
+    let (out, text) = run(&["report", all.to_str().unwrap(), "-o", dir.path().join("r.html").to_str().unwrap()]);
+    assert!(!out.status.success() && text.contains("merged recording"), "{text}");
+}

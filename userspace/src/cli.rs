@@ -48,6 +48,9 @@ pub enum Command {
     Report(ReportArgs),
     /// What changed between two recordings (before and after a deploy), biggest first.
     Diff(DiffArgs),
+    /// Recordings of several nodes (hosts) as one, on one clock: replay, export and report then
+    /// show them together, messages between the nodes as one flow each.
+    Merge(MergeArgs),
     /// Where a process's time went in a recording, ranked, with the evidence.
     Why(WhyArgs),
     /// Check hypotheses (`--assert 'no gc of my_repo longer than 5ms'`) against a recording or a
@@ -97,7 +100,8 @@ pub struct ReplayArgs {
     pub recording: PathBuf,
     #[command(flatten)]
     pub select: Selection,
-    /// Only these kinds: send, schedule, gc, spawn, exit, sample, table, window, finding.
+    /// Only these kinds: send, schedule, gc, spawn, exit, dist_send, dist_receive, sample, table,
+    /// proc, window, finding.
     /// Repeat or separate with commas.
     #[arg(long, value_name = "KIND", value_delimiter = ',')]
     pub kind: Vec<String>,
@@ -164,6 +168,16 @@ pub struct DiffArgs {
     /// Include OTP's own processes.
     #[arg(long)]
     pub all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// The recordings, one per VM (`scope-probe record` on each node; at most 16).
+    #[arg(required = true, num_args = 2..=16)]
+    pub recordings: Vec<PathBuf>,
+    /// The merged recording to write.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
 }
 
 #[derive(Debug, Args)]

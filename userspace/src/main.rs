@@ -75,6 +75,7 @@ fn run(cli: Cli, matches: &clap::ArgMatches) -> Result<ExitCode> {
         Some(Command::Export(args)) => cmd::export::run(args),
         Some(Command::Report(args)) => cmd::report::run(args),
         Some(Command::Diff(args)) => cmd::diff::run(args),
+        Some(Command::Merge(args)) => cmd::merge::run(args),
         Some(Command::Why(args)) => cmd::why::run(args),
         Some(Command::Check(_)) => unreachable!("handled above"),
         Some(Command::Monitor(args)) => cmd::monitor::run(args, matches.subcommand_matches("monitor").unwrap_or(matches)),

@@ -30,7 +30,7 @@ pub fn run(args: CheckArgs) -> Result<bool> {
         }
         (None, None) => anyhow::bail!("give a recording, or --pid for a live VM"),
     };
-    let rec = crate::cmd::replay::open(&path)?;
+    let rec = crate::cmd::replay::open_one_vm(&path)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut all = true;
     for a in &assertions {

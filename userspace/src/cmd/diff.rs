@@ -12,8 +12,8 @@ use crate::record::select::Filter;
 use crate::units::{bytes, count};
 
 pub fn run(args: DiffArgs) -> Result<()> {
-    let before = crate::cmd::replay::open(&args.before)?;
-    let after = crate::cmd::replay::open(&args.after)?;
+    let before = crate::cmd::replay::open_one_vm(&args.before)?;
+    let after = crate::cmd::replay::open_one_vm(&args.after)?;
     let (fb, fa) = (Filter::everything(&before, args.all), Filter::everything(&after, args.all));
     let (sb, sa) = (Stats::of(&before, &fb), Stats::of(&after, &fa));
     let diff = Diff::of(&sb, &sa);

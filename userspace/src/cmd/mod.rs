@@ -3,6 +3,7 @@
 pub mod check;
 pub mod diff;
 pub mod export;
+pub mod merge;
 pub mod monitor;
 pub mod profile;
 pub mod record;

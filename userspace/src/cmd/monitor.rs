@@ -108,6 +108,9 @@ fn recording_meta(cli: &MonitorArgs, target: &BeamTarget) -> Meta {
         overhead_budget: cli.overhead_budget,
         frequency: cli.frequency,
         gc_functions: target.table.hooks.iter().filter(|h| h.point == beam_probes::HookPoint::GcStart).map(|h| h.symbol.to_owned()).collect(),
+        boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|b| b.trim().to_owned()).unwrap_or_default(),
+        vms: Vec::new(),
+        clock: None,
     }
 }
 

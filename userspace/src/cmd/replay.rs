@@ -13,9 +13,10 @@ use crate::record::select::Filter;
 use crate::units::{at, bytes, count, duration_ns};
 
 /// The kinds a listing can show (`--kind`).
-const KINDS: [&str; 10] = ["send", "schedule", "gc", "spawn", "exit", "sample", "table", "proc", "window", "finding"];
+const KINDS: [&str; 12] =
+    ["send", "schedule", "gc", "spawn", "exit", "dist_send", "dist_receive", "sample", "table", "proc", "window", "finding"];
 /// Shown unless --kind says otherwise: CPU samples and /proc reads are many and dull in a list.
-const DEFAULT_KINDS: [&str; 8] = ["send", "schedule", "gc", "spawn", "exit", "table", "window", "finding"];
+const DEFAULT_KINDS: [&str; 10] = ["send", "schedule", "gc", "spawn", "exit", "dist_send", "dist_receive", "table", "window", "finding"];
 
 pub fn run(args: ReplayArgs) -> Result<()> {
     for k in &args.kind {
@@ -56,6 +57,23 @@ pub fn open(path: &std::path::Path) -> Result<Recording> {
     let rec = Recording::open(path)?;
     for d in &rec.damage {
         eprintln!("scope-probe: warning: {}: {d}", path.display());
+    }
+    Ok(rec)
+}
+
+/// Reads a recording of one VM: `report`, `diff`, `why` and `check` compare and rank the
+/// processes of one node (a merged recording's nodes would mix in their tables and counters).
+pub fn open_one_vm(path: &std::path::Path) -> Result<Recording> {
+    let rec = open(path)?;
+    let vms = &rec.meta().vms;
+    if !vms.is_empty() {
+        let nodes: Vec<&str> = vms.iter().map(|v| v.vm.node.as_str()).collect();
+        anyhow::bail!(
+            "{} is a merged recording of {} ({}): replay and export read it; this command reads one node's recording",
+            path.display(),
+            nodes.join(", "),
+            vms.iter().map(|v| v.file.as_str()).collect::<Vec<_>>().join(", ")
+        );
     }
     Ok(rec)
 }

@@ -9,7 +9,7 @@ use crate::export::report;
 use crate::record::select::Filter;
 
 pub fn run(args: ReportArgs) -> Result<()> {
-    let rec = crate::cmd::replay::open(&args.recording)?;
+    let rec = crate::cmd::replay::open_one_vm(&args.recording)?;
     let filter = Filter::new(&rec, &args.select)?;
     let source = args.recording.file_name().map_or_else(|| args.recording.display().to_string(), |n| n.to_string_lossy().into_owned());
     let page = report::render(&rec, &filter, &source);

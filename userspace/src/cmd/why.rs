@@ -11,7 +11,7 @@ use crate::record::model::Recording;
 use crate::record::select::Filter;
 
 pub fn run(args: WhyArgs) -> Result<()> {
-    let rec = crate::cmd::replay::open(&args.recording)?;
+    let rec = crate::cmd::replay::open_one_vm(&args.recording)?;
     let pids = rec.matching(&args.target);
     if pids.is_empty() {
         bail!(

@@ -55,7 +55,7 @@ pub fn write(tl: &Timeline, out: &mut dyn Write) -> anyhow::Result<()> {
                 let (name, unit) = counter_names.get(track).copied().unwrap_or(("counter", "value"));
                 put(out, json!({"ph": "C", "pid": pid, "ts": us(*t), "name": name, "args": {unit: value}}))?
             }
-            Item::Flow { id, from, to, t, name } => {
+            Item::Flow { id, from, to, t, t_end, name } => {
                 // Flow events bind to slices: a short one on each end.
                 put(
                     out,
@@ -64,11 +64,11 @@ pub fn write(tl: &Timeline, out: &mut dyn Write) -> anyhow::Result<()> {
                 put(out, json!({"ph": "s", "pid": pid, "tid": from, "ts": us(*t), "id": id, "name": "message", "cat": "message"}))?;
                 put(
                     out,
-                    json!({"ph": "X", "pid": pid, "tid": to, "ts": us(t + 1), "dur": 0.001, "name": format!("receive {name}"), "cat": "message"}),
+                    json!({"ph": "X", "pid": pid, "tid": to, "ts": us(*t_end), "dur": 0.001, "name": format!("receive {name}"), "cat": "message"}),
                 )?;
                 put(
                     out,
-                    json!({"ph": "f", "bp": "e", "pid": pid, "tid": to, "ts": us(t + 1), "id": id, "name": "message", "cat": "message"}),
+                    json!({"ph": "f", "bp": "e", "pid": pid, "tid": to, "ts": us(*t_end), "id": id, "name": "message", "cat": "message"}),
                 )?;
             }
         }

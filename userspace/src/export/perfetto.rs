@@ -125,12 +125,13 @@ impl Packets<'_> {
 
 /// Writes the timeline as a Perfetto trace.
 pub fn write(tl: &Timeline, out: &mut dyn Write) -> anyhow::Result<()> {
-    let vm = tl.vm_pid as i32;
     let mut packets = Packets { out, written: 0, error: None };
     for track in &tl.tracks {
         let mut d = TrackDescriptor { uuid: Some(track.id), parent_uuid: track.parent, ..Default::default() };
         match &track.kind {
-            TrackKind::Vm => d.process = Some(ProcessDescriptor { pid: Some(vm), process_name: Some(track.name.clone()) }),
+            TrackKind::Vm { os_pid } => {
+                d.process = Some(ProcessDescriptor { pid: Some(*os_pid as i32), process_name: Some(track.name.clone()) })
+            }
             // Named tracks rather than thread descriptors: a thread descriptor's tid is unique,
             // and a scheduler has two tracks (its slices, its samples).
             TrackKind::Thread { .. } | TrackKind::Process { .. } => d.name = Some(track.name.clone()),
@@ -179,7 +180,7 @@ pub fn write(tl: &Timeline, out: &mut dyn Write) -> anyhow::Result<()> {
                 *t,
                 TrackEvent { r#type: Some(COUNTER), track_uuid: Some(*track), double_counter_value: Some(*value), ..Default::default() },
             ),
-            Item::Flow { id, from, to, t, name } => {
+            Item::Flow { id, from, to, t, t_end, name } => {
                 event(
                     *t,
                     TrackEvent {
@@ -192,7 +193,7 @@ pub fn write(tl: &Timeline, out: &mut dyn Write) -> anyhow::Result<()> {
                     },
                 );
                 event(
-                    *t + 1,
+                    *t_end,
                     TrackEvent {
                         r#type: Some(INSTANT),
                         track_uuid: Some(*to),

@@ -19,8 +19,8 @@ const COUNTED: usize = 20;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum TrackKind {
-    /// The VM (one per timeline).
-    Vm,
+    /// A VM (one per timeline; a merged recording's, one per node), by its OS pid.
+    Vm { os_pid: u32 },
     /// An OS thread of the VM.
     Thread { tid: u32 },
     /// An Erlang process.
@@ -60,12 +60,14 @@ pub enum Item {
         t: u64,
         value: f64,
     },
-    /// A message: an arrow from the sender's track to the receiver's.
+    /// A message: an arrow from the sender's track at `t` to the receiver's at `t_end` (a
+    /// local send arrives at once; one between nodes when the other node queues it).
     Flow {
         id: u64,
         from: u64,
         to: u64,
         t: u64,
+        t_end: u64,
         name: String,
     },
 }
@@ -131,14 +133,32 @@ fn thread_names(r: &Recording) -> BTreeMap<u32, String> {
 pub fn build(r: &Recording, f: &Filter) -> Timeline {
     let meta = r.meta();
     let mut t = Tracks { tracks: Vec::new(), threads: HashMap::new(), sampled: HashMap::new(), processes: HashMap::new() };
-    let vm = t.add(format!("{} (OTP {})", meta.vm.node, meta.vm.otp_release), None, TrackKind::Vm);
+    // One VM, or in a merged recording each node's; processes and threads go under theirs.
+    let vms: Vec<&crate::record::format::VmMeta> =
+        if meta.vms.is_empty() { vec![&meta.vm] } else { meta.vms.iter().map(|v| &v.vm).collect() };
+    let vm_tracks: Vec<u64> = vms
+        .iter()
+        .map(|v| t.add(format!("{} (OTP {})", v.node, v.otp_release), None, TrackKind::Vm { os_pid: v.os_pid }))
+        .collect();
+    let vm = vm_tracks[0];
+    let vm_of = |pid: u64| vm_tracks.get((pid >> crate::record::format::VM_SHIFT) as usize).copied().unwrap_or(vm);
+    // A thread is its VM's: the VM of the processes seen on it.
+    let mut thread_vm: HashMap<u32, u64> = HashMap::new();
+    for (tid, pid) in r.events.iter().filter_map(|e| crate::record::select::involved(&e.what)[0].map(|p| (e.tid, p))).chain(
+        r.samples.iter().filter_map(|s| match s.owner {
+            Owner::Process(p) => Some((s.tid, p)),
+            Owner::Thread(_) => None,
+        }),
+    ) {
+        thread_vm.entry(tid).or_insert_with(|| vm_of(pid));
+    }
     let names = thread_names(r);
     let thread = |t: &mut Tracks, tid: u32| -> u64 {
         if let Some(&id) = t.threads.get(&tid) {
             return id;
         }
         let name = names.get(&tid).cloned().unwrap_or_else(|| format!("thread {tid}"));
-        let id = t.add(name, Some(vm), TrackKind::Thread { tid });
+        let id = t.add(name, Some(thread_vm.get(&tid).copied().unwrap_or(vm)), TrackKind::Thread { tid });
         t.threads.insert(tid, id);
         id
     };
@@ -146,13 +166,16 @@ pub fn build(r: &Recording, f: &Filter) -> Timeline {
         if let Some(&id) = t.processes.get(&pid) {
             return id;
         }
-        let id = t.add(r.who(pid), Some(vm), TrackKind::Process { pid });
+        let id = t.add(r.who(pid), Some(vm_of(pid)), TrackKind::Process { pid });
         t.processes.insert(pid, id);
         id
     };
     let mut items = Vec::new();
     let mut flows = 0usize;
     let mut flows_dropped = 0u64;
+    // Sends to other nodes not yet matched with their receive, by (node, pid, node, pid).
+    let mut in_flight: HashMap<(String, String, String, String), std::collections::VecDeque<(u64, u64)>> = HashMap::new();
+    let mut pending_sends = 0usize;
     for (i, e) in r.events.iter().enumerate() {
         if !f.event(r, e.t, &e.what) {
             continue;
@@ -185,16 +208,32 @@ pub fn build(r: &Recording, f: &Filter) -> Timeline {
                 let track = process(&mut t, pid);
                 items.push(Item::Instant { track, t: e.t, name: "exit".into(), category: "exit", args: Vec::new() });
             }
-            // The other end is in another node's recording: an instant on this side.
+            // An instant on this side; in a merged recording that holds the other node too, the
+            // k-th receive of a pair is its k-th send (Erlang keeps a pair's order): one arrow.
             What::DistSend { from, node, to } => {
                 let track = process(&mut t, from);
                 let name = format!("send to {} on {}", r.name(to), r.name(node));
                 items.push(Item::Instant { track, t: e.t, name, category: "distribution", args: Vec::new() });
+                if pending_sends < MAX_FLOWS {
+                    pending_sends += 1;
+                    let key = (r.node_of(from).to_owned(), r.pid(from), r.name(node).to_owned(), r.name(to).to_owned());
+                    in_flight.entry(key).or_default().push_back((e.t, track));
+                }
             }
             What::DistReceive { to, node, from } => {
                 let track = process(&mut t, to);
                 let name = format!("message from {} on {}", r.name(from), r.name(node));
                 items.push(Item::Instant { track, t: e.t, name, category: "distribution", args: Vec::new() });
+                let key = (r.name(node).to_owned(), r.name(from).to_owned(), r.node_of(to).to_owned(), r.pid(to));
+                if let Some((sent, from_track)) = in_flight.get_mut(&key).and_then(|q| q.pop_front()) {
+                    if flows >= MAX_FLOWS {
+                        flows_dropped += 1;
+                        continue;
+                    }
+                    flows += 1;
+                    let name = format!("{} on {} -> {} on {}", key.1, key.0, key.3, key.2);
+                    items.push(Item::Flow { id: i as u64 + 1, from: from_track, to: track, t: sent, t_end: e.t.max(sent + 1), name });
+                }
             }
             What::Send { from, to } => {
                 if flows >= MAX_FLOWS {
@@ -208,6 +247,7 @@ pub fn build(r: &Recording, f: &Filter) -> Timeline {
                     from: from_track,
                     to: to_track,
                     t: e.t,
+                    t_end: e.t + 1,
                     name: format!("{} -> {}", r.pid(from), r.pid(to)),
                 });
             }
@@ -225,7 +265,7 @@ pub fn build(r: &Recording, f: &Filter) -> Timeline {
             Some(&id) => id,
             None => {
                 let name = format!("{} (sampled)", names.get(&tid).cloned().unwrap_or_else(|| format!("thread {tid}")));
-                let id = t.add(name, Some(vm), TrackKind::Thread { tid });
+                let id = t.add(name, Some(thread_vm.get(&tid).copied().unwrap_or(vm)), TrackKind::Thread { tid });
                 t.sampled.insert(tid, id);
                 id
             }
@@ -292,23 +332,25 @@ pub fn build(r: &Recording, f: &Filter) -> Timeline {
             }
         }
     }
-    // The VM's memory and its schedulers' CPU (cores busy between reads).
-    let rss = t.add("resident memory".into(), Some(vm), TrackKind::Counter { unit: "bytes" });
-    let cpu = t.add("scheduler CPU".into(), Some(vm), TrackKind::Counter { unit: "cores" });
-    let mut last: Option<(u64, f64)> = None;
-    for p in r.procs.iter().filter(|p| f.time(p.t)) {
-        if let Some(bytes) = p.resident_bytes {
-            items.push(Item::Counter { track: rss, t: p.t, value: bytes as f64 });
+    // Each VM's memory and its schedulers' CPU (cores busy between reads).
+    for (i, &vm) in vm_tracks.iter().enumerate() {
+        let rss = t.add("resident memory".into(), Some(vm), TrackKind::Counter { unit: "bytes" });
+        let cpu = t.add("scheduler CPU".into(), Some(vm), TrackKind::Counter { unit: "cores" });
+        let mut last: Option<(u64, f64)> = None;
+        for p in r.procs.iter().filter(|p| p.vm as usize == i && f.time(p.t)) {
+            if let Some(bytes) = p.resident_bytes {
+                items.push(Item::Counter { track: rss, t: p.t, value: bytes as f64 });
+            }
+            // Scheduler threads (normal, dirty CPU, dirty I/O); the VM's other threads apart.
+            let total: f64 = p.cpu.iter().filter(|c| c.0 < 3).map(|c| c.2).sum();
+            if let Some((t0, c0)) = last
+                && p.t > t0
+            {
+                let cores = (total - c0) / ((p.t - t0) as f64 / 1e9);
+                items.push(Item::Counter { track: cpu, t: p.t, value: cores.max(0.0) });
+            }
+            last = Some((p.t, total));
         }
-        // Scheduler threads (normal, dirty CPU, dirty I/O); the VM's other threads apart.
-        let total: f64 = p.cpu.iter().filter(|c| c.0 < 3).map(|c| c.2).sum();
-        if let Some((t0, c0)) = last
-            && p.t > t0
-        {
-            let cores = (total - c0) / ((p.t - t0) as f64 / 1e9);
-            items.push(Item::Counter { track: cpu, t: p.t, value: cores.max(0.0) });
-        }
-        last = Some((p.t, total));
     }
     // Findings, with their evidence.
     for finding in r.findings.iter().filter(|x| f.time(x.t)) {

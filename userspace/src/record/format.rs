@@ -41,6 +41,31 @@ pub struct Meta {
     /// The VM's functions that garbage-collect (samples in them are GC).
     #[serde(default)]
     pub gc_functions: Vec<String>,
+    /// The recording host's boot (`/proc/sys/kernel/random/boot_id`): recordings of one boot
+    /// share the monotonic clock, so `merge` aligns them exactly.
+    #[serde(default)]
+    pub boot_id: String,
+    /// A merged recording (`scope-probe merge`): the VMs it holds, in order. A pid term's top
+    /// bits ([`VM_SHIFT`]) say which (`vm` above is the first's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vms: Vec<MergedVm>,
+    /// How a merged recording's clocks were aligned, and the error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<String>,
+}
+
+/// Where a merged recording's pid terms keep the index of their VM (pid terms of 64-bit VMs
+/// leave these bits clear).
+pub const VM_SHIFT: u32 = 60;
+
+/// One VM of a merged recording.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MergedVm {
+    pub vm: VmMeta,
+    /// The recording it came from.
+    pub file: String,
+    /// When it started, after the earliest start of the merged ones.
+    pub offset_ns: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -88,6 +113,8 @@ pub enum Entry {
     Finding { ts: u64, json: String },
     /// Entries the recorder had to drop (its queue was full), counted.
     Lost { ts: u64, entries: u64 },
+    /// A read of /proc of VM `vm` of a merged recording (its index in [`Meta::vms`]).
+    VmProc { vm: u32, ts: u64, cpu: Vec<(u8, u32, f64)>, resident_bytes: Option<u64>, run_queues: Vec<u32> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

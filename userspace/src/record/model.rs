@@ -38,6 +38,8 @@ pub struct Table {
 
 #[derive(Debug, Clone)]
 pub struct Proc {
+    /// The VM (0; in a merged recording, its index in `Meta::vms`).
+    pub vm: u32,
     pub t: u64,
     pub cpu: Vec<(u8, u32, f64)>,
     pub resident_bytes: Option<u64>,
@@ -165,7 +167,12 @@ impl Recording {
                     }
                     r.tables.push(Table { t: rel(ts), processes, waits })
                 }
-                Entry::Proc { ts, cpu, resident_bytes, run_queues } => r.procs.push(Proc { t: rel(ts), cpu, resident_bytes, run_queues }),
+                Entry::Proc { ts, cpu, resident_bytes, run_queues } => {
+                    r.procs.push(Proc { vm: 0, t: rel(ts), cpu, resident_bytes, run_queues })
+                }
+                Entry::VmProc { vm, ts, cpu, resident_bytes, run_queues } => {
+                    r.procs.push(Proc { vm, t: rel(ts), cpu, resident_bytes, run_queues })
+                }
                 Entry::Window { ts, capabilities, open } => r.windows.push(Window { t: rel(ts), capabilities, open }),
                 Entry::Finding { ts, json } => {
                     let json = serde_json::from_str(&json).unwrap_or(serde_json::Value::String(json));
@@ -223,11 +230,23 @@ impl Recording {
         self.processes.get(&term).and_then(|p| p.identity())
     }
 
-    /// `<0.80.0> (name)`, or the bare pid.
+    /// `<0.80.0> (name)`, or the bare pid; in a merged recording, on which node.
     pub fn who(&self, term: u64) -> String {
+        let merged = self.meta.as_ref().is_some_and(|m| !m.vms.is_empty());
+        let on = if merged { format!(" on {}", self.node_of(term)) } else { String::new() };
         match self.identity(term) {
-            Some(n) if !n.is_empty() => format!("{} ({n})", self.pid(term)),
-            _ => self.pid(term),
+            Some(n) if !n.is_empty() => format!("{}{on} ({n})", self.pid(term)),
+            _ => format!("{}{on}", self.pid(term)),
+        }
+    }
+
+    /// The node a process was on: the recording's VM's, or in a merged recording the one its
+    /// term names.
+    pub fn node_of(&self, term: u64) -> &str {
+        let m = self.meta();
+        match m.vms.get((term >> super::format::VM_SHIFT) as usize) {
+            Some(v) if !m.vms.is_empty() => &v.vm.node,
+            _ => &m.vm.node,
         }
     }
 

@@ -20,6 +20,9 @@ fn meta() -> Meta {
         overhead_budget: 0.01,
         frequency: 99,
         gc_functions: vec!["erts_garbage_collect".into()],
+        boot_id: String::new(),
+        vms: Vec::new(),
+        clock: None,
     }
 }
 
