@@ -38,6 +38,39 @@ fn replay_json(path: &Path, extra: &[&str]) -> Vec<serde_json::Value> {
     String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
+/// Runs `body` (Python) on a Perfetto trace parsed by Perfetto's own protos, after `names`,
+/// `parents` and `pids` (of the process tracks) by track uuid, the counter tracks' names
+/// (`counters`) and `events` ((timestamp, track event) in order) are read; its stdout is JSON.
+fn perfetto_query(trace: &Path, body: &str) -> serde_json::Value {
+    let python = scope_probe_tests::workspace_root().join(".cache/python");
+    assert!(python.join("perfetto").exists(), "{} missing: `cargo xtask setup` installs the perfetto package", python.display());
+    let preamble = r#"
+import json, sys
+from perfetto.protos.perfetto.trace.perfetto_trace_pb2 import Trace
+t = Trace()
+t.ParseFromString(open(sys.argv[1], 'rb').read())
+names, parents, pids, counters = {}, {}, {}, set()
+for p in t.packet:
+    if p.HasField('track_descriptor'):
+        d = p.track_descriptor
+        names[d.uuid] = d.name or d.process.process_name
+        parents[d.uuid] = d.parent_uuid
+        if d.HasField('process'):
+            pids[d.uuid] = d.process.pid
+        if d.HasField('counter'):
+            counters.add(d.name)
+events = [(p.timestamp, p.track_event) for p in t.packet if p.HasField('track_event')]
+"#;
+    let out = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", &format!("{preamble}{body}")])
+        .arg(trace)
+        .env("PYTHONPATH", &python)
+        .output()
+        .expect("/usr/bin/python3");
+    assert!(out.status.success(), "the perfetto protos did not parse it: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 fn unix_now() -> f64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs_f64()
 }
@@ -205,39 +238,19 @@ fn the_perfetto_export_parses_with_perfettos_protos() {
     let trace = dir.path().join("timeline.perfetto-trace");
     let (out, text) = run(&["export", path.to_str().unwrap(), "--format", "perfetto", "-o", trace.to_str().unwrap()]);
     assert!(out.status.success(), "{text}");
-    let python = scope_probe_tests::workspace_root().join(".cache/python");
-    assert!(python.join("perfetto").exists(), "{} missing: `cargo xtask setup` installs the perfetto package", python.display());
-    let script = r#"
-import json, sys
-from perfetto.protos.perfetto.trace.perfetto_trace_pb2 import Trace
-t = Trace()
-t.ParseFromString(open(sys.argv[1], 'rb').read())
-names, parents, slices, flows, counters, process = {}, {}, {}, 0, set(), None
-for p in t.packet:
-    if p.HasField('track_descriptor'):
-        d = p.track_descriptor
-        names[d.uuid] = d.name or d.process.process_name
-        parents[d.uuid] = d.parent_uuid
-        if d.HasField('process'):
-            process = d.process.pid
-        if d.HasField('counter'):
-            counters.add(d.name)
-    if p.HasField('track_event'):
-        e = p.track_event
-        if e.type == e.TYPE_SLICE_BEGIN:
-            key = names.get(e.track_uuid, '?') + '|' + e.name
-            slices[key] = slices.get(key, 0) + 1
-        flows += len(e.flow_ids)
+    let v = perfetto_query(
+        &trace,
+        r#"
+slices, flows = {}, 0
+for ts, e in events:
+    if e.type == e.TYPE_SLICE_BEGIN:
+        key = names.get(e.track_uuid, '?') + '|' + e.name
+        slices[key] = slices.get(key, 0) + 1
+    flows += len(e.flow_ids)
+process = list(pids.values())[-1] if pids else None
 print(json.dumps({'tracks': list(names.values()), 'slices': slices, 'flows': flows, 'counters': sorted(counters), 'process': process}))
-"#;
-    let out = std::process::Command::new("/usr/bin/python3")
-        .args(["-c", script])
-        .arg(&trace)
-        .env("PYTHONPATH", &python)
-        .output()
-        .expect("/usr/bin/python3");
-    assert!(out.status.success(), "the perfetto protos did not parse it: {}", String::from_utf8_lossy(&out.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+"#,
+    );
     assert_eq!(v["process"], beam.os_pid);
     let tracks: Vec<&str> = v["tracks"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
     for pid in [&sends["a"], &sends["b"], &gcs["pid"]] {
@@ -423,26 +436,15 @@ fn merged_recordings_of_two_nodes_draw_each_message_between_them_as_one_arrow() 
     let trace = dir.path().join("all.perfetto-trace");
     let (out, text) = run(&["export", all.to_str().unwrap(), "--format", "perfetto", "-o", trace.to_str().unwrap()]);
     assert!(out.status.success(), "{text}");
-    let python = scope_probe_tests::workspace_root().join(".cache/python");
-    let script = r#"
-import json, sys
-from perfetto.protos.perfetto.trace.perfetto_trace_pb2 import Trace
-t = Trace()
-t.ParseFromString(open(sys.argv[1], 'rb').read())
-names, parents, pids, starts, ends = {}, {}, {}, {}, {}
-for p in t.packet:
-    if p.HasField('track_descriptor'):
-        d = p.track_descriptor
-        names[d.uuid] = d.name or d.process.process_name
-        parents[d.uuid] = d.parent_uuid
-        if d.HasField('process'):
-            pids[d.uuid] = d.process.pid
-    if p.HasField('track_event'):
-        e = p.track_event
-        for f in e.flow_ids:
-            starts[f] = (e.track_uuid, p.timestamp)
-        for f in e.terminating_flow_ids:
-            ends[f] = (e.track_uuid, p.timestamp)
+    let pairs = perfetto_query(
+        &trace,
+        r#"
+starts, ends = {}, {}
+for ts, e in events:
+    for f in e.flow_ids:
+        starts[f] = (e.track_uuid, ts)
+    for f in e.terminating_flow_ids:
+        ends[f] = (e.track_uuid, ts)
 pairs = {}
 for f, (s, ts) in starts.items():
     if f in ends:
@@ -450,10 +452,9 @@ for f, (s, ts) in starts.items():
         key = json.dumps([names[s], pids.get(parents[s]), names[e], pids.get(parents[e]), te >= ts])
         pairs[key] = pairs.get(key, 0) + 1
 print(json.dumps(pairs))
-"#;
-    let out = std::process::Command::new("/usr/bin/python3").args(["-c", script]).arg(&trace).env("PYTHONPATH", &python).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let pairs: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+"#,
+    );
+    let pairs = pairs.as_object().unwrap();
     // Arrows from the sender's track under node a's VM to the sink's under node b's, forward in time.
     let across: u64 = pairs
         .iter()

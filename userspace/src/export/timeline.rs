@@ -173,8 +173,10 @@ pub fn build(r: &Recording, f: &Filter) -> Timeline {
     let mut items = Vec::new();
     let mut flows = 0usize;
     let mut flows_dropped = 0u64;
-    // Sends to other nodes not yet matched with their receive, by (node, pid, node, pid).
-    let mut in_flight: HashMap<(String, String, String, String), std::collections::VecDeque<(u64, u64)>> = HashMap::new();
+    // Sends to other nodes not yet matched with their receive (time, sender's track), by
+    // (node, pid, node, pid).
+    type Pair = (String, String, String, String);
+    let mut in_flight: HashMap<Pair, std::collections::VecDeque<(u64, u64)>> = HashMap::new();
     let mut pending_sends = 0usize;
     for (i, e) in r.events.iter().enumerate() {
         if !f.event(r, e.t, &e.what) {
