@@ -176,3 +176,30 @@ fn a_vm_in_its_own_pid_namespace_is_found_by_its_host_pid() {
     let (status, stderr) = probe.stop();
     assert!(status.success(), "{status:?} {stderr:?}");
 }
+
+/// `snapshot` of several VMs: one table each, as a JSON array, each with its node, OS pid and
+/// the VM's own process count; `--all-vms` finds both among the host's VMs.
+#[test]
+fn snapshot_reads_several_vms() {
+    let root = provisioned("trixie").unwrap_or_else(|e| panic!("the trixie chroot is missing: {e}"));
+    let mut host = Beam::start_with(Path::new("/usr/bin/erl"), &[], &[]);
+    let mut trixie = start_beam_in_chroot(&root, &[]);
+    let (a, b) = (host.os_pid.to_string(), trixie.os_pid.to_string());
+    let out = scope_probe_tests::probe::run(&["snapshot", "--pid", &a, "--pid", &b, "--json", "--all"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let views: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(views.len(), 2);
+    for (view, beam, otp) in [(&views[0], &mut host, "25"), (&views[1], &mut trixie, "27")] {
+        assert_eq!(view["os_pid"], beam.os_pid);
+        assert_eq!(view["otp_release"], otp);
+        assert_eq!(view["node"], "nonode@nohost");
+        let count: u64 = beam.call("erlang:system_info(process_count)")["value"].parse().unwrap();
+        assert!(view["processes"].as_array().unwrap().len().abs_diff(count as usize) <= 2, "{} processes read, the VM says {count}", view["processes"]);
+    }
+    let out = scope_probe_tests::probe::run(&["snapshot", "--all-vms", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let all: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    for pid in [host.os_pid, trixie.os_pid] {
+        assert!(all.iter().any(|v| v["os_pid"] == pid), "{pid} among {} VMs", all.len());
+    }
+}

@@ -252,9 +252,12 @@ impl DebugInfoArgs {
 
 #[derive(Debug, Args)]
 pub struct SnapshotArgs {
-    /// OS pid of the beam.smp process.
-    #[arg(long, short = 'p', value_name = "PID")]
-    pub pid: u32,
+    /// OS pid of the beam.smp process; repeat for several VMs (one table each; JSON: an array).
+    #[arg(long, short = 'p', value_name = "PID", required_unless_present = "all_vms", conflicts_with = "all_vms")]
+    pub pid: Vec<u32>,
+    /// Every BEAM on the host (containers' too), one table each (JSON: an array).
+    #[arg(long)]
+    pub all_vms: bool,
     #[command(flatten)]
     pub debug_info: DebugInfoArgs,
     /// JSON for scripts instead of a text table.

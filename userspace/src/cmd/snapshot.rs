@@ -10,7 +10,45 @@ use crate::enrich::symbolize::Symbolizer;
 
 pub fn run(args: SnapshotArgs) -> Result<()> {
     crate::privileges::check_ptrace()?;
-    let target = args.debug_info.open(args.pid)?;
+    let several = args.all_vms || args.pid.len() > 1;
+    let pids = if args.all_vms { beam_probes::target::running_vms() } else { args.pid.clone() };
+    if pids.is_empty() {
+        anyhow::bail!("no BEAM VM is running on this host");
+    }
+    let mut views = Vec::new();
+    for pid in pids {
+        match view(&args, pid) {
+            Ok(v) => views.push(v),
+            // With --all-vms, a VM that exits or cannot be read is said and skipped.
+            Err(e) if args.all_vms => eprintln!("scope-probe: warning: pid {pid}: {e:#}"),
+            Err(e) => return Err(e),
+        }
+    }
+    // Stdout is line-buffered: a write per line of 100,000 rows would dominate.
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    if args.json {
+        if several {
+            serde_json::to_writer_pretty(&mut out, &views)?;
+        } else {
+            serde_json::to_writer_pretty(&mut out, &views[0])?;
+        }
+        writeln!(out)?;
+        out.flush()?;
+        return Ok(());
+    }
+    for (i, view) in views.iter().enumerate() {
+        if i > 0 {
+            writeln!(out)?;
+        }
+        table(&mut out, view)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// One VM's table, system processes left out unless asked, longest mailboxes first.
+fn view(args: &SnapshotArgs, pid: u32) -> Result<process_view::ProcessTableView> {
+    let target = args.debug_info.open(pid)?;
     target.require_process_table()?;
     let mut symbolizer = Symbolizer::new(&target)?;
     let mut view = process_view::read(&target, &mut symbolizer)?;
@@ -18,18 +56,15 @@ pub fn run(args: SnapshotArgs) -> Result<()> {
         view.processes.retain(|p| !p.system);
     }
     view.processes.sort_by(|a, b| b.message_queue_len.cmp(&a.message_queue_len).then(a.number.cmp(&b.number)));
-    // Stdout is line-buffered: a write per line of 100,000 rows would dominate.
-    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
-    if args.json {
-        serde_json::to_writer_pretty(&mut out, &view)?;
-        writeln!(out)?;
-        out.flush()?;
-        return Ok(());
-    }
+    Ok(view)
+}
+
+fn table(out: &mut impl Write, view: &process_view::ProcessTableView) -> Result<()> {
     writeln!(
         out,
-        "node {}  OTP {} (ERTS {})  {} processes ({} shown){}",
+        "node {} (os pid {})  OTP {} (ERTS {})  {} processes ({} shown){}",
         view.node,
+        view.os_pid,
         view.otp_release,
         view.erts_version,
         view.process_count,
@@ -55,6 +90,5 @@ pub fn run(args: SnapshotArgs) -> Result<()> {
             p.status.label()
         )?;
     }
-    out.flush()?;
     Ok(())
 }
