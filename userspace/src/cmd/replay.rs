@@ -85,16 +85,10 @@ fn capability_name(index: u8) -> &'static str {
 /// What the recording is: the VM, the span, how it was observed, what it holds.
 pub fn summary(out: &mut impl Write, name: &str, rec: &Recording) -> Result<()> {
     let m = rec.meta();
-    let mut by_kind = [0u64; 6];
+    // Indexed as `Capability::ALL`: send, schedule, gc, spawn, exit, distribution.
+    let mut by_kind = [0u64; beam_probes::Capability::ALL.len()];
     for e in &rec.events {
-        by_kind[match e.what {
-            What::Send { .. } => 0,
-            What::Schedule { .. } => 1,
-            What::Gc { .. } => 2,
-            What::Spawn { .. } => 3,
-            What::Exit { .. } => 4,
-            What::DistSend { .. } | What::DistReceive { .. } => 5,
-        }] += 1;
+        by_kind[e.what.capability().index()] += 1;
     }
     let started = std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(m.started_unix.max(0.0));
     writeln!(

@@ -131,6 +131,21 @@ pub enum What {
     DistReceive { to: u64, node: u32, from: u32 },
 }
 
+impl What {
+    /// The capability that observes it (as the live events say theirs).
+    pub fn capability(&self) -> beam_probes::Capability {
+        use beam_probes::Capability;
+        match self {
+            What::Send { .. } => Capability::Send,
+            What::Schedule { .. } => Capability::Schedule,
+            What::Gc { .. } => Capability::Gc,
+            What::Spawn { .. } => Capability::Spawn,
+            What::Exit { .. } => Capability::Exit,
+            What::DistSend { .. } | What::DistReceive { .. } => Capability::Distribution,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Owner {
     Process(u64),

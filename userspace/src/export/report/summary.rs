@@ -7,7 +7,6 @@ use beam_probes::Capability;
 
 use super::Observed;
 use super::html::Esc;
-use crate::record::format::What;
 use crate::record::model::Recording;
 use crate::record::select::Filter;
 use crate::units::{at, count};
@@ -70,16 +69,10 @@ pub fn section(out: &mut String, rec: &Recording, f: &Filter, source: &str) {
         })
         .collect();
     fact("Hooks attached", format!("{} <span class=\"sp-muted\">(events exist only then)</span>", hooks.join(" · ")));
-    let mut kinds = [0u64; 6];
+    // Indexed as `Capability::ALL`: send, schedule, gc, spawn, exit, distribution.
+    let mut kinds = [0u64; beam_probes::Capability::ALL.len()];
     for e in rec.events.iter().filter(|e| f.time(e.t)) {
-        kinds[match e.what {
-            What::Send { .. } => 0,
-            What::Schedule { .. } => 1,
-            What::Gc { .. } => 2,
-            What::Spawn { .. } => 3,
-            What::Exit { .. } => 4,
-            What::DistSend { .. } | What::DistReceive { .. } => 5,
-        }] += 1;
+        kinds[e.what.capability().index()] += 1;
     }
     fact(
         "Events",
