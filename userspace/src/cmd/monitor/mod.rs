@@ -124,9 +124,32 @@ async fn monitor(cli: MonitorArgs, opened: Vec<OpenedVm>, outputs: Outputs) -> R
     tokio::pin!(stop);
     let mut tick = tokio::time::interval(WATCH_EVERY);
     let mut tries: std::collections::HashMap<u32, u32> = Default::default();
+    // With --all, VMs are attached side by side: one slow to open (a large binary, debug info to
+    // fetch, a loaded machine) must not hold up the others.
+    let mut attaching: tokio::task::JoinSet<(u32, Result<VmSession>)> = tokio::task::JoinSet::new();
+    let mut attaching_pids: std::collections::HashSet<u32> = Default::default();
     let reason = loop {
         tokio::select! {
             reason = &mut stop => break reason,
+            Some(done) = attaching.join_next(), if !attaching.is_empty() => {
+                let (pid, started) = done?;
+                attaching_pids.remove(&pid);
+                match started {
+                    Ok(s) => {
+                        tries.remove(&pid);
+                        served.add(s.app.clone());
+                        sessions.push(s);
+                    }
+                    Err(e) => {
+                        let n = tries.entry(pid).or_default();
+                        *n += 1;
+                        if *n == ATTACH_TRIES {
+                            eprintln!("scope-probe: warning: leaving pid {pid} alone: {e:#}");
+                        }
+                    }
+                }
+                continue;
+            }
             _ = tick.tick() => {}
         }
         // VMs that stopped are let go.
@@ -147,33 +170,26 @@ async fn monitor(cli: MonitorArgs, opened: Vec<OpenedVm>, outputs: Outputs) -> R
             let running = beam_probes::target::running_vms();
             tries.retain(|pid, _| running.contains(pid));
             for pid in running {
-                if sessions.iter().any(|s| s.target.pid == pid) || tries.get(&pid).is_some_and(|n| *n >= ATTACH_TRIES) {
+                let known = sessions.iter().any(|s| s.target.pid == pid) || attaching_pids.contains(&pid);
+                if known || tries.get(&pid).is_some_and(|n| *n >= ATTACH_TRIES) {
                     continue;
                 }
                 // Opening reads the binary (and may fetch debug info): off the async threads.
                 // (--all is never a recording.)
                 let (c, i) = (cli.clone(), instance.clone());
-                let started = tokio::task::spawn_blocking(move || {
-                    open_vm(&c, pid).and_then(|vm| VmSession::start(&c, vm, &Outputs::default(), i, true))
-                })
-                .await?;
-                match started {
-                    Ok(s) => {
-                        tries.remove(&pid);
-                        served.add(s.app.clone());
-                        sessions.push(s);
-                    }
-                    Err(e) => {
-                        let n = tries.entry(pid).or_default();
-                        *n += 1;
-                        if *n == ATTACH_TRIES {
-                            eprintln!("scope-probe: warning: leaving pid {pid} alone: {e:#}");
-                        }
-                    }
-                }
+                attaching_pids.insert(pid);
+                attaching.spawn_blocking(move || {
+                    (pid, open_vm(&c, pid).and_then(|vm| VmSession::start(&c, vm, &Outputs::default(), i, true)))
+                });
             }
         }
     };
+    // Attaches still under way finish, then are let go with the rest.
+    while let Some(done) = attaching.join_next().await {
+        if let (_, Ok(s)) = done? {
+            sessions.push(s);
+        }
+    }
     if let Some(p) = progress {
         p.abort();
         // The progress line is rewritten in place on a terminal: end it.
