@@ -13,8 +13,10 @@
 /* Bytes of the thread's native stack copied from the stack pointer, for unwinding C frames
  * with the binaries' .eh_frame in userspace (beam.smp has no C frame pointers). */
 #define PROFILE_USTACK_BYTES 8192
-/* Scheduler threads the sampler can know (one entry per thread). */
+/* Scheduler threads the sampler can know (one entry per thread, of every VM). */
 #define PROFILE_MAX_THREADS 4096
+/* VMs one sampler can serve at once. */
+#define PROFILE_MAX_VMS 256
 
 struct cpu_sample {
 	__u64 ts_ns;          /* CLOCK_MONOTONIC */
@@ -35,18 +37,23 @@ struct cpu_sample {
 	__s32 kframes;        /* kernel frames in `kstack`, < 0 on error */
 	__u32 estack_words;   /* words in `estack` */
 	__u32 ustack_bytes;   /* bytes in `ustack` */
-	__u32 _pad;
+	__u32 tgid;           /* the VM (its OS pid): one sampler serves every VM observed */
 	__u64 stack[PROFILE_MAX_FRAMES];
 	__u64 kstack[PROFILE_MAX_KFRAMES];
 	__u64 estack[PROFILE_ESTACK_WORDS];
 	__u8 ustack[PROFILE_USTACK_BYTES];
 };
 
+/* Counters of one VM (value of `profile_stats`, per CPU, keyed by the VM's tgid). */
 enum profile_stat_id {
-	PSTAT_SAMPLES = 0,   /* samples of the target's threads */
+	PSTAT_SAMPLES = 0,   /* samples of the VM's threads */
 	PSTAT_LOST_RINGBUF,  /* dropped: ring buffer full */
 	PSTAT_NO_PROCESS,    /* no process found (not a scheduler running one, no pid through r13) */
 	PSTAT_NR,
+};
+
+struct profile_counts {
+	__u64 n[PSTAT_NR];
 };
 
 /* Where a scheduler thread's data is (value of `sched_threads`, keyed by thread id). */
@@ -54,11 +61,17 @@ struct sched_thread {
 	__u64 data;           /* address of its ErtsSchedulerData */
 };
 
-/* Build facts (beam_probes) the sampler reads by. */
+/* The register the JIT keeps the running process in (beam_probes `Register`). */
+enum jit_register {
+	JIT_REG_R13 = 0,
+	JIT_REG_RBX,
+	JIT_REG_RBP,
+	JIT_REG_RSP,
+};
+
+/* Build facts (beam_probes) the sampler reads one VM by (value of `vms`, keyed by its tgid). */
 struct profile_config {
-	__u32 tgid;           /* the VM's OS pid */
-	__u32 _pad;
-	__u64 reg_offset;     /* offset in struct pt_regs of the JIT's process register */
+	__u64 jit_register;   /* enum jit_register: where the JIT keeps the running process */
 	__u64 proc_id_offset; /* offset of the pid term in Process (and of the id in Port) */
 	__u64 pid_tag_mask;
 	__u64 pid_tag;

@@ -59,6 +59,44 @@ fn two_builds_at_once_are_each_counted_exactly() {
     assert_eq!(stderr.iter().filter(|l| l.contains("detached (terminated)")).count(), 2, "{stderr:?}");
 }
 
+/// One sampler serves every VM: with two VMs each burning CPU in a process of its own name,
+/// the probe holds one perf event per CPU (not one per CPU and VM), and each VM's samples land
+/// in its own series: its burner is there, the other VM's is not.
+#[test]
+fn one_sampler_serves_every_vm() {
+    let mut a = Beam::start_with(Path::new("/usr/bin/erl"), &[], &[]);
+    let mut b = Beam::start_with(Path::new("/usr/bin/erl"), &[], &[]);
+    a.call("scope_burn:start(scope_burner_a, 50, 50)");
+    b.call("scope_burn:start(scope_burner_b, 50, 50)");
+    let probe = Probe::attach_several(&[a.os_pid, b.os_pid], &["--mode", "sample", "--frequency", "99"]);
+    let online = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap();
+    let online: usize = online
+        .trim()
+        .split(',')
+        .map(|r| r.split_once('-').map_or(1, |(x, y)| y.parse::<usize>().unwrap() - x.parse::<usize>().unwrap() + 1))
+        .sum();
+    let held = scope_probe_tests::held::Held::of(probe.os_pid());
+    assert_eq!(held.perf_events, online, "one sampler event per online CPU, for both VMs");
+    let share = |m: &Metrics, vm: u32, name: &str| m.get("beam_top_process_cpu_ratio", &[("os_pid", &vm.to_string()), ("name", name)]);
+    let start = Instant::now();
+    let m = loop {
+        let m = probe.metrics();
+        if share(&m, a.os_pid, "scope_burner_a").is_some() && share(&m, b.os_pid, "scope_burner_b").is_some() {
+            break m;
+        }
+        assert!(start.elapsed() < DRAIN, "both burners in their VM's series: {:?}", m.all("beam_top_process_cpu_ratio"));
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(share(&m, a.os_pid, "scope_burner_b"), None, "B's burner is not A's");
+    assert_eq!(share(&m, b.os_pid, "scope_burner_a"), None, "A's burner is not B's");
+    for vm in [a.os_pid, b.os_pid] {
+        let samples = m.get("beam_cpu_samples_total", &[("os_pid", &vm.to_string())]).expect("each VM's samples");
+        assert!(samples > 0.0, "VM {vm}: {samples} samples");
+    }
+    let (status, stderr) = probe.stop();
+    assert!(status.success(), "{status:?} {stderr:?}");
+}
+
 /// Seconds until `series` with `os_pid` appears (or, `present` false, is gone), polling
 /// the metrics; panics after `within`.
 fn wait_series(probe: &Probe, series: &str, os_pid: u32, present: bool, within: Duration) -> Duration {

@@ -1,13 +1,16 @@
 //! The CPU sampler (ebpf/profile.bpf.c): a software cpu-clock perf event per online CPU at the
-//! chosen frequency, filtered in the kernel to the VM's threads. Runs on its own thread (libbpf
-//! objects stay on one thread) and hands samples over a bounded channel; what does not fit is
-//! counted, never silently dropped.
+//! chosen frequency, filtered in the kernel to the threads of the VMs sampled (one sampler for
+//! all of them). Runs on its own thread (libbpf objects stay on one thread) and hands each VM's
+//! samples over a bounded channel of its own; what does not fit is counted, never silently
+//! dropped.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -18,7 +21,6 @@ use beam_probes::threads::vm_threads;
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, RingBufferBuilder};
 
-use crate::source::bpf::sum_per_cpu;
 use crate::source::skeleton::Owned;
 
 pub mod profile {
@@ -34,6 +36,8 @@ use profile::{ProfileSkelBuilder, types};
 #[allow(dead_code)]
 pub struct Sample {
     pub ts_ns: u64,
+    /// The VM (its OS pid).
+    pub tgid: u32,
     pub tid: u32,
     pub cpu: u32,
     /// The thread's user registers.
@@ -78,6 +82,7 @@ impl Sample {
         let some = |v: u64| (v != 0).then_some(v);
         Some(Sample {
             ts_ns: s.ts_ns,
+            tgid: s.tgid,
             tid: s.tid,
             cpu: s.cpu,
             ip: s.ip,
@@ -98,7 +103,7 @@ impl Sample {
     }
 }
 
-/// Counters of the sampler, shared with whoever reports them.
+/// Counters of the sampler for one VM, shared with whoever reports them.
 #[derive(Debug, Default)]
 pub struct SamplerStats {
     /// Samples the kernel took of the VM's threads.
@@ -109,9 +114,12 @@ pub struct SamplerStats {
     pub lost_channel: AtomicU64,
 }
 
+/// One VM's subscription to the sampler: its samples arrive on the channel `start` returned
+/// until it stops. One sampler (one BPF object, one perf event per CPU, one ring buffer) serves
+/// every VM sampled at the same frequency; it starts with the first and ends with the last.
 pub struct SamplerThread {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<Result<()>>>,
+    hub: Option<Arc<Hub>>,
+    tgid: u32,
     pub stats: Arc<SamplerStats>,
 }
 
@@ -120,23 +128,112 @@ const CHANNEL: usize = 4096;
 /// How often the scheduler threads are listed again.
 const THREADS_EVERY: Duration = Duration::from_secs(5);
 
+/// The sampler of one frequency: its thread owns the BPF object (libbpf objects stay on one
+/// thread) and takes VMs in and out by command.
+struct Hub {
+    frequency: u64,
+    commands: mpsc::Sender<HubCommand>,
+    thread: Mutex<Option<JoinHandle<Result<()>>>>,
+    /// VMs subscribed; the last to leave stops the thread.
+    subscribers: Mutex<usize>,
+}
+
+enum HubCommand {
+    Add(Subscriber, mpsc::Sender<Result<()>>),
+    Remove(u32, mpsc::Sender<()>),
+    Stop,
+}
+
+struct Subscriber {
+    target: Arc<BeamTarget>,
+    tx: SyncSender<Sample>,
+    stats: Arc<SamplerStats>,
+    known: SchedulerMap,
+}
+
+/// The samplers running, by frequency.
+static HUBS: Mutex<Vec<Arc<Hub>>> = Mutex::new(Vec::new());
+
 impl SamplerThread {
-    /// Starts sampling `target` at `frequency` Hz per CPU; returns once the perf events are
-    /// attached, with the channel the samples arrive on.
+    /// Starts sampling `target` at `frequency` Hz per CPU; returns once its samples are being
+    /// taken, with the channel they arrive on.
     pub fn start(target: Arc<BeamTarget>, frequency: u64) -> Result<(SamplerThread, Receiver<Sample>)> {
         let (tx, rx) = mpsc::sync_channel(CHANNEL);
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(SamplerStats::default());
-        let thread = {
-            let (stop, stats) = (stop.clone(), stats.clone());
-            std::thread::Builder::new()
-                .name("scope-probe-sampler".into())
-                .spawn(move || run(&target, frequency, tx, ready_tx, &stop, &stats))
-                .context("starting the sampler thread")?
+        let tgid = target.pid;
+        // Held while the VM is added, so a hub cannot stop under a new subscriber.
+        let mut hubs = HUBS.lock().unwrap_or_else(|e| e.into_inner());
+        let hub = match hubs.iter().find(|h| h.frequency == frequency) {
+            Some(h) => h.clone(),
+            None => {
+                let hub = Hub::start(frequency)?;
+                hubs.push(hub.clone());
+                hub
+            }
         };
+        let (reply_tx, reply_rx) = mpsc::channel();
+        let sub = Subscriber { target, tx, stats: stats.clone(), known: SchedulerMap::default() };
+        let added = hub
+            .commands
+            .send(HubCommand::Add(sub, reply_tx))
+            .ok()
+            .and_then(|_| reply_rx.recv().ok())
+            .unwrap_or_else(|| Err(anyhow::anyhow!("the sampler thread ended")));
+        match added {
+            Ok(()) => {
+                *hub.subscribers.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+                Ok((SamplerThread { hub: Some(hub), tgid, stats }, rx))
+            }
+            Err(e) => {
+                if *hub.subscribers.lock().unwrap_or_else(|e| e.into_inner()) == 0 {
+                    hubs.retain(|h| !Arc::ptr_eq(h, &hub));
+                    let _ = hub.stop();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Stops sampling this VM (the samples taken are on the channel, which then ends).
+    pub fn stop(mut self) -> Result<()> {
+        self.leave()
+    }
+
+    fn leave(&mut self) -> Result<()> {
+        let Some(hub) = self.hub.take() else { return Ok(()) };
+        let mut hubs = HUBS.lock().unwrap_or_else(|e| e.into_inner());
+        let (done_tx, done_rx) = mpsc::channel();
+        if hub.commands.send(HubCommand::Remove(self.tgid, done_tx)).is_ok() {
+            let _ = done_rx.recv();
+        }
+        let mut n = hub.subscribers.lock().unwrap_or_else(|e| e.into_inner());
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            drop(n);
+            hubs.retain(|h| !Arc::ptr_eq(h, &hub));
+            return hub.stop();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for SamplerThread {
+    fn drop(&mut self) {
+        let _ = self.leave();
+    }
+}
+
+impl Hub {
+    /// Loads the sampler and attaches its perf events; no VM is sampled yet.
+    fn start(frequency: u64) -> Result<Arc<Hub>> {
+        let (commands, rx) = mpsc::channel();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("scope-probe-sampler".into())
+            .spawn(move || run(frequency, rx, ready_tx))
+            .context("starting the sampler thread")?;
         match ready_rx.recv() {
-            Ok(Ok(())) => Ok((SamplerThread { stop, thread: Some(thread), stats }, rx)),
+            Ok(Ok(())) => Ok(Arc::new(Hub { frequency, commands, thread: Mutex::new(Some(thread)), subscribers: Mutex::new(0) })),
             Ok(Err(e)) => {
                 let _ = thread.join();
                 Err(e)
@@ -148,21 +245,12 @@ impl SamplerThread {
         }
     }
 
-    pub fn stop(mut self) -> Result<()> {
-        self.stop.store(true, Ordering::Relaxed);
-        match self.thread.take().map(|t| t.join()) {
+    fn stop(&self) -> Result<()> {
+        let _ = self.commands.send(HubCommand::Stop);
+        match self.thread.lock().unwrap_or_else(|e| e.into_inner()).take().map(|t| t.join()) {
             Some(Ok(r)) => r,
             Some(Err(_)) => anyhow::bail!("the sampler thread panicked"),
             None => Ok(()),
-        }
-    }
-}
-
-impl Drop for SamplerThread {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
         }
     }
 }
@@ -208,43 +296,46 @@ fn ring_bytes(cpus: usize, frequency: u64) -> u32 {
     bytes.clamp(1 << 20, 1 << 30).next_power_of_two() as u32
 }
 
-/// Offset of a user register in the kernel's `struct pt_regs` (x86-64, asm/ptrace.h).
-fn pt_regs_offset(reg: Register) -> u64 {
-    match reg {
-        Register::Rbp => 32,
-        Register::Rbx => 40,
-        Register::R13 => 16,
-        Register::Rsp => 152,
+/// The JIT's process register as the BPF program names it.
+fn jit_register(reg: Register) -> u64 {
+    let r = match reg {
+        Register::R13 => types::jit_register::JIT_REG_R13,
+        Register::Rbx => types::jit_register::JIT_REG_RBX,
+        Register::Rbp => types::jit_register::JIT_REG_RBP,
+        Register::Rsp => types::jit_register::JIT_REG_RSP,
+    };
+    r.0 as u64
+}
+
+/// Build facts the BPF program reads a VM's samples by (its entry in `vms`).
+fn config(target: &BeamTarget) -> types::profile_config {
+    let t = target.table;
+    types::profile_config {
+        jit_register: jit_register(t.jit.process_register),
+        proc_id_offset: t.process.id,
+        pid_tag_mask: t.pid.tag_mask,
+        pid_tag: t.pid.tag,
+        proc_htop: t.process.htop,
+        proc_stop: t.process.stop,
+        proc_hend: t.process.hend,
+        esd_current_process: t.scheduler.current_process,
+        esd_current_port: t.scheduler.current_port,
+        esd_ssi: t.scheduler.ssi,
+        ssi_flags: t.scheduler.ssi_flags,
     }
 }
 
-fn run(
-    target: &BeamTarget,
-    frequency: u64,
-    tx: SyncSender<Sample>,
-    ready: mpsc::Sender<Result<()>>,
-    stop: &AtomicBool,
-    stats: &SamplerStats,
-) -> Result<()> {
+/// The bytes of a plain-old-data value, as a BPF map stores it.
+fn bytes_of<T: Copy>(value: &T) -> &[u8] {
+    // SAFETY: T is one of the shared C structs (plain old data, no padding read as meaning).
+    unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
+}
+
+fn run(frequency: u64, commands: Receiver<HubCommand>, ready: mpsc::Sender<Result<()>>) -> Result<()> {
     let attach = || -> Result<_> {
-        let t = target.table;
         let cpus = online_cpus()?;
         let skel = Owned::new(|object| {
             let mut open = ProfileSkelBuilder::default().open(object).context("opening the profile BPF object")?;
-            let rodata = open.maps.rodata_data.as_deref_mut().context("profile BPF object has no .rodata")?;
-            let c = &mut rodata.pcfg;
-            c.tgid = target.pid;
-            c.reg_offset = pt_regs_offset(t.jit.process_register);
-            c.proc_id_offset = t.process.id;
-            c.pid_tag_mask = t.pid.tag_mask;
-            c.pid_tag = t.pid.tag;
-            c.proc_htop = t.process.htop;
-            c.proc_stop = t.process.stop;
-            c.proc_hend = t.process.hend;
-            c.esd_current_process = t.scheduler.current_process;
-            c.esd_current_port = t.scheduler.current_port;
-            c.esd_ssi = t.scheduler.ssi;
-            c.ssi_flags = t.scheduler.ssi_flags;
             open.maps.samples.set_max_entries(ring_bytes(cpus.len(), frequency)).context("sizing the sample ring buffer")?;
             open.load().context("loading the profile BPF program")
         })?;
@@ -263,38 +354,80 @@ fn run(
             return Ok(());
         }
     };
-    let mut known = SchedulerMap::default();
-    known.update(&skel.maps.sched_threads, target);
+    let subscribers: Rc<RefCell<HashMap<u32, Subscriber>>> = Rc::default();
     let mut builder = RingBufferBuilder::new();
-    builder.add(&skel.maps.samples, |data: &[u8]| {
-        if let Some(s) = Sample::decode(data)
-            && let Err(TrySendError::Full(_)) = tx.try_send(s) {
-                stats.lost_channel.fetch_add(1, Ordering::Relaxed);
+    {
+        let subscribers = subscribers.clone();
+        builder.add(&skel.maps.samples, move |data: &[u8]| {
+            if let Some(s) = Sample::decode(data)
+                && let Some(sub) = subscribers.borrow().get(&s.tgid)
+                && let Err(TrySendError::Full(_)) = sub.tx.try_send(s)
+            {
+                sub.stats.lost_channel.fetch_add(1, Ordering::Relaxed);
             }
-        0
-    })?;
+            0
+        })?;
+    }
     let ring = builder.build()?;
     let _ = ready.send(Ok(()));
-    let read_stats = || {
-        let sum = |id: types::profile_stat_id| sum_per_cpu(&skel.maps.profile_stats, id.0).unwrap_or(0);
-        stats.taken.store(sum(types::profile_stat_id::PSTAT_SAMPLES), Ordering::Relaxed);
-        stats.lost_ring_buffer.store(sum(types::profile_stat_id::PSTAT_LOST_RINGBUF), Ordering::Relaxed);
+    let read_stats = |sub: &Subscriber| {
+        let per_cpu = skel.maps.profile_stats.lookup_percpu(&sub.target.pid.to_ne_bytes(), MapFlags::ANY).ok().flatten();
+        let sum = |id: types::profile_stat_id| -> u64 {
+            let at = id.0 as usize * 8;
+            per_cpu.iter().flatten().filter_map(|v| v.get(at..at + 8)).map(|b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8]))).sum()
+        };
+        sub.stats.taken.store(sum(types::profile_stat_id::PSTAT_SAMPLES), Ordering::Relaxed);
+        sub.stats.lost_ring_buffer.store(sum(types::profile_stat_id::PSTAT_LOST_RINGBUF), Ordering::Relaxed);
     };
     let mut listed = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
+    loop {
         // Samples do not wake us one by one (see collector.rs): drain on a timer.
         let _ = ring.poll(Duration::from_millis(100));
         let _ = ring.consume();
-        read_stats();
+        subscribers.borrow().values().for_each(read_stats);
         if listed.elapsed() >= THREADS_EVERY {
             listed = Instant::now();
-            known.update(&skel.maps.sched_threads, target);
+            for sub in subscribers.borrow_mut().values_mut() {
+                sub.known.update(&skel.maps.sched_threads, &sub.target);
+            }
+        }
+        loop {
+            match commands.try_recv() {
+                Ok(HubCommand::Add(mut sub, reply)) => {
+                    let tgid = sub.target.pid;
+                    let counts = vec![0u8; std::mem::size_of::<types::profile_counts>()];
+                    let per_cpu = vec![counts; libbpf_rs::num_possible_cpus().context("counting CPUs")?];
+                    let added = skel
+                        .maps
+                        .profile_stats
+                        .update_percpu(&tgid.to_ne_bytes(), &per_cpu, MapFlags::ANY)
+                        .and_then(|_| skel.maps.vms.update(&tgid.to_ne_bytes(), bytes_of(&config(&sub.target)), MapFlags::ANY))
+                        .with_context(|| format!("adding pid {tgid} to the sampler (it takes {} VMs)", skel.maps.vms.max_entries()));
+                    if added.is_ok() {
+                        sub.known.update(&skel.maps.sched_threads, &sub.target);
+                        subscribers.borrow_mut().insert(tgid, sub);
+                    }
+                    let _ = reply.send(added);
+                }
+                Ok(HubCommand::Remove(tgid, done)) => {
+                    // What it sampled before it left is still in the ring.
+                    let _ = skel.maps.vms.delete(&tgid.to_ne_bytes());
+                    let _ = ring.consume();
+                    if let Some(mut sub) = subscribers.borrow_mut().remove(&tgid) {
+                        read_stats(&sub);
+                        sub.known.clear(&skel.maps.sched_threads);
+                    }
+                    let _ = skel.maps.profile_stats.delete(&tgid.to_ne_bytes());
+                    let _ = done.send(());
+                }
+                Ok(HubCommand::Stop) | Err(TryRecvError::Disconnected) => {
+                    drop(links);
+                    return Ok(());
+                }
+                Err(TryRecvError::Empty) => break,
+            }
         }
     }
-    drop(links);
-    let _ = ring.consume();
-    read_stats();
-    Ok(())
 }
 
 /// The scheduler threads the BPF program knows (`sched_threads`: thread id -> scheduler data).
@@ -313,14 +446,16 @@ impl SchedulerMap {
         }
         for (tid, data) in &now {
             if self.entries.get(tid) != Some(data) {
-                let value = types::sched_thread { data: *data };
-                // SAFETY: sched_thread is plain old data; its bytes are what the map stores.
-                let bytes = unsafe {
-                    std::slice::from_raw_parts((&value as *const types::sched_thread).cast::<u8>(), std::mem::size_of_val(&value))
-                };
-                let _ = map.update(&tid.to_ne_bytes(), bytes, MapFlags::ANY);
+                let _ = map.update(&tid.to_ne_bytes(), bytes_of(&types::sched_thread { data: *data }), MapFlags::ANY);
             }
         }
         self.entries = now;
+    }
+
+    /// Forgets the VM's threads (it is no longer sampled).
+    fn clear(&mut self, map: &dyn MapCore) {
+        for tid in std::mem::take(&mut self.entries).keys() {
+            let _ = map.delete(&tid.to_ne_bytes());
+        }
     }
 }
