@@ -18,9 +18,9 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-const volatile struct monitor_config cfg = {};
-
 /* Never read: these put the shared types into BTF so the Rust skeleton generates them. */
+const volatile struct monitor_config btf_monitor_config = {};
+const volatile struct monitor_counts btf_monitor_counts = {};
 const volatile struct event btf_event = {};
 const volatile enum event_kind btf_event_kind = EVENT_SEND;
 const volatile enum stat_id btf_stat_id = STAT_NR;
@@ -44,11 +44,21 @@ struct {
 	__uint(max_entries, RINGBUF_BYTES);
 } events SEC(".maps");
 
+/* The VMs observed, by OS pid: their build facts (userspace adds and removes them as it
+ * attaches and detaches; a hook that fires in a process not here does nothing). */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, STAT_NR);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MONITOR_MAX_VMS);
 	__type(key, __u32);
-	__type(value, __u64);
+	__type(value, struct monitor_config);
+} vms SEC(".maps");
+
+/* Each VM's counters, per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, MONITOR_MAX_VMS);
+	__type(key, __u32);
+	__type(value, struct monitor_counts);
 } stats SEC(".maps");
 
 /* Pending spans keyed by OS thread id; a BEAM has a few dozen threads. */
@@ -75,11 +85,26 @@ struct {
 	__type(value, struct pending_span);
 } spawn_pending SEC(".maps");
 
-static __always_inline void count(__u32 id)
+/* The VM a hook fired in: its build facts and counters. */
+struct vm {
+	const struct monitor_config *cfg;
+	struct monitor_counts *counts;
+	__u32 tgid;
+};
+
+/* Fills `v` for the current process; false when it is not a VM being observed. */
+static __always_inline bool current_vm(struct vm *v)
 {
-	__u64 *v = bpf_map_lookup_elem(&stats, &id);
-	if (v)
-		*v += 1;
+	v->tgid = (__u32)(bpf_get_current_pid_tgid() >> 32);
+	v->cfg = bpf_map_lookup_elem(&vms, &v->tgid);
+	v->counts = bpf_map_lookup_elem(&stats, &v->tgid);
+	return v->cfg != 0;
+}
+
+static __always_inline void count(const struct vm *v, __u32 id)
+{
+	if (v->counts && id < STAT_NR)
+		v->counts->n[id] += 1;
 }
 
 static __always_inline __u32 current_tid(void)
@@ -88,24 +113,24 @@ static __always_inline __u32 current_tid(void)
 }
 
 /* The pid term of a Process*, or 0 when it cannot be read or is not a pid. */
-static __always_inline __u64 process_pid(const void *proc)
+static __always_inline __u64 process_pid(const struct vm *v, const void *proc)
 {
 	__u64 term = 0;
 	if (!proc)
 		return 0;
-	if (bpf_probe_read_user(&term, sizeof(term), (const char *)proc + cfg.proc_id_offset) ||
-	    (term & cfg.pid_tag_mask) != cfg.pid_tag) {
-		count(STAT_LOST_READ_FAULT);
+	if (bpf_probe_read_user(&term, sizeof(term), (const char *)proc + v->cfg->proc_id_offset) ||
+	    (term & v->cfg->pid_tag_mask) != v->cfg->pid_tag) {
+		count(v, STAT_LOST_READ_FAULT);
 		return 0;
 	}
 	return term;
 }
 
-static __always_inline void emit(__u32 kind, __u64 a, __u64 b, __u64 c, __u64 now)
+static __always_inline void emit(const struct vm *v, __u32 kind, __u64 a, __u64 b, __u64 c, __u64 now)
 {
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
-		count(STAT_LOST_RINGBUF_FULL);
+		count(v, STAT_LOST_RINGBUF_FULL);
 		return;
 	}
 	e->ts_ns = now;
@@ -114,34 +139,35 @@ static __always_inline void emit(__u32 kind, __u64 a, __u64 b, __u64 c, __u64 no
 	e->c = c;
 	e->kind = kind;
 	e->tid = current_tid();
+	e->tgid = v->tgid;
 	bpf_ringbuf_submit(e, wakeup_flags(&events));
 }
 
-static __always_inline void start_span(void *map, __u64 pid, __u64 now)
+static __always_inline void start_span(const struct vm *v, void *map, __u64 pid, __u64 now)
 {
 	__u32 tid = current_tid();
-	struct pending_span span = { .pid = pid, .start_ns = now, .depth = 1 };
+	struct pending_span span = { .pid = pid, .start_ns = now, .depth = 1, .tgid = v->tgid };
 	if (bpf_map_update_elem(map, &tid, &span, BPF_ANY))
-		count(STAT_LOST_PENDING_FULL);
+		count(v, STAT_LOST_PENDING_FULL);
 }
 
 /*
  * The hooks' work, shared by the single-uprobe programs below (one link per hook) and the
  * multi-uprobe dispatchers (one link per window).
  */
-static __always_inline void do_send(const void *sender, const void *receiver)
+static __always_inline void do_send(const struct vm *v, const void *sender, const void *receiver)
 {
-	count(STAT_HIT_SEND);
-	__u64 from = process_pid(sender), to = process_pid(receiver);
+	count(v, STAT_HIT_SEND);
+	__u64 from = process_pid(v, sender), to = process_pid(v, receiver);
 	if (!from || !to)
 		return;
-	emit(EVENT_SEND, from, to, 0, bpf_ktime_get_ns());
+	emit(v, EVENT_SEND, from, to, 0, bpf_ktime_get_ns());
 }
 
 /* erts_schedule(esdp, p, calls): p is the process leaving the scheduler. */
-static __always_inline void do_schedule_out(const void *proc, int calls)
+static __always_inline void do_schedule_out(const struct vm *v, const void *proc, int calls)
 {
-	count(STAT_HIT_SCHEDULE_OUT);
+	count(v, STAT_HIT_SCHEDULE_OUT);
 	__u64 now = bpf_ktime_get_ns();
 	__u32 tid = current_tid();
 	struct pending_span *span = bpf_map_lookup_elem(&sched_pending, &tid);
@@ -150,28 +176,28 @@ static __always_inline void do_schedule_out(const void *proc, int calls)
 			bpf_map_delete_elem(&sched_pending, &tid);
 		return;
 	}
-	__u64 pid = process_pid(proc);
+	__u64 pid = process_pid(v, proc);
 	if (!span || !pid || span->pid != pid) {
-		count(STAT_LOST_UNPAIRED);
+		count(v, STAT_LOST_UNPAIRED);
 	} else {
-		emit(EVENT_SCHEDULE, pid, now - span->start_ns, (__u64)(__u32)calls, now);
+		emit(v, EVENT_SCHEDULE, pid, now - span->start_ns, (__u64)(__u32)calls, now);
 	}
 	if (span)
 		bpf_map_delete_elem(&sched_pending, &tid);
 }
 
 /* Return of erts_schedule: the process that now runs on this scheduler. */
-static __always_inline void do_schedule_in(const void *next)
+static __always_inline void do_schedule_in(const struct vm *v, const void *next)
 {
-	count(STAT_HIT_SCHEDULE_IN);
-	__u64 pid = process_pid(next);
+	count(v, STAT_HIT_SCHEDULE_IN);
+	__u64 pid = process_pid(v, next);
 	if (pid)
-		start_span(&sched_pending, pid, bpf_ktime_get_ns());
+		start_span(v, &sched_pending, pid, bpf_ktime_get_ns());
 }
 
-static __always_inline void do_gc_start(const void *proc)
+static __always_inline void do_gc_start(const struct vm *v, const void *proc)
 {
-	count(STAT_HIT_GC_START);
+	count(v, STAT_HIT_GC_START);
 	__u32 tid = current_tid();
 	struct pending_span *span = bpf_map_lookup_elem(&gc_pending, &tid);
 	if (span) {
@@ -179,110 +205,110 @@ static __always_inline void do_gc_start(const void *proc)
 		span->depth += 1;
 		return;
 	}
-	__u64 pid = process_pid(proc);
+	__u64 pid = process_pid(v, proc);
 	if (pid)
-		start_span(&gc_pending, pid, bpf_ktime_get_ns());
+		start_span(v, &gc_pending, pid, bpf_ktime_get_ns());
 }
 
 /*
  * The end of a collection on this thread: one GC event for the outermost entry. Shared by the
  * uprobe and USDT sources (a USDT start never nests, so its depth stays 1).
  */
-static __always_inline void end_gc(void)
+static __always_inline void end_gc(const struct vm *v)
 {
-	count(STAT_HIT_GC_END);
+	count(v, STAT_HIT_GC_END);
 	__u64 now = bpf_ktime_get_ns();
 	__u32 tid = current_tid();
 	struct pending_span *span = bpf_map_lookup_elem(&gc_pending, &tid);
 	if (!span) {
-		count(STAT_LOST_UNPAIRED);
+		count(v, STAT_LOST_UNPAIRED);
 		return;
 	}
 	if (span->depth > 1) {
 		span->depth -= 1;
 		return;
 	}
-	emit(EVENT_GC, span->pid, now - span->start_ns, 0, now);
+	emit(v, EVENT_GC, span->pid, now - span->start_ns, 0, now);
 	bpf_map_delete_elem(&gc_pending, &tid);
 }
 
-static __always_inline void do_spawn_start(const void *parent)
+static __always_inline void do_spawn_start(const struct vm *v, const void *parent)
 {
-	count(STAT_HIT_SPAWN_START);
+	count(v, STAT_HIT_SPAWN_START);
 	/* The parent is NULL only for processes the runtime creates itself. */
-	__u64 pid = parent ? process_pid(parent) : 0;
-	start_span(&spawn_pending, pid, bpf_ktime_get_ns());
+	__u64 pid = parent ? process_pid(v, parent) : 0;
+	start_span(v, &spawn_pending, pid, bpf_ktime_get_ns());
 }
 
-static __always_inline void do_spawn_end(__u64 child)
+static __always_inline void do_spawn_end(const struct vm *v, __u64 child)
 {
-	count(STAT_HIT_SPAWN_END);
+	count(v, STAT_HIT_SPAWN_END);
 	__u32 tid = current_tid();
 	struct pending_span *span = bpf_map_lookup_elem(&spawn_pending, &tid);
 	if (!span) {
-		count(STAT_LOST_UNPAIRED);
+		count(v, STAT_LOST_UNPAIRED);
 		return;
 	}
 	__u64 parent = span->pid;
 	bpf_map_delete_elem(&spawn_pending, &tid);
 	/* 0 (or any non-pid) means the spawn failed: no process was created. */
-	if ((child & cfg.pid_tag_mask) == cfg.pid_tag)
-		emit(EVENT_SPAWN, parent, child, 0, bpf_ktime_get_ns());
+	if ((child & v->cfg->pid_tag_mask) == v->cfg->pid_tag)
+		emit(v, EVENT_SPAWN, parent, child, 0, bpf_ktime_get_ns());
 }
 
 /* erts_ptab_delete_element(ptab, element): every process leaves the table here once. */
-static __always_inline void do_process_gone(const void *ptab, const void *element)
+static __always_inline void do_process_gone(const struct vm *v, const void *ptab, const void *element)
 {
-	if ((__u64)ptab != cfg.process_table)
+	if ((__u64)ptab != v->cfg->process_table)
 		return; /* the port table */
-	count(STAT_HIT_PROCESS_GONE);
-	__u64 pid = process_pid(element);
+	count(v, STAT_HIT_PROCESS_GONE);
+	__u64 pid = process_pid(v, element);
 	if (pid)
-		emit(EVENT_EXIT, pid, 0, 0, bpf_ktime_get_ns());
+		emit(v, EVENT_EXIT, pid, 0, 0, bpf_ktime_get_ns());
 }
 
 /*
  * A remote pid term as (its node's name atom, N | S << 32 of <0.N.S> as that node prints it),
  * or 0 when the term is not an external pid (a send to a name, an unknown sender).
  */
-static __always_inline __u64 remote_pid(__u64 term, __u64 *node_name)
+static __always_inline __u64 remote_pid(const struct vm *v, __u64 term, __u64 *node_name)
 {
 	if ((term & 0x3) != 0x2) /* not boxed */
 		return 0;
 	const char *thing = (const char *)(term - 0x2);
 	__u64 header = 0, node = 0, number = 0;
 	if (bpf_probe_read_user(&header, sizeof(header), thing) ||
-	    (header & cfg.ext_header_mask) != cfg.ext_pid_header ||
-	    bpf_probe_read_user(&node, sizeof(node), thing + cfg.ext_node) ||
-	    bpf_probe_read_user(&number, sizeof(number), thing + cfg.ext_pid_number) || !node ||
-	    bpf_probe_read_user(node_name, sizeof(*node_name), (const char *)node + cfg.node_sysname)) {
-		count(STAT_LOST_READ_FAULT);
+	    (header & v->cfg->ext_header_mask) != v->cfg->ext_pid_header ||
+	    bpf_probe_read_user(&node, sizeof(node), thing + v->cfg->ext_node) ||
+	    bpf_probe_read_user(&number, sizeof(number), thing + v->cfg->ext_pid_number) || !node ||
+	    bpf_probe_read_user(node_name, sizeof(*node_name), (const char *)node + v->cfg->node_sysname)) {
+		count(v, STAT_LOST_READ_FAULT);
 		return 0;
 	}
 	return number;
 }
 
 /* erts_dsig_send_msg(ctx, remote, ...): ctx holds the sending process. */
-static __always_inline void do_dist_send(const void *ctx, __u64 remote)
+static __always_inline void do_dist_send(const struct vm *v, const void *ctx, __u64 remote)
 {
-	count(STAT_HIT_DIST_SEND);
+	count(v, STAT_HIT_DIST_SEND);
 	const void *sender = 0;
 	__u64 node = 0;
-	if (bpf_probe_read_user(&sender, sizeof(sender), (const char *)ctx + cfg.dist_ctx_process) || !sender)
+	if (bpf_probe_read_user(&sender, sizeof(sender), (const char *)ctx + v->cfg->dist_ctx_process) || !sender)
 		return; /* not sent by a process */
-	__u64 from = process_pid(sender), to = remote_pid(remote, &node);
+	__u64 from = process_pid(v, sender), to = remote_pid(v, remote, &node);
 	if (from && to)
-		emit(EVENT_DIST_SEND, from, node, to, bpf_ktime_get_ns());
+		emit(v, EVENT_DIST_SEND, from, node, to, bpf_ktime_get_ns());
 }
 
 /* erts_queue_dist_message(rcvr, locks, dist_ext, hfrag, token, from). */
-static __always_inline void do_dist_receive(const void *receiver, __u64 from)
+static __always_inline void do_dist_receive(const struct vm *v, const void *receiver, __u64 from)
 {
-	count(STAT_HIT_DIST_RECEIVE);
+	count(v, STAT_HIT_DIST_RECEIVE);
 	__u64 node = 0;
-	__u64 to = process_pid(receiver), sender = remote_pid(from, &node);
+	__u64 to = process_pid(v, receiver), sender = remote_pid(v, from, &node);
 	if (to && sender)
-		emit(EVENT_DIST_RECEIVE, to, node, sender, bpf_ktime_get_ns());
+		emit(v, EVENT_DIST_RECEIVE, to, node, sender, bpf_ktime_get_ns());
 }
 
 /* One program per hook, each attached by its own link (kernels without multi-uprobes). */
@@ -290,70 +316,110 @@ static __always_inline void do_dist_receive(const void *receiver, __u64 from)
 SEC("uprobe")
 int BPF_UPROBE(on_send, const void *sender, const void *receiver)
 {
-	do_send(sender, receiver);
+	struct vm vm_;
+	const struct vm *v = &vm_;
+	if (!current_vm(&vm_))
+		return 0;
+	do_send(v, sender, receiver);
 	return 0;
 }
 
 SEC("uprobe")
 int BPF_UPROBE(on_schedule_out, const void *esdp, const void *proc, int calls)
 {
-	do_schedule_out(proc, calls);
+	struct vm vm_;
+	const struct vm *v = &vm_;
+	if (!current_vm(&vm_))
+		return 0;
+	do_schedule_out(v, proc, calls);
 	return 0;
 }
 
 SEC("uretprobe")
 int BPF_URETPROBE(on_schedule_in, const void *next)
 {
-	do_schedule_in(next);
+	struct vm vm_;
+	const struct vm *v = &vm_;
+	if (!current_vm(&vm_))
+		return 0;
+	do_schedule_in(v, next);
 	return 0;
 }
 
 SEC("uprobe")
 int BPF_UPROBE(on_gc_start, const void *proc)
 {
-	do_gc_start(proc);
+	struct vm vm_;
+	const struct vm *v = &vm_;
+	if (!current_vm(&vm_))
+		return 0;
+	do_gc_start(v, proc);
 	return 0;
 }
 
 SEC("uretprobe")
 int BPF_URETPROBE(on_gc_end)
 {
-	end_gc();
+	struct vm vm_;
+	const struct vm *v = &vm_;
+	if (!current_vm(&vm_))
+		return 0;
+	end_gc(v);
 	return 0;
 }
 
 SEC("uprobe")
 int BPF_UPROBE(on_spawn_start, const void *parent)
 {
-	do_spawn_start(parent);
+	struct vm vm_;
+	const struct vm *v = &vm_;
+	if (!current_vm(&vm_))
+		return 0;
+	do_spawn_start(v, parent);
 	return 0;
 }
 
 SEC("uretprobe")
 int BPF_URETPROBE(on_spawn_end, __u64 child)
 {
-	do_spawn_end(child);
+	struct vm vm_;
+	const struct vm *v = &vm_;
+	if (!current_vm(&vm_))
+		return 0;
+	do_spawn_end(v, child);
 	return 0;
 }
 
 SEC("uprobe")
 int BPF_UPROBE(on_process_gone, const void *ptab, const void *element)
 {
-	do_process_gone(ptab, element);
+	struct vm vm_;
+	const struct vm *v = &vm_;
+	if (!current_vm(&vm_))
+		return 0;
+	do_process_gone(v, ptab, element);
 	return 0;
 }
 
 SEC("uprobe")
 int BPF_UPROBE(on_dist_send, const void *ctx_, __u64 remote)
 {
-	do_dist_send(ctx_, remote);
+	struct vm vm_;
+	const struct vm *v = &vm_;
+	if (!current_vm(&vm_))
+		return 0;
+	do_dist_send(v, ctx_, remote);
 	return 0;
 }
 
 SEC("uprobe")
 int on_dist_receive(struct pt_regs *ctx)
 {
-	do_dist_receive((const void *)PT_REGS_PARM1(ctx), PT_REGS_PARM6(ctx));
+	struct vm vm_;
+	const struct vm *v = &vm_;
+	if (!current_vm(&vm_))
+		return 0;
+	do_dist_receive(v, (const void *)PT_REGS_PARM1(ctx), PT_REGS_PARM6(ctx));
 	return 0;
 }
 
@@ -361,27 +427,31 @@ int on_dist_receive(struct pt_regs *ctx)
 SEC("uprobe.multi")
 int on_entries(struct pt_regs *ctx)
 {
+	struct vm vm_;
+	const struct vm *v = &vm_;
+	if (!current_vm(&vm_))
+		return 0;
 	switch (bpf_get_attach_cookie(ctx)) {
 	case HOOK_SEND:
-		do_send((const void *)PT_REGS_PARM1(ctx), (const void *)PT_REGS_PARM2(ctx));
+		do_send(v, (const void *)PT_REGS_PARM1(ctx), (const void *)PT_REGS_PARM2(ctx));
 		break;
 	case HOOK_SCHEDULE_OUT:
-		do_schedule_out((const void *)PT_REGS_PARM2(ctx), (int)PT_REGS_PARM3(ctx));
+		do_schedule_out(v, (const void *)PT_REGS_PARM2(ctx), (int)PT_REGS_PARM3(ctx));
 		break;
 	case HOOK_GC_START:
-		do_gc_start((const void *)PT_REGS_PARM1(ctx));
+		do_gc_start(v, (const void *)PT_REGS_PARM1(ctx));
 		break;
 	case HOOK_SPAWN_START:
-		do_spawn_start((const void *)PT_REGS_PARM1(ctx));
+		do_spawn_start(v, (const void *)PT_REGS_PARM1(ctx));
 		break;
 	case HOOK_PROCESS_GONE:
-		do_process_gone((const void *)PT_REGS_PARM1(ctx), (const void *)PT_REGS_PARM2(ctx));
+		do_process_gone(v, (const void *)PT_REGS_PARM1(ctx), (const void *)PT_REGS_PARM2(ctx));
 		break;
 	case HOOK_DIST_SEND:
-		do_dist_send((const void *)PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx));
+		do_dist_send(v, (const void *)PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx));
 		break;
 	case HOOK_DIST_RECEIVE:
-		do_dist_receive((const void *)PT_REGS_PARM1(ctx), PT_REGS_PARM6(ctx));
+		do_dist_receive(v, (const void *)PT_REGS_PARM1(ctx), PT_REGS_PARM6(ctx));
 		break;
 	}
 	return 0;
@@ -391,15 +461,19 @@ int on_entries(struct pt_regs *ctx)
 SEC("uretprobe.multi")
 int on_returns(struct pt_regs *ctx)
 {
+	struct vm vm_;
+	const struct vm *v = &vm_;
+	if (!current_vm(&vm_))
+		return 0;
 	switch (bpf_get_attach_cookie(ctx)) {
 	case HOOK_SCHEDULE_IN:
-		do_schedule_in((const void *)PT_REGS_RC(ctx));
+		do_schedule_in(v, (const void *)PT_REGS_RC(ctx));
 		break;
 	case HOOK_GC_END:
-		end_gc();
+		end_gc(v);
 		break;
 	case HOOK_SPAWN_END:
-		do_spawn_end(PT_REGS_RC(ctx));
+		do_spawn_end(v, PT_REGS_RC(ctx));
 		break;
 	}
 	return 0;
@@ -415,7 +489,7 @@ int on_returns(struct pt_regs *ctx)
  * exactly as the VM builds it (see struct monitor_config), or 0 when it is unreadable, remote
  * (node not 0) or not a pid.
  */
-static __always_inline __u64 pid_from_string(long str)
+static __always_inline __u64 pid_from_string(const struct vm *v, long str)
 {
 	char buf[PID_STR_MAX] = {};
 	if (!str || bpf_probe_read_user_str(buf, sizeof(buf), (const void *)str) < 0)
@@ -445,48 +519,52 @@ static __always_inline __u64 pid_from_string(long str)
 	if (!closed || part[0] != 0)
 		goto bad;
 	__u64 number = part[1], serial = part[2];
-	if (number >> cfg.pid_number_bits || serial >> cfg.pid_serial_bits)
+	if (number >> v->cfg->pid_number_bits || serial >> v->cfg->pid_serial_bits)
 		goto bad;
-	__u64 data = number | (serial << cfg.pid_number_bits);
-	__u64 pix = ((data & cfg.pix_cl_mask) << cfg.pix_cl_shift) + ((data >> cfg.pix_cli_shift) & cfg.pix_cli_mask);
-	if (cfg.pid_index_above_shift)
-		return (pix << cfg.pid_index_above_shift) | (data << cfg.pid_data_shift) | cfg.pid_tag;
-	return (((data & ~cfg.pix_mask) | pix) << cfg.pid_data_shift) | cfg.pid_tag;
+	__u64 data = number | (serial << v->cfg->pid_number_bits);
+	__u64 pix = ((data & v->cfg->pix_cl_mask) << v->cfg->pix_cl_shift) + ((data >> v->cfg->pix_cli_shift) & v->cfg->pix_cli_mask);
+	if (v->cfg->pid_index_above_shift)
+		return (pix << v->cfg->pid_index_above_shift) | (data << v->cfg->pid_data_shift) | v->cfg->pid_tag;
+	return (((data & ~v->cfg->pix_mask) | pix) << v->cfg->pid_data_shift) | v->cfg->pid_tag;
 bad:
-	count(STAT_LOST_PID_STRING);
+	count(v, STAT_LOST_PID_STRING);
 	return 0;
 }
 
 /* The pid term in the cookie's first (which = 0) or second (which = 1) pid argument. */
-static __always_inline __u64 usdt_pid_arg(struct pt_regs *ctx, int which)
+static __always_inline __u64 usdt_pid_arg(const struct vm *v, struct pt_regs *ctx, int which)
 {
 	__u64 arg = (bpf_usdt_cookie(ctx) >> (which * 8)) & 0xff;
 	long str = 0;
 	if (arg == USDT_NO_ARG || bpf_usdt_arg(ctx, arg, &str)) {
-		count(STAT_LOST_PID_STRING);
+		count(v, STAT_LOST_PID_STRING);
 		return 0;
 	}
-	return pid_from_string(str);
+	return pid_from_string(v, str);
 }
 
 SEC("usdt")
 int usdt_send(struct pt_regs *ctx)
 {
+	struct vm vm_;
+	const struct vm *v = &vm_;
+	if (!current_vm(&vm_))
+		return 0;
 	/* One program serves every site of message__send; only the local sends count. */
 	__u64 ip = PT_REGS_IP(ctx);
 	bool local = false;
 	for (int i = 0; i < USDT_SITES_MAX; i++)
-		if (cfg.send_sites[i] && cfg.send_sites[i] == ip)
+		if (v->cfg->send_sites[i] && v->cfg->send_sites[i] == ip)
 			local = true;
 	if (!local) {
-		count(STAT_HIT_SEND_OTHER_SITE);
+		count(v, STAT_HIT_SEND_OTHER_SITE);
 		return 0;
 	}
-	count(STAT_HIT_SEND);
-	__u64 from = usdt_pid_arg(ctx, 0), to = usdt_pid_arg(ctx, 1);
+	count(v, STAT_HIT_SEND);
+	__u64 from = usdt_pid_arg(v, ctx, 0), to = usdt_pid_arg(v, ctx, 1);
 	if (!from || !to)
 		return 0;
-	emit(EVENT_SEND, from, to, 0, bpf_ktime_get_ns());
+	emit(v, EVENT_SEND, from, to, 0, bpf_ktime_get_ns());
 	return 0;
 }
 
@@ -497,17 +575,25 @@ int usdt_send(struct pt_regs *ctx)
 SEC("usdt")
 int usdt_gc_start(struct pt_regs *ctx)
 {
-	count(STAT_HIT_GC_START);
-	__u64 pid = usdt_pid_arg(ctx, 0);
+	struct vm vm_;
+	const struct vm *v = &vm_;
+	if (!current_vm(&vm_))
+		return 0;
+	count(v, STAT_HIT_GC_START);
+	__u64 pid = usdt_pid_arg(v, ctx, 0);
 	if (pid)
-		start_span(&gc_pending, pid, bpf_ktime_get_ns());
+		start_span(v, &gc_pending, pid, bpf_ktime_get_ns());
 	return 0;
 }
 
 SEC("usdt")
 int usdt_gc_end(struct pt_regs *ctx)
 {
-	end_gc();
+	struct vm vm_;
+	const struct vm *v = &vm_;
+	if (!current_vm(&vm_))
+		return 0;
+	end_gc(v);
 	return 0;
 }
 
@@ -520,22 +606,30 @@ int usdt_gc_end(struct pt_regs *ctx)
 SEC("usdt")
 int usdt_spawn(struct pt_regs *ctx)
 {
-	count(STAT_HIT_SPAWN_END);
-	__u64 child = usdt_pid_arg(ctx, 0);
+	struct vm vm_;
+	const struct vm *v = &vm_;
+	if (!current_vm(&vm_))
+		return 0;
+	count(v, STAT_HIT_SPAWN_END);
+	__u64 child = usdt_pid_arg(v, ctx, 0);
 	if (!child)
 		return 0;
 	__u32 tid = current_tid();
 	struct pending_span *running = bpf_map_lookup_elem(&sched_pending, &tid);
-	emit(EVENT_SPAWN, running ? running->pid : 0, child, 0, bpf_ktime_get_ns());
+	emit(v, EVENT_SPAWN, running ? running->pid : 0, child, 0, bpf_ktime_get_ns());
 	return 0;
 }
 
 SEC("usdt")
 int usdt_exit(struct pt_regs *ctx)
 {
-	count(STAT_HIT_PROCESS_GONE);
-	__u64 pid = usdt_pid_arg(ctx, 0);
+	struct vm vm_;
+	const struct vm *v = &vm_;
+	if (!current_vm(&vm_))
+		return 0;
+	count(v, STAT_HIT_PROCESS_GONE);
+	__u64 pid = usdt_pid_arg(v, ctx, 0);
 	if (pid)
-		emit(EVENT_EXIT, pid, 0, 0, bpf_ktime_get_ns());
+		emit(v, EVENT_EXIT, pid, 0, 0, bpf_ktime_get_ns());
 	return 0;
 }

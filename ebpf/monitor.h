@@ -29,6 +29,8 @@ struct event {
 	__u64 c;
 	__u32 kind; /* enum event_kind */
 	__u32 tid;  /* OS thread (scheduler) the event happened on */
+	__u32 tgid; /* the VM (its OS pid): one set of probes serves every VM observed */
+	__u32 _pad;
 };
 
 /*
@@ -49,7 +51,7 @@ enum hook_id {
 	HOOK_DIST_RECEIVE,
 };
 
-/* Per-CPU counters, indexed by enum stat_id. */
+/* Counters of one VM (per CPU, keyed by its OS pid), indexed by enum stat_id. */
 enum stat_id {
 	STAT_HIT_SEND = 0,
 	STAT_HIT_SCHEDULE_OUT,
@@ -72,10 +74,17 @@ enum stat_id {
 	STAT_NR,
 };
 
+struct monitor_counts {
+	__u64 n[STAT_NR];
+};
+
+/* VMs one set of probes can observe at once. */
+#define MONITOR_MAX_VMS 256
+
 /* Most USDT sites of one probe that can be accepted (the rest are dropped by address). */
 #define USDT_SITES_MAX 4
 
-/* Set by userspace before load from the build table (beam_probes). */
+/* One VM's build facts, from the build table (beam_probes): the value of `vms`, by OS pid. */
 struct monitor_config {
 	__u64 proc_id_offset; /* offset of the pid term in Process */
 	__u64 process_table;  /* runtime address of the process table */
@@ -119,7 +128,7 @@ struct pending_span {
 	__u64 pid;
 	__u64 start_ns;
 	__u32 depth; /* nesting of collector entries on this thread */
-	__u32 _pad;
+	__u32 tgid;  /* the VM (so its spans can be forgotten when it detaches) */
 };
 
 #endif /* SCOPE_PROBE_MONITOR_H */

@@ -59,16 +59,17 @@ fn two_builds_at_once_are_each_counted_exactly() {
     assert_eq!(stderr.iter().filter(|l| l.contains("detached (terminated)")).count(), 2, "{stderr:?}");
 }
 
-/// One sampler serves every VM: with two VMs each burning CPU in a process of its own name,
-/// the probe holds one perf event per CPU (not one per CPU and VM), and each VM's samples land
+/// One set of BPF programs and one sampler serve every VM: with two VMs each burning CPU in a
+/// process of its own name, under every hook (trace mode), the probe holds each program once
+/// and one perf event per CPU (not one per CPU and VM), and each VM's samples and events land
 /// in its own series: its burner is there, the other VM's is not.
 #[test]
-fn one_sampler_serves_every_vm() {
+fn one_set_of_probes_serves_every_vm() {
     let mut a = Beam::start_with(Path::new("/usr/bin/erl"), &[], &[]);
     let mut b = Beam::start_with(Path::new("/usr/bin/erl"), &[], &[]);
     a.call("scope_burn:start(scope_burner_a, 50, 50)");
     b.call("scope_burn:start(scope_burner_b, 50, 50)");
-    let probe = Probe::attach_several(&[a.os_pid, b.os_pid], &["--mode", "sample", "--frequency", "99"]);
+    let probe = Probe::attach_several(&[a.os_pid, b.os_pid], &["--mode", "trace", "--frequency", "99"]);
     let online = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap();
     let online: usize = online
         .trim()
@@ -77,6 +78,11 @@ fn one_sampler_serves_every_vm() {
         .sum();
     let held = scope_probe_tests::held::Held::of(probe.os_pid());
     assert_eq!(held.perf_events, online, "one sampler event per online CPU, for both VMs");
+    let names = held.program_names();
+    let mut once = names.clone();
+    once.dedup();
+    assert_eq!(names, once, "each program loaded once for both VMs");
+    assert!(names.iter().any(|n| n == "on_cpu_sample") && names.iter().any(|n| n == "on_entries"), "{names:?}");
     let share = |m: &Metrics, vm: u32, name: &str| m.get("beam_top_process_cpu_ratio", &[("os_pid", &vm.to_string()), ("name", name)]);
     let start = Instant::now();
     let m = loop {
@@ -92,6 +98,8 @@ fn one_sampler_serves_every_vm() {
     for vm in [a.os_pid, b.os_pid] {
         let samples = m.get("beam_cpu_samples_total", &[("os_pid", &vm.to_string())]).expect("each VM's samples");
         assert!(samples > 0.0, "VM {vm}: {samples} samples");
+        let schedules = m.get("beam_process_schedules_total", &[("os_pid", &vm.to_string())]).expect("each VM's schedules");
+        assert!(schedules > 0.0, "VM {vm}: {schedules} schedules");
     }
     let (status, stderr) = probe.stop();
     assert!(status.success(), "{status:?} {stderr:?}");

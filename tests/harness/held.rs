@@ -56,6 +56,17 @@ impl Held {
         held
     }
 
+    /// The names of its programs, as the kernel lists them (one entry per program loaded).
+    pub fn program_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = kernel_list("prog")
+            .into_iter()
+            .filter(|p| p["id"].as_u64().is_some_and(|id| self.programs.contains(&(id as u32))))
+            .map(|p| p["name"].as_str().unwrap_or("").to_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
     /// Everything in either.
     pub fn union(mut self, other: &Held) -> Held {
         self.links.extend(&other.links);
@@ -205,15 +216,16 @@ pub fn link_fds(pid: u32) -> Vec<i32> {
 /// lists them through bpftool (`cargo xtask setup` installs it). bpftool rather than a BPF
 /// library keeps the harness, which xtask builds before it installs anything, free of libbpf.
 fn kernel_ids(what: &str) -> Vec<u32> {
+    kernel_list(what).iter().map(|e| e["id"].as_u64().expect("every entry has an id") as u32).collect()
+}
+
+/// Every BPF link or program on the machine, as bpftool lists them in JSON.
+fn kernel_list(what: &str) -> Vec<serde_json::Value> {
     let out = std::process::Command::new("bpftool")
         .args(["--json", what, "list"])
         .output()
         .unwrap_or_else(|e| panic!("running bpftool (cargo xtask setup installs it): {e}"));
     assert!(out.status.success(), "bpftool {what} list: {}", String::from_utf8_lossy(&out.stderr));
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool's JSON");
-    list.as_array()
-        .expect("bpftool lists an array")
-        .iter()
-        .map(|e| e["id"].as_u64().expect("every entry has an id") as u32)
-        .collect()
+    list.as_array().expect("bpftool lists an array").clone()
 }

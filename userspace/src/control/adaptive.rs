@@ -19,7 +19,6 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -30,7 +29,7 @@ use beam_probes::Capability;
 use crate::aggregate::health::Health;
 use crate::aggregate::lock;
 use crate::control::mode::Mode;
-use crate::source::probes::Command;
+use crate::source::probes::{Command, ProbeCommands};
 use crate::source::procstat;
 
 /// The controller's settings.
@@ -113,7 +112,7 @@ impl Controller {
     pub fn start(
         vm: u32,
         settings: Settings,
-        commands: Sender<Command>,
+        commands: ProbeCommands,
         health: Arc<Mutex<Health>>,
         state: Arc<Mutex<ControlState>>,
     ) -> Result<Controller> {
@@ -170,7 +169,7 @@ struct Window {
 struct Loop {
     vm: u32,
     settings: Settings,
-    commands: Sender<Command>,
+    commands: ProbeCommands,
     health: Arc<Mutex<Health>>,
     state: Arc<Mutex<ControlState>>,
     requests: Arc<Mutex<Vec<Request>>>,
@@ -193,7 +192,7 @@ impl Loop {
     fn new(
         vm: u32,
         settings: Settings,
-        commands: Sender<Command>,
+        commands: ProbeCommands,
         health: Arc<Mutex<Health>>,
         state: Arc<Mutex<ControlState>>,
         requests: Arc<Mutex<Vec<Request>>>,

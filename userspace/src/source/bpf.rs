@@ -1,5 +1,6 @@
-//! The monitor probes (ebpf/monitor.bpf.c): loading with the build's offsets, attaching and
-//! detaching each hook capability at runtime, and reading the kernel-side counters.
+//! The monitor probes (ebpf/monitor.bpf.c): one BPF object serves every VM observed (loaded
+//! once, see `probes.rs`); each VM is added with its build's facts (the `vms` map, by OS pid),
+//! its hook capabilities attached and detached at runtime, and its kernel-side counters read.
 //!
 //! Each capability comes from one source, planned by beam_probes (`CapabilityPlan`): the
 //! uprobes on the build table's functions, or the binary's USDT probes through libbpf's USDT
@@ -9,6 +10,7 @@
 
 use std::cell::RefCell;
 use std::path::PathBuf;
+use std::rc::Rc;
 
 use anyhow::{Context, Result};
 
@@ -73,8 +75,78 @@ impl KernelStats {
     }
 }
 
+/// The monitor's BPF object, loaded once for all VMs. Its ring buffer carries every VM's
+/// events, each stamped with the VM's OS pid.
+pub type MonitorObject = Owned<MonitorSkel<'static>>;
+
+/// Loads the programs; no VM is observed until one is added (`MonitorProbes::add`).
+pub fn load_monitor() -> Result<MonitorObject> {
+    Owned::new(|object| {
+        let open = MonitorSkelBuilder::default().open(object).context("opening the monitor BPF object")?;
+        open.load().context("loading the monitor BPF programs (is this kernel built with BPF and BTF?)")
+    })
+}
+
+/// The bytes of a plain-old-data value, as a BPF map stores it.
+fn bytes_of<T: Copy>(value: &T) -> &[u8] {
+    // SAFETY: T is one of the shared C structs (plain old data).
+    unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
+}
+
+/// The build facts the programs read one VM's hooks by (its entry in `vms`).
+fn monitor_config(target: &BeamTarget, plans: &[CapabilityPlan]) -> Result<types::monitor_config> {
+    let t = target.table;
+    let (d, mut c) = (&t.dist, types::monitor_config::default());
+    c.proc_id_offset = t.process.id;
+    c.process_table = target.process_table_address();
+    c.pid_tag_mask = t.pid.tag_mask;
+    c.pid_tag = t.pid.tag;
+    c.dist_ctx_process = d.send_context_process;
+    c.ext_header_mask = d.external_header_mask;
+    c.ext_pid_header = d.external_pid_header;
+    c.ext_node = d.external_node;
+    c.ext_pid_number = d.external_pid_number;
+    c.node_sysname = t.node.sysname;
+    if plans.iter().any(|p| p.source == ProbeSource::Usdt) {
+        // USDT probes name processes by strings; the programs rebuild the VM's pid terms so
+        // their events key processes exactly as the uprobes' do.
+        let ix = target.pid_indexing().context("reading the process table size (for USDT pid strings)")?;
+        c.pid_number_bits = ix.layout.number_bits.into();
+        c.pid_serial_bits = ix.layout.serial_bits.into();
+        c.pid_data_shift = ix.layout.data_shift.into();
+        c.pid_index_above_shift = match ix.layout.index {
+            PidIndex::Above { shift } => shift.into(),
+            PidIndex::PixData => 0,
+        };
+        c.pix_mask = ix.indexing.pix_mask;
+        c.pix_cl_mask = ix.indexing.pix_cl_mask;
+        c.pix_cl_shift = ix.indexing.pix_cl_shift.into();
+        c.pix_cli_shift = ix.indexing.pix_cli_shift.into();
+        c.pix_cli_mask = ix.indexing.pix_cli_mask;
+        let sites: Vec<u64> = plans
+            .iter()
+            .flat_map(|p| &p.usdt)
+            .filter(|u| u.point == UsdtPoint::Send)
+            .flat_map(|u| &u.accepted_sites)
+            .map(|pc| pc.wrapping_add(target.load_bias))
+            .collect();
+        anyhow::ensure!(
+            sites.len() <= c.send_sites.len(),
+            "message__send has {} accepted sites, the BPF program takes {}",
+            sites.len(),
+            c.send_sites.len()
+        );
+        for (slot, site) in c.send_sites.iter_mut().zip(sites) {
+            *slot = site;
+        }
+    }
+    Ok(c)
+}
+
+/// One VM's part of the monitor object: its entry in `vms`, its counters, its links. Dropped,
+/// it detaches every hook and forgets the VM.
 pub struct MonitorProbes {
-    skel: Owned<MonitorSkel<'static>>,
+    skel: Rc<MonitorObject>,
     pid: i32,
     binary: PathBuf,
     hooks: Vec<ResolvedHook>,
@@ -88,58 +160,17 @@ pub struct MonitorProbes {
 }
 
 impl MonitorProbes {
-    /// Opens and loads the programs with the target's build facts; attaches nothing yet.
-    pub fn load(target: &BeamTarget, hooks: Vec<ResolvedHook>, plans: Vec<CapabilityPlan>) -> Result<Self> {
-        let skel = Owned::new(|object| {
-            let mut open = MonitorSkelBuilder::default().open(object).context("opening the monitor BPF object")?;
-            let rodata = open.maps.rodata_data.as_deref_mut().context("monitor BPF object has no .rodata")?;
-            rodata.cfg.proc_id_offset = target.table.process.id;
-            rodata.cfg.process_table = target.process_table_address();
-            rodata.cfg.pid_tag_mask = target.table.pid.tag_mask;
-            rodata.cfg.pid_tag = target.table.pid.tag;
-            let (d, c) = (&target.table.dist, &mut rodata.cfg);
-            c.dist_ctx_process = d.send_context_process;
-            c.ext_header_mask = d.external_header_mask;
-            c.ext_pid_header = d.external_pid_header;
-            c.ext_node = d.external_node;
-            c.ext_pid_number = d.external_pid_number;
-            c.node_sysname = target.table.node.sysname;
-            if plans.iter().any(|p| p.source == ProbeSource::Usdt) {
-                // USDT probes name processes by strings; the programs rebuild the VM's pid terms
-                // so their events key processes exactly as the uprobes' do.
-                let ix = target.pid_indexing().context("reading the process table size (for USDT pid strings)")?;
-                let c = &mut rodata.cfg;
-                c.pid_number_bits = ix.layout.number_bits.into();
-                c.pid_serial_bits = ix.layout.serial_bits.into();
-                c.pid_data_shift = ix.layout.data_shift.into();
-                c.pid_index_above_shift = match ix.layout.index {
-                    PidIndex::Above { shift } => shift.into(),
-                    PidIndex::PixData => 0,
-                };
-                c.pix_mask = ix.indexing.pix_mask;
-                c.pix_cl_mask = ix.indexing.pix_cl_mask;
-                c.pix_cl_shift = ix.indexing.pix_cl_shift.into();
-                c.pix_cli_shift = ix.indexing.pix_cli_shift.into();
-                c.pix_cli_mask = ix.indexing.pix_cli_mask;
-                let sites: Vec<u64> = plans
-                    .iter()
-                    .flat_map(|p| &p.usdt)
-                    .filter(|u| u.point == UsdtPoint::Send)
-                    .flat_map(|u| &u.accepted_sites)
-                    .map(|pc| pc.wrapping_add(target.load_bias))
-                    .collect();
-                anyhow::ensure!(
-                    sites.len() <= c.send_sites.len(),
-                    "message__send has {} accepted sites, the BPF program takes {}",
-                    sites.len(),
-                    c.send_sites.len()
-                );
-                for (slot, site) in c.send_sites.iter_mut().zip(sites) {
-                    *slot = site;
-                }
-            }
-            open.load().context("loading the monitor BPF programs (is this kernel built with BPF and BTF?)")
-        })?;
+    /// Adds the VM to the monitor object with its build facts; attaches nothing yet.
+    pub fn add(skel: Rc<MonitorObject>, target: &BeamTarget, hooks: Vec<ResolvedHook>, plans: Vec<CapabilityPlan>) -> Result<Self> {
+        let config = monitor_config(target, &plans)?;
+        let key = target.pid.to_ne_bytes();
+        let zero = vec![0u8; std::mem::size_of::<types::monitor_counts>()];
+        let per_cpu = vec![zero; libbpf_rs::num_possible_cpus().context("counting CPUs")?];
+        skel.maps.stats.update_percpu(&key, &per_cpu, MapFlags::ANY).context("adding the VM's counters")?;
+        skel.maps
+            .vms
+            .update(&key, bytes_of(&config), MapFlags::ANY)
+            .with_context(|| format!("adding pid {} to the monitor probes (they take {} VMs)", target.pid, skel.maps.vms.max_entries()))?;
         Ok(MonitorProbes {
             skel,
             pid: target.pid as i32,
@@ -339,10 +370,7 @@ impl MonitorProbes {
                 Capability::Send | Capability::Exit | Capability::Distribution => None,
             };
             if let Some(map) = pending {
-                let keys: Vec<Vec<u8>> = map.keys().collect();
-                for key in keys {
-                    let _ = map.delete(&key);
-                }
+                self.forget_spans(map);
             }
         }
     }
@@ -350,6 +378,23 @@ impl MonitorProbes {
     /// Detaches every hook.
     pub fn detach_all(&self) {
         self.detach(&self.attached());
+    }
+
+    /// Removes this VM's half-open spans from a pending map (other VMs' stay).
+    fn forget_spans(&self, map: &dyn MapCore) {
+        let keys: Vec<Vec<u8>> = map.keys().collect();
+        for key in keys {
+            let ours = map.lookup(&key, MapFlags::ANY).ok().flatten().is_some_and(|v| {
+                v.len() >= std::mem::size_of::<types::pending_span>() && {
+                    // SAFETY: the value is a `struct pending_span`, plain old data; unaligned read.
+                    let span: types::pending_span = unsafe { std::ptr::read_unaligned(v.as_ptr().cast()) };
+                    span.tgid == self.pid as u32
+                }
+            });
+            if ours {
+                let _ = map.delete(&key);
+            }
+        }
     }
 
     pub fn attached(&self) -> Vec<Capability> {
@@ -384,23 +429,32 @@ impl MonitorProbes {
         symbols
     }
 
-    pub fn events_map(&self) -> &dyn MapCore {
-        &self.skel.maps.events
+    /// The VM (its OS pid).
+    pub fn vm(&self) -> u32 {
+        self.pid as u32
     }
 
+    /// The VM's counters, summed over CPUs.
     pub fn kernel_stats(&self) -> Result<KernelStats> {
+        let per_cpu = self.skel.maps.stats.lookup_percpu(&(self.pid as u32).to_ne_bytes(), MapFlags::ANY)?.unwrap_or_default();
         let mut stats = KernelStats::default();
         for (i, slot) in stats.0.iter_mut().enumerate() {
-            *slot = sum_per_cpu(&self.skel.maps.stats, i as u32)?;
+            *slot = per_cpu.iter().filter_map(|v| v.get(i * 8..i * 8 + 8)).map(|b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8]))).sum();
         }
         Ok(stats)
     }
 }
 
-/// A u64 counter of a per-CPU array, summed over CPUs.
-pub fn sum_per_cpu(map: &dyn MapCore, index: u32) -> Result<u64> {
-    let per_cpu = map.lookup_percpu(&index.to_ne_bytes(), MapFlags::ANY)?.unwrap_or_default();
-    Ok(per_cpu.iter().filter_map(|v| v.get(..8)).map(|b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8]))).sum())
+impl Drop for MonitorProbes {
+    fn drop(&mut self) {
+        self.detach_all();
+        let key = (self.pid as u32).to_ne_bytes();
+        let _ = self.skel.maps.vms.delete(&key);
+        let _ = self.skel.maps.stats.delete(&key);
+        for map in [&self.skel.maps.sched_pending, &self.skel.maps.gc_pending, &self.skel.maps.spawn_pending] {
+            self.forget_spans(map);
+        }
+    }
 }
 
 /// The send hook's program, attached to a function of scope-probe's own for calibration: a
@@ -423,14 +477,21 @@ impl CalibrationProbe {
             .with_context(|| format!("{symbol} not found in {} (was scope-probe stripped?)", exe.display()))?;
         let skel = Owned::new(|object| {
             let mut open = MonitorSkelBuilder::default().open(object).context("opening the monitor BPF object")?;
-            let rodata = open.maps.rodata_data.as_deref_mut().context("monitor BPF object has no .rodata")?;
-            rodata.cfg.proc_id_offset = table.process.id;
-            rodata.cfg.pid_tag_mask = table.pid.tag_mask;
-            rodata.cfg.pid_tag = table.pid.tag;
             // This copy's ring buffer is never read: a small one is enough.
             open.maps.events.set_max_entries(1 << 16).context("sizing the calibration ring buffer")?;
             open.load().context("loading the monitor BPF programs for calibration")
         })?;
+        // The hook fires in scope-probe itself, which this copy observes as if it were a VM.
+        let config = types::monitor_config {
+            proc_id_offset: table.process.id,
+            pid_tag_mask: table.pid.tag_mask,
+            pid_tag: table.pid.tag,
+            ..Default::default()
+        };
+        skel.maps
+            .vms
+            .update(&std::process::id().to_ne_bytes(), bytes_of(&config), MapFlags::ANY)
+            .context("configuring the calibration probe")?;
         Ok(CalibrationProbe { skel, exe, offset })
     }
 

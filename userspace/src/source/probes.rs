@@ -1,8 +1,10 @@
-//! The probe thread: owns the BPF programs (libbpf objects stay on one thread), drains the ring
-//! buffer in batches into the fan-out, publishes the probes' health, and takes commands to
-//! attach or detach hooks while running. Dropping out of its loop detaches everything.
+//! The probe thread: owns the monitor's BPF programs, one set for every VM observed (libbpf
+//! objects stay on one thread), drains the shared ring buffer in batches into each VM's
+//! fan-out, publishes each VM's probe health, and takes commands to add and remove VMs and to
+//! attach or detach their hooks while running.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
@@ -16,12 +18,12 @@ use libbpf_rs::RingBufferBuilder;
 use crate::aggregate::health::Health;
 use crate::event::{Event, RemotePid, VmId, What, WindowChange, now_ns};
 use crate::pipeline::FanOut;
-use crate::source::bpf::{MonitorProbes, monitor::types};
+use crate::source::bpf::{MonitorObject, MonitorProbes, load_monitor, monitor::types};
 
+/// What the overhead controller asks of one VM's hooks.
 pub enum Command {
     Attach(Vec<Capability>),
     Detach(Vec<Capability>),
-    Stop,
 }
 
 /// What was attached, for the attach message.
@@ -53,9 +55,25 @@ fn decode(vm: VmId, bytes: &[u8]) -> Option<Event> {
     Some(Event { vm, ts_ns: e.ts_ns, tid: e.tid, what })
 }
 
+/// One VM's probes, as the session holds them: its hooks live in the probe hub (one BPF
+/// object, one ring buffer and one thread for every VM observed), which starts with the first
+/// VM and ends with the last.
 pub struct ProbeThread {
-    tx: Sender<Command>,
-    thread: Option<JoinHandle<Result<()>>>,
+    hub: Option<Arc<Hub>>,
+    vm: VmId,
+}
+
+/// Sends one VM's attach and detach commands to the hub.
+#[derive(Clone)]
+pub struct ProbeCommands {
+    vm: VmId,
+    tx: Sender<HubCommand>,
+}
+
+impl ProbeCommands {
+    pub fn send(&self, command: Command) -> Result<()> {
+        self.tx.send(HubCommand::Vm(self.vm, command)).map_err(|_| anyhow::anyhow!("the probe thread has ended"))
+    }
 }
 
 /// How long the thread waits for the ring buffer before it looks at its commands again: short
@@ -68,9 +86,37 @@ const POLL_IDLE: Duration = Duration::from_millis(50);
 const STATS_ATTACHED: Duration = Duration::from_millis(100);
 const STATS_IDLE: Duration = Duration::from_secs(1);
 
+/// The probe hub: its thread owns the monitor's BPF object (libbpf objects stay on one
+/// thread), drains the shared ring buffer and hands each VM's events to that VM's fan-out.
+struct Hub {
+    commands: Sender<HubCommand>,
+    thread: Mutex<Option<JoinHandle<Result<()>>>>,
+    /// VMs added; the last to leave stops the thread.
+    vms: Mutex<usize>,
+}
+
+enum HubCommand {
+    Add(Box<NewVm>, Sender<Result<AttachReport>>),
+    Vm(VmId, Command),
+    Remove(VmId, Sender<()>),
+    Stop,
+}
+
+struct NewVm {
+    target: Arc<BeamTarget>,
+    hooks: Vec<ResolvedHook>,
+    plans: Vec<CapabilityPlan>,
+    initial: &'static [Capability],
+    fanout: FanOut,
+    health: Arc<Mutex<Health>>,
+}
+
+/// The hub, while one runs.
+static HUB: Mutex<Option<Arc<Hub>>> = Mutex::new(None);
+
 impl ProbeThread {
-    /// Loads and attaches on a new thread; returns once the mode's hooks are attached (or
-    /// failed, in which case nothing stays attached).
+    /// Adds the VM to the probe hub (starting it for the first VM) and attaches the mode's
+    /// hooks; returns once they are attached (or failed, in which case nothing stays attached).
     pub fn start(
         target: Arc<BeamTarget>,
         hooks: Vec<ResolvedHook>,
@@ -79,14 +125,88 @@ impl ProbeThread {
         fanout: FanOut,
         health: Arc<Mutex<Health>>,
     ) -> Result<(ProbeThread, AttachReport)> {
-        let (tx, rx) = mpsc::channel();
+        let vm = target.pid;
+        // Held while the VM is added, so the hub cannot stop under it.
+        let mut slot = HUB.lock().unwrap_or_else(|e| e.into_inner());
+        let hub = match slot.as_ref() {
+            Some(h) => h.clone(),
+            None => {
+                let h = Hub::start()?;
+                *slot = Some(h.clone());
+                h
+            }
+        };
+        let (reply_tx, reply_rx) = mpsc::channel();
+        let new = Box::new(NewVm { target, hooks, plans, initial, fanout, health });
+        let added = hub
+            .commands
+            .send(HubCommand::Add(new, reply_tx))
+            .ok()
+            .and_then(|_| reply_rx.recv().ok())
+            .unwrap_or_else(|| Err(anyhow::anyhow!("the probe thread ended")));
+        match added {
+            Ok(report) => {
+                *hub.vms.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+                Ok((ProbeThread { hub: Some(hub), vm }, report))
+            }
+            Err(e) => {
+                if *hub.vms.lock().unwrap_or_else(|e| e.into_inner()) == 0 {
+                    *slot = None;
+                    let _ = hub.stop();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// A handle that can send this VM's commands from another thread.
+    pub fn commands(&self) -> ProbeCommands {
+        let tx = match &self.hub {
+            Some(h) => h.commands.clone(),
+            None => mpsc::channel().0,
+        };
+        ProbeCommands { vm: self.vm, tx }
+    }
+
+    /// Detaches the VM's hooks, publishes what they delivered, and lets the VM go.
+    pub fn stop(mut self) -> Result<()> {
+        self.leave()
+    }
+
+    fn leave(&mut self) -> Result<()> {
+        let Some(hub) = self.hub.take() else { return Ok(()) };
+        let mut slot = HUB.lock().unwrap_or_else(|e| e.into_inner());
+        let (done_tx, done_rx) = mpsc::channel();
+        if hub.commands.send(HubCommand::Remove(self.vm, done_tx)).is_ok() {
+            let _ = done_rx.recv();
+        }
+        let mut n = hub.vms.lock().unwrap_or_else(|e| e.into_inner());
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            drop(n);
+            *slot = None;
+            return hub.stop();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ProbeThread {
+    fn drop(&mut self) {
+        let _ = self.leave();
+    }
+}
+
+impl Hub {
+    fn start() -> Result<Arc<Hub>> {
+        let (commands, rx) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("scope-probe-bpf".into())
-            .spawn(move || run(&target, hooks, plans, initial, &fanout, &health, rx, ready_tx))
+            .spawn(move || run(rx, ready_tx))
             .context("starting the probe thread")?;
         match ready_rx.recv() {
-            Ok(Ok(report)) => Ok((ProbeThread { tx, thread: Some(thread) }, report)),
+            Ok(Ok(())) => Ok(Arc::new(Hub { commands, thread: Mutex::new(Some(thread)), vms: Mutex::new(0) })),
             Ok(Err(e)) => {
                 let _ = thread.join();
                 Err(e)
@@ -95,19 +215,13 @@ impl ProbeThread {
                 .join()
                 .map_err(|_| anyhow::anyhow!("probe thread panicked"))?
                 .err()
-                .unwrap_or_else(|| anyhow::anyhow!("probe thread ended before attaching"))),
+                .unwrap_or_else(|| anyhow::anyhow!("probe thread ended before loading"))),
         }
     }
 
-    /// A handle that can send commands from another thread.
-    pub fn commands(&self) -> Sender<Command> {
-        self.tx.clone()
-    }
-
-    /// Detaches everything and waits for the thread.
-    pub fn stop(mut self) -> Result<()> {
-        let _ = self.tx.send(Command::Stop);
-        match self.thread.take().map(|t| t.join()) {
+    fn stop(&self) -> Result<()> {
+        let _ = self.commands.send(HubCommand::Stop);
+        match self.thread.lock().unwrap_or_else(|e| e.into_inner()).take().map(|t| t.join()) {
             Some(Ok(r)) => r,
             Some(Err(_)) => Err(anyhow::anyhow!("probe thread panicked")),
             None => Ok(()),
@@ -115,141 +229,198 @@ impl ProbeThread {
     }
 }
 
-impl Drop for ProbeThread {
-    fn drop(&mut self) {
-        let _ = self.tx.send(Command::Stop);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+/// One VM on the hub's thread.
+struct VmProbes {
+    probes: MonitorProbes,
+    fanout: FanOut,
+    health: Arc<Mutex<Health>>,
+    /// Events drained from the ring, not yet handed to the fan-out.
+    batch: Vec<Event>,
+    /// Records of this VM whose kind was unknown.
+    undecodable: u64,
+}
+
+impl VmProbes {
+    fn flush(&mut self) {
+        if !self.batch.is_empty() {
+            let events = std::mem::take(&mut self.batch);
+            self.fanout.events(&events);
         }
+    }
+
+    /// `unreadable`: records of no VM at all (too short to say whose), told to every VM.
+    fn publish(&self, unreadable: u64) {
+        let kernel = self.probes.kernel_stats().unwrap_or_default();
+        let mut h = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        kernel.into_health(&mut h);
+        h.lost.push(("undecodable", self.undecodable + unreadable));
+        h.attached = self.probes.attached();
+        h.plans = self.probes.plans();
+    }
+
+    fn window(&self, capabilities: Vec<Capability>, open: bool, ts_ns: u64) {
+        self.fanout.window(&WindowChange { vm: self.probes.vm(), ts_ns, capabilities, open });
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run(
-    target: &BeamTarget,
-    hooks: Vec<ResolvedHook>,
-    plans: Vec<CapabilityPlan>,
-    initial: &[Capability],
-    fanout: &FanOut,
-    health: &Mutex<Health>,
-    rx: Receiver<Command>,
-    ready: Sender<Result<AttachReport>>,
-) -> Result<()> {
-    let attach = || -> Result<MonitorProbes> {
-        let probes = MonitorProbes::load(target, hooks, plans)?;
-        if let Err(e) = probes.attach(initial) {
-            // Never leave the VM half-instrumented.
-            probes.detach_all();
-            return Err(e);
-        }
-        Ok(probes)
-    };
-    let probes = match attach() {
-        Ok(p) => p,
+/// A ring-buffer record: its VM and what it says (`None` for an unknown kind).
+fn decode_record(bytes: &[u8]) -> Option<(VmId, Option<Event>)> {
+    if bytes.len() < std::mem::size_of::<types::event>() {
+        return None;
+    }
+    // SAFETY: the record holds at least one `event`, plain old data; unaligned read.
+    let e: types::event = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    Some((e.tgid, decode(e.tgid, bytes)))
+}
+
+fn run(rx: Receiver<HubCommand>, ready: Sender<Result<()>>) -> Result<()> {
+    let skel = match load_monitor() {
+        Ok(s) => Rc::new(s),
         Err(e) => {
             let _ = ready.send(Err(e));
             return Ok(());
         }
     };
-
-    let vm = target.pid;
-    let batch: Rc<RefCell<Vec<Event>>> = Rc::default();
-    let undecodable = Rc::new(Cell::new(0u64));
+    let vms: Rc<RefCell<HashMap<VmId, VmProbes>>> = Rc::default();
+    let unreadable = Rc::new(Cell::new(0u64));
     let mut builder = RingBufferBuilder::new();
     {
-        let batch = batch.clone();
-        let undecodable = undecodable.clone();
-        builder.add(probes.events_map(), move |data: &[u8]| {
-            match decode(vm, data) {
-                Some(e) => batch.borrow_mut().push(e),
-                None => undecodable.set(undecodable.get() + 1),
+        let (vms, unreadable) = (vms.clone(), unreadable.clone());
+        builder.add(&skel.maps.events, move |data: &[u8]| {
+            match decode_record(data) {
+                Some((vm, event)) => {
+                    if let Some(v) = vms.borrow_mut().get_mut(&vm) {
+                        match event {
+                            Some(e) => v.batch.push(e),
+                            None => v.undecodable += 1,
+                        }
+                    }
+                }
+                None => unreadable.set(unreadable.get() + 1),
             }
             0
         })?;
     }
-    let ring = builder.build().context("setting up the event ring buffer")?;
-    let flush = || {
-        let events = std::mem::take(&mut *batch.borrow_mut());
-        fanout.events(&events);
+    let ring = match builder.build().context("setting up the event ring buffer") {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return Ok(());
+        }
     };
-    let publish = || {
-        let kernel = probes.kernel_stats().unwrap_or_default();
-        let mut h = health.lock().unwrap_or_else(|e| e.into_inner());
-        kernel.into_health(&mut h);
-        h.lost.push(("undecodable", undecodable.get()));
-        h.attached = probes.attached();
-        h.plans = probes.plans();
+    let _ = ready.send(Ok(()));
+    let drain = || {
+        let _ = ring.consume();
+        vms.borrow_mut().values_mut().for_each(VmProbes::flush);
     };
-    // Health (attached hooks, their sources) is published before the caller hears we are
-    // ready: the first scrape after attach must already see it.
-    publish();
-    let window = |capabilities: Vec<Capability>, open: bool, ts_ns: u64| {
-        fanout.window(&WindowChange { vm, ts_ns, capabilities, open });
-    };
-    window(probes.attached(), true, now_ns());
-    let _ = ready.send(Ok(AttachReport { capabilities: probes.attached(), symbols: probes.attached_symbols(), plans: probes.plans() }));
     let mut last_stats = Instant::now();
     loop {
         // The probes do not wake us per event (that costs the VM): poll sleeps until the ring is
         // half full or the timeout passes, then consume drains whatever is there.
         // EINTR (a signal) is not an error worth stopping for.
-        let attached = !probes.attached().is_empty();
+        let attached = vms.borrow().values().any(|v| !v.probes.attached().is_empty());
         let _ = ring.poll(if attached { POLL_ATTACHED } else { POLL_IDLE });
-        let _ = ring.consume();
-        flush();
+        drain();
         if last_stats.elapsed() >= if attached { STATS_ATTACHED } else { STATS_IDLE } {
-            publish();
+            vms.borrow().values().for_each(|v| v.publish(unreadable.get()));
             last_stats = Instant::now();
         }
         // Every command waiting is carried out now: an attach or detach waits at most one poll.
         loop {
             match rx.try_recv() {
-                Ok(Command::Attach(caps)) => {
-                    let before = probes.attached();
-                    if let Err(e) = probes.attach(&caps) {
+                Ok(HubCommand::Add(new, reply)) => {
+                    let vm = new.target.pid;
+                    match add(&skel, *new) {
+                        Ok(v) => {
+                            // Health (attached hooks, their sources) is published before the
+                            // caller hears we are ready: the first scrape must already see it.
+                            v.publish(unreadable.get());
+                            v.window(v.probes.attached(), true, now_ns());
+                            let p = &v.probes;
+                            let report = AttachReport { capabilities: p.attached(), symbols: p.attached_symbols(), plans: p.plans() };
+                            vms.borrow_mut().insert(vm, v);
+                            let _ = reply.send(Ok(report));
+                        }
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                        }
+                    }
+                }
+                Ok(HubCommand::Vm(vm, Command::Attach(caps))) => {
+                    let vms = vms.borrow();
+                    let Some(v) = vms.get(&vm) else { continue };
+                    let before = v.probes.attached();
+                    if let Err(e) = v.probes.attach(&caps) {
                         eprintln!("scope-probe: warning: {e:#}");
                     }
-                    window(probes.attached().into_iter().filter(|c| !before.contains(c)).collect(), true, now_ns());
+                    v.window(v.probes.attached().into_iter().filter(|c| !before.contains(c)).collect(), true, now_ns());
                     let now = Instant::now();
-                    let mut h = health.lock().unwrap_or_else(|e| e.into_inner());
-                    for c in probes.attached().into_iter().filter(|c| caps.contains(c)) {
+                    let mut h = v.health.lock().unwrap_or_else(|e| e.into_inner());
+                    for c in v.probes.attached().into_iter().filter(|c| caps.contains(c)) {
                         h.attached_at[c.index()] = Some(now);
                     }
                     drop(h);
-                    publish();
+                    v.publish(unreadable.get());
                 }
-                Ok(Command::Detach(caps)) => {
+                Ok(HubCommand::Vm(vm, Command::Detach(caps))) => {
+                    if !vms.borrow().contains_key(&vm) {
+                        continue;
+                    }
                     // What the hooks delivered before they went is still in the ring.
-                    let _ = ring.consume();
-                    flush();
+                    drain();
+                    let vms = vms.borrow();
+                    let v = &vms[&vm];
                     // The breakpoints go as the release starts; the grace period the kernel
                     // waits for after that costs the VM nothing.
                     // The window closes then, not when the release is done (~0.1 s later):
                     // counting that tail as observed read rates low.
                     let (now, ts_ns) = (Instant::now(), now_ns());
                     {
-                        let mut h = health.lock().unwrap_or_else(|e| e.into_inner());
+                        let mut h = v.health.lock().unwrap_or_else(|e| e.into_inner());
                         for c in &caps {
                             h.detached_at[c.index()] = Some(now);
                         }
                     }
-                    let before = probes.attached();
-                    probes.detach(&caps);
-                    window(before.into_iter().filter(|c| caps.contains(c)).collect(), false, ts_ns);
-                    publish();
+                    let before = v.probes.attached();
+                    v.probes.detach(&caps);
+                    v.window(before.into_iter().filter(|c| caps.contains(c)).collect(), false, ts_ns);
+                    v.publish(unreadable.get());
                 }
-                Ok(Command::Stop) | Err(TryRecvError::Disconnected) => {
-                    // Detach first so no new events arrive, then take what is still in the buffer.
-                    let (before, ts_ns) = (probes.attached(), now_ns());
-                    probes.detach_all();
-                    let _ = ring.consume();
-                    flush();
-                    window(before, false, ts_ns);
-                    publish();
+                Ok(HubCommand::Remove(vm, done)) => {
+                    if vms.borrow().contains_key(&vm) {
+                        // Detach first so no new events arrive, then take what is still in
+                        // the buffer.
+                        let ts_ns = now_ns();
+                        let before = {
+                            let vms = vms.borrow();
+                            let v = &vms[&vm];
+                            let before = v.probes.attached();
+                            v.probes.detach_all();
+                            before
+                        };
+                        drain();
+                        if let Some(v) = vms.borrow_mut().remove(&vm) {
+                            v.window(before, false, ts_ns);
+                            v.publish(unreadable.get());
+                        }
+                    }
+                    let _ = done.send(());
+                }
+                Ok(HubCommand::Stop) | Err(TryRecvError::Disconnected) => {
+                    // Every VM has left by now; any left over is detached as it drops.
+                    vms.borrow_mut().clear();
                     return Ok(());
                 }
                 Err(TryRecvError::Empty) => break,
             }
         }
     }
+}
+
+/// Adds a VM to the monitor object and attaches the mode's hooks.
+fn add(skel: &Rc<MonitorObject>, new: NewVm) -> Result<VmProbes> {
+    let probes = MonitorProbes::add(skel.clone(), &new.target, new.hooks, new.plans)?;
+    // Never leave the VM half-instrumented: dropped on failure, it detaches what it attached.
+    probes.attach(new.initial)?;
+    Ok(VmProbes { probes, fanout: new.fanout, health: new.health, batch: Vec::new(), undecodable: 0 })
 }
