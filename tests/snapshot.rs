@@ -1,9 +1,9 @@
 //! The process table read from outside: `snapshot` against process_info/2, the monitor's
 //! snapshot metrics, and the `top` view driven in tmux.
 
-use std::process::Command;
 use std::time::Duration;
 
+use scope_probe_tests::tmux::Tmux;
 use scope_probe_tests::{Beam, Probe, probe};
 
 /// `snapshot --json --all`; on a test target, also checks the snapshot says its offsets and
@@ -144,50 +144,6 @@ fn monitor_exports_snapshot_metrics() {
     // Seconds, not ms or ns: a table of a few dozen processes reads in well under 100 ms.
     let read = m.value("scope_probe_snapshot_seconds");
     assert!(read > 0.0 && read < 0.1, "scope_probe_snapshot_seconds {read}");
-}
-
-struct Tmux(String);
-
-impl Tmux {
-    fn start(cmd: &str) -> Tmux {
-        let name = format!("scope-probe-test-{}", std::process::id());
-        let ok = Command::new("tmux")
-            .args(["new-session", "-d", "-s", &name, "-x", "220", "-y", "50", cmd])
-            .status()
-            .expect("tmux (Debian package tmux)");
-        assert!(ok.success());
-        Tmux(name)
-    }
-
-    fn screen(&self) -> String {
-        let o = Command::new("tmux").args(["capture-pane", "-p", "-t", &self.0]).output().unwrap();
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
-    fn keys(&self, keys: &str) {
-        Command::new("tmux").args(["send-keys", "-t", &self.0, keys]).status().unwrap();
-    }
-
-    fn wait_for(&self, what: impl Fn(&str) -> bool) -> String {
-        for _ in 0..50 {
-            let s = self.screen();
-            if what(&s) {
-                return s;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        self.screen()
-    }
-
-    fn alive(&self) -> bool {
-        Command::new("tmux").args(["has-session", "-t", &self.0]).output().is_ok_and(|o| o.status.success())
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux").args(["kill-session", "-t", &self.0]).output();
-    }
 }
 
 fn line_of(screen: &str, needle: &str) -> usize {

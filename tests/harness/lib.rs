@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod otp_copy;
 pub mod probe;
 pub mod servers;
+pub mod tmux;
 
 pub use beam::Beam;
 pub use metrics::Metrics;

@@ -1,0 +1,53 @@
+//! Terminal views (`top`) driven in tmux, as a user sees them.
+
+use std::process::Command;
+use std::time::Duration;
+
+/// A terminal program run in a detached tmux session (220x50), read by capturing its pane.
+pub struct Tmux(String);
+
+impl Tmux {
+    pub fn start(cmd: &str) -> Tmux {
+        // Unique per session: several tests of one binary may each run one.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("scope-probe-test-{}-{n}", std::process::id());
+        let ok = Command::new("tmux")
+            .args(["new-session", "-d", "-s", &name, "-x", "220", "-y", "50", cmd])
+            .status()
+            .expect("tmux (Debian package tmux)");
+        assert!(ok.success());
+        Tmux(name)
+    }
+
+    pub fn screen(&self) -> String {
+        let o = Command::new("tmux").args(["capture-pane", "-p", "-t", &self.0]).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    pub fn keys(&self, keys: &str) {
+        Command::new("tmux").args(["send-keys", "-t", &self.0, keys]).status().unwrap();
+    }
+
+    /// The screen once `what` holds of it, or after 10 s as it is then.
+    pub fn wait_for(&self, what: impl Fn(&str) -> bool) -> String {
+        for _ in 0..50 {
+            let s = self.screen();
+            if what(&s) {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        self.screen()
+    }
+
+    pub fn alive(&self) -> bool {
+        Command::new("tmux").args(["has-session", "-t", &self.0]).output().is_ok_and(|o| o.status.success())
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux").args(["kill-session", "-t", &self.0]).output();
+    }
+}
