@@ -249,3 +249,36 @@ fn snapshot_reads_several_vms() {
         assert!(all.iter().any(|v| v["os_pid"] == pid), "{pid} among {} VMs", all.len());
     }
 }
+
+/// `top` of two nodes: a table each, grouped under its node's line (in the order of the
+/// nodes' names), each VM's processes in its own table; ←/→ move between them.
+#[test]
+fn top_groups_several_vms_by_node() {
+    let mut b = Beam::start_with(Path::new("/usr/bin/erl"), &["-sname", "scope_top_b"], &[]);
+    let mut a = Beam::start_with(Path::new("/usr/bin/erl"), &["-sname", "scope_top_a"], &[]);
+    a.call("scope_table:mailbox(scope_box_of_a, 300)");
+    b.call("scope_table:mailbox(scope_box_of_b, 700)");
+    let cmd = format!(
+        "{} top --pid {} --pid {} --interval 500ms",
+        scope_probe_tests::probe::binary().display(),
+        b.os_pid,
+        a.os_pid
+    );
+    let tmux = scope_probe_tests::tmux::Tmux::start(&cmd);
+    let screen = tmux.wait_for(|s| s.contains("scope_box_of_a") && s.contains("scope_box_of_b"));
+    let line = |needle: &str| screen.lines().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle} not on screen:\n{screen}"));
+    assert!(screen.contains("2 VMs"), "{screen}");
+    let (node_a, node_b) = (line("scope_top_a@"), line("scope_top_b@"));
+    assert!(node_a < line("scope_box_of_a") && line("scope_box_of_a") < node_b, "a's box under a's line:\n{screen}");
+    assert!(node_b < line("scope_box_of_b"), "b's box under b's line:\n{screen}");
+    assert!(screen.lines().nth(node_a).unwrap().contains(&format!("pid {}", a.os_pid)), "{screen}");
+    tmux.keys("Right");
+    tmux.keys("q");
+    for _ in 0..25 {
+        if !tmux.alive() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!tmux.alive(), "q quits");
+}

@@ -270,9 +270,12 @@ pub struct SnapshotArgs {
 
 #[derive(Debug, Args)]
 pub struct TopArgs {
-    /// OS pid of the beam.smp process.
-    #[arg(long, short = 'p', value_name = "PID")]
-    pub pid: u32,
+    /// OS pid of the beam.smp process; repeat for several VMs (grouped by node, a table each).
+    #[arg(long, short = 'p', value_name = "PID", required_unless_present = "all_vms", conflicts_with = "all_vms")]
+    pub pid: Vec<u32>,
+    /// Every BEAM on the host (containers' too), grouped by node.
+    #[arg(long)]
+    pub all_vms: bool,
     #[command(flatten)]
     pub debug_info: DebugInfoArgs,
     /// Refresh interval (e.g. 1s, 500ms); `+`/`-` change it while running.

@@ -1,5 +1,6 @@
 //! `scope-probe top`: a live view of the VM's processes (ratatui), read from outside the VM at
-//! each refresh: no shell, no cookie, no code change.
+//! each refresh: no shell, no cookie, no code change. Several VMs are shown grouped by node: a
+//! table each, under a line that names the node.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -44,14 +45,22 @@ const COLUMNS: [(Column, &str, char); 8] = [
 ];
 
 struct App {
-    target: BeamTarget,
-    symbolizer: Symbolizer,
+    vms: Vec<Vm>,
+    /// The VM whose table the arrow keys move in (←/→ change it).
+    focus: usize,
     interval: Duration,
     show_system: bool,
     sort: Column,
     descending: bool,
     filter: String,
     editing_filter: bool,
+    last_refresh: Option<Instant>,
+}
+
+/// One VM's table and what its rates are computed from.
+struct Vm {
+    target: BeamTarget,
+    symbolizer: Symbolizer,
     view: Option<ProcessTableView>,
     /// Reductions per pid at the previous refresh, for the rate.
     prev_reductions: HashMap<u64, u64>,
@@ -66,33 +75,114 @@ struct App {
 
 pub fn run(args: TopArgs) -> Result<()> {
     crate::privileges::check_ptrace()?;
-    let target = args.debug_info.open(args.pid)?;
-    target.require_process_table()?;
-    let symbolizer = Symbolizer::new(&target)?;
+    let pids = if args.all_vms { beam_probes::target::running_vms() } else { args.pid.clone() };
+    if pids.is_empty() {
+        anyhow::bail!("no BEAM VM is running on this host");
+    }
+    let mut vms = Vec::new();
+    for pid in pids {
+        match Vm::open(&args, pid) {
+            Ok(vm) => vms.push(vm),
+            // With --all-vms, a VM that exits or cannot be read is said and skipped.
+            Err(e) if args.all_vms => eprintln!("scope-probe: warning: pid {pid}: {e:#}"),
+            Err(e) => return Err(e),
+        }
+    }
+    anyhow::ensure!(!vms.is_empty(), "none of the BEAM VMs on this host could be read");
+    // Grouped by node: the tables in the order of their nodes' names.
+    vms.sort_by_cached_key(|vm| (vm.target.node_name().unwrap_or_default(), vm.target.pid));
     let mut app = App {
-        target,
-        symbolizer,
+        vms,
+        focus: 0,
         interval: args.interval.max(Duration::from_millis(200)),
         show_system: args.all,
         sort: Column::ReductionsPerSec,
         descending: true,
         filter: String::new(),
         editing_filter: false,
-        view: None,
-        prev_reductions: HashMap::new(),
-        rates: HashMap::new(),
-        prev_cpu: None,
-        scheduler_utilisation: None,
-        resident_bytes: None,
         last_refresh: None,
-        error: None,
-        table: TableState::default().with_selected(Some(0)),
     };
     app.refresh();
     let mut terminal = ratatui::init();
     let result = app.run(&mut terminal);
     ratatui::restore();
     result
+}
+
+impl Vm {
+    fn open(args: &TopArgs, pid: u32) -> Result<Vm> {
+        let target = args.debug_info.open(pid)?;
+        target.require_process_table()?;
+        let symbolizer = Symbolizer::new(&target)?;
+        Ok(Vm {
+            target,
+            symbolizer,
+            view: None,
+            prev_reductions: HashMap::new(),
+            rates: HashMap::new(),
+            prev_cpu: None,
+            scheduler_utilisation: None,
+            resident_bytes: None,
+            last_refresh: None,
+            error: None,
+            table: TableState::default().with_selected(Some(0)),
+        })
+    }
+
+    fn refresh(&mut self, now: Instant) {
+        match process_view::read(&self.target, &mut self.symbolizer) {
+            Ok(view) => {
+                let dt = self.last_refresh.map(|t| now.duration_since(t).as_secs_f64());
+                let mut reductions = HashMap::with_capacity(view.processes.len());
+                self.rates.clear();
+                for p in &view.processes {
+                    reductions.insert(p.term, p.reductions);
+                    if let (Some(dt), Some(prev)) = (dt, self.prev_reductions.get(&p.term)) {
+                        self.rates.insert(p.term, p.reductions.saturating_sub(*prev) as f64 / dt.max(1e-3));
+                    }
+                }
+                self.prev_reductions = reductions;
+                self.view = Some(view);
+                self.error = None;
+            }
+            Err(e) => self.error = Some(format!("{e:#}")),
+        }
+        if !self.target.is_alive() {
+            self.error = Some(format!("pid {} exited", self.target.pid));
+        }
+        // Scheduler utilisation: CPU of the normal schedulers over their number and the time.
+        let cpu = procstat::scheduler_cpu(self.target.pid, &self.target.table.threads);
+        let normal: Vec<f64> = cpu.iter().filter(|((k, _), _)| *k == ThreadKind::Normal).map(|(_, v)| *v).collect();
+        let total: f64 = normal.iter().sum();
+        if let Some((t, prev)) = self.prev_cpu {
+            let dt = now.duration_since(t).as_secs_f64();
+            if dt > 0.0 && !normal.is_empty() {
+                self.scheduler_utilisation = Some(((total - prev) / dt / normal.len() as f64).clamp(0.0, 1.0));
+            }
+        }
+        self.prev_cpu = Some((now, total));
+        self.resident_bytes = procstat::resident_bytes(self.target.pid);
+        self.last_refresh = Some(now);
+    }
+
+    /// The line that says which VM this is and how it fares.
+    fn header(&self, shown: usize) -> String {
+        let (count, torn) = self.view.as_ref().map_or((0, 0), |v| (v.process_count, v.torn));
+        let node = self.view.as_ref().map_or(String::new(), |v| v.node.clone());
+        let util = self.scheduler_utilisation.map_or("-".into(), |u| format!("{:.0}%", u * 100.0));
+        let mem = self.resident_bytes.map_or("-".into(), |b| format!("{} MiB", b >> 20));
+        let mut head = format!(
+            " {node} · OTP {} (ERTS {}) · pid {} · {count} processes ({shown} shown) · schedulers {util} · memory {mem}",
+            self.target.otp_release, self.target.erts_version, self.target.pid,
+        );
+        if torn > 0 {
+            head.push_str(&format!(" · {torn} changed while read"));
+        }
+        if let Some(e) = &self.error {
+            head.push_str(&format!(" · {e}"));
+        }
+        head
+    }
 }
 
 impl App {
@@ -109,9 +199,6 @@ impl App {
                 }
             } else {
                 self.refresh();
-                if !self.target.is_alive() {
-                    self.error = Some(format!("pid {} exited", self.target.pid));
-                }
             }
         }
     }
@@ -142,10 +229,12 @@ impl App {
             KeyCode::Char('a') => self.show_system = !self.show_system,
             KeyCode::Char('+') => self.interval = (self.interval * 2).min(Duration::from_secs(60)),
             KeyCode::Char('-') => self.interval = (self.interval / 2).max(Duration::from_millis(250)),
-            KeyCode::Down | KeyCode::Char('j') => self.table.select_next(),
-            KeyCode::Up | KeyCode::Char('k') => self.table.select_previous(),
-            KeyCode::PageDown => self.table.scroll_down_by(20),
-            KeyCode::PageUp => self.table.scroll_up_by(20),
+            KeyCode::Down | KeyCode::Char('j') => self.vms[self.focus].table.select_next(),
+            KeyCode::Up | KeyCode::Char('k') => self.vms[self.focus].table.select_previous(),
+            KeyCode::PageDown => self.vms[self.focus].table.scroll_down_by(20),
+            KeyCode::PageUp => self.vms[self.focus].table.scroll_up_by(20),
+            KeyCode::Right => self.focus = (self.focus + 1) % self.vms.len(),
+            KeyCode::Left => self.focus = (self.focus + self.vms.len() - 1) % self.vms.len(),
             KeyCode::Char(c) => {
                 let by_key = COLUMNS.iter().find(|(_, _, k)| *k == c).map(|(col, _, _)| *col);
                 let by_number = c.to_digit(10).and_then(|d| COLUMNS.get((d as usize).wrapping_sub(1))).map(|(col, _, _)| *col);
@@ -166,40 +255,15 @@ impl App {
 
     fn refresh(&mut self) {
         let now = Instant::now();
-        match process_view::read(&self.target, &mut self.symbolizer) {
-            Ok(view) => {
-                let dt = self.last_refresh.map(|t| now.duration_since(t).as_secs_f64());
-                let mut reductions = HashMap::with_capacity(view.processes.len());
-                self.rates.clear();
-                for p in &view.processes {
-                    reductions.insert(p.term, p.reductions);
-                    if let (Some(dt), Some(prev)) = (dt, self.prev_reductions.get(&p.term)) {
-                        self.rates.insert(p.term, p.reductions.saturating_sub(*prev) as f64 / dt.max(1e-3));
-                    }
-                }
-                self.prev_reductions = reductions;
-                self.view = Some(view);
-                self.error = None;
-            }
-            Err(e) => self.error = Some(format!("{e:#}")),
+        for vm in &mut self.vms {
+            vm.refresh(now);
         }
-        // Scheduler utilisation: CPU of the normal schedulers over their number and the time.
-        let cpu = procstat::scheduler_cpu(self.target.pid, &self.target.table.threads);
-        let normal: Vec<f64> = cpu.iter().filter(|((k, _), _)| *k == ThreadKind::Normal).map(|(_, v)| *v).collect();
-        let total: f64 = normal.iter().sum();
-        if let Some((t, prev)) = self.prev_cpu {
-            let dt = now.duration_since(t).as_secs_f64();
-            if dt > 0.0 && !normal.is_empty() {
-                self.scheduler_utilisation = Some(((total - prev) / dt / normal.len() as f64).clamp(0.0, 1.0));
-            }
-        }
-        self.prev_cpu = Some((now, total));
-        self.resident_bytes = procstat::resident_bytes(self.target.pid);
         self.last_refresh = Some(now);
     }
 
-    fn visible(&self) -> Vec<&ProcessRow> {
-        let Some(view) = &self.view else {
+    /// The VM's rows as filtered and sorted.
+    fn visible<'a>(&self, vm: &'a Vm) -> Vec<&'a ProcessRow> {
+        let Some(view) = &vm.view else {
             return Vec::new();
         };
         let filter = self.filter.to_lowercase();
@@ -217,7 +281,7 @@ impl App {
                     || p.current_function.to_lowercase().contains(&filter)
             })
             .collect();
-        let rate = |p: &ProcessRow| self.rates.get(&p.term).copied().unwrap_or(0.0);
+        let rate = |p: &ProcessRow| vm.rates.get(&p.term).copied().unwrap_or(0.0);
         rows.sort_by(|a, b| {
             let ord = match self.sort {
                 Column::Pid => a.number.cmp(&b.number),
@@ -236,53 +300,64 @@ impl App {
     }
 
     fn draw(&mut self, f: &mut Frame) {
+        let several = self.vms.len() > 1;
         let [header, keys, body] = Layout::vertical([Constraint::Length(1), Constraint::Length(1), Constraint::Min(3)]).areas(f.area());
-        let rows = self.visible();
-        let (count, torn) = self.view.as_ref().map_or((0, 0), |v| (v.process_count, v.torn));
-        let node = self.view.as_ref().map_or(String::new(), |v| v.node.clone());
-        let util = self.scheduler_utilisation.map_or("-".into(), |u| format!("{:.0}%", u * 100.0));
-        let mem = self.resident_bytes.map_or("-".into(), |b| format!("{} MiB", b >> 20));
-        let mut head = format!(
-            " {node} · OTP {} (ERTS {}) · pid {} · {count} processes ({} shown) · schedulers {util} · memory {mem} · every {}",
-            self.target.otp_release,
-            self.target.erts_version,
-            self.target.pid,
-            rows.len(),
-            humantime::format_duration(self.interval),
-        );
-        if torn > 0 {
-            head.push_str(&format!(" · {torn} changed while read"));
-        }
-        if let Some(e) = &self.error {
-            head.push_str(&format!(" · {e}"));
-        }
+        let every = humantime::format_duration(self.interval);
+        let head = if several {
+            let processes: usize = self.vms.iter().filter_map(|vm| vm.view.as_ref()).map(|v| v.process_count).sum();
+            format!(" {} VMs · {processes} processes · every {every}", self.vms.len())
+        } else {
+            format!("{} · every {every}", self.vms[0].header(self.visible(&self.vms[0]).len()))
+        };
         f.render_widget(Paragraph::new(Line::from(head).bold()), header);
         let help = if self.editing_filter {
             format!(" filter: {}▏ (Enter keeps, Esc clears)", self.filter)
         } else {
             format!(
-                " sort: p/n/c/m/M/h/r/s or 1-8 (again: reverse) · / filter{} · a {} system · +/- interval · q quit",
+                " sort: p/n/c/m/M/h/r/s or 1-8 (again: reverse) · / filter{} · a {} system{} · +/- interval · q quit",
                 if self.filter.is_empty() { String::new() } else { format!(" [{}]", self.filter) },
-                if self.show_system { "hide" } else { "show" }
+                if self.show_system { "hide" } else { "show" },
+                if several { " · ←/→ node" } else { "" }
             )
         };
         f.render_widget(Paragraph::new(help).dim(), keys);
+        // Grouped by node: a table each, one above the other, each under its VM's line.
+        let areas = Layout::vertical(self.vms.iter().map(|_| Constraint::Fill(1))).split(body);
+        for i in 0..self.vms.len() {
+            let area = areas[i];
+            let rows = self.visible(&self.vms[i]);
+            let table = self.table(&self.vms[i], &rows, several && i == self.focus);
+            let area = if several {
+                let [line, rest] = Layout::vertical([Constraint::Length(1), Constraint::Min(1)]).areas(area);
+                let style = if i == self.focus { Style::new().bold() } else { Style::new() };
+                f.render_widget(Paragraph::new(Line::from(self.vms[i].header(rows.len())).style(style)), line);
+                rest
+            } else {
+                area
+            };
+            f.render_stateful_widget(table, area, &mut self.vms[i].table);
+        }
+    }
 
+    fn table(&self, vm: &Vm, rows: &[&ProcessRow], focused: bool) -> Table<'static> {
         let header_cells = COLUMNS.iter().map(|(col, title, _)| {
             if *col == self.sort { format!("{title} {}", if self.descending { "▼" } else { "▲" }) } else { title.to_string() }
         });
-        let table_rows = rows.iter().map(|p| {
-            Row::new(vec![
-                p.pid.clone(),
-                p.identity.as_deref().unwrap_or_default().to_owned(),
-                p.current_function.to_string(),
-                p.message_queue_len.to_string(),
-                crate::units::bytes(p.memory_bytes),
-                crate::units::bytes(p.heap_bytes),
-                format!("{:.0}", self.rates.get(&p.term).copied().unwrap_or(0.0)),
-                p.status.label().to_string(),
-            ])
-        });
+        let table_rows: Vec<Row> = rows
+            .iter()
+            .map(|p| {
+                Row::new(vec![
+                    p.pid.clone(),
+                    p.identity.as_deref().unwrap_or_default().to_owned(),
+                    p.current_function.to_string(),
+                    p.message_queue_len.to_string(),
+                    crate::units::bytes(p.memory_bytes),
+                    crate::units::bytes(p.heap_bytes),
+                    format!("{:.0}", vm.rates.get(&p.term).copied().unwrap_or(0.0)),
+                    p.status.label().to_string(),
+                ])
+            })
+            .collect();
         let widths = [
             Constraint::Length(14),
             Constraint::Length(34),
@@ -293,10 +368,10 @@ impl App {
             Constraint::Length(10),
             Constraint::Length(18),
         ];
-        let table = Table::new(table_rows, widths)
+        let highlight = if focused || self.vms.len() == 1 { Style::new().add_modifier(Modifier::BOLD) } else { Style::new() };
+        Table::new(table_rows, widths)
             .header(Row::new(header_cells).style(Style::new().add_modifier(Modifier::REVERSED)))
-            .row_highlight_style(Style::new().add_modifier(Modifier::BOLD))
-            .block(Block::new());
-        f.render_stateful_widget(table, body, &mut self.table);
+            .row_highlight_style(highlight)
+            .block(Block::new())
     }
 }
