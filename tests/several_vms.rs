@@ -282,3 +282,54 @@ fn top_groups_several_vms_by_node() {
     }
     assert!(!tmux.alive(), "q quits");
 }
+
+/// `profile` of two nodes: one graph, every stack under its node's root frame, each VM's burner
+/// (named apart) only under its own node, with about the share of the CPU it used.
+#[test]
+fn profile_of_two_vms_has_a_root_per_node() {
+    let mut a = Beam::start_with(Path::new("/usr/bin/erl"), &["-sname", "scope_prof_a"], &[]);
+    let mut b = Beam::start_with(Path::new("/usr/bin/erl"), &["-sname", "scope_prof_b"], &[]);
+    a.call("scope_burn:start(scope_burner_of_a, 50, 50)");
+    b.call("scope_burn:start(scope_burner_of_b, 50, 50)");
+    let out = std::env::temp_dir().join(format!("scope-probe-two-{}.folded", std::process::id()));
+    let run = scope_probe_tests::probe::run(&[
+        "profile",
+        "--pid",
+        &a.os_pid.to_string(),
+        "--pid",
+        &b.os_pid.to_string(),
+        "--duration",
+        "3s",
+        "--by-process",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let folded = std::fs::read_to_string(&out).unwrap();
+    let _ = std::fs::remove_file(&out);
+    let mut per_root: std::collections::HashMap<String, (u64, u64, u64)> = Default::default();
+    for line in folded.lines() {
+        let (stack, n) = line.rsplit_once(' ').unwrap();
+        let n: u64 = n.parse().unwrap();
+        // Folded stacks keep spaces for the count: a frame's own read as no-break spaces.
+        let root = stack.split(';').next().unwrap().replace('\u{a0}', " ");
+        let e = per_root.entry(root).or_default();
+        e.0 += n;
+        e.1 += if stack.contains("scope_burner_of_a") { n } else { 0 };
+        e.2 += if stack.contains("scope_burner_of_b") { n } else { 0 };
+    }
+    assert_eq!(per_root.len(), 2, "a root per node: {:?}", per_root.keys());
+    let root_of = |beam: &Beam, node: &str| {
+        per_root
+            .iter()
+            .find(|(r, _)| r.starts_with(node) && r.ends_with(&format!("(pid {})", beam.os_pid)))
+            .map(|(_, v)| *v)
+            .unwrap_or_else(|| panic!("{node}'s root among {:?}", per_root.keys()))
+    };
+    let (ra, rb) = (root_of(&a, "scope_prof_a@"), root_of(&b, "scope_prof_b@"));
+    assert!(ra.1 > 0 && ra.2 == 0, "a's burner under a only: {ra:?}");
+    assert!(rb.2 > 0 && rb.1 == 0, "b's burner under b only: {rb:?}");
+    // Both burn half the time: neither VM's share is far from the other's.
+    let share = ra.1 as f64 / (ra.1 + rb.2) as f64;
+    assert!((0.3..=0.7).contains(&share), "a's burner {} samples, b's {}", ra.1, rb.2);
+}

@@ -458,9 +458,13 @@ pub enum ProfileFormat {
 
 #[derive(Debug, Args)]
 pub struct ProfileArgs {
-    /// OS pid of the beam.smp process to profile.
-    #[arg(long, short = 'p', value_name = "PID")]
-    pub pid: u32,
+    /// OS pid of the beam.smp process to profile; repeat for several VMs (one graph, a root
+    /// frame per node).
+    #[arg(long, short = 'p', value_name = "PID", required_unless_present = "all_vms", conflicts_with = "all_vms")]
+    pub pid: Vec<u32>,
+    /// Every BEAM on the host (containers' too), one graph with a root frame per node.
+    #[arg(long)]
+    pub all_vms: bool,
     #[command(flatten)]
     pub debug_info: DebugInfoArgs,
 

@@ -1,11 +1,13 @@
 //! `scope-probe profile`: samples the VM's CPU for a while and writes a flame graph whose
-//! frames read `Module:function/arity`, optionally split by Erlang process.
+//! frames read `Module:function/arity`, optionally split by Erlang process. Several VMs share
+//! one graph, a root frame each (`a@host (pid N)`).
 
 
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
-use std::sync::mpsc::RecvTimeoutError;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -19,9 +21,59 @@ use crate::enrich::symbolize::Symbolizer;
 use crate::aggregate::stacks::Profile;
 use crate::export::{flamegraph, folded, speedscope};
 
+/// One VM being profiled.
+struct Profiled {
+    target: Arc<BeamTarget>,
+    builder: StackBuilder,
+    sampler: Option<SamplerThread>,
+    rx: Receiver<Sample>,
+    /// The root frame its stacks go under when several VMs share one graph (`a@host (pid N)`).
+    root: Option<Arc<str>>,
+    cpu_before: CpuByThread,
+    peak_rss: u64,
+    lost: u64,
+}
+
+type CpuByThread = std::collections::BTreeMap<(procstat::ThreadKind, Option<u32>), f64>;
+
+impl Profiled {
+    /// Adds the samples waiting; how many there were.
+    fn drain(&mut self, profile: &mut Profile) -> usize {
+        let mut n = 0;
+        while let Ok(s) = self.rx.try_recv() {
+            add_sample(profile, &mut self.builder, &self.target, &s, self.root.as_ref());
+            n += 1;
+        }
+        n
+    }
+
+    /// Stops sampling it (the samples taken are added first).
+    fn stop(&mut self, profile: &mut Profile) -> Result<()> {
+        if let Some(sampler) = self.sampler.take() {
+            let stats = sampler.stats.clone();
+            sampler.stop()?;
+            self.lost = stats.lost_ring_buffer.load(Ordering::Relaxed) + stats.lost_channel.load(Ordering::Relaxed);
+        }
+        self.drain(profile);
+        Ok(())
+    }
+}
+
 pub fn run(args: ProfileArgs) -> Result<()> {
     crate::privileges::check()?;
-    let target = args.debug_info.open(args.pid)?;
+    let pids = if args.all_vms { beam_probes::target::running_vms() } else { args.pid.clone() };
+    anyhow::ensure!(!pids.is_empty(), "no BEAM VM is running on this host");
+    let mut targets = Vec::new();
+    for pid in pids {
+        match args.debug_info.open(pid) {
+            Ok(t) => targets.push(t),
+            // With --all-vms, a VM that exits or cannot be read is said and skipped.
+            Err(e) if args.all_vms => eprintln!("scope-probe: warning: pid {pid}: {e:#}"),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    anyhow::ensure!(!targets.is_empty(), "none of the BEAM VMs on this host could be read");
+    let several = targets.len() > 1;
     let format = args.format();
     // Open the output first: a bad path must fail before we sample for minutes.
     let mut out: Box<dyn Write> = if args.output.as_os_str() == "-" {
@@ -31,44 +83,51 @@ pub fn run(args: ProfileArgs) -> Result<()> {
             File::create(&args.output).with_context(|| format!("cannot write {}", args.output.display()))?,
         ))
     };
-    let target = std::sync::Arc::new(target);
-    let symbolizer = Symbolizer::new(&target)?;
-    let mut builder = StackBuilder::new(&target, symbolizer, args.by_process);
-    let (sampler, rx) = SamplerThread::start(target.clone(), args.frequency)?;
-    let fp = builder.symbolizer.frame_pointers();
-    eprintln!(
-        "scope-probe: profiling pid {} (OTP {}, ERTS {}) at {} Hz for {}; JIT symbols: {} ({} known){}",
-        target.pid,
-        target.otp_release,
-        target.erts_version,
-        args.frequency,
-        humantime::format_duration(args.duration),
-        builder.symbolizer.jit_source().describe(),
-        builder.symbolizer.jit_symbol_count(),
-        if fp { "; JIT frame pointers" } else { "; Erlang stacks scanned (no JIT frame pointers)" },
-    );
+    let mut vms = Vec::new();
+    for target in targets {
+        let target = Arc::new(target);
+        let symbolizer = Symbolizer::new(&target)?;
+        let builder = StackBuilder::new(&target, symbolizer, args.by_process);
+        let (sampler, rx) = SamplerThread::start(target.clone(), args.frequency)?;
+        let node = target.node_name().unwrap_or_else(|_| "nonode@nohost".into());
+        let fp = builder.symbolizer.frame_pointers();
+        eprintln!(
+            "scope-probe: profiling pid {} ({node}, OTP {}, ERTS {}) at {} Hz for {}; JIT symbols: {} ({} known){}",
+            target.pid,
+            target.otp_release,
+            target.erts_version,
+            args.frequency,
+            humantime::format_duration(args.duration),
+            builder.symbolizer.jit_source().describe(),
+            builder.symbolizer.jit_symbol_count(),
+            if fp { "; JIT frame pointers" } else { "; Erlang stacks scanned (no JIT frame pointers)" },
+        );
+        let cpu_before = procstat::scheduler_cpu(target.pid, &target.table.threads);
+        let peak_rss = procstat::resident_bytes(target.pid).unwrap_or(0);
+        let root = several.then(|| Arc::from(format!("{node} (pid {})", target.pid)));
+        vms.push(Profiled { target, builder, sampler: Some(sampler), rx, root, cpu_before, peak_rss, lost: 0 });
+    }
 
     let stop = stop_on_signals()?;
-    let cpu_before = procstat::scheduler_cpu(target.pid, &target.table.threads);
     let mut profile = Profile::default();
     let mut ended = None;
     let started = Instant::now();
     let tty = std::io::stderr().is_terminal();
     let mut last_progress = Instant::now();
-    let mut peak_rss = procstat::resident_bytes(target.pid).unwrap_or(0);
     while started.elapsed() < args.duration {
         if stop.load(Ordering::Relaxed) {
             ended = Some("interrupted");
             break;
         }
-        match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(s) => add_sample(&mut profile, &mut builder, &target, &s),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
+        let mut got = 0;
+        for vm in &mut vms {
+            got += vm.drain(&mut profile);
+        }
+        if got == 0 {
+            std::thread::sleep(Duration::from_millis(50));
         }
         if last_progress.elapsed() >= Duration::from_millis(if tty { 250 } else { 5000 }) {
             last_progress = Instant::now();
-            peak_rss = peak_rss.max(procstat::resident_bytes(target.pid).unwrap_or(0));
             let line = format!(
                 "scope-probe: {:>5.1}s / {}  {} samples, {:.0}% attributed to Erlang processes",
                 started.elapsed().as_secs_f64(),
@@ -77,28 +136,39 @@ pub fn run(args: ProfileArgs) -> Result<()> {
                 percent(profile.attributed, profile.samples)
             );
             if tty { eprint!("\r{line}") } else { eprintln!("{line}") }
-            if !target.is_alive() {
-                ended = Some("target exited");
+            for vm in &mut vms {
+                vm.peak_rss = vm.peak_rss.max(procstat::resident_bytes(vm.target.pid).unwrap_or(0));
+                if vm.sampler.is_some() && !vm.target.is_alive() {
+                    vm.stop(&mut profile)?;
+                    if several {
+                        eprintln!("{}scope-probe: pid {} exited; profiling the others", if tty { "\n" } else { "" }, vm.target.pid);
+                    }
+                }
+            }
+            if vms.iter().all(|vm| vm.sampler.is_none()) {
+                ended = Some(if several { "targets exited" } else { "target exited" });
                 break;
             }
         }
     }
     let elapsed = started.elapsed().min(args.duration);
-    peak_rss = peak_rss.max(procstat::resident_bytes(target.pid).unwrap_or(0));
-    let stats = sampler.stats.clone();
-    sampler.stop()?;
-    // Samples still queued belong to the run.
-    while let Ok(s) = rx.try_recv() {
-        add_sample(&mut profile, &mut builder, &target, &s);
+    for vm in &mut vms {
+        vm.peak_rss = vm.peak_rss.max(procstat::resident_bytes(vm.target.pid).unwrap_or(0));
+        // Samples still queued belong to the run.
+        vm.stop(&mut profile)?;
     }
     if tty {
         eprintln!();
     }
-    let lost = stats.lost_ring_buffer.load(Ordering::Relaxed) + stats.lost_channel.load(Ordering::Relaxed);
+    let lost: u64 = vms.iter().map(|vm| vm.lost).sum();
+    let who = if several {
+        let names: Vec<String> = vms.iter().filter_map(|vm| vm.root.as_deref().map(str::to_owned)).collect();
+        format!("{} VMs: {}", vms.len(), names.join(", "))
+    } else {
+        format!("pid {} (OTP {})", vms[0].target.pid, vms[0].target.otp_release)
+    };
     profile.title = format!(
-        "pid {} (OTP {}) · {} samples at {} Hz over {}",
-        target.pid,
-        target.otp_release,
+        "{who} · {} samples at {} Hz over {}",
         profile.samples,
         args.frequency,
         humantime::format_duration(round_ms(elapsed))
@@ -127,10 +197,10 @@ pub fn run(args: ProfileArgs) -> Result<()> {
         ProfileFormat::Speedscope => speedscope::write(&profile, &mut out)?,
     }
     out.flush()?;
-    let cpu_after = procstat::scheduler_cpu(target.pid, &target.table.threads);
+    let peak_rss: u64 = vms.iter().map(|vm| vm.peak_rss).sum();
     eprintln!(
         "scope-probe: wrote {} ({}{}): {} samples, {} attributed to processes ({} with whole Erlang stacks), {} in \
-         threads outside processes, {} lost; peak RSS {} MiB (VM), {} MiB (scope-probe)",
+         threads outside processes, {} lost; peak RSS {} MiB (VM{}), {} MiB (scope-probe)",
         args.output.display(),
         format.name(),
         ended.map(|why| format!(", {why} after {}", humantime::format_duration(round_ms(elapsed)))).unwrap_or_default(),
@@ -140,15 +210,23 @@ pub fn run(args: ProfileArgs) -> Result<()> {
         profile.samples - profile.attributed,
         lost,
         peak_rss / (1 << 20),
+        if several { "s" } else { "" },
         procstat::own_peak_rss_bytes().unwrap_or(0) / (1 << 20),
     );
-    eprintln!("scope-probe: scheduler CPU during the run: {}", cpu_summary(&cpu_before, &cpu_after));
+    for vm in &vms {
+        let cpu_after = procstat::scheduler_cpu(vm.target.pid, &vm.target.table.threads);
+        let whose = if several { format!(" of pid {}", vm.target.pid) } else { String::new() };
+        eprintln!("scope-probe: scheduler CPU{whose} during the run: {}", cpu_summary(&vm.cpu_before, &cpu_after));
+    }
     Ok(())
 }
 
 /// Adds one sample to the profile.
-fn add_sample(profile: &mut Profile, builder: &mut StackBuilder, target: &BeamTarget, s: &Sample) {
-    let stack = builder.build(target, s);
+fn add_sample(profile: &mut Profile, builder: &mut StackBuilder, target: &BeamTarget, s: &Sample, root: Option<&Arc<str>>) {
+    let mut stack = builder.build(target, s);
+    if let Some(root) = root {
+        stack.frames.insert(0, root.clone());
+    }
     if matches!(stack.owner, crate::enrich::stack::Owner::Process(_)) {
         profile.attributed += 1;
         profile.complete += u64::from(stack.complete);
@@ -180,10 +258,7 @@ fn percent(a: u64, b: u64) -> f64 {
     if b == 0 { 0.0 } else { a as f64 * 100.0 / b as f64 }
 }
 
-fn cpu_summary(
-    before: &std::collections::BTreeMap<(procstat::ThreadKind, Option<u32>), f64>,
-    after: &std::collections::BTreeMap<(procstat::ThreadKind, Option<u32>), f64>,
-) -> String {
+fn cpu_summary(before: &CpuByThread, after: &CpuByThread) -> String {
     let mut by_kind: std::collections::BTreeMap<procstat::ThreadKind, f64> = Default::default();
     for (k, v) in after {
         *by_kind.entry(k.0).or_default() += v - before.get(k).copied().unwrap_or(0.0);
