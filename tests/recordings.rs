@@ -393,6 +393,43 @@ fn a_killed_recorder_leaves_a_readable_file_and_bad_files_are_refused() {
     assert!(text.contains("No such file"), "{text}");
 }
 
+/// `record --pid A --pid B`: one file, merged as `merge` would (each VM recorded to a part,
+/// then merged, the parts removed), with both sides of each message between the nodes.
+#[test]
+fn a_recording_of_two_nodes_is_one_merged_file() {
+    const N: u64 = 200;
+    let sname = |s: &str| format!("{s}_{}", std::process::id());
+    let mut a = Beam::start_with(Path::new("/usr/bin/erl"), &["-sname", &sname("scope_rec2_a")], &[]);
+    let mut b = Beam::start_with(Path::new("/usr/bin/erl"), &["-sname", &sname("scope_rec2_b")], &[]);
+    b.call("scope_dist:sink(scope_dist_sink)");
+    let b_node = b.call("node()")["value"].trim_matches('\'').to_owned();
+    let a_node = a.call("node()")["value"].trim_matches('\'').to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let all = dir.path().join("both.scope");
+    let (pa, pb) = (a.os_pid.to_string(), b.os_pid.to_string());
+    let args = ["record", "--pid", &pa, "--pid", &pb, "-o", all.to_str().unwrap(), "--mode", "trace", "--snapshot-interval", "1s"];
+    let r = Running::start(&args, a.os_pid, "recording to");
+    let sent = a.call(&format!("scope_dist:send('{b_node}', scope_dist_sink, {N})"));
+    let (sender, sink) = (sent["a"].clone(), sent["sink"].trim_matches('"').to_owned());
+    assert_eq!(b.call("scope_dist:count(scope_dist_sink)")["count"], N.to_string());
+    std::thread::sleep(Duration::from_millis(1500));
+    let (status, stderr) = r.finish(Stop::Signal(libc::SIGINT));
+    assert!(status.success(), "{stderr:?}");
+    let left: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(left, ["both.scope"], "the parts are merged and removed");
+    let m = meta(&all);
+    let mut nodes: Vec<&str> = m["vms"].as_array().unwrap().iter().map(|v| v["vm"]["node"].as_str().unwrap()).collect();
+    nodes.sort();
+    let mut want = [a_node.as_str(), b_node.as_str()];
+    want.sort();
+    assert_eq!(nodes, want);
+    let events = replay_json(&all, &["--kind", "dist_send,dist_receive"]);
+    let count = |kind: &str| {
+        events.iter().filter(|e| e["kind"] == kind && e["from"]["pid"] == sender.as_str() && e["to"]["pid"] == sink.as_str()).count() as u64
+    };
+    assert_eq!((count("dist_send"), count("dist_receive")), (N, N), "both sides of the pair in the one recording");
+}
+
 /// Two nodes recorded apart, then merged: one clock (the host's monotonic one, exact), both
 /// nodes' processes under their own VM, and each message from one node to the other one arrow
 /// from the sender on the first to the receiver on the second in the Perfetto export; the

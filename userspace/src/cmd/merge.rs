@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
@@ -21,8 +21,14 @@ use crate::record::model::Recording;
 const BLOCK_BYTES: usize = 256 << 10;
 
 pub fn run(args: MergeArgs) -> Result<()> {
-    let recs: Vec<Recording> = args.recordings.iter().map(|p| crate::cmd::replay::open(p)).collect::<Result<_>>()?;
-    for (r, path) in recs.iter().zip(&args.recordings) {
+    merge(&args.recordings, &args.output)
+}
+
+/// Writes the recordings at `paths` merged into `output` (also how `record` of several VMs
+/// ends: each VM recorded to a part of its own, then merged).
+pub fn merge(paths: &[PathBuf], output: &Path) -> Result<()> {
+    let recs: Vec<Recording> = paths.iter().map(|p| crate::cmd::replay::open(p)).collect::<Result<_>>()?;
+    for (r, path) in recs.iter().zip(paths) {
         if !r.meta().vms.is_empty() {
             bail!("{} is a merged recording already: merge the recordings it was made of", path.display());
         }
@@ -35,7 +41,7 @@ pub fn run(args: MergeArgs) -> Result<()> {
     let base = recs[earliest].meta();
     let vms: Vec<MergedVm> = recs
         .iter()
-        .zip(&args.recordings)
+        .zip(paths)
         .zip(&starts)
         .map(|((r, path), start)| MergedVm {
             vm: r.meta().vm.clone(),
@@ -44,7 +50,7 @@ pub fn run(args: MergeArgs) -> Result<()> {
         })
         .collect();
     let meta = Meta { vm: recs[0].meta().vm.clone(), vms: vms.clone(), clock: Some(clock.clone()), ..base.clone() };
-    let mut out = Out::create(&args.output, &meta)?;
+    let mut out = Out::create(output, &meta)?;
     for (i, r) in recs.iter().enumerate() {
         copy(r, i as u64, meta.started_monotonic_ns + vms[i].offset_ns, &mut out)?;
     }
@@ -53,7 +59,7 @@ pub fn run(args: MergeArgs) -> Result<()> {
         eprintln!("scope-probe: {} (os pid {}) from {}, starting at +{:.3} s", v.vm.node, v.vm.os_pid, v.file, v.offset_ns as f64 / 1e9);
     }
     eprintln!("scope-probe: clocks: {clock}");
-    eprintln!("scope-probe: wrote {} ({})", args.output.display(), crate::units::bytes(out.bytes));
+    eprintln!("scope-probe: wrote {} ({})", output.display(), crate::units::bytes(out.bytes));
     Ok(())
 }
 

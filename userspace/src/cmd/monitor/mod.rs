@@ -48,8 +48,11 @@ pub fn run_session(mut cli: MonitorArgs, matches: &clap::ArgMatches, outputs: Ou
     if outputs.record.is_some() && cli.flight_recorder.is_some() {
         anyhow::bail!("--flight-recorder is for the monitor (scope-probe --pid PID --flight-recorder DIR), not for record");
     }
-    if outputs.record.is_some() && (cli.all || cli.pid.len() != 1) {
-        anyhow::bail!("a recording is of one VM: give one --pid (record each node to its own file)");
+    if outputs.record.is_some() && cli.all {
+        anyhow::bail!("record observes the VMs it is given: a --pid for each (up to 16)");
+    }
+    if outputs.record.is_some() && cli.pid.len() > MAX_RECORDED_VMS {
+        anyhow::bail!("record takes up to {MAX_RECORDED_VMS} VMs at once, not {}", cli.pid.len());
     }
     crate::privileges::check()?;
     // The pids given are opened before anything binds or attaches: a wrong one stops here.
@@ -60,6 +63,17 @@ pub fn run_session(mut cli: MonitorArgs, matches: &clap::ArgMatches, outputs: Ou
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting the async runtime")?;
     runtime.block_on(monitor(cli, vms, outputs))
+}
+
+/// VMs one recording can hold (those of a merged recording, see cmd/merge.rs).
+const MAX_RECORDED_VMS: usize = 16;
+
+/// Where one VM's part of a recording of several goes until they are merged into the file
+/// asked for.
+fn part_path(output: &std::path::Path, os_pid: u32) -> PathBuf {
+    let mut name = output.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{os_pid}.part"));
+    output.with_file_name(name)
 }
 
 /// How often VMs are checked for exit, and with --all, looked for.
@@ -88,8 +102,20 @@ async fn monitor(cli: MonitorArgs, opened: Vec<OpenedVm>, outputs: Outputs) -> R
     let several = cli.all || opened.len() > 1;
     let served = Arc::new(Vms::default());
     let mut sessions: Vec<VmSession> = Vec::new();
+    // A recording of several VMs: each to a part of its own, merged when they stop.
+    let mut parts = Vec::new();
     for vm in opened {
-        match VmSession::start(&cli, vm, &outputs, instance.clone(), several) {
+        let own;
+        let outputs = match &outputs.record {
+            Some(to) if several => {
+                let path = part_path(&to.path, vm.target.pid);
+                parts.push(path.clone());
+                own = Outputs { record: Some(RecordTo { path, max_size: to.max_size }) };
+                &own
+            }
+            _ => &outputs,
+        };
+        match VmSession::start(&cli, vm, outputs, instance.clone(), several) {
             Ok(s) => {
                 served.add(s.app.clone());
                 sessions.push(s);
@@ -98,6 +124,9 @@ async fn monitor(cli: MonitorArgs, opened: Vec<OpenedVm>, outputs: Outputs) -> R
                 // Those attached already are let go before the error is told.
                 for s in sessions {
                     let _ = s.stop("an attach failed");
+                }
+                for p in &parts {
+                    let _ = std::fs::remove_file(p);
                 }
                 return Err(e);
             }
@@ -113,12 +142,12 @@ async fn monitor(cli: MonitorArgs, opened: Vec<OpenedVm>, outputs: Outputs) -> R
         let served = served.clone();
         tokio::spawn(async move { axum::serve(l, crate::export::http::router(served)).await })
     });
-    let stats = sessions.first().and_then(|s| s.recorder.as_ref()).map(|r| lock(r).writer().stats.clone());
-    let progress = match (&outputs.record, &stats) {
-        (Some(_), Some(stats)) => Some(tokio::spawn(progress(stats.clone(), cli.duration))),
-        _ => None,
+    let stats: Vec<Arc<WriterStats>> = match &outputs.record {
+        Some(_) => sessions.iter().filter_map(|s| s.recorder.as_ref()).map(|r| lock(r).writer().stats.clone()).collect(),
+        None => Vec::new(),
     };
-    let limit = outputs.record.as_ref().and_then(|r| r.max_size).zip(stats.clone());
+    let progress = (!stats.is_empty()).then(|| tokio::spawn(progress(stats.clone(), cli.duration)));
+    let limit = outputs.record.as_ref().and_then(|r| r.max_size).map(|max| (max, stats.clone()));
 
     let stop = wait_for_stop(cli.duration, limit);
     tokio::pin!(stop);
@@ -207,6 +236,17 @@ async fn monitor(cli: MonitorArgs, opened: Vec<OpenedVm>, outputs: Outputs) -> R
     if let Some(s) = server {
         s.abort();
     }
+    if let (Some(to), false) = (&outputs.record, parts.is_empty()) {
+        result = result.and_then(|()| {
+            crate::cmd::merge::merge(&parts, &to.path)
+                .with_context(|| format!("merging the VMs' recordings into {} (they are kept beside it)", to.path.display()))
+        });
+        if result.is_ok() {
+            for p in &parts {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
     result
 }
 
@@ -221,7 +261,7 @@ fn release_freed_memory() {
 
 /// The recording's progress on stderr: one line rewritten each second on a terminal, a line
 /// every ten seconds otherwise.
-async fn progress(stats: Arc<WriterStats>, duration: Option<Duration>) {
+async fn progress(stats: Vec<Arc<WriterStats>>, duration: Option<Duration>) {
     use std::io::IsTerminal;
     let tty = std::io::stderr().is_terminal();
     let started = std::time::Instant::now();
@@ -231,14 +271,15 @@ async fn progress(stats: Arc<WriterStats>, duration: Option<Duration>) {
         tick.tick().await;
         let elapsed = started.elapsed().as_secs();
         let of = duration.map(|d| format!("/{}s", d.as_secs())).unwrap_or_default();
-        let dropped = match stats.dropped.load(Ordering::Relaxed) {
+        let sum = |f: fn(&WriterStats) -> &std::sync::atomic::AtomicU64| stats.iter().map(|s| f(s).load(Ordering::Relaxed)).sum::<u64>();
+        let dropped = match sum(|s| &s.dropped) {
             0 => String::new(),
             n => format!(", {n} dropped"),
         };
         let line = format!(
             "scope-probe: recording {elapsed}s{of}: {} entries, {}{dropped}",
-            stats.entries.load(Ordering::Relaxed),
-            crate::units::bytes(stats.bytes.load(Ordering::Relaxed))
+            sum(|s| &s.entries),
+            crate::units::bytes(sum(|s| &s.bytes))
         );
         if tty {
             eprint!("\r{line}\x1b[K");
@@ -249,7 +290,7 @@ async fn progress(stats: Arc<WriterStats>, duration: Option<Duration>) {
 }
 
 /// Waits for Ctrl-C, SIGTERM, the end of --duration or the recording's size limit.
-async fn wait_for_stop(duration: Option<Duration>, limit: Option<(u64, Arc<WriterStats>)>) -> &'static str {
+async fn wait_for_stop(duration: Option<Duration>, limit: Option<(u64, Vec<Arc<WriterStats>>)>) -> &'static str {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let sigterm = async {
         match term.as_mut() {
@@ -269,7 +310,7 @@ async fn wait_for_stop(duration: Option<Duration>, limit: Option<(u64, Arc<Write
         match limit {
             Some((max, stats)) => loop {
                 tokio::time::sleep(Duration::from_millis(250)).await;
-                if stats.bytes.load(Ordering::Relaxed) >= max {
+                if stats.iter().map(|s| s.bytes.load(Ordering::Relaxed)).sum::<u64>() >= max {
                     break;
                 }
             },

@@ -34,7 +34,7 @@ use crate::source::table::TableSource;
 
 /// A VM opened and its hooks resolved, not yet attached to.
 pub struct OpenedVm {
-    target: Arc<BeamTarget>,
+    pub target: Arc<BeamTarget>,
     hooks: Vec<beam_probes::ResolvedHook>,
     plans: Vec<CapabilityPlan>,
 }
