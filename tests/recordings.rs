@@ -428,6 +428,20 @@ fn a_recording_of_two_nodes_is_one_merged_file() {
         events.iter().filter(|e| e["kind"] == kind && e["from"]["pid"] == sender.as_str() && e["to"]["pid"] == sink.as_str()).count() as u64
     };
     assert_eq!((count("dist_send"), count("dist_receive")), (N, N), "both sides of the pair in the one recording");
+
+    // The state at a moment: each node's own table read, under its name.
+    let (out, text) = run(&["replay", all.to_str().unwrap(), "--at", "1s"]);
+    assert!(out.status.success(), "{text}");
+    let section = |node: &str| {
+        let from = text.find(&format!("Node {node} ")).unwrap_or_else(|| panic!("{node} in:\n{text}"));
+        let rest = &text[from + 5..];
+        rest[..rest.find("\nNode ").unwrap_or(rest.len())].to_owned()
+    };
+    let (in_a, in_b) = (section(&a_node), section(&b_node));
+    assert!(in_b.contains("scope_dist_sink") && !in_a.contains("scope_dist_sink"), "the sink under b only:\n{text}");
+    for s in [&in_a, &in_b] {
+        assert!(s.contains("Processes:") && s.contains("Schedulers:"), "{s}");
+    }
 }
 
 /// Two nodes recorded apart, then merged: one clock (the host's monotonic one, exact), both

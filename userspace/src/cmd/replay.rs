@@ -91,11 +91,20 @@ pub fn summary(out: &mut impl Write, name: &str, rec: &Recording) -> Result<()> 
         by_kind[e.what.capability().index()] += 1;
     }
     let started = std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(m.started_unix.max(0.0));
-    writeln!(
-        out,
-        "# {name}: {} of node {} (os pid {}), OTP {} (ERTS {}), build {}",
-        m.format, m.vm.node, m.vm.os_pid, m.vm.otp_release, m.vm.erts_version, m.vm.build
-    )?;
+    if m.vms.is_empty() {
+        writeln!(
+            out,
+            "# {name}: {} of node {} (os pid {}), OTP {} (ERTS {}), build {}",
+            m.format, m.vm.node, m.vm.os_pid, m.vm.otp_release, m.vm.erts_version, m.vm.build
+        )?;
+    } else {
+        let nodes: Vec<String> =
+            m.vms.iter().map(|v| format!("{} (os pid {}, OTP {}, +{:.3} s)", v.vm.node, v.vm.os_pid, v.vm.otp_release, v.offset_ns as f64 / 1e9)).collect();
+        writeln!(out, "# {name}: {}, merged, of {} nodes: {}", m.format, m.vms.len(), nodes.join(", "))?;
+        if let Some(clock) = &m.clock {
+            writeln!(out, "# clocks: {clock}")?;
+        }
+    }
     writeln!(
         out,
         "# started {}, {:.1} s; mode {}{}; CPU sampling {}",
@@ -289,7 +298,24 @@ fn state_at(out: &mut impl Write, rec: &Recording, f: &Filter, t: u64) -> Result
         bail!("{} is after the recording's end ({})", at(t), at(rec.end));
     }
     writeln!(out, "State at {}", at(t))?;
-    match rec.procs.iter().rev().find(|p| p.t <= t) {
+    let vms = &rec.meta().vms;
+    if vms.is_empty() {
+        return vm_state_at(out, rec, f, t, None);
+    }
+    // A merged recording: each node's state apart (its /proc, schedulers and table reads).
+    let threads = rec.thread_vms();
+    for (i, v) in vms.iter().enumerate() {
+        writeln!(out, "\nNode {} (os pid {}):", v.vm.node, v.vm.os_pid)?;
+        vm_state_at(out, rec, f, t, Some((i as u32, &threads)))?;
+    }
+    Ok(())
+}
+
+/// One VM's state at `t`: all of the recording's, or (`vm`) one VM's of a merged one, with
+/// the VM of each thread.
+fn vm_state_at(out: &mut impl Write, rec: &Recording, f: &Filter, t: u64, vm: Option<(u32, &HashMap<u32, u32>)>) -> Result<()> {
+    let index = vm.map(|(i, _)| i);
+    match rec.procs.iter().rev().find(|p| p.t <= t && index.is_none_or(|i| p.vm == i)) {
         Some(p) => writeln!(
             out,
             "VM: {} resident, run queues {:?} (/proc read at {})",
@@ -299,8 +325,12 @@ fn state_at(out: &mut impl Write, rec: &Recording, f: &Filter, t: u64) -> Result
         )?,
         None => writeln!(out, "VM: no /proc read before then")?,
     }
-    running_at(out, rec, f, t)?;
-    let Some(table) = rec.table_at(t) else {
+    running_at(out, rec, f, t, vm)?;
+    let table = match index {
+        Some(i) => rec.vm_table_at(i, t),
+        None => rec.table_at(t),
+    };
+    let Some(table) = table else {
         writeln!(out, "No process-table read in the recording.")?;
         return Ok(());
     };
@@ -364,11 +394,14 @@ fn state_at(out: &mut impl Write, rec: &Recording, f: &Filter, t: u64) -> Result
 
 /// Who ran on each scheduler at `t`: the schedule slice that covers it (exact, when the
 /// schedule hook was attached), else the CPU sample nearest it (within two sample periods).
-fn running_at(out: &mut impl Write, rec: &Recording, f: &Filter, t: u64) -> Result<()> {
+fn running_at(out: &mut impl Write, rec: &Recording, f: &Filter, t: u64, vm: Option<(u32, &HashMap<u32, u32>)>) -> Result<()> {
     // Scheduler threads by their samples: tid -> (kind, number).
     let mut schedulers: HashMap<u32, (u8, u32)> = HashMap::new();
     for s in &rec.samples {
-        if let Some(k) = s.scheduler {
+        let ours = vm.is_none_or(|(i, threads)| threads.get(&s.tid) == Some(&i));
+        if let Some(k) = s.scheduler
+            && ours
+        {
             schedulers.entry(s.tid).or_insert(k);
         }
     }

@@ -30,6 +30,8 @@ pub struct Sample {
 
 #[derive(Debug, Clone)]
 pub struct Table {
+    /// The VM (0; in a merged recording, its index in `Meta::vms`, from its pids' top bits).
+    pub vm: u32,
     pub t: u64,
     pub processes: Vec<ProcessRow>,
     /// Processes waiting for a call's reply, and whom they monitor.
@@ -165,7 +167,8 @@ impl Recording {
                         }
                         p.status = id(p.status);
                     }
-                    r.tables.push(Table { t: rel(ts), processes, waits })
+                    let vm = processes.first().map_or(0, |p| (p.pid >> super::format::VM_SHIFT) as u32);
+                    r.tables.push(Table { vm, t: rel(ts), processes, waits })
                 }
                 Entry::Proc { ts, cpu, resident_bytes, run_queues } => {
                     r.procs.push(Proc { vm: 0, t: rel(ts), cpu, resident_bytes, run_queues })
@@ -279,6 +282,31 @@ impl Recording {
     pub fn table_at(&self, t: u64) -> Option<&Table> {
         let i = self.tables.partition_point(|x| x.t <= t);
         self.tables.get(i.saturating_sub(1))
+    }
+
+    /// The same, of one VM of a merged recording.
+    pub fn vm_table_at(&self, vm: u32, t: u64) -> Option<&Table> {
+        let of_vm = self.tables.iter().filter(|x| x.vm == vm);
+        let first = of_vm.clone().next();
+        of_vm.take_while(|x| x.t <= t).last().or(first)
+    }
+
+    /// The VM of each thread of a merged recording, from the processes its samples and
+    /// schedule events were for (thread ids are the host's, so unique across its VMs).
+    pub fn thread_vms(&self) -> HashMap<u32, u32> {
+        let vm = |pid: u64| (pid >> super::format::VM_SHIFT) as u32;
+        let mut of = HashMap::new();
+        for s in &self.samples {
+            if let Owner::Process(p) = s.owner {
+                of.entry(s.tid).or_insert(vm(p));
+            }
+        }
+        for e in &self.events {
+            if let What::Schedule { pid, .. } = e.what {
+                of.entry(e.tid).or_insert(vm(pid));
+            }
+        }
+        of
     }
 
     /// Seconds a capability's hooks were attached (`Capability::index`): its events exist only

@@ -432,7 +432,7 @@ mod tests {
             status: 0,
             system: false,
         };
-        rec.tables.push(crate::record::model::Table { t: 1, processes: vec![row(30), row(31)], waits: Vec::new() });
+        rec.tables.push(crate::record::model::Table { vm: 0, t: 1, processes: vec![row(30), row(31)], waits: Vec::new() });
         rec.events = (1..1000).map(|c| spawn(c, 1000 + c - 1, 1000 + c)).collect();
         let (t, cells) = cells(&rec);
         assert!(t.roots.contains(&1000));
