@@ -333,3 +333,23 @@ fn profile_of_two_vms_has_a_root_per_node() {
     let share = ra.1 as f64 / (ra.1 + rb.2) as f64;
     assert!((0.3..=0.7).contains(&share), "a's burner {} samples, b's {}", ra.1, rb.2);
 }
+
+/// `record --all`: every VM running (and starting) while it records, in one merged file with
+/// each VM's node; no part is left beside it.
+#[test]
+fn record_all_keeps_every_vm_in_one_file() {
+    let mut a = Beam::start_with(Path::new("/usr/bin/erl"), &["-sname", "scope_rec_all"], &[]);
+    let node = a.call("node()")["value"].trim_matches('\'').to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("all.scope");
+    // Sample mode: other tests' VMs are recorded too, and must not get hooks from this one.
+    let run = scope_probe_tests::probe::run(&["record", "--all", "--mode", "sample", "--duration", "3s", "-o", out.to_str().unwrap()]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let left: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(left, ["all.scope"], "the parts are merged and removed");
+    let replay = scope_probe_tests::probe::run(&["replay", out.to_str().unwrap(), "--kind", "table"]);
+    let text = String::from_utf8_lossy(&replay.stdout);
+    assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
+    // One VM alone is the recording itself; several, a merged one naming each.
+    assert!(text.contains(&format!("{node} (os pid {}", a.os_pid)), "{text}");
+}

@@ -5,7 +5,7 @@
 mod session;
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -48,9 +48,6 @@ pub fn run_session(mut cli: MonitorArgs, matches: &clap::ArgMatches, outputs: Ou
     if outputs.record.is_some() && cli.flight_recorder.is_some() {
         anyhow::bail!("--flight-recorder is for the monitor (scope-probe --pid PID --flight-recorder DIR), not for record");
     }
-    if outputs.record.is_some() && cli.all {
-        anyhow::bail!("record observes the VMs it is given: a --pid for each (up to 16)");
-    }
     if outputs.record.is_some() && cli.pid.len() > MAX_RECORDED_VMS {
         anyhow::bail!("record takes up to {MAX_RECORDED_VMS} VMs at once, not {}", cli.pid.len());
     }
@@ -74,6 +71,21 @@ fn part_path(output: &std::path::Path, os_pid: u32) -> PathBuf {
     let mut name = output.file_name().unwrap_or_default().to_os_string();
     name.push(format!(".{os_pid}.part"));
     output.with_file_name(name)
+}
+
+/// Outputs for VM `pid` of a recording of several: its part, noted in `parts`.
+fn part_of(parts: &mut Vec<(u32, PathBuf)>, record: Option<&RecordTo>, pid: u32) -> Option<Outputs> {
+    let to = record?;
+    let path = part_path(&to.path, pid);
+    parts.push((pid, path.clone()));
+    Some(Outputs { record: Some(RecordTo { path, max_size: to.max_size }) })
+}
+
+/// Forgets the part of a VM that could not be attached to (it holds nothing worth merging).
+fn drop_part(parts: &mut Vec<(u32, PathBuf)>, pid: u32) {
+    if let Some(i) = parts.iter().position(|(p, _)| *p == pid) {
+        let _ = std::fs::remove_file(&parts.remove(i).1);
+    }
 }
 
 /// How often VMs are checked for exit, and with --all, looked for.
@@ -103,19 +115,10 @@ async fn monitor(cli: MonitorArgs, opened: Vec<OpenedVm>, outputs: Outputs) -> R
     let served = Arc::new(Vms::default());
     let mut sessions: Vec<VmSession> = Vec::new();
     // A recording of several VMs: each to a part of its own, merged when they stop.
-    let mut parts = Vec::new();
+    let mut parts: Vec<(u32, PathBuf)> = Vec::new();
     for vm in opened {
-        let own;
-        let outputs = match &outputs.record {
-            Some(to) if several => {
-                let path = part_path(&to.path, vm.target.pid);
-                parts.push(path.clone());
-                own = Outputs { record: Some(RecordTo { path, max_size: to.max_size }) };
-                &own
-            }
-            _ => &outputs,
-        };
-        match VmSession::start(&cli, vm, outputs, instance.clone(), several) {
+        let own = if several { part_of(&mut parts, outputs.record.as_ref(), vm.target.pid) } else { None };
+        match VmSession::start(&cli, vm, own.as_ref().unwrap_or(&outputs), instance.clone(), several) {
             Ok(s) => {
                 served.add(s.app.clone());
                 sessions.push(s);
@@ -125,7 +128,7 @@ async fn monitor(cli: MonitorArgs, opened: Vec<OpenedVm>, outputs: Outputs) -> R
                 for s in sessions {
                     let _ = s.stop("an attach failed");
                 }
-                for p in &parts {
+                for (_, p) in &parts {
                     let _ = std::fs::remove_file(p);
                 }
                 return Err(e);
@@ -142,11 +145,15 @@ async fn monitor(cli: MonitorArgs, opened: Vec<OpenedVm>, outputs: Outputs) -> R
         let served = served.clone();
         tokio::spawn(async move { axum::serve(l, crate::export::http::router(served)).await })
     });
-    let stats: Vec<Arc<WriterStats>> = match &outputs.record {
-        Some(_) => sessions.iter().filter_map(|s| s.recorder.as_ref()).map(|r| lock(r).writer().stats.clone()).collect(),
-        None => Vec::new(),
+    // The recording's writers (one per VM recorded; under --all, more as VMs start).
+    let stats: Arc<Mutex<Vec<Arc<WriterStats>>>> = Default::default();
+    let add_stats = |s: &VmSession| {
+        if let Some(r) = &s.recorder {
+            lock(&stats).push(lock(r).writer().stats.clone());
+        }
     };
-    let progress = (!stats.is_empty()).then(|| tokio::spawn(progress(stats.clone(), cli.duration)));
+    sessions.iter().for_each(add_stats);
+    let progress = outputs.record.is_some().then(|| tokio::spawn(progress(stats.clone(), cli.duration)));
     let limit = outputs.record.as_ref().and_then(|r| r.max_size).map(|max| (max, stats.clone()));
 
     let stop = wait_for_stop(cli.duration, limit);
@@ -167,9 +174,11 @@ async fn monitor(cli: MonitorArgs, opened: Vec<OpenedVm>, outputs: Outputs) -> R
                     Ok(s) => {
                         tries.remove(&pid);
                         served.add(s.app.clone());
+                        add_stats(&s);
                         sessions.push(s);
                     }
                     Err(e) => {
+                        drop_part(&mut parts, pid);
                         let n = tries.entry(pid).or_default();
                         *n += 1;
                         if *n == ATTACH_TRIES {
@@ -203,20 +212,24 @@ async fn monitor(cli: MonitorArgs, opened: Vec<OpenedVm>, outputs: Outputs) -> R
                 if known || tries.get(&pid).is_some_and(|n| *n >= ATTACH_TRIES) {
                     continue;
                 }
+                if outputs.record.is_some() && parts.len() >= MAX_RECORDED_VMS {
+                    eprintln!("scope-probe: warning: a recording holds {MAX_RECORDED_VMS} VMs: leaving pid {pid} alone");
+                    tries.insert(pid, ATTACH_TRIES);
+                    continue;
+                }
                 // Opening reads the binary (and may fetch debug info): off the async threads.
-                // (--all is never a recording.)
+                let own = part_of(&mut parts, outputs.record.as_ref(), pid).unwrap_or_default();
                 let (c, i) = (cli.clone(), instance.clone());
                 attaching_pids.insert(pid);
-                attaching.spawn_blocking(move || {
-                    (pid, open_vm(&c, pid).and_then(|vm| VmSession::start(&c, vm, &Outputs::default(), i, true)))
-                });
+                attaching.spawn_blocking(move || (pid, open_vm(&c, pid).and_then(|vm| VmSession::start(&c, vm, &own, i, true))));
             }
         }
     };
     // Attaches still under way finish, then are let go with the rest.
     while let Some(done) = attaching.join_next().await {
-        if let (_, Ok(s)) = done? {
-            sessions.push(s);
+        match done? {
+            (_, Ok(s)) => sessions.push(s),
+            (pid, Err(_)) => drop_part(&mut parts, pid),
         }
     }
     if let Some(p) = progress {
@@ -236,18 +249,28 @@ async fn monitor(cli: MonitorArgs, opened: Vec<OpenedVm>, outputs: Outputs) -> R
     if let Some(s) = server {
         s.abort();
     }
-    if let (Some(to), false) = (&outputs.record, parts.is_empty()) {
-        result = result.and_then(|()| {
-            crate::cmd::merge::merge(&parts, &to.path)
-                .with_context(|| format!("merging the VMs' recordings into {} (they are kept beside it)", to.path.display()))
-        });
-        if result.is_ok() {
-            for p in &parts {
+    if let (Some(to), true) = (&outputs.record, several) {
+        result = result.and_then(|()| finish_parts(&parts, &to.path));
+    }
+    result
+}
+
+/// A recording of several VMs, each recorded to a part: the parts merged into the file asked
+/// for (one alone is that file), then removed.
+fn finish_parts(parts: &[(u32, PathBuf)], output: &std::path::Path) -> Result<()> {
+    let paths: Vec<PathBuf> = parts.iter().map(|(_, p)| p.clone()).collect();
+    match paths.as_slice() {
+        [] => anyhow::bail!("no BEAM VM was recorded: {} not written", output.display()),
+        [one] => std::fs::rename(one, output).with_context(|| format!("moving {} to {}", one.display(), output.display()))?,
+        _ => {
+            crate::cmd::merge::merge(&paths, output)
+                .with_context(|| format!("merging the VMs' recordings into {} (they are kept beside it)", output.display()))?;
+            for p in &paths {
                 let _ = std::fs::remove_file(p);
             }
         }
     }
-    result
+    Ok(())
 }
 
 /// Hands memory freed by a detached VM back to the system (see `malloc_arenas` in main.rs).
@@ -261,7 +284,7 @@ fn release_freed_memory() {
 
 /// The recording's progress on stderr: one line rewritten each second on a terminal, a line
 /// every ten seconds otherwise.
-async fn progress(stats: Vec<Arc<WriterStats>>, duration: Option<Duration>) {
+async fn progress(stats: Arc<Mutex<Vec<Arc<WriterStats>>>>, duration: Option<Duration>) {
     use std::io::IsTerminal;
     let tty = std::io::stderr().is_terminal();
     let started = std::time::Instant::now();
@@ -271,7 +294,7 @@ async fn progress(stats: Vec<Arc<WriterStats>>, duration: Option<Duration>) {
         tick.tick().await;
         let elapsed = started.elapsed().as_secs();
         let of = duration.map(|d| format!("/{}s", d.as_secs())).unwrap_or_default();
-        let sum = |f: fn(&WriterStats) -> &std::sync::atomic::AtomicU64| stats.iter().map(|s| f(s).load(Ordering::Relaxed)).sum::<u64>();
+        let sum = |f: fn(&WriterStats) -> &std::sync::atomic::AtomicU64| lock(&stats).iter().map(|s| f(s).load(Ordering::Relaxed)).sum::<u64>();
         let dropped = match sum(|s| &s.dropped) {
             0 => String::new(),
             n => format!(", {n} dropped"),
@@ -290,7 +313,7 @@ async fn progress(stats: Vec<Arc<WriterStats>>, duration: Option<Duration>) {
 }
 
 /// Waits for Ctrl-C, SIGTERM, the end of --duration or the recording's size limit.
-async fn wait_for_stop(duration: Option<Duration>, limit: Option<(u64, Vec<Arc<WriterStats>>)>) -> &'static str {
+async fn wait_for_stop(duration: Option<Duration>, limit: Option<(u64, Arc<Mutex<Vec<Arc<WriterStats>>>>)>) -> &'static str {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let sigterm = async {
         match term.as_mut() {
@@ -310,7 +333,7 @@ async fn wait_for_stop(duration: Option<Duration>, limit: Option<(u64, Vec<Arc<W
         match limit {
             Some((max, stats)) => loop {
                 tokio::time::sleep(Duration::from_millis(250)).await;
-                if stats.iter().map(|s| s.bytes.load(Ordering::Relaxed)).sum::<u64>() >= max {
+                if lock(&stats).iter().map(|s| s.bytes.load(Ordering::Relaxed)).sum::<u64>() >= max {
                     break;
                 }
             },
