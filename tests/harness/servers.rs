@@ -77,6 +77,12 @@ impl Drop for Server {
 
 /// Prometheus scraping `targets` (as job `scope-probe`) every second, with `rules` loaded.
 pub fn prometheus(targets: &[String], rules: &[PathBuf]) -> Server {
+    prometheus_with(targets, rules, "")
+}
+
+/// The same, with more of the scrape job's configuration (`scrape`: YAML lines indented for
+/// the job, e.g. `scheme`, `tls_config`, `basic_auth`).
+pub fn prometheus_with(targets: &[String], rules: &[PathBuf], scrape: &str) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("prometheus.yml");
     let rule_files: Vec<String> = rules.iter().map(|r| format!("  - {}\n", r.display())).collect();
@@ -84,7 +90,7 @@ pub fn prometheus(targets: &[String], rules: &[PathBuf]) -> Server {
     std::fs::write(
         &config,
         format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n{}scrape_configs:\n  - job_name: scope-probe\n    static_configs:\n      - targets: [{}]\n",
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n{}scrape_configs:\n  - job_name: scope-probe\n{scrape}    static_configs:\n      - targets: [{}]\n",
             rule_files.concat(),
             targets.join(", ")
         ),

@@ -354,6 +354,12 @@ pub struct MonitorArgs {
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
 
+    /// TLS and basic auth for the endpoint: a web configuration file as Prometheus and its
+    /// exporters read it (tls_server_config: cert_file, key_file, client_ca_file,
+    /// client_auth_type, min_version; basic_auth_users: name -> bcrypt hash).
+    #[arg(long, value_name = "FILE")]
+    pub web_config: Option<PathBuf>,
+
     /// Stop after this long (e.g. 30s, 5m, 1h). Default: run until Ctrl-C or SIGTERM.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,

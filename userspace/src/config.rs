@@ -25,6 +25,11 @@ pub struct ConfigFile {
     #[serde(default, deserialize_with = "share")]
     pub overhead_budget: Option<f64>,
     pub listen: Option<SocketAddr>,
+    /// TLS and basic auth for the endpoint (`--web-config`), relative to this file.
+    pub web_config: Option<std::path::PathBuf>,
+    /// Where the file is (relative paths in it are from there).
+    #[serde(skip)]
+    pub dir: std::path::PathBuf,
     pub frequency: Option<u64>,
     #[serde(default, deserialize_with = "duration")]
     pub snapshot_interval: Option<Duration>,
@@ -68,7 +73,9 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Erro
 impl ConfigFile {
     pub fn read(path: &Path) -> Result<ConfigFile> {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the configuration file {}", path.display()))?;
-        Self::parse(&text).with_context(|| format!("in the configuration file {}", path.display()))
+        let mut file = Self::parse(&text).with_context(|| format!("in the configuration file {}", path.display()))?;
+        file.dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Ok(file)
     }
 
     pub fn parse(text: &str) -> Result<ConfigFile> {
@@ -97,6 +104,11 @@ impl ConfigFile {
             && !given("listen")
         {
             args.listen = Some(v);
+        }
+        if let Some(v) = &self.web_config
+            && !given("web_config")
+        {
+            args.web_config = Some(self.dir.join(v));
         }
         take!(frequency);
         take!(snapshot_interval);
@@ -133,6 +145,8 @@ mode = "adaptive"
 overhead_budget = "1%"
 # The endpoint (/metrics, /api/...). Loopback unless you mean otherwise.
 listen = "127.0.0.1:9568"
+# TLS and basic auth for it: a web configuration file as Prometheus exporters read it.
+# web_config = "web.yml"
 # CPU samples per second per CPU (0: no sampling; the CPU detectors then do not run).
 frequency = 99
 # How often the process table is read (slower on large tables: a read takes at most a

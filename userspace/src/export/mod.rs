@@ -12,6 +12,7 @@ pub mod perfetto;
 pub mod report;
 pub mod speedscope;
 pub mod timeline;
+pub mod web_config;
 
 /// Names pids for the exporters, which know nothing of the VM (implemented over it in
 /// `enrich::names`).

@@ -14,6 +14,7 @@ use anyhow::{Context, Result};
 use crate::aggregate::lock;
 use crate::cli::MonitorArgs;
 use crate::export::http::Vms;
+use crate::export::web_config::WebConfig;
 use crate::record::writer::WriterStats;
 use session::{OpenedVm, VmSession, open_vm};
 
@@ -51,6 +52,11 @@ pub fn run_session(mut cli: MonitorArgs, matches: &clap::ArgMatches, outputs: Ou
     if outputs.record.is_some() && cli.pid.len() > MAX_RECORDED_VMS {
         anyhow::bail!("record takes up to {MAX_RECORDED_VMS} VMs at once, not {}", cli.pid.len());
     }
+    // The endpoint's TLS and users, read before anything attaches: a bad file stops here.
+    let web = match &cli.web_config {
+        Some(path) => WebConfig::read(path)?,
+        None => WebConfig::default(),
+    };
     crate::privileges::check()?;
     // The pids given are opened before anything binds or attaches: a wrong one stops here.
     let mut vms = Vec::new();
@@ -59,7 +65,7 @@ pub fn run_session(mut cli: MonitorArgs, matches: &clap::ArgMatches, outputs: Ou
     }
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting the async runtime")?;
-    runtime.block_on(monitor(cli, vms, outputs))
+    runtime.block_on(monitor(cli, vms, outputs, web))
 }
 
 /// VMs one recording can hold (those of a merged recording, see cmd/merge.rs).
@@ -94,7 +100,7 @@ const WATCH_EVERY: Duration = Duration::from_secs(1);
 /// started may not have its tables yet), then left alone.
 const ATTACH_TRIES: u32 = 3;
 
-async fn monitor(cli: MonitorArgs, opened: Vec<OpenedVm>, outputs: Outputs) -> Result<()> {
+async fn monitor(cli: MonitorArgs, opened: Vec<OpenedVm>, outputs: Outputs, web: WebConfig) -> Result<()> {
     // Bind before attaching: a busy port must not leave probes behind. A recording serves
     // nothing unless asked to.
     let listen = match (cli.listen, &outputs.record) {
@@ -136,15 +142,16 @@ async fn monitor(cli: MonitorArgs, opened: Vec<OpenedVm>, outputs: Outputs) -> R
         }
     }
     if let Some(l) = &listener {
-        eprintln!("scope-probe: metrics on http://{}/metrics", l.local_addr()?);
+        let scheme = if web.tls.is_some() { "https" } else { "http" };
+        eprintln!("scope-probe: metrics on {scheme}://{}/metrics{}", l.local_addr()?, web.describe());
     }
     if cli.all {
         eprintln!("scope-probe: watching for BEAM VMs (--all)");
     }
-    let server = listener.map(|l| {
-        let served = served.clone();
-        tokio::spawn(async move { axum::serve(l, crate::export::http::router(served)).await })
-    });
+    let server = match listener {
+        Some(l) => Some(serve(l, crate::export::http::router(served.clone()), &web)?),
+        None => None,
+    };
     // The recording's writers (one per VM recorded; under --all, more as VMs start).
     let stats: Arc<Mutex<Vec<Arc<WriterStats>>>> = Default::default();
     let add_stats = |s: &VmSession| {
@@ -271,6 +278,23 @@ fn finish_parts(parts: &[(u32, PathBuf)], output: &std::path::Path) -> Result<()
         }
     }
     Ok(())
+}
+
+/// Serves the endpoint on `listener`: over TLS and behind basic auth when the web
+/// configuration asks.
+fn serve(listener: tokio::net::TcpListener, router: axum::Router, web: &WebConfig) -> Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let router = match &web.auth {
+        Some(auth) => router.layer(axum::middleware::from_fn_with_state(auth.clone(), crate::export::web_config::require_auth)),
+        None => router,
+    };
+    Ok(match &web.tls {
+        Some(tls) => {
+            let config = axum_server::tls_rustls::RustlsConfig::from_config(tls.clone());
+            let server = axum_server::from_tcp_rustls(listener.into_std()?, config)?;
+            tokio::spawn(async move { server.serve(router.into_make_service()).await })
+        }
+        None => tokio::spawn(async move { axum::serve(listener, router).await }),
+    })
 }
 
 /// Hands memory freed by a detached VM back to the system (see `malloc_arenas` in main.rs).
