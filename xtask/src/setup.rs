@@ -25,6 +25,8 @@ pub const APT_PACKAGES: &[&str] = &[
     "debuginfod",  // a real debuginfod server for the tests of scope-probe's debuginfod client
     "chromium",    // opens the HTML report headless in the tests
     "python3-pip", // installs the `perfetto` package, whose protos parse the Perfetto export
+    "openssl",     // makes the certificates of the TLS tests (--web-config)
+    "curl",        // reaches the endpoint over TLS with basic auth in those tests
 ];
 
 /// The `perfetto` PyPI package: its trace protos check `scope-probe export --format perfetto`.
