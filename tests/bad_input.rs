@@ -69,6 +69,66 @@ fn without_privileges() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("CAP_BPF"));
 }
 
+/// Not root, only CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE (as user nobody, given them by
+/// setpriv): every hook, the sampler and the table reads work, and the counts are exact.
+#[test]
+fn runs_as_nobody_with_only_the_three_capabilities() {
+    let mut beam = Beam::start();
+    let caps = "+bpf,+perfmon,+sys_ptrace";
+    let wrapper = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", &format!("--inh-caps={caps}"), &format!("--ambient-caps={caps}")];
+    let probe = scope_probe_tests::Probe::attach_under(&wrapper, beam.os_pid, &["--mode", "trace"]);
+    assert_eq!(capabilities(probe.os_pid(), "CapEff"), 0xc0_0008_0000, "CAP_SYS_PTRACE, CAP_PERFMON and CAP_BPF only");
+    let r = beam.call("scope_fixtures:sends(3000)");
+    let labels = [("sender", r["a"].as_str()), ("receiver", r["b"].as_str())];
+    let pair = scope_probe_tests::wait_stable(std::time::Duration::from_secs(10), std::time::Duration::from_millis(500), || {
+        probe.metrics().get("beam_top_pair_messages_sent_total", &labels)
+    });
+    assert_eq!(pair, Some(3000.0), "the pair's sends, as the VM's own trace counted them: {}", r["traced"]);
+    let m = probe.metrics();
+    assert!(m.value("beam_processes") > 10.0, "the process table is read");
+    let (status, stderr) = probe.stop();
+    assert!(status.success(), "{stderr:?}");
+}
+
+/// Run as root, scope-probe keeps only the three capabilities it needs (effective, permitted
+/// and bounding sets), whatever root had.
+#[test]
+fn root_drops_every_capability_it_does_not_need() {
+    let beam = Beam::start();
+    let probe = scope_probe_tests::Probe::attach(beam.os_pid, &["--mode", "sample"]);
+    for set in ["CapEff", "CapPrm", "CapBnd"] {
+        assert_eq!(capabilities(probe.os_pid(), set), 0xc0_0008_0000, "{set}: CAP_SYS_PTRACE, CAP_PERFMON and CAP_BPF only");
+    }
+    for set in ["CapInh", "CapAmb"] {
+        assert_eq!(capabilities(probe.os_pid(), set), 0, "{set}");
+    }
+    let (status, stderr) = probe.stop();
+    assert!(status.success(), "{stderr:?}");
+}
+
+/// A process's capability set as /proc shows it.
+fn capabilities(pid: u32, set: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let hex = status.lines().find_map(|l| l.strip_prefix(&format!("{set}:"))).unwrap().trim();
+    u64::from_str_radix(hex, 16).unwrap()
+}
+
+#[test]
+fn missing_one_capability_is_named() {
+    let beam = Beam::start();
+    for (given, missing) in [("+bpf,+perfmon", "CAP_SYS_PTRACE"), ("+bpf,+sys_ptrace", "CAP_PERFMON"), ("+perfmon,+sys_ptrace", "CAP_BPF")] {
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .args([format!("--inh-caps={given}"), format!("--ambient-caps={given}")])
+            .arg(probe::binary())
+            .args(["--pid", &beam.os_pid.to_string()])
+            .args(listen_args())
+            .output()
+            .expect("setpriv (util-linux)");
+        assert_clean_failure(&out, &format!("insufficient privileges: missing {missing};"));
+    }
+}
+
 #[test]
 fn port_already_in_use() {
     let beam = Beam::start();

@@ -72,8 +72,21 @@ impl Running {
     /// Starts `scope-probe ARGS` observing the VM `vm_pid`; waits (30 s at most) for a stderr
     /// line containing `ready`.
     pub fn start(args: &[&str], vm_pid: u32, ready: &str) -> Running {
-        let mut child =
-            Command::new(binary()).args(args).stderr(Stdio::piped()).spawn().expect("starting scope-probe");
+        Running::start_under(&[], args, vm_pid, ready)
+    }
+
+    /// The same, run by `wrapper` (e.g. `setpriv` and its options, which then execs
+    /// scope-probe in the same process).
+    pub fn start_under(wrapper: &[&str], args: &[&str], vm_pid: u32, ready: &str) -> Running {
+        let mut cmd = match wrapper.split_first() {
+            Some((program, options)) => {
+                let mut c = Command::new(program);
+                c.args(options).arg(binary());
+                c
+            }
+            None => Command::new(binary()),
+        };
+        let mut child = cmd.args(args).stderr(Stdio::piped()).spawn().expect("starting scope-probe");
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let (ready_tx, ready_rx) = mpsc::channel();
         let reader = BufReader::new(child.stderr.take().expect("stderr"));
@@ -198,11 +211,16 @@ impl Probe {
     /// Attaches to `pid` and waits until metrics are served (scope-probe says so once its
     /// hooks are attached).
     pub fn attach(pid: u32, extra: &[&str]) -> Probe {
+        Probe::attach_under(&[], pid, extra)
+    }
+
+    /// The same, run by `wrapper` (see [`Running::start_under`]).
+    pub fn attach_under(wrapper: &[&str], pid: u32, extra: &[&str]) -> Probe {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
         let pid_arg = pid.to_string();
         let args = [&["--pid", pid_arg.as_str(), "--listen", &listen][..], extra].concat();
-        let run = Running::start(&args, pid, "metrics on http://");
+        let run = Running::start_under(wrapper, &args, pid, "metrics on http://");
         // The target's attach lines (see `TestTarget::attach_says`).
         let expected = crate::beam::test_target().and_then(|t| t.attach_says);
         if let Some(expected) = expected {

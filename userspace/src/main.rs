@@ -30,6 +30,11 @@ use crate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
+    // Before anything else runs: what is never needed is never held.
+    if let Err(e) = privileges::drop_unneeded() {
+        eprintln!("scope-probe: error: {e:#}");
+        return ExitCode::FAILURE;
+    }
     let matches = Cli::command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
