@@ -254,7 +254,7 @@ impl Probe {
         Probe { run: Running::start(&args, vm_pid, "metrics on http://"), port, vm_pid }
     }
 
-    fn get(&self, path: &str) -> String {
+    pub fn get(&self, path: &str) -> String {
         ureq::get(&format!("http://127.0.0.1:{}{path}", self.port))
             .timeout(Duration::from_secs(30))
             .call()
