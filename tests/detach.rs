@@ -4,6 +4,7 @@
 //! VM keeps working. The last test proves the check can fail: a link kept alive on purpose
 //! makes it report exactly that link and the breakpoints it keeps in the VM.
 
+use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
 use scope_probe_tests::held::{self, Held};
@@ -142,4 +143,73 @@ fn a_link_kept_alive_fails_the_check() {
     drop(stolen);
     held.released().unwrap_or_else(|left| panic!("after closing the stolen links: {left}"));
     Held::released_code(beam.os_pid).unwrap_or_else(|left| panic!("after closing the stolen links: {left}"));
+}
+
+/// No uprobe of ours is registered through tracefs either (libbpf uses perf events; a legacy
+/// fallback would leave named entries there if the process died before removing them).
+fn no_tracefs_uprobes() {
+    for root in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] {
+        if let Ok(events) = std::fs::read_to_string(format!("{root}/uprobe_events")) {
+            assert!(!events.lines().any(|l| l.contains("libbpf") || l.contains("beam.smp")), "{root}/uprobe_events: {events}");
+            return;
+        }
+    }
+}
+
+/// SIGKILL cannot be caught, so nothing of scope-probe's own runs: what it holds must go with
+/// its process whatever it was doing. Killed while attaching (at several moments), while
+/// running every hook, inside an adaptive window and while recording, it leaves no BPF link,
+/// program, breakpoint or tracefs uprobe behind, and the VM works and traces exactly.
+#[test]
+fn sigkill_at_any_stage_leaves_nothing() {
+    let mut beam = Beam::start();
+    beam.call("scope_burn:start(scope_burner)");
+    let pid = beam.os_pid.to_string();
+    // Attaching: killed 20 ms to 600 ms after start (the attach takes ~0.2-0.7 s).
+    for ms in [20, 80, 200, 400, 600] {
+        let port = scope_probe_tests::probe::free_port().to_string();
+        let mut child = std::process::Command::new(scope_probe_tests::probe::binary())
+            .args(["--pid", &pid, "--mode", "trace", "--listen", &format!("127.0.0.1:{port}")])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(ms));
+        let held = Held::of(child.id());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        held.released().unwrap_or_else(|left| panic!("killed {ms} ms into attaching: {left}"));
+        Held::released_code(beam.os_pid).unwrap_or_else(|left| panic!("killed {ms} ms into attaching: {left}"));
+        no_tracefs_uprobes();
+        vm_unharmed(&mut beam);
+    }
+    // Running, every hook attached.
+    let probe = attach(&beam, &[]);
+    let (status, _) = probe.finish(Stop::Signal(libc::SIGKILL));
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    no_tracefs_uprobes();
+    vm_unharmed(&mut beam);
+    // Inside an adaptive window: killed while the window's hooks are attached.
+    let probe = Probe::attach(beam.os_pid, &["--mode", "adaptive"]);
+    let start = std::time::Instant::now();
+    while held::breakpoints(beam.os_pid).is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(20), "no window opened:\n{}", probe.metrics_text());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (status, _) = probe.finish(Stop::Signal(libc::SIGKILL));
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    no_tracefs_uprobes();
+    vm_unharmed(&mut beam);
+    // Recording.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run.scope");
+    let rec = scope_probe_tests::probe::Running::start(
+        &["record", "--pid", &pid, "--mode", "trace", "-o", out.to_str().unwrap()],
+        beam.os_pid,
+        "recording to",
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let (status, _) = rec.finish(Stop::Signal(libc::SIGKILL));
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    no_tracefs_uprobes();
+    vm_unharmed(&mut beam);
 }

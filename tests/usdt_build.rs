@@ -260,6 +260,15 @@ fn usdt_and_uprobe_sources_agree_with_trace_and_each_other() {
     for name in ["message__send", "gc_minor__start", "gc_minor__end", "gc_major__start", "gc_major__end", "process__exit", "process__spawn"] {
         assert_eq!(semaphore(vm.os_pid, &notes, name), 0, "{name} after detach");
     }
+    // Killed with SIGKILL (nothing of scope-probe's runs): the kernel lowers the semaphores
+    // as the process's links go.
+    let killed = scope_probe_tests::Probe::attach(vm.os_pid, &["--mode", "trace", "--probe-source", "usdt", "--frequency", "0"]);
+    assert_eq!(semaphore(vm.os_pid, &notes, "message__send"), notes["message__send"].len() as u16, "attached again");
+    let (status, _) = killed.finish(scope_probe_tests::probe::Stop::Signal(libc::SIGKILL));
+    assert!(!status.success());
+    for name in ["message__send", "gc_minor__start", "gc_minor__end", "gc_major__start", "gc_major__end", "process__exit", "process__spawn"] {
+        assert_eq!(semaphore(vm.os_pid, &notes, name), 0, "{name} after SIGKILL");
+    }
     assert_eq!(vm.call("erlang:is_process_alive(self())")["value"], "true", "the VM is unharmed");
 }
 
