@@ -1,0 +1,49 @@
+//! Faults scope-probe must live through without harm or silent loss: its consumer stalled while
+//! the VM bursts (the ring buffer overflows), an Alertmanager that fails, a disk that fills up
+//! under a recording, and a VM that loads and purges code and churns through 100,000 processes
+//! while profiled and read.
+
+use std::time::Duration;
+
+use scope_probe_tests::{Beam, Probe, wait_stable};
+
+const DRAIN: Duration = Duration::from_secs(20);
+const SETTLE: Duration = Duration::from_millis(500);
+
+/// The probe stopped (SIGSTOP) while the VM sends a million messages under every hook: the
+/// kernel-side ring fills and the rest is dropped there, counted by reason; after SIGCONT the
+/// counts add up (every send hit was delivered or counted lost) and the next burst is counted
+/// exactly again.
+#[test]
+fn a_stalled_consumer_loses_only_what_it_counts() {
+    let mut beam = Beam::start();
+    let probe = Probe::attach(beam.os_pid, &["--mode", "trace", "--frequency", "0"]);
+    // SAFETY: kill with a valid pid and signal.
+    unsafe { libc::kill(probe.os_pid() as i32, libc::SIGSTOP) };
+    let r = beam.call("scope_fixtures:sends(1000000)");
+    assert_eq!(r["traced"], "1000000");
+    // SAFETY: as above.
+    unsafe { libc::kill(probe.os_pid() as i32, libc::SIGCONT) };
+    let read = |probe: &Probe| {
+        let m = probe.metrics();
+        let get = |name: &str, labels: &[(&str, &str)]| m.get(name, labels).unwrap_or(0.0);
+        (
+            get("scope_probe_probe_hits_total", &[("hook", "send")]),
+            get("scope_probe_events_total", &[("kind", "send")]),
+            get("scope_probe_events_lost_total", &[("reason", "ring_buffer_full")]),
+            get("scope_probe_events_lost_total", &[("reason", "read_fault")]),
+        )
+    };
+    let (hits, delivered, lost_full, lost_read) = wait_stable(DRAIN, SETTLE, || read(&probe));
+    eprintln!("stalled: {hits} send hits, {delivered} delivered, {lost_full} lost (ring full), {lost_read} lost (read fault)");
+    assert!(hits >= 1_000_000.0, "every send hit counted in the kernel: {hits}");
+    assert!(lost_full > 0.0, "a million sends under every hook overflow a stalled 16 MiB ring: {lost_full}");
+    assert!(delivered < hits, "{delivered} delivered of {hits}");
+    assert!(hits - delivered <= lost_full + lost_read, "each send hit is delivered or counted lost: {hits} hits, {delivered} delivered, {lost_full} + {lost_read} lost");
+    // It goes on: the next burst is counted exactly.
+    let r = beam.call("scope_fixtures:sends(20000)");
+    let labels = [("sender", r["a"].as_str()), ("receiver", r["b"].as_str())];
+    assert_eq!(wait_stable(DRAIN, SETTLE, || probe.metrics().get("beam_top_pair_messages_sent_total", &labels)), Some(20000.0));
+    let (status, stderr) = probe.stop();
+    assert!(status.success(), "{stderr:?}");
+}
