@@ -47,3 +47,51 @@ fn a_stalled_consumer_loses_only_what_it_counts() {
     let (status, stderr) = probe.stop();
     assert!(status.success(), "{stderr:?}");
 }
+
+/// A tmpfs of its own, unmounted when dropped.
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    fn mount(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(dir.path()).status();
+        assert!(ok.is_ok_and(|s| s.success()), "mounting a tmpfs (as root)");
+        SmallDisk(dir)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+/// The disk fills under a recording: scope-probe stops at once (not when --duration ends) with
+/// the error on one line and a non-zero exit, detaches, and the file holds whole blocks that
+/// replay reads without complaint.
+#[test]
+fn a_full_disk_ends_the_recording_with_a_readable_file() {
+    let mut beam = Beam::start();
+    beam.call("scope_burn:start(scope_burner)");
+    let disk = SmallDisk::mount("256k");
+    let file = disk.0.path().join("run.scope");
+    let started = std::time::Instant::now();
+    let rec = scope_probe_tests::probe::Running::start(
+        &["record", "--pid", &beam.os_pid.to_string(), "--mode", "trace", "--duration", "60s", "-o", file.to_str().unwrap()],
+        beam.os_pid,
+        "recording to",
+    );
+    let (status, stderr) = rec.finish(scope_probe_tests::probe::Stop::OnItsOwn(Duration::from_secs(50)));
+    let took = started.elapsed();
+    assert_eq!(status.code(), Some(1), "{stderr:?}");
+    assert!(took < Duration::from_secs(30), "stopped when the disk filled, not at the end: {took:?}");
+    assert!(stderr.iter().any(|l| l.contains("detached (recording failed)")), "{stderr:?}");
+    let errors: Vec<&String> = stderr.iter().filter(|l| l.contains("error:")).collect();
+    assert!(errors.len() == 1 && errors[0].contains("No space left on device"), "{stderr:?}");
+    let out = scope_probe_tests::probe::run(&["replay", file.to_str().unwrap(), "--kind", "table"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !said.contains("damaged"), "{said}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("schedules"), "the events before the disk filled");
+    let r = beam.call("scope_fixtures:sends(1000)");
+    assert_eq!(r["traced"], "1000", "the VM is unharmed");
+}

@@ -5,11 +5,11 @@
 //! new file can be started at any time ([`Writer::rotate`]): the flight recorder's segments.
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -37,6 +37,14 @@ pub struct WriterStats {
     pub dropped: AtomicU64,
     pub bytes: AtomicU64,
     pub blocks: AtomicU64,
+    /// Why the writer stopped early (a full disk, say): the recording ends there.
+    pub failed: std::sync::Mutex<Option<String>>,
+}
+
+impl WriterStats {
+    pub fn failure(&self) -> Option<String> {
+        self.failed.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 /// A rotation under way.
@@ -64,16 +72,23 @@ impl Writer {
         stats.bytes.store(format::header(&meta).len() as u64, Ordering::Relaxed);
         let thread = {
             let stats = stats.clone();
-            std::thread::Builder::new().name("scope-probe-record".into()).spawn(move || run(file, meta, rx, &stats))?
+            std::thread::Builder::new().name("scope-probe-record".into()).spawn(move || {
+                let r = run(file, meta, rx, &stats);
+                if let Err(e) = &r {
+                    *stats.failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!("{e:#}"));
+                }
+                r
+            })?
         };
         Ok(Writer { tx: Some(tx), thread: Some(thread), stats })
     }
 
-    /// Queues entries (never blocks: a full queue drops them, counted).
+    /// Queues entries (never blocks: a full queue, or a writer that failed, drops them,
+    /// counted).
     pub fn push(&self, entries: Vec<Entry>) {
         let n = entries.len() as u64;
         if let Some(tx) = &self.tx
-            && let Err(TrySendError::Full(_)) = tx.try_send(Msg::Entries(entries))
+            && tx.try_send(Msg::Entries(entries)).is_err()
         {
             self.stats.dropped.fetch_add(n, Ordering::Relaxed);
         }
@@ -123,7 +138,12 @@ fn run(mut file: File, mut meta: Meta, rx: Receiver<Msg>, stats: &WriterStats) -
             return Ok(());
         }
         let block = format::block(raw);
-        file.write_all(&block).context("writing the recording")?;
+        let whole = file.stream_position().context("writing the recording")?;
+        if let Err(e) = file.write_all(&block) {
+            // A block cut short (a full disk) is taken back: the file ends with whole blocks.
+            let _ = file.set_len(whole);
+            return Err(e).context("writing the recording");
+        }
         stats.bytes.fetch_add(block.len() as u64, Ordering::Relaxed);
         stats.blocks.fetch_add(1, Ordering::Relaxed);
         raw.clear();

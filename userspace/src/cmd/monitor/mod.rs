@@ -161,7 +161,7 @@ async fn monitor(cli: MonitorArgs, opened: Vec<OpenedVm>, outputs: Outputs, web:
     };
     sessions.iter().for_each(add_stats);
     let progress = outputs.record.is_some().then(|| tokio::spawn(progress(stats.clone(), cli.duration)));
-    let limit = outputs.record.as_ref().and_then(|r| r.max_size).map(|max| (max, stats.clone()));
+    let limit = outputs.record.as_ref().map(|r| (r.max_size.unwrap_or(u64::MAX), stats.clone()));
 
     let stop = wait_for_stop(cli.duration, limit);
     tokio::pin!(stop);
@@ -336,7 +336,7 @@ async fn progress(stats: Arc<Mutex<Vec<Arc<WriterStats>>>>, duration: Option<Dur
     }
 }
 
-/// Waits for Ctrl-C, SIGTERM, the end of --duration or the recording's size limit.
+/// Waits for Ctrl-C, SIGTERM, the end of --duration, the recording's size limit or its failure.
 async fn wait_for_stop(duration: Option<Duration>, limit: Option<(u64, Arc<Mutex<Vec<Arc<WriterStats>>>>)>) -> &'static str {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let sigterm = async {
@@ -353,20 +353,27 @@ async fn wait_for_stop(duration: Option<Duration>, limit: Option<(u64, Arc<Mutex
             None => std::future::pending::<()>().await,
         }
     };
+    // The recording's size limit, or its writer stopped by an error (a full disk): nothing
+    // more could be written, so the run ends at once and says why.
     let full = async {
         match limit {
             Some((max, stats)) => loop {
                 tokio::time::sleep(Duration::from_millis(250)).await;
-                if lock(&stats).iter().map(|s| s.bytes.load(Ordering::Relaxed)).sum::<u64>() >= max {
-                    break;
+                let stats = lock(&stats);
+                // The error itself is the run's result (see `VmSession::stop`).
+                if stats.iter().any(|s| s.failure().is_some()) {
+                    break "recording failed";
+                }
+                if stats.iter().map(|s| s.bytes.load(Ordering::Relaxed)).sum::<u64>() >= max {
+                    break "size limit reached";
                 }
             },
-            None => std::future::pending::<()>().await,
+            None => std::future::pending::<&'static str>().await,
         }
     };
     tokio::select! {
         _ = tokio::signal::ctrl_c() => "interrupted",
-        _ = full => "size limit reached",
+        why = full => why,
         _ = sigterm => "terminated",
         _ = deadline => "duration elapsed",
     }
