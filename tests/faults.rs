@@ -95,3 +95,45 @@ fn a_full_disk_ends_the_recording_with_a_readable_file() {
     let r = beam.call("scope_fixtures:sends(1000)");
     assert_eq!(r["traced"], "1000", "the VM is unharmed");
 }
+
+/// Code loaded and purged over and over and 100,000 processes spawned and killed while the
+/// monitor (adaptive) runs, `profile` samples and `snapshot` reads the table again and again:
+/// every command succeeds, torn reads are counted (not fatal), the JIT code that went away is
+/// no crash for the symbolizer, and the VM is unharmed.
+#[test]
+fn code_and_process_churn_while_profiled_and_read() {
+    let mut beam = Beam::start();
+    let pid = beam.os_pid.to_string();
+    let monitor = Probe::attach(beam.os_pid, &["--mode", "adaptive", "--snapshot-interval", "500ms"]);
+    let dir = tempfile::tempdir().unwrap();
+    let folded = dir.path().join("cpu.folded");
+    let profile = scope_probe_tests::probe::Running::start(
+        &["profile", "--pid", &pid, "--duration", "8s", "-o", folded.to_str().unwrap()],
+        beam.os_pid,
+        "profiling pid",
+    );
+    beam.call("scope_churn:start()");
+    let started = std::time::Instant::now();
+    let (mut snapshots, mut torn) = (0, 0u64);
+    while started.elapsed() < Duration::from_secs(6) {
+        let out = scope_probe_tests::probe::run(&["snapshot", "--pid", &pid, "--json", "--all"]);
+        assert!(out.status.success(), "snapshot under churn: {}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        torn += v["torn"].as_u64().unwrap_or(0);
+        snapshots += 1;
+    }
+    assert_eq!(beam.call("scope_churn:done()")["churned"], "100000");
+    let loaded: u64 = beam.call("scope_churn:stop()")["loaded"].parse().unwrap();
+    assert!(loaded >= 10, "code was loaded and purged while profiled: {loaded} times");
+    let (status, stderr) = profile.finish(scope_probe_tests::probe::Stop::OnItsOwn(Duration::from_secs(30)));
+    assert!(status.success(), "profile under churn: {stderr:?}");
+    assert!(std::fs::read_to_string(&folded).unwrap().lines().count() > 0, "samples were written");
+    let m = monitor.metrics();
+    assert!(m.value("scope_probe_attached") == 1.0, "the monitor is still attached");
+    let monitor_torn = m.value("scope_probe_snapshot_torn_records_total");
+    eprintln!("{snapshots} snapshots and {loaded} modules loaded and purged under churn, {torn} torn records in them; the monitor counted {monitor_torn} torn");
+    let (status, stderr) = monitor.stop();
+    assert!(status.success(), "the monitor under churn: {stderr:?}");
+    let r = beam.call("scope_fixtures:sends(1000)");
+    assert_eq!(r["traced"], "1000", "the VM is unharmed");
+}
