@@ -210,3 +210,55 @@ fn build_missing_a_hooked_symbol_is_refused_naming_it() {
     assert!(!stderr.contains("erts_send_message"), "only what is missing: {stderr}");
     nothing_left_in(&beam);
 }
+
+/// Flags that cannot mean anything are usage errors (exit 2), named, before anything runs.
+#[test]
+fn meaningless_flags_are_usage_errors() {
+    let cases: [(&[&str], &str); 10] = [
+        (&["--pid", "abc"], "invalid value 'abc' for '--pid <PID>'"),
+        (&["--pid", "-1"], "unexpected argument '-1'"),
+        (&["--pid", "1", "--listen", "nonsense"], "invalid value 'nonsense' for '--listen <ADDR>'"),
+        (&["--pid", "1", "--alertmanager", "alertmanager:9093"], "not an http:// or https:// URL"),
+        (&["--pid", "1", "--alertmanager", "http://"], "no host in the URL"),
+        (&["--pid", "1", "--snapshot-interval", "0s"], "must be more than 0"),
+        (&["--pid", "1", "--max-processes", "0"], "must be at least 1"),
+        (&["--pid", "1", "--overhead-budget", "200%"], "--overhead-budget"),
+        (&["--pid", "1", "--mode", "fast"], "invalid value 'fast' for '--mode"),
+        (&["profile", "--pid", "1", "--duration", "0s"], "must be more than 0"),
+    ];
+    for (args, says) in cases {
+        let out = probe::run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: expected {says:?} in {stderr}");
+    }
+}
+
+/// Addresses that cannot be listened on and malformed configuration files: one line, exit 1,
+/// nothing attached.
+#[test]
+fn unusable_addresses_and_malformed_configuration_files() {
+    let beam = Beam::start();
+    let pid = beam.os_pid.to_string();
+    // An address of no interface here.
+    let out = probe::run(&["--pid", &pid, "--listen", "192.0.2.1:9568"]);
+    assert_clean_failure(&out, "cannot listen on 192.0.2.1:9568");
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("missing.toml", None, "cannot read the configuration file"),
+        ("toml.toml", Some("mode = \"adaptive\n"), "in the configuration file"),
+        ("key.toml", Some("mood = \"adaptive\"\n"), "unknown field `mood`"),
+        ("value.toml", Some("mode = \"fast\"\n"), "unknown variant `fast`"),
+        ("url.toml", Some("[alerts]\nalertmanager = [\"alertmanager:9093\"]\n"), "alerts.alertmanager \"alertmanager:9093\": not an http"),
+        ("budget.toml", Some("overhead_budget = \"2 percent\"\n"), "line 1, column 19: \"2 percent\" is not a share"),
+    ];
+    for (name, text, says) in cases {
+        let path = dir.path().join(name);
+        if let Some(text) = text {
+            std::fs::write(&path, text).unwrap();
+        }
+        let out = probe::run(&["--pid", &pid, "--config", path.to_str().unwrap(), "--listen", &format!("127.0.0.1:{}", probe::free_port())]);
+        assert_clean_failure(&out, says);
+    }
+    nothing_left_in(&beam);
+}

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 pub enum Error {
     #[error("no process with pid {0}")]
     NoSuchProcess(u32),
-    #[error("permission denied reading /proc/{pid}/{what}: scope-probe needs root (or CAP_SYS_PTRACE)")]
+    #[error(
+        "permission denied reading /proc/{pid}/{what}: scope-probe needs CAP_SYS_PTRACE (root has it); with it, the process \
+         belongs to a user namespace or security policy that keeps it from this one"
+    )]
     PermissionDenied { pid: u32, what: &'static str },
     #[error("pid {pid} ({comm}) is not a BEAM VM: {reason}")]
     NotBeam { pid: u32, comm: String, reason: String },

@@ -199,7 +199,7 @@ pub struct CheckArgs {
     #[arg(long, short = 'p', value_name = "PID")]
     pub pid: Option<u32>,
     /// How long to observe a live VM.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration, requires = "pid")]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration, requires = "pid")]
     pub duration: Duration,
     /// Observe a live VM in this mode (trace gives exact counts).
     #[arg(long, value_enum, default_value_t = Mode::Adaptive, requires = "pid")]
@@ -279,11 +279,39 @@ pub struct TopArgs {
     #[command(flatten)]
     pub debug_info: DebugInfoArgs,
     /// Refresh interval (e.g. 1s, 500ms); `+`/`-` change it while running.
-    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
     pub interval: Duration,
     /// Show OTP's own (system) processes from the start (`a` toggles them).
     #[arg(long)]
     pub all: bool,
+}
+
+/// A duration (`30s`, `5m`, `500ms`), more than zero.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d.is_zero() {
+        return Err("must be more than 0".into());
+    }
+    Ok(d)
+}
+
+/// An HTTP(S) base URL (`http://host:port`, with a path if the server sits under one).
+pub fn parse_url(s: &str) -> Result<String, String> {
+    let rest = s.strip_prefix("http://").or_else(|| s.strip_prefix("https://")).ok_or("not an http:// or https:// URL")?;
+    let host = rest.split('/').next().unwrap_or("");
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err("no host in the URL".into());
+    }
+    Ok(s.to_owned())
+}
+
+/// A count of at least 1.
+pub fn parse_count(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// `name=value`, the name a Prometheus label name.
@@ -340,7 +368,7 @@ pub struct MonitorArgs {
 
     /// How often the process table is read (mailboxes, memory, identities); reads of a large
     /// table space themselves out further (a read takes at most a twentieth of the time).
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub snapshot_interval: Duration,
 
     /// Where per-event hooks come from: `auto` uses the VM's USDT probes (a beam.smp built
@@ -361,7 +389,7 @@ pub struct MonitorArgs {
     pub web_config: Option<PathBuf>,
 
     /// Stop after this long (e.g. 30s, 5m, 1h). Default: run until Ctrl-C or SIGTERM.
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub duration: Option<Duration>,
 
     /// CPU sampling frequency per CPU, in Hz (0 turns the sampler off).
@@ -370,7 +398,7 @@ pub struct MonitorArgs {
 
     /// Alertmanager to send findings to as alerts (its base URL, e.g. http://127.0.0.1:9093);
     /// repeat for several.
-    #[arg(long = "alertmanager", value_name = "URL")]
+    #[arg(long = "alertmanager", value_name = "URL", value_parser = parse_url)]
     pub alertmanagers: Vec<String>,
 
     /// A label added to every alert (`--alert-label team=payments`); repeat for several.
@@ -378,7 +406,7 @@ pub struct MonitorArgs {
     pub alert_labels: Vec<(String, String)>,
 
     /// How often active alerts are sent again (Alertmanager ends an alert it stops hearing of).
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub alert_resend: Duration,
 
     /// Flight recorder: keep the last --flight-window of everything observed in DIR (rotating
@@ -388,7 +416,7 @@ pub struct MonitorArgs {
     pub flight_recorder: Option<PathBuf>,
 
     /// How much the flight recorder keeps before a finding.
-    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration, requires = "flight_recorder")]
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration, requires = "flight_recorder")]
     pub flight_window: Duration,
 
     /// Most disk the flight recorder's segments take (e.g. 256MiB, 1GiB); kept recordings
@@ -405,11 +433,11 @@ pub struct MonitorArgs {
     pub detectors: crate::detect::Settings,
 
     /// Most processes kept in the per-process table (the least active are evicted, counted).
-    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    #[arg(long, value_name = "N", default_value_t = 100_000, value_parser = parse_count)]
     pub max_processes: usize,
 
     /// Most sender/receiver pairs kept (the smallest are evicted, counted).
-    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    #[arg(long, value_name = "N", default_value_t = 100_000, value_parser = parse_count)]
     pub max_pairs: usize,
 }
 
@@ -475,7 +503,7 @@ pub struct ProfileArgs {
     pub debug_info: DebugInfoArgs,
 
     /// How long to sample (e.g. 30s, 2m).
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub duration: Duration,
 
     /// Sampling frequency per CPU, in Hz.

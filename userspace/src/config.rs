@@ -70,6 +70,21 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Erro
     detect::settings::duration(d).map(Some)
 }
 
+/// A TOML error on one line: where (line and column) and what (toml's own text draws the line
+/// with a caret under it, over several lines).
+fn one_line(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end().replace('\n', "; ");
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message,
+    }
+}
+
 impl ConfigFile {
     pub fn read(path: &Path) -> Result<ConfigFile> {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the configuration file {}", path.display()))?;
@@ -79,7 +94,10 @@ impl ConfigFile {
     }
 
     pub fn parse(text: &str) -> Result<ConfigFile> {
-        let file: ConfigFile = toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
+        let file: ConfigFile = toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", one_line(text, &e)))?;
+        for url in &file.alerts.alertmanager {
+            crate::cli::parse_url(url).map_err(|e| anyhow::anyhow!("alerts.alertmanager {url:?}: {e}"))?;
+        }
         for name in file.alerts.labels.keys() {
             crate::cli::parse_label(&format!("{name}=")).map_err(|e| anyhow::anyhow!("alerts.labels: {e}"))?;
         }
