@@ -290,4 +290,23 @@ mod tests {
         let e = ConfigFile::parse("[alerts.labels]\n\"9x\" = \"a\"\n").unwrap_err();
         assert!(format!("{e:#}").contains("9x"), "{e:#}");
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 2000, failure_persistence: None, ..Default::default() })]
+
+        /// Fuzzing on stable Rust: no text makes the parser panic, and its errors are one line.
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,300}") {
+            if let Err(e) = ConfigFile::parse(&text) {
+                proptest::prop_assert!(!format!("{e:#}").contains('\n'), "{e:#}");
+            }
+        }
+
+        /// Nor do the file's keys with arbitrary values.
+        #[test]
+        fn arbitrary_values_never_panic(key in proptest::sample::select(vec!["mode", "overhead_budget", "listen", "frequency", "snapshot_interval", "web_config", "max_processes"]), value in "\\PC{0,40}") {
+            let _ = ConfigFile::parse(&format!("{key} = {value:?}\n"));
+            let _ = ConfigFile::parse(&format!("{key} = {value}\n"));
+        }
+    }
 }

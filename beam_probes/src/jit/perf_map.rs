@@ -241,4 +241,27 @@ mod tests {
     fn path_is_under_the_targets_root() {
         assert_eq!(perf_map_path(Path::new("/proc/42/root"), 7), PathBuf::from("/proc/42/root/tmp/perf-7.map"));
     }
+
+    // Fuzzing on stable Rust: arbitrary bytes and lines never panic the parser, what it takes
+    // is whole lines, and every line OTP could write reads back exactly.
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 3000, failure_persistence: None, ..Default::default() })]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(buf in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096)) {
+            let parsed = parse_chunk(&buf);
+            proptest::prop_assert!(parsed.consumed <= buf.len());
+            proptest::prop_assert!(parsed.consumed == buf.len() || parsed.consumed == 0 || buf[parsed.consumed - 1] == b'\n');
+        }
+
+        #[test]
+        fn written_lines_read_back(lines in proptest::collection::vec((proptest::prelude::any::<u64>(), proptest::prelude::any::<u32>(), "[a-zA-Z_][a-zA-Z0-9_ ':.@/-]{0,60}"), 0..50)) {
+            let text: String = lines.iter().map(|(start, size, name)| format!("{start:#x} {size:x} ${name}\n")).collect();
+            let parsed = parse_chunk(text.as_bytes());
+            proptest::prop_assert_eq!(parsed.consumed, text.len());
+            proptest::prop_assert_eq!(parsed.bad_lines, 0);
+            let want: Vec<JitSymbol> = lines.iter().map(|(start, size, name)| sym(*start, u64::from(*size), name)).collect();
+            proptest::prop_assert_eq!(parsed.symbols, want);
+        }
+    }
 }

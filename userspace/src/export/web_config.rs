@@ -61,7 +61,12 @@ pub struct WebConfig {
 impl WebConfig {
     pub fn read(path: &Path) -> Result<WebConfig> {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the web configuration {}", path.display()))?;
-        let file: File = yaml_serde::from_str(&text).with_context(|| format!("{}: not a valid web configuration", path.display()))?;
+        Self::parse(&text, path)
+    }
+
+    /// The configuration in `text`, read from `path` (its directory anchors relative paths).
+    pub fn parse(text: &str, path: &Path) -> Result<WebConfig> {
+        let file: File = yaml_serde::from_str(text).with_context(|| format!("{}: not a valid web configuration", path.display()))?;
         let dir = path.parent().unwrap_or(Path::new("."));
         let unsupported = |what: &str| anyhow::anyhow!("{}: {what} is not supported by scope-probe's endpoint", path.display());
         if file.http_server_config.is_some() {
@@ -194,5 +199,45 @@ pub async fn require_auth(State(auth): State<BasicAuth>, request: Request, next:
         next.run(request).await
     } else {
         (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Basic realm=\"scope-probe\"")], "unauthorized\n").into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Fuzzing on stable Rust: no text makes the parser panic (it errs or it reads).
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,300}") {
+            let _ = WebConfig::parse(&text, Path::new("/nonexistent/web.yml"));
+        }
+
+        /// Nor does text shaped like the format, with arbitrary values.
+        #[test]
+        fn arbitrary_values_never_panic(a in "\\PC{0,40}", b in "\\PC{0,40}", user in "[a-z]{1,8}") {
+            let text = format!("tls_server_config:\n  cert_file: {a}\n  key_file: {b}\n  min_version: {a}\nbasic_auth_users:\n  {user}: {b}\n");
+            let _ = WebConfig::parse(&text, Path::new("/nonexistent/web.yml"));
+        }
+    }
+
+    #[test]
+    fn users_are_checked_against_their_hashes() {
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        let c = WebConfig::parse(&format!("basic_auth_users:\n  alice: {hash}\n"), Path::new("web.yml")).unwrap();
+        let auth = c.auth.unwrap();
+        let header = |s: &str| {
+            use base64::Engine;
+            HeaderValue::from_str(&format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(s))).unwrap()
+        };
+        assert!(auth.allows(Some(&header("alice:pw"))));
+        assert!(auth.allows(Some(&header("alice:pw"))), "remembered");
+        assert!(!auth.allows(Some(&header("alice:pW"))));
+        assert!(!auth.allows(Some(&header("bob:pw"))));
+        assert!(!auth.allows(None));
+        assert!(!auth.allows(Some(&HeaderValue::from_static("Bearer x"))));
     }
 }
