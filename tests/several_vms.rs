@@ -273,14 +273,7 @@ fn top_groups_several_vms_by_node() {
     assert!(node_b < line("scope_box_of_b"), "b's box under b's line:\n{screen}");
     assert!(screen.lines().nth(node_a).unwrap().contains(&format!("pid {}", a.os_pid)), "{screen}");
     tmux.keys("Right");
-    tmux.keys("q");
-    for _ in 0..25 {
-        if !tmux.alive() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    assert!(!tmux.alive(), "q quits");
+    assert!(tmux.quit(), "q quits");
 }
 
 /// `profile` of two nodes: one graph, every stack under its node's root frame, each VM's burner

@@ -185,12 +185,5 @@ fn top_shows_names_and_sorts_by_queue_length() {
     let screen = tmux.wait_for(|s| !s.contains("scope_small_box"));
     assert!(screen.contains("scope_big_box") && !screen.contains("scope_small_box"), "filtered:\n{screen}");
 
-    tmux.keys("q");
-    for _ in 0..25 {
-        if !tmux.alive() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    assert!(!tmux.alive(), "q quits");
+    assert!(tmux.quit(), "q quits");
 }

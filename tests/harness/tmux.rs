@@ -41,6 +41,18 @@ impl Tmux {
         self.screen()
     }
 
+    /// Presses `q` and waits (5 s at most) for the program to end; whether it did.
+    pub fn quit(&self) -> bool {
+        self.keys("q");
+        for _ in 0..25 {
+            if !self.alive() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        !self.alive()
+    }
+
     pub fn alive(&self) -> bool {
         Command::new("tmux").args(["has-session", "-t", &self.0]).output().is_ok_and(|o| o.status.success())
     }
