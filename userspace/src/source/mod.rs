@@ -4,6 +4,7 @@
 
 pub mod bpf;
 pub mod cpu;
+pub mod hub;
 pub mod probes;
 pub mod procstat;
 pub mod sampler;

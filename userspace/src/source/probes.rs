@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -19,6 +18,7 @@ use crate::aggregate::health::Health;
 use crate::event::{Event, RemotePid, VmId, What, WindowChange, now_ns};
 use crate::pipeline::FanOut;
 use crate::source::bpf::{MonitorObject, MonitorProbes, load_monitor, monitor::types};
+use crate::source::hub::{Hub, Hubs};
 
 /// What the overhead controller asks of one VM's hooks.
 pub enum Command {
@@ -59,7 +59,7 @@ fn decode(vm: VmId, bytes: &[u8]) -> Option<Event> {
 /// object, one ring buffer and one thread for every VM observed), which starts with the first
 /// VM and ends with the last.
 pub struct ProbeThread {
-    hub: Option<Arc<Hub>>,
+    hub: Option<Arc<Hub<HubCommand>>>,
     vm: VmId,
 }
 
@@ -86,15 +86,7 @@ const POLL_IDLE: Duration = Duration::from_millis(50);
 const STATS_ATTACHED: Duration = Duration::from_millis(100);
 const STATS_IDLE: Duration = Duration::from_secs(1);
 
-/// The probe hub: its thread owns the monitor's BPF object (libbpf objects stay on one
-/// thread), drains the shared ring buffer and hands each VM's events to that VM's fan-out.
-struct Hub {
-    commands: Sender<HubCommand>,
-    thread: Mutex<Option<JoinHandle<Result<()>>>>,
-    /// VMs added; the last to leave stops the thread.
-    vms: Mutex<usize>,
-}
-
+/// What the probe hub's thread is asked to do.
 enum HubCommand {
     Add(Box<NewVm>, Sender<Result<AttachReport>>),
     Vm(VmId, Command),
@@ -111,8 +103,8 @@ struct NewVm {
     health: Arc<Mutex<Health>>,
 }
 
-/// The hub, while one runs.
-static HUB: Mutex<Option<Arc<Hub>>> = Mutex::new(None);
+/// The hub, while one runs (one for all VMs).
+static HUB: Hubs<(), HubCommand> = Hubs::new();
 
 impl ProbeThread {
     /// Adds the VM to the probe hub (starting it for the first VM) and attaches the mode's
@@ -126,43 +118,19 @@ impl ProbeThread {
         health: Arc<Mutex<Health>>,
     ) -> Result<(ProbeThread, AttachReport)> {
         let vm = target.pid;
-        // Held while the VM is added, so the hub cannot stop under it.
-        let mut slot = HUB.lock().unwrap_or_else(|e| e.into_inner());
-        let hub = match slot.as_ref() {
-            Some(h) => h.clone(),
-            None => {
-                let h = Hub::start()?;
-                *slot = Some(h.clone());
-                h
-            }
-        };
-        let (reply_tx, reply_rx) = mpsc::channel();
         let new = Box::new(NewVm { target, hooks, plans, initial, fanout, health });
-        let added = hub
-            .commands
-            .send(HubCommand::Add(new, reply_tx))
-            .ok()
-            .and_then(|_| reply_rx.recv().ok())
-            .unwrap_or_else(|| Err(anyhow::anyhow!("the probe thread ended")));
-        match added {
-            Ok(report) => {
-                *hub.vms.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-                Ok((ProbeThread { hub: Some(hub), vm }, report))
-            }
-            Err(e) => {
-                if *hub.vms.lock().unwrap_or_else(|e| e.into_inner()) == 0 {
-                    *slot = None;
-                    let _ = hub.stop();
-                }
-                Err(e)
-            }
-        }
+        let (hub, report) = HUB.join(
+            (),
+            || Hub::spawn("scope-probe-bpf", || HubCommand::Stop, run),
+            |hub| hub.request(|reply| HubCommand::Add(new, reply)).unwrap_or_else(|| Err(anyhow::anyhow!("the probe thread ended"))),
+        )?;
+        Ok((ProbeThread { hub: Some(hub), vm }, report))
     }
 
     /// A handle that can send this VM's commands from another thread.
     pub fn commands(&self) -> ProbeCommands {
         let tx = match &self.hub {
-            Some(h) => h.commands.clone(),
+            Some(h) => h.sender(),
             None => mpsc::channel().0,
         };
         ProbeCommands { vm: self.vm, tx }
@@ -175,57 +143,16 @@ impl ProbeThread {
 
     fn leave(&mut self) -> Result<()> {
         let Some(hub) = self.hub.take() else { return Ok(()) };
-        let mut slot = HUB.lock().unwrap_or_else(|e| e.into_inner());
-        let (done_tx, done_rx) = mpsc::channel();
-        if hub.commands.send(HubCommand::Remove(self.vm, done_tx)).is_ok() {
-            let _ = done_rx.recv();
-        }
-        let mut n = hub.vms.lock().unwrap_or_else(|e| e.into_inner());
-        *n = n.saturating_sub(1);
-        if *n == 0 {
-            drop(n);
-            *slot = None;
-            return hub.stop();
-        }
-        Ok(())
+        let vm = self.vm;
+        HUB.leave(&hub, |hub| {
+            hub.request(|done| HubCommand::Remove(vm, done));
+        })
     }
 }
 
 impl Drop for ProbeThread {
     fn drop(&mut self) {
         let _ = self.leave();
-    }
-}
-
-impl Hub {
-    fn start() -> Result<Arc<Hub>> {
-        let (commands, rx) = mpsc::channel();
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("scope-probe-bpf".into())
-            .spawn(move || run(rx, ready_tx))
-            .context("starting the probe thread")?;
-        match ready_rx.recv() {
-            Ok(Ok(())) => Ok(Arc::new(Hub { commands, thread: Mutex::new(Some(thread)), vms: Mutex::new(0) })),
-            Ok(Err(e)) => {
-                let _ = thread.join();
-                Err(e)
-            }
-            Err(_) => Err(thread
-                .join()
-                .map_err(|_| anyhow::anyhow!("probe thread panicked"))?
-                .err()
-                .unwrap_or_else(|| anyhow::anyhow!("probe thread ended before loading"))),
-        }
-    }
-
-    fn stop(&self) -> Result<()> {
-        let _ = self.commands.send(HubCommand::Stop);
-        match self.thread.lock().unwrap_or_else(|e| e.into_inner()).take().map(|t| t.join()) {
-            Some(Ok(r)) => r,
-            Some(Err(_)) => Err(anyhow::anyhow!("probe thread panicked")),
-            None => Ok(()),
-        }
     }
 }
 

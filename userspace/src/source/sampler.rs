@@ -10,8 +10,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -21,6 +20,7 @@ use beam_probes::threads::vm_threads;
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, RingBufferBuilder};
 
+use crate::source::hub::{Hub, Hubs};
 use crate::source::skeleton::Owned;
 
 pub mod profile {
@@ -118,7 +118,7 @@ pub struct SamplerStats {
 /// until it stops. One sampler (one BPF object, one perf event per CPU, one ring buffer) serves
 /// every VM sampled at the same frequency; it starts with the first and ends with the last.
 pub struct SamplerThread {
-    hub: Option<Arc<Hub>>,
+    hub: Option<Arc<Hub<HubCommand>>>,
     tgid: u32,
     pub stats: Arc<SamplerStats>,
 }
@@ -128,16 +128,7 @@ const CHANNEL: usize = 4096;
 /// How often the scheduler threads are listed again.
 const THREADS_EVERY: Duration = Duration::from_secs(5);
 
-/// The sampler of one frequency: its thread owns the BPF object (libbpf objects stay on one
-/// thread) and takes VMs in and out by command.
-struct Hub {
-    frequency: u64,
-    commands: mpsc::Sender<HubCommand>,
-    thread: Mutex<Option<JoinHandle<Result<()>>>>,
-    /// VMs subscribed; the last to leave stops the thread.
-    subscribers: Mutex<usize>,
-}
-
+/// What the sampler's thread is asked to do.
 enum HubCommand {
     Add(Subscriber, mpsc::Sender<Result<()>>),
     Remove(u32, mpsc::Sender<()>),
@@ -152,7 +143,7 @@ struct Subscriber {
 }
 
 /// The samplers running, by frequency.
-static HUBS: Mutex<Vec<Arc<Hub>>> = Mutex::new(Vec::new());
+static HUBS: Hubs<u64, HubCommand> = Hubs::new();
 
 impl SamplerThread {
     /// Starts sampling `target` at `frequency` Hz per CPU; returns once its samples are being
@@ -161,37 +152,13 @@ impl SamplerThread {
         let (tx, rx) = mpsc::sync_channel(CHANNEL);
         let stats = Arc::new(SamplerStats::default());
         let tgid = target.pid;
-        // Held while the VM is added, so a hub cannot stop under a new subscriber.
-        let mut hubs = HUBS.lock().unwrap_or_else(|e| e.into_inner());
-        let hub = match hubs.iter().find(|h| h.frequency == frequency) {
-            Some(h) => h.clone(),
-            None => {
-                let hub = Hub::start(frequency)?;
-                hubs.push(hub.clone());
-                hub
-            }
-        };
-        let (reply_tx, reply_rx) = mpsc::channel();
         let sub = Subscriber { target, tx, stats: stats.clone(), known: SchedulerMap::default() };
-        let added = hub
-            .commands
-            .send(HubCommand::Add(sub, reply_tx))
-            .ok()
-            .and_then(|_| reply_rx.recv().ok())
-            .unwrap_or_else(|| Err(anyhow::anyhow!("the sampler thread ended")));
-        match added {
-            Ok(()) => {
-                *hub.subscribers.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-                Ok((SamplerThread { hub: Some(hub), tgid, stats }, rx))
-            }
-            Err(e) => {
-                if *hub.subscribers.lock().unwrap_or_else(|e| e.into_inner()) == 0 {
-                    hubs.retain(|h| !Arc::ptr_eq(h, &hub));
-                    let _ = hub.stop();
-                }
-                Err(e)
-            }
-        }
+        let (hub, ()) = HUBS.join(
+            frequency,
+            || Hub::spawn("scope-probe-sampler", || HubCommand::Stop, move |rx, ready| run(frequency, rx, ready)),
+            |hub| hub.request(|reply| HubCommand::Add(sub, reply)).unwrap_or_else(|| Err(anyhow::anyhow!("the sampler thread ended"))),
+        )?;
+        Ok((SamplerThread { hub: Some(hub), tgid, stats }, rx))
     }
 
     /// Stops sampling this VM (the samples taken are on the channel, which then ends).
@@ -201,57 +168,16 @@ impl SamplerThread {
 
     fn leave(&mut self) -> Result<()> {
         let Some(hub) = self.hub.take() else { return Ok(()) };
-        let mut hubs = HUBS.lock().unwrap_or_else(|e| e.into_inner());
-        let (done_tx, done_rx) = mpsc::channel();
-        if hub.commands.send(HubCommand::Remove(self.tgid, done_tx)).is_ok() {
-            let _ = done_rx.recv();
-        }
-        let mut n = hub.subscribers.lock().unwrap_or_else(|e| e.into_inner());
-        *n = n.saturating_sub(1);
-        if *n == 0 {
-            drop(n);
-            hubs.retain(|h| !Arc::ptr_eq(h, &hub));
-            return hub.stop();
-        }
-        Ok(())
+        let tgid = self.tgid;
+        HUBS.leave(&hub, |hub| {
+            hub.request(|done| HubCommand::Remove(tgid, done));
+        })
     }
 }
 
 impl Drop for SamplerThread {
     fn drop(&mut self) {
         let _ = self.leave();
-    }
-}
-
-impl Hub {
-    /// Loads the sampler and attaches its perf events; no VM is sampled yet.
-    fn start(frequency: u64) -> Result<Arc<Hub>> {
-        let (commands, rx) = mpsc::channel();
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("scope-probe-sampler".into())
-            .spawn(move || run(frequency, rx, ready_tx))
-            .context("starting the sampler thread")?;
-        match ready_rx.recv() {
-            Ok(Ok(())) => Ok(Arc::new(Hub { frequency, commands, thread: Mutex::new(Some(thread)), subscribers: Mutex::new(0) })),
-            Ok(Err(e)) => {
-                let _ = thread.join();
-                Err(e)
-            }
-            Err(_) => match thread.join() {
-                Ok(Err(e)) => Err(e),
-                _ => anyhow::bail!("the sampler thread ended before attaching"),
-            },
-        }
-    }
-
-    fn stop(&self) -> Result<()> {
-        let _ = self.commands.send(HubCommand::Stop);
-        match self.thread.lock().unwrap_or_else(|e| e.into_inner()).take().map(|t| t.join()) {
-            Some(Ok(r)) => r,
-            Some(Err(_)) => anyhow::bail!("the sampler thread panicked"),
-            None => Ok(()),
-        }
     }
 }
 
