@@ -102,7 +102,7 @@ fn tls_and_basic_auth_keep_the_endpoint_to_those_allowed() {
     let scrape = format!(
         "    scheme: https\n    tls_config:\n      ca_file: {ca}\n    basic_auth:\n      username: {USER}\n      password: {PASSWORD}\n"
     );
-    let prometheus = prometheus_with(&[listen.clone()], &[], &scrape);
+    let prometheus = prometheus_with(std::slice::from_ref(&listen), &[], &scrape);
     let started = Instant::now();
     let up = loop {
         let r = prometheus.get_json("/api/v1/query?query=up");

@@ -5,6 +5,10 @@
 //!
 //! Needed: CAP_BPF (load programs, create maps), CAP_PERFMON (perf events: the sampler, uprobes
 //! on another process) and CAP_SYS_PTRACE (read another process's memory and /proc files).
+//! Kept when given, for names in CPU profiles: CAP_SYSLOG (kernel addresses in /proc/kallsyms:
+//! kernel frames) and CAP_CHECKPOINT_RESTORE (the VM's mapped files through
+//! /proc/PID/map_files, which work in containers too: C frames of beam.smp, libc and NIFs).
+//! Without them, those frames read `[kernel]` and `[file+offset]`.
 //! Kernels before 5.8 have no CAP_BPF and CAP_PERFMON: CAP_SYS_ADMIN stands in for both there.
 
 use caps::{CapSet, Capability, CapsHashSet};
@@ -13,15 +17,18 @@ use caps::{CapSet, Capability, CapsHashSet};
 /// set for every command keeps the rule simple.
 const NEEDED: [Capability; 3] = [Capability::CAP_BPF, Capability::CAP_PERFMON, Capability::CAP_SYS_PTRACE];
 
+/// Kept when given: names of kernel frames and of C frames in mapped files (see above).
+const NAMES: [Capability; 2] = [Capability::CAP_SYSLOG, Capability::CAP_CHECKPOINT_RESTORE];
+
 fn effective() -> CapsHashSet {
     caps::read(None, CapSet::Effective).unwrap_or_default()
 }
 
-/// Drops every capability but those needed (and CAP_SYS_ADMIN where the kernel has no CAP_BPF
-/// or CAP_PERFMON), from the effective, permitted, inheritable, ambient and bounding sets.
+/// Drops every capability but those needed and those that name frames (and CAP_SYS_ADMIN where
+/// the kernel has no CAP_BPF or CAP_PERFMON), from the effective, permitted, inheritable, ambient and bounding sets.
 /// Without root, nothing changes.
 pub fn drop_unneeded() -> anyhow::Result<()> {
-    let mut keep: CapsHashSet = NEEDED.into_iter().collect();
+    let mut keep: CapsHashSet = NEEDED.into_iter().chain(NAMES).collect();
     let known = caps::runtime::procfs_all_supported(None).unwrap_or_else(|_| caps::all());
     if !known.contains(&Capability::CAP_BPF) || !known.contains(&Capability::CAP_PERFMON) {
         keep.insert(Capability::CAP_SYS_ADMIN);
@@ -49,7 +56,7 @@ pub fn check() -> anyhow::Result<()> {
     let admin = caps.contains(&Capability::CAP_SYS_ADMIN);
     let mut missing = Vec::new();
     for cap in NEEDED {
-        if !caps.contains(&cap) && !(admin && cap != Capability::CAP_SYS_PTRACE) {
+        if !caps.contains(&cap) && (!admin || cap == Capability::CAP_SYS_PTRACE) {
             missing.push(cap.to_string());
         }
     }

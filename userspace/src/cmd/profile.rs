@@ -61,6 +61,8 @@ impl Profiled {
 
 pub fn run(args: ProfileArgs) -> Result<()> {
     crate::privileges::check()?;
+    // Taken before anything attaches: Ctrl-C at any moment from here ends the run cleanly.
+    let stop = stop_on_signals()?;
     let pids = if args.all_vms { beam_probes::target::running_vms() } else { args.pid.clone() };
     anyhow::ensure!(!pids.is_empty(), "no BEAM VM is running on this host");
     let mut targets = Vec::new();
@@ -108,7 +110,6 @@ pub fn run(args: ProfileArgs) -> Result<()> {
         vms.push(Profiled { target, builder, sampler: Some(sampler), rx, root, cpu_before, peak_rss, lost: 0 });
     }
 
-    let stop = stop_on_signals()?;
     let mut profile = Profile::default();
     let mut ended = None;
     let started = Instant::now();

@@ -101,6 +101,9 @@ const WATCH_EVERY: Duration = Duration::from_secs(1);
 const ATTACH_TRIES: u32 = 3;
 
 async fn monitor(cli: MonitorArgs, opened: Vec<OpenedVm>, outputs: Outputs, web: WebConfig) -> Result<()> {
+    // SIGTERM and SIGINT are taken from here on: one that comes while the VMs are attached, or
+    // the moment the endpoint is announced, stops the run cleanly instead of killing it.
+    let signals = Signals::take();
     // Bind before attaching: a busy port must not leave probes behind. A recording serves
     // nothing unless asked to.
     let listen = match (cli.listen, &outputs.record) {
@@ -153,7 +156,7 @@ async fn monitor(cli: MonitorArgs, opened: Vec<OpenedVm>, outputs: Outputs, web:
         None => None,
     };
     // The recording's writers (one per VM recorded; under --all, more as VMs start).
-    let stats: Arc<Mutex<Vec<Arc<WriterStats>>>> = Default::default();
+    let stats: RecordingStats = Default::default();
     let add_stats = |s: &VmSession| {
         if let Some(r) = &s.recorder {
             lock(&stats).push(lock(r).writer().stats.clone());
@@ -163,7 +166,7 @@ async fn monitor(cli: MonitorArgs, opened: Vec<OpenedVm>, outputs: Outputs, web:
     let progress = outputs.record.is_some().then(|| tokio::spawn(progress(stats.clone(), cli.duration)));
     let limit = outputs.record.as_ref().map(|r| (r.max_size.unwrap_or(u64::MAX), stats.clone()));
 
-    let stop = wait_for_stop(cli.duration, limit);
+    let stop = wait_for_stop(signals, cli.duration, limit);
     tokio::pin!(stop);
     let mut tick = tokio::time::interval(WATCH_EVERY);
     let mut tries: std::collections::HashMap<u32, u32> = Default::default();
@@ -205,7 +208,8 @@ async fn monitor(cli: MonitorArgs, opened: Vec<OpenedVm>, outputs: Outputs, web:
             if several {
                 eprintln!("scope-probe: {} (pid {}) exited: detaching from it", s.app.vm.node, s.target.pid);
             }
-            s.stop("target exited")?;
+            // Detaching waits on the probe threads: off the async threads.
+            tokio::task::spawn_blocking(move || s.stop("target exited")).await??;
             release_freed_memory();
         }
         if sessions.is_empty() && !cli.all {
@@ -308,7 +312,7 @@ fn release_freed_memory() {
 
 /// The recording's progress on stderr: one line rewritten each second on a terminal, a line
 /// every ten seconds otherwise.
-async fn progress(stats: Arc<Mutex<Vec<Arc<WriterStats>>>>, duration: Option<Duration>) {
+async fn progress(stats: RecordingStats, duration: Option<Duration>) {
     use std::io::IsTerminal;
     let tty = std::io::stderr().is_terminal();
     let started = std::time::Instant::now();
@@ -337,16 +341,36 @@ async fn progress(stats: Arc<Mutex<Vec<Arc<WriterStats>>>>, duration: Option<Dur
 }
 
 /// Waits for Ctrl-C, SIGTERM, the end of --duration, the recording's size limit or its failure.
-async fn wait_for_stop(duration: Option<Duration>, limit: Option<(u64, Arc<Mutex<Vec<Arc<WriterStats>>>>)>) -> &'static str {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    let sigterm = async {
-        match term.as_mut() {
-            Some(s) => {
-                s.recv().await;
-            }
-            None => std::future::pending::<()>().await,
+/// The writers of a recording (one per VM recorded; under --all, more as VMs start).
+type RecordingStats = Arc<Mutex<Vec<Arc<WriterStats>>>>;
+
+/// The stop signals, handled from when they are taken.
+struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn take() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        Signals { term: signal(SignalKind::terminate()).ok(), int: signal(SignalKind::interrupt()).ok() }
+    }
+}
+
+async fn received(signal: &mut Option<tokio::signal::unix::Signal>) {
+    match signal {
+        Some(s) => {
+            s.recv().await;
         }
-    };
+        None => std::future::pending::<()>().await,
+    }
+}
+
+async fn wait_for_stop(
+    mut signals: Signals,
+    duration: Option<Duration>,
+    limit: Option<(u64, RecordingStats)>,
+) -> &'static str {
     let deadline = async {
         match duration {
             Some(d) => tokio::time::sleep(d).await,
@@ -372,9 +396,9 @@ async fn wait_for_stop(duration: Option<Duration>, limit: Option<(u64, Arc<Mutex
         }
     };
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => "interrupted",
+        _ = received(&mut signals.int) => "interrupted",
         why = full => why,
-        _ = sigterm => "terminated",
+        _ = received(&mut signals.term) => "terminated",
         _ = deadline => "duration elapsed",
     }
 }
