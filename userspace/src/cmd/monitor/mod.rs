@@ -64,7 +64,15 @@ pub fn run_session(mut cli: MonitorArgs, matches: &clap::ArgMatches, outputs: Ou
         vms.push(open_vm(&cli, pid)?);
     }
     let runtime =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting the async runtime")?;
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            // Attaches and detaches run on blocking threads: a few, let go soon when idle (each
+            // keeps its stack and malloc's caches while it lives).
+            .max_blocking_threads(4)
+            .thread_keep_alive(Duration::from_secs(2))
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
     runtime.block_on(monitor(cli, vms, outputs, web))
 }
 
@@ -96,6 +104,8 @@ fn drop_part(parts: &mut Vec<(u32, PathBuf)>, pid: u32) {
 
 /// How often VMs are checked for exit, and with --all, looked for.
 const WATCH_EVERY: Duration = Duration::from_secs(1);
+/// With --all, VMs attached side by side at most.
+const ATTACHING_AT_ONCE: usize = 2;
 /// With --all, a VM that cannot be attached to is tried this many times (one that has just
 /// started may not have its tables yet), then left alone.
 const ATTACH_TRIES: u32 = 3;
@@ -196,18 +206,20 @@ async fn monitor(cli: MonitorArgs, opened: Vec<OpenedVm>, outputs: Outputs, web:
                         }
                     }
                 }
-                continue;
+                // A slot is free: the VMs waiting for one are looked for now, not at the tick.
             }
             _ = tick.tick() => {}
         }
-        // VMs that stopped are let go.
+        // VMs that stopped are let go: all of them off the endpoint at once, then detached.
         let (gone, alive): (Vec<VmSession>, Vec<VmSession>) = sessions.into_iter().partition(|s| !s.target.is_alive());
         sessions = alive;
-        for s in gone {
+        for s in &gone {
             served.remove(s.target.pid);
             if several {
                 eprintln!("scope-probe: {} (pid {}) exited: detaching from it", s.app.vm.node, s.target.pid);
             }
+        }
+        for s in gone {
             // Detaching waits on the probe threads: off the async threads.
             tokio::task::spawn_blocking(move || s.stop("target exited")).await??;
             release_freed_memory();
@@ -222,6 +234,11 @@ async fn monitor(cli: MonitorArgs, opened: Vec<OpenedVm>, outputs: Outputs, web:
                 let known = sessions.iter().any(|s| s.target.pid == pid) || attaching_pids.contains(&pid);
                 if known || tries.get(&pid).is_some_and(|n| *n >= ATTACH_TRIES) {
                     continue;
+                }
+                // A few at a time: each attach reads binaries and builds tables, and many at once
+                // would hold all that memory at once. The rest are taken as these finish.
+                if attaching.len() >= ATTACHING_AT_ONCE {
+                    break;
                 }
                 if outputs.record.is_some() && parts.len() >= MAX_RECORDED_VMS {
                     eprintln!("scope-probe: warning: a recording holds {MAX_RECORDED_VMS} VMs: leaving pid {pid} alone");
