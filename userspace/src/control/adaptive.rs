@@ -278,8 +278,13 @@ impl Loop {
         }
         lock(&self.requests).retain(|r| r.until > now);
         let requests: Vec<Request> = lock(&self.requests).clone();
-        if !requests.is_empty() && self.bucket >= self.next_cost {
-            self.open_window(requests);
+        if !requests.is_empty() {
+            // A detector waits for evidence: surveys wait with it, so that the budget fills up
+            // for its window instead of being spent on surveys as fast as it comes in (on a
+            // busy VM a request could starve behind them).
+            if self.bucket >= self.next_cost {
+                self.open_window(requests);
+            }
         } else if now >= self.next_survey {
             self.next_survey = now + self.settings.period;
             self.open_window(Vec::new());
