@@ -88,9 +88,20 @@ pub fn load_monitor() -> Result<MonitorObject> {
 }
 
 /// The bytes of a plain-old-data value, as a BPF map stores it.
-fn bytes_of<T: Copy>(value: &T) -> &[u8] {
+pub fn bytes_of<T: Copy>(value: &T) -> &[u8] {
     // SAFETY: T is one of the shared C structs (plain old data).
     unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
+}
+
+/// A per-CPU map value of zeroed `T` for every possible CPU (a VM's counters, as it is added).
+pub fn zeroed_per_cpu<T>() -> Result<Vec<Vec<u8>>> {
+    Ok(vec![vec![0u8; std::mem::size_of::<T>()]; libbpf_rs::num_possible_cpus().context("counting CPUs")?])
+}
+
+/// The `index`-th u64 counter of a per-CPU map value, summed over CPUs.
+pub fn per_cpu_counter(per_cpu: &[Vec<u8>], index: usize) -> u64 {
+    let at = index * 8;
+    per_cpu.iter().filter_map(|v| v.get(at..at + 8)).map(|b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8]))).sum()
 }
 
 /// The build facts the programs read one VM's hooks by (its entry in `vms`).
@@ -164,9 +175,8 @@ impl MonitorProbes {
     pub fn add(skel: Rc<MonitorObject>, target: &BeamTarget, hooks: Vec<ResolvedHook>, plans: Vec<CapabilityPlan>) -> Result<Self> {
         let config = monitor_config(target, &plans)?;
         let key = target.pid.to_ne_bytes();
-        let zero = vec![0u8; std::mem::size_of::<types::monitor_counts>()];
-        let per_cpu = vec![zero; libbpf_rs::num_possible_cpus().context("counting CPUs")?];
-        skel.maps.stats.update_percpu(&key, &per_cpu, MapFlags::ANY).context("adding the VM's counters")?;
+        let zero = zeroed_per_cpu::<types::monitor_counts>()?;
+        skel.maps.stats.update_percpu(&key, &zero, MapFlags::ANY).context("adding the VM's counters")?;
         skel.maps
             .vms
             .update(&key, bytes_of(&config), MapFlags::ANY)
@@ -439,7 +449,7 @@ impl MonitorProbes {
         let per_cpu = self.skel.maps.stats.lookup_percpu(&(self.pid as u32).to_ne_bytes(), MapFlags::ANY)?.unwrap_or_default();
         let mut stats = KernelStats::default();
         for (i, slot) in stats.0.iter_mut().enumerate() {
-            *slot = per_cpu.iter().filter_map(|v| v.get(i * 8..i * 8 + 8)).map(|b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8]))).sum();
+            *slot = per_cpu_counter(&per_cpu, i);
         }
         Ok(stats)
     }

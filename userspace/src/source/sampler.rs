@@ -20,6 +20,7 @@ use beam_probes::threads::vm_threads;
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, RingBufferBuilder};
 
+use crate::source::bpf::{bytes_of, per_cpu_counter, zeroed_per_cpu};
 use crate::source::hub::{Hub, Hubs};
 use crate::source::skeleton::Owned;
 
@@ -251,12 +252,6 @@ fn config(target: &BeamTarget) -> types::profile_config {
     }
 }
 
-/// The bytes of a plain-old-data value, as a BPF map stores it.
-fn bytes_of<T: Copy>(value: &T) -> &[u8] {
-    // SAFETY: T is one of the shared C structs (plain old data, no padding read as meaning).
-    unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
-}
-
 fn run(frequency: u64, commands: Receiver<HubCommand>, ready: mpsc::Sender<Result<()>>) -> Result<()> {
     let attach = || -> Result<_> {
         let cpus = online_cpus()?;
@@ -297,11 +292,8 @@ fn run(frequency: u64, commands: Receiver<HubCommand>, ready: mpsc::Sender<Resul
     let ring = builder.build()?;
     let _ = ready.send(Ok(()));
     let read_stats = |sub: &Subscriber| {
-        let per_cpu = skel.maps.profile_stats.lookup_percpu(&sub.target.pid.to_ne_bytes(), MapFlags::ANY).ok().flatten();
-        let sum = |id: types::profile_stat_id| -> u64 {
-            let at = id.0 as usize * 8;
-            per_cpu.iter().flatten().filter_map(|v| v.get(at..at + 8)).map(|b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8]))).sum()
-        };
+        let per_cpu = skel.maps.profile_stats.lookup_percpu(&sub.target.pid.to_ne_bytes(), MapFlags::ANY).ok().flatten().unwrap_or_default();
+        let sum = |id: types::profile_stat_id| per_cpu_counter(&per_cpu, id.0 as usize);
         sub.stats.taken.store(sum(types::profile_stat_id::PSTAT_SAMPLES), Ordering::Relaxed);
         sub.stats.lost_ring_buffer.store(sum(types::profile_stat_id::PSTAT_LOST_RINGBUF), Ordering::Relaxed);
     };
@@ -321,13 +313,9 @@ fn run(frequency: u64, commands: Receiver<HubCommand>, ready: mpsc::Sender<Resul
             match commands.try_recv() {
                 Ok(HubCommand::Add(mut sub, reply)) => {
                     let tgid = sub.target.pid;
-                    let counts = vec![0u8; std::mem::size_of::<types::profile_counts>()];
-                    let per_cpu = vec![counts; libbpf_rs::num_possible_cpus().context("counting CPUs")?];
-                    let added = skel
-                        .maps
-                        .profile_stats
-                        .update_percpu(&tgid.to_ne_bytes(), &per_cpu, MapFlags::ANY)
-                        .and_then(|_| skel.maps.vms.update(&tgid.to_ne_bytes(), bytes_of(&config(&sub.target)), MapFlags::ANY))
+                    let added = zeroed_per_cpu::<types::profile_counts>()
+                        .and_then(|zero| Ok(skel.maps.profile_stats.update_percpu(&tgid.to_ne_bytes(), &zero, MapFlags::ANY)?))
+                        .and_then(|_| Ok(skel.maps.vms.update(&tgid.to_ne_bytes(), bytes_of(&config(&sub.target)), MapFlags::ANY)?))
                         .with_context(|| format!("adding pid {tgid} to the sampler (it takes {} VMs)", skel.maps.vms.max_entries()));
                     if added.is_ok() {
                         sub.known.update(&skel.maps.sched_threads, &sub.target);
