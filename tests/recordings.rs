@@ -158,12 +158,17 @@ fn adaptive_recordings_give_rates_from_their_windows() {
             _ => {}
         }
     }
-    assert!(observed > 0.5, "send windows of {observed:.2} s in 25 s");
+    // What a failure needs to be read: the windows and why they opened.
+    let summary = run(&["replay", path.to_str().unwrap(), "--summary"]).1;
+    assert!(observed > 0.5, "send windows of {observed:.2} s in 25 s\n{summary}");
     let rate = sends / observed;
-    assert!((rate - vm_rate).abs() <= vm_rate * 0.25, "recorded {rate:.0}/s ({sends} in {observed:.2} s of windows), the VM {vm_rate:.0}/s");
+    assert!(
+        (rate - vm_rate).abs() <= vm_rate * 0.25,
+        "recorded {rate:.0}/s ({sends} in {observed:.2} s of windows), the VM {vm_rate:.0}/s\n{summary}"
+    );
     // check reads the same rate.
     let (out, text) = run(&["check", path.to_str().unwrap(), "--assert", &format!("rate send to paced_sink > {}", vm_rate * 0.75)]);
-    assert!(out.status.success(), "{text}");
+    assert!(out.status.success(), "{text}\n{summary}");
 }
 
 /// `replay --at` gives the state at that moment: a mailbox filled to a known length, a

@@ -175,6 +175,8 @@ struct Loop {
     requests: Arc<Mutex<Vec<Request>>>,
     window: Option<Window>,
     next_survey: Instant,
+    /// A request has had a window since the last survey (requests and due surveys take turns).
+    request_served: bool,
     /// The length the next window gets, and what it should cost at the last window's rate.
     next_length: Duration,
     next_cost: f64,
@@ -209,6 +211,7 @@ impl Loop {
             window: None,
             // The first survey comes soon: rates are unknown until then.
             next_survey: now + Duration::from_millis(500),
+            request_served: false,
             next_length: settings.min_window,
             next_cost: 0.0,
             bucket: 0.0,
@@ -278,15 +281,20 @@ impl Loop {
         }
         lock(&self.requests).retain(|r| r.until > now);
         let requests: Vec<Request> = lock(&self.requests).clone();
-        if !requests.is_empty() {
-            // A detector waits for evidence: surveys wait with it, so that the budget fills up
-            // for its window instead of being spent on surveys as fast as it comes in (on a
-            // busy VM a request could starve behind them).
+        let survey_due = now >= self.next_survey;
+        if !requests.is_empty() && !(survey_due && self.request_served) {
+            // A detector waits for evidence: a due survey waits until it has had a window, so
+            // that the budget fills up for it instead of being spent on surveys as fast as it
+            // comes in (on a busy VM a request starved behind them). Then the survey goes
+            // first: a request that lasts (a detector re-asks while its condition holds) must
+            // not starve the other capabilities either.
             if self.bucket >= self.next_cost {
+                self.request_served = true;
                 self.open_window(requests);
             }
-        } else if now >= self.next_survey {
+        } else if survey_due {
             self.next_survey = now + self.settings.period;
+            self.request_served = false;
             self.open_window(Vec::new());
         }
     }
