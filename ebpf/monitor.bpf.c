@@ -31,17 +31,16 @@ const volatile enum hook_id btf_hook_id = HOOK_SEND;
  * ~15 µs per schedule event instead of ~2 µs). Userspace drains the ring on a timer instead, and
  * is only woken early when the ring is half full.
  */
-#define RINGBUF_BYTES (16 * 1024 * 1024)
-
 static __always_inline __u64 wakeup_flags(void *ring)
 {
-	return bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA) > RINGBUF_BYTES / 2 ? BPF_RB_FORCE_WAKEUP
-									      : BPF_RB_NO_WAKEUP;
+	return bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA) > bpf_ringbuf_query(ring, BPF_RB_RING_SIZE) / 2
+		       ? BPF_RB_FORCE_WAKEUP
+		       : BPF_RB_NO_WAKEUP;
 }
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, RINGBUF_BYTES);
+	__uint(max_entries, 16 * 1024 * 1024); /* sized by userspace for the mode */
 } events SEC(".maps");
 
 /* The VMs observed, by OS pid: their build facts (userspace adds and removes them as it

@@ -5,8 +5,9 @@
 //! - `demo`: setup + build, starts the bundled demo BEAM workload and attaches scope-probe.
 //! - `test`: setup + build + the debug beam.smp (`otp-debug`, cached) + the whole test suite
 //!   (needs root: it attaches to real VMs).
-//! - `bench`: ping-pong round trips/s without a probe, with `--mode trace`, and with the
-//!   BEAM's own tracer, as ratios measured in the same run.
+//! - `bench`: what scope-probe costs the observed VM in each mode, next to the BEAM's own
+//!   tracer and `perf record`, on synthetic workloads, 100,000 processes and yaws; its own CPU,
+//!   memory, event rate and start-up; written to bench/results/.
 //! - `otp-debug [--suite S]`: a beam.smp with DWARF built from Debian's own OTP source, the
 //!   host's or a chroot suite's (cached).
 //! - `otp-usdt`: the same with the VM's USDT probes (`--with-dynamic-trace=systemtap`; cached).
@@ -63,11 +64,16 @@ enum Cmd {
         /// Rounds of (baseline, probe, erlang:trace), interleaved; the median is reported.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
-        /// Run only one part: `overhead` (the workloads' ratios), `snapshot` (the process
-        /// table at 100,000 processes), `adaptive` (budget and rate estimates over longer runs)
+        /// Run only one part (its tables are printed, not written): `overhead` (every
+        /// workload's ratios), `app` (yaws under wrk), `adaptive` (budget and rate estimates
+        /// over longer runs), `events` (the largest event rate taken in with nothing lost),
+        /// `start` (time to first metric), `snapshot` (the process table at 100,000 processes)
         /// or `profile` (its memory with 100,000 JIT symbols).
         #[arg(long)]
         only: Option<String>,
+        /// Where a whole run writes latest.md and latest.json.
+        #[arg(long, default_value = "bench/results")]
+        out: PathBuf,
     },
     /// Build a beam.smp with DWARF from Debian's own OTP source into .cache/otp-debug/<suite>/
     /// (cached): the host's, or with --suite that chroot suite's, built inside the chroot.
@@ -188,14 +194,14 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Bench { each, rounds, only } => {
+        Cmd::Bench { each, rounds, only, out } => {
             setup::setup()?;
             // SCOPE_PROBE_BIN benchmarks another scope-probe binary (e.g. an older build).
             let bin = match std::env::var_os("SCOPE_PROBE_BIN") {
                 Some(bin) => PathBuf::from(bin),
                 None => build()?,
             };
-            bench::run(&bin, each, rounds, only.as_deref())
+            bench::run(&bin, each, rounds, only.as_deref(), &workspace_root().join(out))
         }
         Cmd::OtpDebug { suite, force } => otp_debug::provision(suite.as_deref(), force).map(|_| ()),
         Cmd::OtpUsdt { force } => otp_usdt::provision(force).map(|_| ()),

@@ -27,6 +27,9 @@ pub const APT_PACKAGES: &[&str] = &[
     "python3-pip", // installs the `perfetto` package, whose protos parse the Perfetto export
     "openssl",     // makes the certificates of the TLS tests (--web-config)
     "curl",        // reaches the endpoint over TLS with basic auth in those tests
+    "erlang-yaws", // the real application of the benchmark and the soak (the library, no service)
+    "wrk",         // ...and its HTTP load
+    "linux-perf",  // the benchmark's peer: perf record with +JPperf
 ];
 
 /// The `perfetto` PyPI package: its trace protos check `scope-probe export --format perfetto`.

@@ -34,5 +34,16 @@ impl Mode {
         }
     }
 
+    /// The events ring buffer's size. Trace mode takes every hit of a message-bound VM (16 MiB
+    /// is about 300,000 events of slack); adaptive windows come as fast but are short, and a
+    /// ring's pages count twice in the probe's resident memory (the kernel maps its data twice,
+    /// for reads across the wrap), so adaptive mode keeps 4 MiB. Sample mode attaches no hook.
+    pub fn event_ring_bytes(self) -> u32 {
+        match self {
+            Mode::Trace => 16 << 20,
+            Mode::Adaptive | Mode::Sample => 4 << 20,
+        }
+    }
+
     pub const ALL: [Mode; 3] = [Mode::Adaptive, Mode::Sample, Mode::Trace];
 }

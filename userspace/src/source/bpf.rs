@@ -79,10 +79,12 @@ impl KernelStats {
 /// events, each stamped with the VM's OS pid.
 pub type MonitorObject = Owned<MonitorSkel<'static>>;
 
-/// Loads the programs; no VM is observed until one is added (`MonitorProbes::add`).
-pub fn load_monitor() -> Result<MonitorObject> {
+/// Loads the programs with an events ring of `ring_bytes` (a power of two); no VM is observed
+/// until one is added (`MonitorProbes::add`).
+pub fn load_monitor(ring_bytes: u32) -> Result<MonitorObject> {
     Owned::new(|object| {
-        let open = MonitorSkelBuilder::default().open(object).context("opening the monitor BPF object")?;
+        let mut open = MonitorSkelBuilder::default().open(object).context("opening the monitor BPF object")?;
+        open.maps.events.set_max_entries(ring_bytes).context("sizing the events ring buffer")?;
         open.load().context("loading the monitor BPF programs (is this kernel built with BPF and BTF?)")
     })
 }
@@ -505,13 +507,25 @@ impl CalibrationProbe {
         Ok(CalibrationProbe { skel, exe, offset })
     }
 
-    /// Attaches it, for this process only; dropping the link detaches it.
+    /// Attaches it, for this process only, the way the VM's hooks are attached (a multi-uprobe
+    /// link through the dispatcher, where the kernel has them): that is the cost to measure, and
+    /// a single uprobe's perf event needs more than the capabilities scope-probe keeps (the
+    /// kernel answers EACCES without CAP_SYS_ADMIN). Dropping the link detaches it.
     pub fn attach(&self) -> Result<Link> {
-        self.skel
-            .progs
-            .on_send
-            .attach_uprobe(false, std::process::id() as i32, &self.exe, self.offset as usize)
-            .context("attaching the calibration probe")
+        let pid = std::process::id() as i32;
+        let opts = UprobeMultiOpts {
+            offsets: vec![self.offset as usize],
+            cookies: vec![hook_id(HookPoint::SendLocal)],
+            retprobe: false,
+            ..Default::default()
+        };
+        match self.skel.progs.on_entries.attach_uprobe_multi_with_opts(pid, &self.exe, "", opts) {
+            Ok(link) => Ok(link),
+            // Kernels before 6.6: a uprobe of its own.
+            Err(multi) => self.skel.progs.on_send.attach_uprobe(false, pid, &self.exe, self.offset as usize).map_err(|single| {
+                anyhow::anyhow!("attaching the calibration probe: as a multi-uprobe: {multi}; as a uprobe: {single}")
+            }),
+        }
     }
 }
 

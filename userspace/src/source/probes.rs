@@ -103,8 +103,9 @@ struct NewVm {
     health: Arc<Mutex<Health>>,
 }
 
-/// The hub, while one runs (one for all VMs).
-static HUB: Hubs<(), HubCommand> = Hubs::new();
+/// The hub, while one runs (one for all VMs; keyed by its events ring size, which the mode
+/// sets and every VM of a run shares).
+static HUB: Hubs<u32, HubCommand> = Hubs::new();
 
 impl ProbeThread {
     /// Adds the VM to the probe hub (starting it for the first VM) and attaches the mode's
@@ -116,12 +117,13 @@ impl ProbeThread {
         initial: &'static [Capability],
         fanout: FanOut,
         health: Arc<Mutex<Health>>,
+        ring_bytes: u32,
     ) -> Result<(ProbeThread, AttachReport)> {
         let vm = target.pid;
         let new = Box::new(NewVm { target, hooks, plans, initial, fanout, health });
         let (hub, report) = HUB.join(
-            (),
-            || Hub::spawn("scope-probe-bpf", || HubCommand::Stop, run),
+            ring_bytes,
+            || Hub::spawn("scope-probe-bpf", || HubCommand::Stop, move |rx, ready| run(rx, ready, ring_bytes)),
             |hub| hub.request(|reply| HubCommand::Add(new, reply)).unwrap_or_else(|| Err(anyhow::anyhow!("the probe thread ended"))),
         )?;
         Ok((ProbeThread { hub: Some(hub), vm }, report))
@@ -200,8 +202,8 @@ fn decode_record(bytes: &[u8]) -> Option<(VmId, Option<Event>)> {
     Some((e.tgid, decode(e.tgid, bytes)))
 }
 
-fn run(rx: Receiver<HubCommand>, ready: Sender<Result<()>>) -> Result<()> {
-    let skel = match load_monitor() {
+fn run(rx: Receiver<HubCommand>, ready: Sender<Result<()>>, ring_bytes: u32) -> Result<()> {
+    let skel = match load_monitor(ring_bytes) {
         Ok(s) => Rc::new(s),
         Err(e) => {
             let _ = ready.send(Err(e));

@@ -140,8 +140,15 @@ impl VmSession {
                 }
             }
         }
-        let (probe, report) =
-            ProbeThread::start(target.clone(), hooks, plans, cli.mode.initial_capabilities(), fanout.clone(), state.health.clone())?;
+        let (probe, report) = ProbeThread::start(
+            target.clone(),
+            hooks,
+            plans,
+            cli.mode.initial_capabilities(),
+            fanout.clone(),
+            state.health.clone(),
+            cli.mode.event_ring_bytes(),
+        )?;
         let source = source_summary(&report.plans);
         eprintln!(
             "scope-probe: attached to pid {} ({}, {}) in {} ms: OTP {}, ERTS {}, build {} (offsets from {}), source {source}, mode {}",
