@@ -62,7 +62,7 @@ fn measure(table: &BuildTable) -> Result<f64> {
     let mut receiver = vec![0u64; words];
     sender[words - 1] = (1 << 4) | table.pid.tag;
     receiver[words - 1] = (2 << 4) | table.pid.tag;
-    let probe = CalibrationProbe::load(table, "scope_probe_calibration_point")?;
+    let probe = CalibrationProbe::load(table, scope_probe_calibration_point as *const () as usize)?;
     let mut costs = Vec::new();
     for _ in 0..3 {
         let without = time_calls(&sender, &receiver);

@@ -479,14 +479,9 @@ pub struct CalibrationProbe {
 }
 
 impl CalibrationProbe {
-    /// Loads the programs for `on_send` on `symbol` in this very executable.
-    pub fn load(table: &beam_probes::BuildTable, symbol: &str) -> Result<CalibrationProbe> {
-        let exe = std::fs::read_link("/proc/self/exe").context("finding scope-probe's own executable")?;
-        let elf = beam_probes::elf::ElfInfo::open(&exe).context("reading scope-probe's own symbols")?;
-        let offset = elf
-            .symbol(symbol)
-            .and_then(|s| elf.file_offset(s.address))
-            .with_context(|| format!("{symbol} not found in {} (was scope-probe stripped?)", exe.display()))?;
+    /// Loads the programs for `on_send` on the function at `address` in this very executable.
+    pub fn load(table: &beam_probes::BuildTable, address: usize) -> Result<CalibrationProbe> {
+        let (exe, offset) = own_file_offset(address)?;
         let skel = Owned::new(|object| {
             let mut open = MonitorSkelBuilder::default().open(object).context("opening the monitor BPF object")?;
             // This copy's ring buffer is never read: a small one is enough.
@@ -527,6 +522,27 @@ impl CalibrationProbe {
             }),
         }
     }
+}
+
+/// The file and file offset of an address of this process's code, from its mappings (no need
+/// to read scope-probe's own executable, whose debug info makes it ~100 MB, or its symbols).
+fn own_file_offset(address: usize) -> Result<(PathBuf, u64)> {
+    let maps = std::fs::read_to_string("/proc/self/maps").context("reading /proc/self/maps")?;
+    for line in maps.lines() {
+        // start-end perms offset dev inode path
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (Some(range), Some(perms), Some(offset), Some(path)) = (f.first(), f.get(1), f.get(2), f.get(5)) else { continue };
+        let Some((start, end)) = range.split_once('-') else { continue };
+        let (Ok(start), Ok(end), Ok(offset)) =
+            (usize::from_str_radix(start, 16), usize::from_str_radix(end, 16), u64::from_str_radix(offset, 16))
+        else {
+            continue;
+        };
+        if perms.contains('x') && (start..end).contains(&address) {
+            return Ok((PathBuf::from(path), offset + (address - start) as u64));
+        }
+    }
+    anyhow::bail!("{address:#x} is in no executable mapping of scope-probe")
 }
 
 /// A hook point as the multi-uprobe dispatchers know it (the link's cookie).
