@@ -217,3 +217,84 @@ impl TermReader<'_, '_> {
         }
     }
 }
+
+/// The reader over arbitrary bytes standing for a heap (a region of the page cache; every other
+/// address unreadable, as in a process that is gone): whatever the words, it ends, stays within
+/// its bounds and does not panic; and the terms it can read whole come out as Erlang prints them.
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use proptest::prelude::*;
+
+    use super::{MAX_CHARS, TermReader};
+    use crate::builds::{BuildTable, DEBIAN12_OTP25, DEBIAN13_OTP27};
+    use crate::memory::{PageCache, RemoteMemory};
+    use crate::proctab::ProcessTable;
+    use crate::terms::{PidDecoder, PtabIndexing};
+
+    const BASE: u64 = 0x7f00_0000_0000;
+    /// No such process: every read outside the region fails.
+    const GONE: u32 = i32::MAX as u32;
+
+    fn render(t: &BuildTable, heap: &[u8], term: u64) -> String {
+        let mut cache = PageCache::new(RemoteMemory::new(GONE), 1 << 16);
+        cache.set_regions(vec![(BASE, heap.to_vec())]);
+        let table = ProcessTable::new(RemoteMemory::new(GONE), t, 0, 0);
+        let pids = PidDecoder::new(t.pid, PtabIndexing::default());
+        let mut atoms = HashMap::new();
+        TermReader { t, cache: &mut cache, table: &table, pids: &pids, atoms: &mut atoms }.render(term)
+    }
+
+    fn small(t: &BuildTable, v: i64) -> u64 {
+        ((v << t.terms.small_shift) as u64) | t.terms.small_tag
+    }
+
+    fn build() -> impl Strategy<Value = &'static BuildTable> {
+        prop_oneof![Just(&DEBIAN12_OTP25), Just(&DEBIAN13_OTP27)]
+    }
+
+    proptest! {
+        #[test]
+        fn any_words_end_bounded(t in build(), heap in proptest::collection::vec(any::<u8>(), 0..4096), offset in 0u64..4096, tag in 0u64..4, raw in any::<u64>(), pointer in any::<bool>()) {
+            // Half the terms point into the heap (with any primary tag), half are any word.
+            let term = if pointer { (BASE + (offset & !7)) | tag } else { raw };
+            let text = render(t, &heap, term);
+            prop_assert!(text.chars().count() <= MAX_CHARS, "{text}");
+        }
+
+        #[test]
+        fn a_charlist_reads_as_a_string(t in build(), s in "[a-z_]{1,8}") {
+            // A proper list of small integers, cell after cell, ending in nil.
+            let l = t.terms;
+            let mut heap = Vec::new();
+            for (i, c) in s.chars().enumerate() {
+                let tail = if i + 1 == s.len() { l.nil } else { (BASE + 16 * (i as u64 + 1)) | l.list };
+                heap.extend(small(t, c as i64).to_le_bytes());
+                heap.extend(tail.to_le_bytes());
+            }
+            prop_assert_eq!(render(t, &heap, BASE | l.list), format!("\"{s}\""));
+        }
+
+        #[test]
+        fn a_tuple_of_integers_reads_whole(t in build(), items in proptest::collection::vec(-1000i64..1000, 1..6)) {
+            let l = t.terms;
+            let mut heap = ((items.len() as u64) << l.arity_shift | l.arityval).to_le_bytes().to_vec();
+            for &v in &items {
+                heap.extend(small(t, v).to_le_bytes());
+            }
+            let expected = format!("{{{}}}", items.iter().map(i64::to_string).collect::<Vec<_>>().join(","));
+            prop_assert_eq!(render(t, &heap, BASE | l.boxed), expected);
+        }
+
+        #[test]
+        fn a_cyclic_list_is_cut(t in build(), v in 0i64..100) {
+            // A cell whose tail is itself: the reader stops at its element bound.
+            let l = t.terms;
+            let mut heap = small(t, v).to_le_bytes().to_vec();
+            heap.extend((BASE | l.list).to_le_bytes());
+            let text = render(t, &heap, BASE | l.list);
+            prop_assert!(text.ends_with(",…]") || text.ends_with("…\""), "{text}");
+        }
+    }
+}

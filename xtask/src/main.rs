@@ -8,6 +8,7 @@
 //! - `bench`: what scope-probe costs the observed VM in each mode, next to the BEAM's own
 //!   tracer and `perf record`, on synthetic workloads, 100,000 processes and yaws; its own CPU,
 //!   memory, event rate and start-up; written to bench/results/.
+//! - `soak`: 10 minutes of the default mode with the flight recorder against yaws under load.
 //! - `otp-debug [--suite S]`: a beam.smp with DWARF built from Debian's own OTP source, the
 //!   host's or a chroot suite's (cached).
 //! - `otp-usdt`: the same with the VM's USDT probes (`--with-dynamic-trace=systemtap`; cached).
@@ -21,6 +22,7 @@ mod offsets;
 mod otp_debug;
 mod otp_usdt;
 mod setup;
+mod soak;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -72,6 +74,17 @@ enum Cmd {
         #[arg(long)]
         only: Option<String>,
         /// Where a whole run writes latest.md and latest.json.
+        #[arg(long, default_value = "bench/results")]
+        out: PathBuf,
+    },
+    /// Leave scope-probe running (default mode, flight recorder on) against yaws under load:
+    /// its memory stays flat, nothing is lost, the application's cost as ratios; written to
+    /// bench/results/soak.md and soak.json. Not part of `test` (10 minutes).
+    Soak {
+        /// How long scope-probe runs (after a 60 s baseline without it).
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        duration: std::time::Duration,
+        /// Where it writes soak.md and soak.json.
         #[arg(long, default_value = "bench/results")]
         out: PathBuf,
     },
@@ -202,6 +215,14 @@ fn run(cli: Cli) -> Result<()> {
                 None => build()?,
             };
             bench::run(&bin, each, rounds, only.as_deref(), &workspace_root().join(out))
+        }
+        Cmd::Soak { duration, out } => {
+            setup::setup()?;
+            let bin = match std::env::var_os("SCOPE_PROBE_BIN") {
+                Some(bin) => PathBuf::from(bin),
+                None => build()?,
+            };
+            soak::run(&bin, duration, &workspace_root().join(out))
         }
         Cmd::OtpDebug { suite, force } => otp_debug::provision(suite.as_deref(), force).map(|_| ()),
         Cmd::OtpUsdt { force } => otp_usdt::provision(force).map(|_| ()),

@@ -11,6 +11,10 @@ use anyhow::{Context, Result, bail, ensure};
 use scope_probe_tests::Beam;
 use scope_probe_tests::probe::free_port;
 
+/// The schedulers' busy wait off, so that the VM's CPU time is work (with it, a scheduler that
+/// runs out of work spins, and CPU per request follows how often that happens).
+pub const NO_SPIN: [&str; 6] = ["+sbwt", "none", "+sbwtdcpu", "none", "+sbwtdio", "none"];
+
 /// Where `erlang-yaws` puts its code.
 const YAWS_EBIN: &str = "/usr/lib/yaws/ebin";
 

@@ -12,8 +12,8 @@
 //! line, printed after its sampler is), and the CPU scope-probe spent getting there is
 //! reported apart from what it uses while measuring.
 
-mod app;
-mod report;
+pub(crate) mod app;
+pub(crate) mod report;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -173,7 +173,7 @@ pub fn run(bin: &Path, each: Duration, rounds: usize, only: Option<&str>, out: &
         None => {}
         Some("snapshot") => return snapshot_bench(bin, &mut report),
         Some("profile") => return profile_bench(bin, &mut report),
-        Some("adaptive") => return adaptive_bench(bin, rounds, &mut report),
+        Some("adaptive") => return adaptive_bench(bin, rounds, &mut report).map(|_| ()),
         Some("events") => return event_rate_bench(bin, &mut report),
         Some("start") => return first_metric_bench(bin, &mut report),
         Some("app") => return app_bench(bin, rounds, ms, &mut report).map(|_| ()),
@@ -192,13 +192,13 @@ pub fn run(bin: &Path, each: Duration, rounds: usize, only: Option<&str>, out: &
     if only == Some("overhead") {
         return Ok(());
     }
-    adaptive_bench(bin, rounds, &mut report)?;
+    let long = adaptive_bench(bin, rounds, &mut report)?;
     let events = event_rate_bench_value(bin, &mut report)?;
     let first = first_metric_value(bin, &mut report)?;
     let snapshot_rss = snapshot_value(bin, &mut report)?;
     let profile_rss = profile_value(bin, &mut report)?;
-    goals(&rows, events, first, snapshot_rss.max(profile_rss), &mut report);
-    let args = format!("--each {} --rounds {rounds}", humantime::format_duration(each));
+    goals(&rows, &long, events, first, snapshot_rss.max(profile_rss), &mut report);
+    let args = format!("bench --each {} --rounds {rounds}", humantime::format_duration(each));
     report.write(out, &machine(), &args)
 }
 
@@ -237,23 +237,35 @@ fn processes_bench(bin: &Path, rounds: usize, ms: u128, report: &mut Report) -> 
 /// yaws from Debian's packages under wrk, with the VM's CPU per request beside the throughput
 /// (the load generator shares the machine, so throughput moves more than CPU per request).
 fn app_bench(bin: &Path, rounds: usize, ms: u128, report: &mut Report) -> Result<Vec<Row>> {
-    let mut vms = Vms { plain: Vm::App(app::App::start(&[])?), jp: Some(Vm::App(app::App::start(&["+JPperf", "true"])?)) };
+    let jp: Vec<&str> = app::NO_SPIN.iter().copied().chain(["+JPperf", "true"]).collect();
+    let mut vms = Vms { plain: Vm::App(app::App::start(&app::NO_SPIN)?), jp: Some(Vm::App(app::App::start(&jp)?)) };
     let plan: Vec<(Workload, Config)> = PEERS.iter().map(|&c| (Workload::Http, c)).collect();
-    run_rows(&mut vms, bin, &plan, rounds, ms.max(3000), "yaws 2.1.1 (Debian's erlang-yaws) on OTP 25 under wrk, 16 connections", report)
+    // wrk's throughput on a 2-core machine moves by tens of percent over a few seconds: the
+    // application gets 10 s runs at least.
+    run_rows(
+        &mut vms,
+        bin,
+        &plan,
+        rounds,
+        ms.max(10_000),
+        "yaws 2.1.1 (Debian's erlang-yaws) on OTP 25 (+sbwt none) under wrk, 16 connections",
+        report,
+    )
 }
 
 /// The adaptive mode over longer runs, where its windows come and go: whether it keeps to its
 /// budget on the costliest workload for hooks (ping-pong, 20 s per run: every hook hit is a
 /// send or a schedule), and how close the rates it estimates from its windows come to the
 /// exact count of trace mode on a paced workload.
-fn adaptive_bench(bin: &Path, rounds: usize, report: &mut Report) -> Result<()> {
+fn adaptive_bench(bin: &Path, rounds: usize, report: &mut Report) -> Result<Vec<Row>> {
     let mut beam = Beam::start();
     let ms = 20_000;
     beam.call("scope_bench:pingpong(3000)");
     let mut vms = Vms { plain: Vm::Bare(beam), jp: None };
     let plan = [(Workload::PingPong, Config::Baseline), (Workload::PingPong, Config::Adaptive), (Workload::PingPong, Config::Adaptive5)];
-    run_rows(&mut vms, bin, &plan, rounds, ms, "stock Debian OTP 25, adaptive mode over 20 s runs", report)?;
-    rates_bench(bin, vms.plain.beam(), report)
+    let rows = run_rows(&mut vms, bin, &plan, rounds, ms, "stock Debian OTP 25, adaptive mode over 20 s runs", report)?;
+    rates_bench(bin, vms.plain.beam(), report)?;
+    Ok(rows)
 }
 
 /// Sends paced at 20,000 a second for 30 s: the VM's own count against trace mode's count and
@@ -309,14 +321,23 @@ fn event_rate_bench_value(bin: &Path, report: &mut Report) -> Result<(f64, bool)
     let pid = beam.os_pid.to_string();
     let listen = format!("127.0.0.1:{}", free_port());
     let mut p = start_and_wait(bin, &["--pid", &pid, "--listen", &listen, "--mode", "trace", "--frequency", "0"], "metrics on http://")?;
+    // Losses for want of capacity (a full ring or table, a consumer behind); the others
+    // (a read fault, an unpaired schedule at a window's edge) are about the VM, not the rate.
+    const NOT_CAPACITY: [&str; 3] = ["read_fault", "unpaired", "pid_string"];
     let read = || -> Result<(f64, f64)> {
         let m = scrape(&listen)?;
-        let sum = |name: &str| m.all(name).iter().map(|s| s.value).sum::<f64>();
-        Ok((sum("scope_probe_events_total"), sum("scope_probe_events_lost_total")))
+        let events = m.all("scope_probe_events_total").iter().map(|s| s.value).sum::<f64>();
+        let lost = m
+            .all("scope_probe_events_lost_total")
+            .iter()
+            .filter(|s| !s.labels.get("reason").is_some_and(|r| NOT_CAPACITY.contains(&r.as_str())))
+            .map(|s| s.value)
+            .sum::<f64>();
+        Ok((events, lost))
     };
     let mut table = Table::new(
         "Events through userspace: trace mode (every hook, sampler off) on a paced sender stepping up, 3 s a step",
-        &["sends asked", "sends done", "events received", "events lost"],
+        &["sends asked", "sends done", "events received", "events lost (full ring or table, consumer behind)"],
     );
     let (mut best, mut vm_limited, mut data) = (0.0f64, false, Vec::new());
     for rate in [50_000u32, 100_000, 200_000, 400_000, 800_000, 1_600_000] {
@@ -541,22 +562,26 @@ fn run_rows(
     Ok(rows)
 }
 
-/// The goals of the issue that set them, against what this run measured.
-fn goals(rows: &[Row], (events, vm_limited): (f64, bool), first: f64, rss: f64, report: &mut Report) {
-    let ratio_of = |w: Workload, c: Config| -> Option<f64> {
+/// The goals of the issue that set them, against what this run measured. `rows` are the 3 s
+/// runs of every workload, `long` the 20 s runs of the adaptive mode (its steady state: over
+/// 3 s, its start-up (first table read, JIT symbols, first window) weighs in).
+fn goals(rows: &[Row], long: &[Row], (events, vm_limited): (f64, bool), first: f64, rss: f64, report: &mut Report) {
+    let ratio_in = |rows: &[Row], w: Workload, c: Config| -> Option<f64> {
         let base = rows.iter().find(|r| r.workload == w && r.config == Config::Baseline)?;
         rows.iter().find(|r| r.workload == w && r.config == c).map(|r| median(&r.ratios(base)))
     };
+    let ratio_of = |w, c| ratio_in(rows, w, c);
     let adaptive: Vec<(Workload, f64)> = WORKLOADS.iter().filter_map(|&w| Some((w, ratio_of(w, Config::Adaptive)?))).collect();
     let (worst_w, worst) = adaptive.iter().copied().min_by(|a, b| a.1.total_cmp(&b.1)).unwrap_or((Workload::PingPong, 0.0));
+    let steady = ratio_in(long, Workload::PingPong, Config::Adaptive).unwrap_or(0.0);
     report.goal(
         "adaptive ≥ 0.99 of baseline on every workload",
         format!(
-            "lowest {worst:.3} ({}); {}",
+            "ping-pong over 20 s runs {steady:.3}; 3 s runs: lowest {worst:.3} ({}); {}",
             name(worst_w),
             adaptive.iter().map(|(w, r)| format!("{} {r:.3}", name(*w))).collect::<Vec<_>>().join(", ")
         ),
-        worst >= 0.99,
+        worst >= 0.99 && steady >= 0.99,
     );
     let (trace, erlang) =
         (ratio_of(Workload::Http, Config::Trace).unwrap_or(0.0), ratio_of(Workload::Http, Config::ErlangTrace).unwrap_or(0.0));
@@ -568,10 +593,15 @@ fn goals(rows: &[Row], (events, vm_limited): (f64, bool), first: f64, rss: f64, 
             per_op(Config::Trace),
             per_op(Config::ErlangTrace)
         ),
-        trace > erlang,
+        trace > erlang && per_op(Config::Trace) < per_op(Config::ErlangTrace),
     );
-    let cpu = rows.iter().filter(|r| r.config == Config::Adaptive).map(|r| median(&r.tool_cpu)).fold(0.0, f64::max);
-    report.goal("scope-probe ≤ 2% of one core (default mode)", format!("at most {:.1}% over the workloads", cpu * 100.0), cpu <= 0.02);
+    let cpu_of = |rows: &[Row]| rows.iter().filter(|r| r.config == Config::Adaptive).map(|r| median(&r.tool_cpu)).fold(0.0, f64::max);
+    let (long_cpu, short_cpu) = (cpu_of(long), cpu_of(rows));
+    report.goal(
+        "scope-probe ≤ 2% of one core (default mode)",
+        format!("{:.1}% over 20 s runs; up to {:.1}% over 3 s runs, start-up included", long_cpu * 100.0, short_cpu * 100.0),
+        long_cpu <= 0.02,
+    );
     let monitor_rss = rows.iter().filter(|r| r.config.is_scope_probe()).map(|r| median(&r.tool_rss)).fold(0.0, f64::max);
     let rss = rss.max(monitor_rss);
     report.goal("scope-probe ≤ 64 MiB RSS", format!("at most {rss:.0} MiB (every mode, snapshot at 100k processes, profile)"), rss <= 64.0);
@@ -749,13 +779,13 @@ fn measure(vms: &mut Vms, bin: &Path, w: Workload, config: Config, ms: u128) -> 
     Ok(m)
 }
 
-fn scrape(listen: &str) -> Result<scope_probe_tests::metrics::Metrics> {
+pub(crate) fn scrape(listen: &str) -> Result<scope_probe_tests::metrics::Metrics> {
     let text = ureq::get(&format!("http://{listen}/metrics")).call()?.into_string()?;
     Ok(scope_probe_tests::metrics::Metrics::parse(&text))
 }
 
 /// SIGTERM and wait.
-fn stop(p: &mut Child) -> Result<()> {
+pub(crate) fn stop(p: &mut Child) -> Result<()> {
     // SAFETY: plain kill(2) on our own child.
     unsafe { libc::kill(p.id() as i32, libc::SIGTERM) };
     p.wait()?;
@@ -763,11 +793,16 @@ fn stop(p: &mut Child) -> Result<()> {
 }
 
 /// Peak resident memory of a live process (VmHWM), MiB.
-fn peak_rss_mib(pid: u32) -> f64 {
+pub(crate) fn peak_rss_mib(pid: u32) -> f64 {
+    status_mib(pid, "VmHWM")
+}
+
+/// A memory figure of /proc/PID/status (`VmRSS`, `VmHWM`...), MiB.
+pub(crate) fn status_mib(pid: u32, key: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|kib| kib.parse::<f64>().ok())
         .map_or(0.0, |kib| kib / 1024.0)
@@ -775,7 +810,7 @@ fn peak_rss_mib(pid: u32) -> f64 {
 
 /// Starts scope-probe and waits (10 s at most) until it prints the line that says it is
 /// attached; keeps draining its stderr afterwards so it never blocks on a full pipe.
-fn start_and_wait(bin: &Path, args: &[&str], attached: &str) -> Result<Child> {
+pub(crate) fn start_and_wait(bin: &Path, args: &[&str], attached: &str) -> Result<Child> {
     use std::io::BufRead;
     let mut child = Command::new(bin).args(args).stderr(Stdio::piped()).spawn().context("starting scope-probe")?;
     let stderr = child.stderr.take().context("stderr")?;
@@ -823,13 +858,13 @@ fn max(v: &[f64]) -> f64 {
     v.iter().copied().fold(f64::NEG_INFINITY, f64::max)
 }
 
-fn median(v: &[f64]) -> f64 {
+pub(crate) fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))

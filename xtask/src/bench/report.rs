@@ -61,6 +61,11 @@ impl Report {
 
     /// Writes `latest.md` and `latest.json` into `dir`.
     pub fn write(&self, dir: &Path, machine: &str, args: &str) -> Result<()> {
+        self.write_as(dir, "latest", machine, args)
+    }
+
+    /// Writes `<stem>.md` and `<stem>.json` into `dir`.
+    pub fn write_as(&self, dir: &Path, stem: &str, machine: &str, args: &str) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let commit = std::process::Command::new("git")
             .args(["rev-parse", "--short", "HEAD"])
@@ -70,7 +75,7 @@ impl Report {
             .unwrap_or_default();
         let date = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
         let mut md = format!(
-            "# scope-probe benchmark\n\n`cargo xtask bench {args}` at commit {commit}, {date}.\n\nMachine: {machine}.\n\n## Goals\n\n\
+            "# scope-probe benchmark\n\n`cargo xtask {args}` at commit {commit}, {date}.\n\nMachine: {machine}.\n\n## Goals\n\n\
              | goal | measured | met |\n|---|---|---|\n"
         );
         for (goal, measured, met) in &self.goals {
@@ -79,7 +84,7 @@ impl Report {
         for t in &self.tables {
             md.push_str(&format!("\n{}", t.markdown()));
         }
-        std::fs::write(dir.join("latest.md"), md)?;
+        std::fs::write(dir.join(format!("{stem}.md")), md)?;
         let json = json!({
             "commit": commit,
             "date": date,
@@ -88,8 +93,8 @@ impl Report {
             "goals": self.goals.iter().map(|(g, m, met)| json!({"goal": g, "measured": m, "met": met})).collect::<Vec<_>>(),
             "tables": self.tables.iter().map(|t| json!({"title": t.title, "columns": t.columns, "rows": t.rows, "data": t.data})).collect::<Vec<_>>(),
         });
-        std::fs::write(dir.join("latest.json"), serde_json::to_string_pretty(&json)? + "\n")?;
-        eprintln!("xtask: wrote {} and latest.json", dir.join("latest.md").display());
+        std::fs::write(dir.join(format!("{stem}.json")), serde_json::to_string_pretty(&json)? + "\n")?;
+        eprintln!("xtask: wrote {} and {stem}.json", dir.join(format!("{stem}.md")).display());
         Ok(())
     }
 }
