@@ -115,9 +115,15 @@ pub fn run(bin: &Path, duration: Duration, out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Bytes of the files under `dir` (the flight recorder keeps one level of segments and findings).
+/// Bytes of the files under `dir` (the recorder's segments and the findings it kept).
 fn dir_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|entries| entries.filter_map(|e| e.ok()?.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum())
-        .unwrap_or(0)
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }

@@ -75,8 +75,9 @@ impl Report {
             .unwrap_or_default();
         let date = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
         let mut md = format!(
-            "# scope-probe benchmark\n\n`cargo xtask {args}` at commit {commit}, {date}.\n\nMachine: {machine}.\n\n## Goals\n\n\
-             | goal | measured | met |\n|---|---|---|\n"
+            "# scope-probe {}\n\n`cargo xtask {args}` at commit {commit}, {date}.\n\nMachine: {machine}.\n\n## Goals\n\n\
+             | goal | measured | met |\n|---|---|---|\n",
+            if stem == "soak" { "soak" } else { "benchmark" }
         );
         for (goal, measured, met) in &self.goals {
             md.push_str(&format!("| {goal} | {measured} | {} |\n", if *met { "yes" } else { "**no**" }));
