@@ -90,6 +90,35 @@ fn runs_as_nobody_with_only_the_three_capabilities() {
     assert!(status.success(), "{stderr:?}");
 }
 
+/// With only the three capabilities (as nobody), `profile` names the VM's C functions: their
+/// files are read through the VM's root, not `/proc/PID/map_files` (which wants
+/// CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN).
+#[test]
+fn profile_names_c_frames_with_only_the_three_capabilities() {
+    let mut beam = Beam::start();
+    beam.call("scope_cpu:bif_server()");
+    let dir = tempfile::tempdir().unwrap();
+    // nobody writes the profile there.
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let folded = dir.path().join("cpu.folded");
+    let caps = "+bpf,+perfmon,+sys_ptrace";
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", &format!("--inh-caps={caps}"), &format!("--ambient-caps={caps}")])
+        .arg(probe::binary())
+        .args(["profile", "--pid", &beam.os_pid.to_string(), "--duration", "3s", "--format", "folded", "-o"])
+        .arg(&folded)
+        .output()
+        .expect("setpriv (util-linux)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&folded).unwrap();
+    let frames: Vec<&str> = text.lines().filter_map(|l| l.rsplit_once(' ')).flat_map(|(stack, _)| stack.split(';')).collect();
+    // C frames: neither Erlang (`M:f/A`), kernel (`_[k]`) nor bracketed placeholders.
+    let named_c = frames.iter().filter(|f| !f.contains(':') && !f.ends_with("_[k]") && !f.starts_with(['[', '<'])).count();
+    // beam.smp's own (a stripped build's static functions stay `[beam.smp+0x...]` without its
+    // debug file, with every capability too).
+    assert!(named_c > 0 && frames.iter().any(|f| f.starts_with("erts_")), "no beam.smp function named in {text}");
+}
+
 /// Run as root, scope-probe keeps only the three capabilities it needs and the two that name
 /// frames in profiles (effective, permitted and bounding sets), whatever root had.
 #[test]

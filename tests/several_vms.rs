@@ -138,6 +138,10 @@ fn all_picks_up_a_new_vm_and_lets_go_of_one_that_stops() {
     drop(late);
     let gone = wait_series(&probe, "scope_probe_build_info", vm, false, Duration::from_secs(3));
     eprintln!("picked up in {found:?}, let go in {gone:?}");
+    // Its series are gone but one: attached 0, for an alert to fire on.
+    let m = probe.metrics();
+    assert_eq!(m.get("scope_probe_attached", &[("os_pid", &vm.to_string())]), Some(0.0), "{}", m.text);
+    assert_eq!(m.get("scope_probe_attached", &[("node", &node)]), Some(0.0));
     let said = probe.stderr();
     assert!(said.iter().any(|l| l.contains(&format!("(pid {vm}) exited: detaching"))), "{said:?}");
     let (status, stderr) = probe.stop();

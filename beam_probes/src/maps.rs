@@ -48,10 +48,30 @@ pub struct FileMapping {
 }
 
 impl FileMapping {
-    /// The file, readable from here whatever mount namespace the VM is in (and even when it
-    /// was deleted since): `/proc/PID/map_files/START-END`.
+    /// The file, readable from here whatever mount namespace the VM is in: through the VM's
+    /// root (`/proc/PID/root/PATH`, which CAP_SYS_PTRACE opens), else, for a file deleted or
+    /// replaced since it was mapped, `/proc/PID/map_files/START-END` (which wants
+    /// CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN besides).
     pub fn file_from_outside(&self, pid: u32) -> std::path::PathBuf {
+        let through_root = std::path::PathBuf::from(format!("/proc/{pid}/root{}", self.path));
+        let same_file = || -> Option<bool> {
+            use std::os::unix::fs::MetadataExt;
+            let mapped = self.mapped_inode(pid)?;
+            let meta = std::fs::metadata(&through_root).ok()?;
+            Some(meta.ino() == mapped)
+        };
+        if !self.path.ends_with(" (deleted)") && same_file().unwrap_or(false) {
+            return through_root;
+        }
         format!("/proc/{pid}/map_files/{:x}-{:x}", self.region.start, self.region.end).into()
+    }
+
+    /// The inode the mapping holds, from /proc/PID/maps.
+    fn mapped_inode(&self, pid: u32) -> Option<u64> {
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+        let start = format!("{:x}-{:x} ", self.region.start, self.region.end);
+        let line = maps.lines().find(|l| l.starts_with(&start))?;
+        line.split_whitespace().nth(4)?.parse().ok()
     }
 }
 

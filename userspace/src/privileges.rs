@@ -6,9 +6,10 @@
 //! Needed: CAP_BPF (load programs, create maps), CAP_PERFMON (perf events: the sampler, uprobes
 //! on another process) and CAP_SYS_PTRACE (read another process's memory and /proc files).
 //! Kept when given, for names in CPU profiles: CAP_SYSLOG (kernel addresses in /proc/kallsyms:
-//! kernel frames) and CAP_CHECKPOINT_RESTORE (the VM's mapped files through
-//! /proc/PID/map_files, which work in containers too: C frames of beam.smp, libc and NIFs).
-//! Without them, those frames read `[kernel]` and `[file+offset]`.
+//! kernel frames) and CAP_CHECKPOINT_RESTORE (/proc/PID/map_files, the one way to a file
+//! replaced since the VM mapped it, as after an OTP upgrade under a running node; other files
+//! are read through /proc/PID/root with CAP_SYS_PTRACE). Without them, those frames read
+//! `[kernel]` and `[file+offset]`.
 //! Kernels before 5.8 have no CAP_BPF and CAP_PERFMON: CAP_SYS_ADMIN stands in for both there.
 
 use caps::{CapSet, Capability, CapsHashSet};

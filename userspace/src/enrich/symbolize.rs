@@ -13,7 +13,7 @@ use beam_probes::BeamTarget;
 use beam_probes::code_names::display_name;
 use beam_probes::jit::{JitSource, JitSymbolReader, JitSymbols};
 use beam_probes::maps::{CodeRegion, FileMapping, executable_file_mappings, jit_code_regions};
-use blazesym::symbolize::source::{Kernel, Process, Source};
+use blazesym::symbolize::source::{Elf, Kernel, Source};
 use blazesym::symbolize::{Input, Symbolized, Symbolizer as Blaze};
 use blazesym::MaybeDefault;
 
@@ -39,6 +39,8 @@ pub struct Symbolizer {
     /// Per mapping (by start address): its load bias and its functions' ranges from
     /// `.eh_frame`, read when code without a symbol is first met there.
     functions: HashMap<u64, Arc<(u64, Vec<(u64, u64)>)>>,
+    /// Each file mapping's file as readable from here (by the mapping's start).
+    paths: HashMap<u64, std::path::PathBuf>,
     /// beam.smp's functions from its separate debug file (runtime start, size, name), sorted:
     /// a stripped build's static functions, which blazesym cannot name from the binary alone.
     debug_functions: Vec<(u64, u64, Arc<str>)>,
@@ -64,6 +66,7 @@ impl Symbolizer {
             frame_pointers: target.jit_frame_pointers().unwrap_or_else(|| target.has_perf_map()),
             files: executable_file_mappings(target.pid),
             functions: HashMap::new(),
+            paths: HashMap::new(),
             debug_functions: match target.debug_file {
                 Some(_) => target
                     .elf
@@ -176,24 +179,27 @@ impl Symbolizer {
         {
             return name.clone();
         }
-        let mut process = Process::new(self.pid.into());
-        // OTP's perf map has 0x-prefixed addresses blazesym rejects; JIT code is ours anyway.
-        process.perf_map = false;
-        let src = Source::Process(process);
-        match self.native.symbolize(&src, Input::AbsAddr(&[addr])).ok().and_then(|mut v| v.pop()) {
+        let Some(m) = self.files.iter().find(|m| addr >= m.region.start && addr < m.region.end).cloned() else {
+            return Arc::from("[unknown]");
+        };
+        // The file as mapped, by file offset: read through the VM's root, this needs no more
+        // than CAP_SYS_PTRACE (blazesym's process source opens /proc/PID/map_files, which
+        // wants CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN).
+        let pid = self.pid;
+        let path = self.paths.entry(m.region.start).or_insert_with(|| m.file_from_outside(pid)).clone();
+        let src = Source::Elf(Elf::new(path));
+        let offset = addr - m.region.start + m.offset;
+        match self.native.symbolize(&src, Input::FileOffset(&[offset])).ok().and_then(|mut v| v.pop()) {
             Some(Symbolized::Sym(sym)) => Arc::from(without_parameters(&sym.name)),
             // A stripped binary's static functions have no symbol: name the file and the offset
             // in it, which a symbol file found later can still name.
-            _ => match self.files.iter().find(|m| addr >= m.region.start && addr < m.region.end).cloned() {
-                Some(m) => {
-                    let file = m.path.trim_end_matches(" (deleted)").rsplit('/').next().unwrap_or(&m.path).to_owned();
-                    // The start of the function holding `addr` when .eh_frame tells it (all
-                    // samples of a function then share one name), else the instruction.
-                    let at = self.function_start(&m, addr).unwrap_or(addr);
-                    Arc::from(format!("[{file}+{:#x}]", at - m.region.start + m.offset).as_str())
-                }
-                None => Arc::from("[unknown]"),
-            },
+            _ => {
+                let file = m.path.trim_end_matches(" (deleted)").rsplit('/').next().unwrap_or(&m.path).to_owned();
+                // The start of the function holding `addr` when .eh_frame tells it (all
+                // samples of a function then share one name), else the instruction.
+                let at = self.function_start(&m, addr).unwrap_or(addr);
+                Arc::from(format!("[{file}+{:#x}]", at - m.region.start + m.offset).as_str())
+            }
         }
     }
 

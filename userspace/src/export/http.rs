@@ -3,6 +3,7 @@
 //! endpoint serves every observed VM; each series and row names its VM (node, OS pid).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
@@ -29,21 +30,46 @@ pub struct App {
     pub build: BuildLabels,
 }
 
-/// The VMs the endpoint serves, as sessions start and stop.
+/// The VMs the endpoint serves, as sessions start and stop, and those that stopped lately.
 #[derive(Default)]
-pub struct Vms(std::sync::RwLock<Vec<Arc<App>>>);
+pub struct Vms {
+    live: std::sync::RwLock<Vec<Arc<App>>>,
+    gone: std::sync::Mutex<std::collections::VecDeque<(VmLabels, Instant)>>,
+}
+
+/// A VM that stopped reads `scope_probe_attached 0` this long (long enough for an alert's `for`
+/// and a few scrapes), and at most this many are kept (VMs that come and go under `--all`).
+const GONE_FOR: Duration = Duration::from_secs(600);
+const GONE_MAX: usize = 32;
 
 impl Vms {
     pub fn add(&self, app: Arc<App>) {
-        self.0.write().unwrap_or_else(|e| e.into_inner()).push(app);
+        // A new VM with a stopped one's pid (reused) is that pid's only series.
+        lock(&self.gone).retain(|(vm, _)| vm.os_pid != app.vm.os_pid);
+        self.live.write().unwrap_or_else(|e| e.into_inner()).push(app);
     }
 
+    /// Takes the VM off the endpoint; its `scope_probe_attached` reads 0 for a while.
     pub fn remove(&self, os_pid: u32) {
-        self.0.write().unwrap_or_else(|e| e.into_inner()).retain(|a| a.vm.os_pid != os_pid);
+        let mut live = self.live.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(app) = live.iter().find(|a| a.vm.os_pid == os_pid) {
+            let mut gone = lock(&self.gone);
+            if gone.len() == GONE_MAX {
+                gone.pop_front();
+            }
+            gone.push_back((app.vm.clone(), Instant::now()));
+        }
+        live.retain(|a| a.vm.os_pid != os_pid);
     }
 
     fn list(&self) -> Vec<Arc<App>> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.live.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn gone(&self) -> Vec<VmLabels> {
+        let mut gone = lock(&self.gone);
+        gone.retain(|(_, at)| at.elapsed() < GONE_FOR);
+        gone.iter().map(|(vm, _)| vm.clone()).collect()
     }
 }
 
@@ -110,6 +136,7 @@ async fn scrape(State(vms): State<Arc<Vms>>, headers: HeaderMap) -> Response {
     let body = tokio::task::spawn_blocking(move || {
         let apps = vms.list();
         let mut renderings: Vec<String> = apps.iter().map(|app| render(app)).collect();
+        renderings.extend(vms.gone().iter().map(metrics::render_gone));
         // How many VMs are observed, the one series without a VM's labels (with --all, possibly 0).
         renderings.push(format!(
             "# HELP scope_probe_vms VMs observed now\n# TYPE scope_probe_vms gauge\nscope_probe_vms {}\n# EOF\n",

@@ -74,6 +74,20 @@ fn counter_f64(registry: &mut Registry, name: &str, help: &str, v: f64) {
     registry.register(name, help, c);
 }
 
+const ATTACHED_HELP: &str = "Whether scope-probe is attached to the VM";
+
+/// The one series of a VM that stopped while observed under `--all`: attached 0 (its other
+/// series are gone), so that `scope_probe_attached == 0` fires rather than a series going absent.
+pub fn render_gone(vm: &VmLabels) -> String {
+    let labels = [("node".into(), vm.node.clone().into()), ("os_pid".into(), vm.os_pid.to_string().into())];
+    let mut r = Registry::with_labels(labels.into_iter());
+    gauge(&mut r, "scope_probe_attached", ATTACHED_HELP, 0);
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = encode(&mut out, &r);
+    out
+}
+
 fn gauge(registry: &mut Registry, name: &str, help: &str, v: i64) {
     let g = Gauge::<i64>::default();
     g.set(v);
@@ -239,7 +253,7 @@ pub fn render(agg: &Aggregator, input: ScrapeInput<'_>) -> String {
         hooks.get_or_create(&vec![("hook".into(), cap.name().into())]).set(i64::from(input.health.attached.contains(&cap)));
     }
     r.register("scope_probe_hook_attached", "Whether each per-event hook is attached (1) or not (0)", hooks);
-    gauge(&mut r, "scope_probe_attached", "Whether scope-probe is attached to the VM", i64::from(input.attached));
+    gauge(&mut r, "scope_probe_attached", ATTACHED_HELP, i64::from(input.attached));
     // A gauge fixed at 1 (not an OpenMetrics info metric): Prometheus' classic text parser and
     // promtool reject the `info` type.
     let b = input.build;
