@@ -282,7 +282,7 @@ impl Loop {
         lock(&self.requests).retain(|r| r.until > now);
         let requests: Vec<Request> = lock(&self.requests).clone();
         let survey_due = now >= self.next_survey;
-        if !requests.is_empty() && !(survey_due && self.request_served) {
+        if !requests.is_empty() && (!survey_due || !self.request_served) {
             // A detector waits for evidence: a due survey waits until it has had a window, so
             // that the budget fills up for it instead of being spent on surveys as fast as it
             // comes in (on a busy VM a request starved behind them). Then the survey goes
