@@ -154,7 +154,7 @@ impl Beam {
                 }
                 TargetVm::HostCopy { beam_smp } => {
                     let copy = crate::otp_copy::OtpCopy::with_beam(beam_smp);
-                    let mut beam = Beam::start_with(&copy.erl, args, &[]);
+                    let mut beam = Beam::start_fresh_binary(&copy.erl, args);
                     beam.copy = Some(copy);
                     beam
                 }
@@ -178,10 +178,10 @@ impl Beam {
     /// installed OTP). Retried a few times: while the file was open for writing, another test
     /// thread may have forked a child that still holds that descriptor until it execs, and
     /// executing the file meanwhile fails with ETXTBSY (erlexec: "Error 26").
-    pub fn start_fresh_binary(erl: &Path) -> Beam {
+    pub fn start_fresh_binary(erl: &Path, args: &[&str]) -> Beam {
         let mut tries = 0;
         loop {
-            match Beam::try_spawn(Beam::host_command(erl, &[], &[])) {
+            match Beam::try_spawn(Beam::host_command(erl, args, &[])) {
                 Ok(beam) => return beam,
                 Err(line) if tries < 5 => {
                     tries += 1;

@@ -41,7 +41,7 @@ impl OtpCopy {
 
     /// Starts the fixture controller on this copy and checks the VM runs the copy's beam.smp.
     pub fn start(&self) -> crate::Beam {
-        let beam = crate::Beam::start_fresh_binary(&self.erl);
+        let beam = crate::Beam::start_fresh_binary(&self.erl, &[]);
         let exe = std::fs::read_link(format!("/proc/{}/exe", beam.os_pid)).expect("/proc/PID/exe");
         assert_eq!(exe, self.beam_smp, "the VM runs the copy's beam.smp");
         beam
