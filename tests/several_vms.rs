@@ -11,11 +11,20 @@ use scope_probe_tests::{Beam, Metrics, Probe, wait_stable};
 const DRAIN: Duration = Duration::from_secs(20);
 const SETTLE: Duration = Duration::from_millis(500);
 
+/// The memory test holds this alone: `--all` observes every VM on the host, so the VMs of the
+/// tests beside it (burners, recordings, chroots) would be in its readings. The others share it.
+static ALONE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn beside_others() -> std::sync::RwLockReadGuard<'static, ()> {
+    ALONE.read().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The host's OTP 25 and trixie's OTP 27 (in its chroot) at once, in trace mode: each VM's
 /// pair count equals what its own erlang:trace saw, under that VM's node and OS pid, and no
 /// count leaks into the other VM's series.
 #[test]
 fn two_builds_at_once_are_each_counted_exactly() {
+    let _shared = beside_others();
     let root = provisioned("trixie").unwrap_or_else(|e| panic!("the trixie chroot is missing: {e}"));
     let mut host = Beam::start_with(Path::new("/usr/bin/erl"), &[], &[]);
     let mut trixie = start_beam_in_chroot(&root, &[]);
@@ -65,6 +74,7 @@ fn two_builds_at_once_are_each_counted_exactly() {
 /// in its own series: its burner is there, the other VM's is not.
 #[test]
 fn one_set_of_probes_serves_every_vm() {
+    let _shared = beside_others();
     let mut a = Beam::start_with(Path::new("/usr/bin/erl"), &[], &[]);
     let mut b = Beam::start_with(Path::new("/usr/bin/erl"), &[], &[]);
     a.call("scope_burn:start(scope_burner_a, 50, 50)");
@@ -123,6 +133,7 @@ fn wait_series(probe: &Probe, series: &str, os_pid: u32, present: bool, within: 
 /// attaches in well under a second), named by its node; one that stops is let go within 3 s.
 #[test]
 fn all_picks_up_a_new_vm_and_lets_go_of_one_that_stops() {
+    let _shared = beside_others();
     let probe = Probe::attach_several(&[], &["--mode", "sample"]);
     let late = Beam::start_with(Path::new("/usr/bin/erl"), &["-sname", "scope_late_node"], &[]);
     let found = wait_series(&probe, "scope_probe_build_info", late.os_pid, true, Duration::from_secs(5));
@@ -175,6 +186,7 @@ fn rss_kib_besides_bpf_maps(pid: u32) -> u64 {
 /// it may stay behind).
 #[test]
 fn a_hundred_attach_detach_cycles_keep_memory_flat() {
+    let _alone = ALONE.write().unwrap_or_else(|e| e.into_inner());
     const AT_ONCE: usize = 5;
     const WARM_ROUNDS: usize = 8;
     const BASE_ROUNDS: usize = 4;
@@ -219,6 +231,7 @@ fn a_hundred_attach_detach_cycles_keep_memory_flat() {
 /// exactly in trace mode.
 #[test]
 fn a_vm_in_its_own_pid_namespace_is_found_by_its_host_pid() {
+    let _shared = beside_others();
     let root = provisioned("trixie").unwrap_or_else(|e| panic!("the trixie chroot is missing: {e}"));
     let mut beam = scope_probe_tests::chroot::start_beam_in_pid_namespace(&root);
     assert_eq!(beam.call("os:getpid()")["value"].trim_matches('"'), "1", "pid 1 inside");
@@ -239,6 +252,7 @@ fn a_vm_in_its_own_pid_namespace_is_found_by_its_host_pid() {
 /// the VM's own process count; `--all-vms` finds both among the host's VMs.
 #[test]
 fn snapshot_reads_several_vms() {
+    let _shared = beside_others();
     let root = provisioned("trixie").unwrap_or_else(|e| panic!("the trixie chroot is missing: {e}"));
     let mut host = Beam::start_with(Path::new("/usr/bin/erl"), &[], &[]);
     let mut trixie = start_beam_in_chroot(&root, &[]);
@@ -266,6 +280,7 @@ fn snapshot_reads_several_vms() {
 /// nodes' names), each VM's processes in its own table; ←/→ move between them.
 #[test]
 fn top_groups_several_vms_by_node() {
+    let _shared = beside_others();
     let mut b = Beam::start_with(Path::new("/usr/bin/erl"), &["-sname", "scope_top_b"], &[]);
     let mut a = Beam::start_with(Path::new("/usr/bin/erl"), &["-sname", "scope_top_a"], &[]);
     a.call("scope_table:mailbox(scope_box_of_a, 300)");
@@ -292,6 +307,7 @@ fn top_groups_several_vms_by_node() {
 /// (named apart) only under its own node, with about the share of the CPU it used.
 #[test]
 fn profile_of_two_vms_has_a_root_per_node() {
+    let _shared = beside_others();
     let mut a = Beam::start_with(Path::new("/usr/bin/erl"), &["-sname", "scope_prof_a"], &[]);
     let mut b = Beam::start_with(Path::new("/usr/bin/erl"), &["-sname", "scope_prof_b"], &[]);
     a.call("scope_burn:start(scope_burner_of_a, 50, 50)");
@@ -343,6 +359,7 @@ fn profile_of_two_vms_has_a_root_per_node() {
 /// each VM's node; no part is left beside it.
 #[test]
 fn record_all_keeps_every_vm_in_one_file() {
+    let _shared = beside_others();
     let mut a = Beam::start_with(Path::new("/usr/bin/erl"), &["-sname", "scope_rec_all"], &[]);
     let node = a.call("node()")["value"].trim_matches('\'').to_owned();
     let dir = tempfile::tempdir().unwrap();
