@@ -163,6 +163,37 @@ static __always_inline void do_send(const struct vm *v, const void *sender, cons
 	emit(v, EVENT_SEND, from, to, 0, bpf_ktime_get_ns());
 }
 
+/*
+ * A send to an alias (erts_proc_sig_send_to_alias / erts_proc_sig_send_altact_msg(c_p, from,
+ * to, ...)): from is the sender's pid term; to is a pid reference, whose thing holds its
+ * owner's pid, or (OTP 29's priority sends) a local pid. Any other reference names no process:
+ * the VM drops such a message, and so does this hook.
+ */
+static __always_inline void do_send_alias(const struct vm *v, __u64 from, __u64 to)
+{
+	count(v, STAT_HIT_SEND_ALIAS);
+	if ((from & v->cfg->pid_tag_mask) != v->cfg->pid_tag)
+		return; /* sent on behalf of no process */
+	if ((to & 0x3) == 0x2) { /* boxed: a reference */
+		const char *thing = (const char *)(to - 0x2);
+		__u64 header = 0, owner = 0;
+		if (bpf_probe_read_user(&header, sizeof(header), thing)) {
+			count(v, STAT_LOST_READ_FAULT);
+			return;
+		}
+		if (header != v->cfg->pid_ref_header)
+			return;
+		if (bpf_probe_read_user(&owner, sizeof(owner), thing + v->cfg->pid_ref_pid)) {
+			count(v, STAT_LOST_READ_FAULT);
+			return;
+		}
+		to = owner;
+	}
+	if ((to & v->cfg->pid_tag_mask) != v->cfg->pid_tag)
+		return;
+	emit(v, EVENT_SEND, from, to, 0, bpf_ktime_get_ns());
+}
+
 /* erts_schedule(esdp, p, calls): p is the process leaving the scheduler. */
 static __always_inline void do_schedule_out(const struct vm *v, const void *proc, int calls)
 {
@@ -324,6 +355,17 @@ int BPF_UPROBE(on_send, const void *sender, const void *receiver)
 }
 
 SEC("uprobe")
+int BPF_UPROBE(on_send_alias, const void *c_p, __u64 from, __u64 to)
+{
+	struct vm vm_;
+	const struct vm *v = &vm_;
+	if (!current_vm(&vm_))
+		return 0;
+	do_send_alias(v, from, to);
+	return 0;
+}
+
+SEC("uprobe")
 int BPF_UPROBE(on_schedule_out, const void *esdp, const void *proc, int calls)
 {
 	struct vm vm_;
@@ -433,6 +475,9 @@ int on_entries(struct pt_regs *ctx)
 	switch (bpf_get_attach_cookie(ctx)) {
 	case HOOK_SEND:
 		do_send(v, (const void *)PT_REGS_PARM1(ctx), (const void *)PT_REGS_PARM2(ctx));
+		break;
+	case HOOK_SEND_ALIAS:
+		do_send_alias(v, PT_REGS_PARM2(ctx), PT_REGS_PARM3(ctx));
 		break;
 	case HOOK_SCHEDULE_OUT:
 		do_schedule_out(v, (const void *)PT_REGS_PARM2(ctx), (int)PT_REGS_PARM3(ctx));

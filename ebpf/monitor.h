@@ -49,6 +49,7 @@ enum hook_id {
 	HOOK_PROCESS_GONE,
 	HOOK_DIST_SEND,
 	HOOK_DIST_RECEIVE,
+	HOOK_SEND_ALIAS,
 };
 
 /* Counters of one VM (per CPU, keyed by its OS pid), indexed by enum stat_id. */
@@ -71,6 +72,7 @@ enum stat_id {
 	STAT_LOST_PID_STRING,      /* a USDT pid string that was unreadable or not <0.N.S> */
 	/* USDT message__send sites that are not local process sends (distribution, NIFs). */
 	STAT_HIT_SEND_OTHER_SITE,
+	STAT_HIT_SEND_ALIAS, /* sends to a process alias (and OTP 29's priority sends) */
 	STAT_NR,
 };
 
@@ -113,6 +115,9 @@ struct monitor_config {
 	__u64 ext_node;
 	__u64 ext_pid_number;
 	__u64 node_sysname;
+	/* Process aliases (beam_probes AliasLayout): a pid reference's header, its owner's pid. */
+	__u64 pid_ref_header;
+	__u64 pid_ref_pid;
 	/* Runtime addresses of the message__send sites that are local sends (0: unused). */
 	__u64 send_sites[USDT_SITES_MAX];
 };

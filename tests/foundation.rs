@@ -42,6 +42,28 @@ fn sends_between_two_processes_match_trace_exactly() {
     assert!(stderr.iter().any(|l| l.contains("detached")), "{stderr:?}");
 }
 
+/// gen_server calls: the requests go to the server's pid, the replies to an alias of the
+/// caller (OTP 24+), a send path of its own in the VM. Both directions are counted exactly.
+#[test]
+fn gen_server_replies_to_aliases_match_trace_exactly() {
+    const N: u64 = 20_000;
+    let mut beam = Beam::start();
+    let probe = Probe::attach(beam.os_pid, &["--mode", "trace"]);
+    let r = beam.call(&format!("scope_fixtures:calls({N})"));
+    let (server, caller) = (r["server"].as_str(), r["caller"].as_str());
+    let traced: u64 = r["traced_replies"].parse().unwrap();
+    assert_eq!(traced, N, "the VM's own trace saw a different count of replies");
+    let pair = |m: &Metrics, from: &str, to: &str| m.get("beam_top_pair_messages_sent_total", &[("sender", from), ("receiver", to)]);
+    let replies = wait_stable(DRAIN, SETTLE, || pair(&probe.metrics(), server, caller));
+    assert_eq!(replies, Some(N as f64), "server -> caller (the replies, to an alias) in /metrics");
+    assert_eq!(pair(&probe.metrics(), caller, server), Some(N as f64), "caller -> server (the requests)");
+    let m = probe.metrics();
+    let hits = m.get("scope_probe_probe_hits_total", &[("hook", "send_alias")]);
+    assert!(hits.is_some_and(|h| h >= N as f64), "alias-send hook hits: {hits:?}");
+    let (status, stderr) = probe.stop();
+    assert!(status.success(), "scope-probe exit: {status:?} {stderr:?}");
+}
+
 /// K processes spawned and exited: counted per parent and matched against trace `procs`.
 #[test]
 fn spawns_and_exits_match_trace() {

@@ -12,6 +12,12 @@ use crate::capability::Capability;
 pub enum HookPoint {
     /// Entry of the local send: arg0 = sending `Process*`, arg1 = receiving `Process*`.
     SendLocal,
+    /// Entry of a send that does not pass through the local send: to a process alias (a
+    /// reference that names a process, OTP 24+: the replies of gen_server, gen_statem and erpc
+    /// calls) and, on OTP 29, a priority message. arg1 = the sender's pid term, arg2 = the
+    /// target term: a pid reference, which holds its owner's pid (see
+    /// [`crate::builds::AliasLayout`]), or a local pid.
+    SendAlias,
     /// Entry of the scheduler loop: arg1 = `Process*` scheduled out (NULL on the first call),
     /// arg2 = reductions it used.
     ScheduleOut,
@@ -42,10 +48,16 @@ impl HookPoint {
         matches!(self, HookPoint::ScheduleIn | HookPoint::GcEnd | HookPoint::SpawnEnd)
     }
 
+    /// Whether the hook is attached beside its capability's USDT probes: the `erlang` provider
+    /// has no probe on the path it observes (message__send does not fire for alias sends).
+    pub fn beside_usdt(self) -> bool {
+        matches!(self, HookPoint::SendAlias)
+    }
+
     /// The capability a hook point serves.
     pub fn capability(self) -> Capability {
         match self {
-            HookPoint::SendLocal => Capability::Send,
+            HookPoint::SendLocal | HookPoint::SendAlias => Capability::Send,
             HookPoint::ScheduleOut | HookPoint::ScheduleIn => Capability::Schedule,
             HookPoint::GcStart | HookPoint::GcEnd => Capability::Gc,
             HookPoint::SpawnStart | HookPoint::SpawnEnd => Capability::Spawn,

@@ -271,6 +271,17 @@ pub struct DistLayout {
     pub external_pid_number: u64,
 }
 
+/// Process aliases (erl_term.h, OTP 24+): an alias is a pid reference, `ErtsPRefThing {
+/// header; Uint32 marker; Uint32 num[5] }` on 64-bit little-endian builds, whose `num[3..5]`
+/// hold the owner's pid term. Read by the alias-send hook to name the receiver.
+#[derive(Debug, Clone, Copy)]
+pub struct AliasLayout {
+    /// The whole header word of a pid reference: `_make_header(3, _TAG_HEADER_REF)`.
+    pub pid_ref_header: u64,
+    /// Offset of the owner's pid term in the reference thing.
+    pub pid_ref_pid: u64,
+}
+
 /// This VM's node (`struct erl_node_`, erl_node_tables.h): only its name is read.
 #[derive(Debug, Clone, Copy)]
 pub struct NodeLayout {
@@ -453,6 +464,7 @@ pub struct BuildTable {
     pub monitor: MonitorLayout,
     pub node: NodeLayout,
     pub dist: DistLayout,
+    pub alias: AliasLayout,
     pub threads: ThreadNames,
     pub jit: JitConventions,
 }

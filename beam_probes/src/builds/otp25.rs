@@ -6,13 +6,64 @@
 
 use crate::builds::{
     BuildTable, GlobalSymbols, JitConventions, JitRecordLayout, OTP_PROCESSES, ProcDictLayout, ProcessLayout,
-    DistLayout, MonitorLayout, NodeLayout, ProcessStatusFlags, PtabLayout, RegProcLayout, Register, RunQueueLayout, SchedulerLayout, SignalQueueLayout, SleepFlags,
+    AliasLayout, DistLayout, MonitorLayout, NodeLayout, ProcessStatusFlags, PtabLayout, RegProcLayout, Register, RunQueueLayout, SchedulerLayout, SignalQueueLayout, SleepFlags,
     TermLayout, ThreadNames,
 };
 use crate::capability::Capability;
 use crate::hooks::{HookPoint, HookSpec};
 use crate::terms::{AtomLayout, AtomName, PidIndex, PidLayout};
 use crate::usdt::{UsdtPoint, UsdtSpec, UsdtTable};
+
+/// The hooks of 25, 27 and 29 (29 keeps these functions' signatures) but the alias send, whose
+/// function each names (see [`with_alias_send`]).
+const HOOKS: [HookSpec; 18] = [
+    // erts_send_message(Process *sender, Process *receiver, ErtsProcLocks *, Eterm msg)
+    HookSpec { point: HookPoint::SendLocal, symbol: "erts_send_message" },
+    // Process *erts_schedule(ErtsSchedulerData *, Process *p, int calls)
+    HookSpec { point: HookPoint::ScheduleOut, symbol: "erts_schedule" },
+    HookSpec { point: HookPoint::ScheduleIn, symbol: "erts_schedule" },
+    // Every exported entry into the collector. nobump: from JIT code and system tasks
+    // (erlang:garbage_collect/1 of another process); erts_garbage_collect: from C and
+    // erlang:garbage_collect/0; after_bif_call_lhf: after BIFs that built heap fragments;
+    // hibernate and literals: hibernation and code purging.
+    HookSpec { point: HookPoint::GcStart, symbol: "erts_garbage_collect_nobump" },
+    HookSpec { point: HookPoint::GcEnd, symbol: "erts_garbage_collect_nobump" },
+    HookSpec { point: HookPoint::GcStart, symbol: "erts_garbage_collect" },
+    HookSpec { point: HookPoint::GcEnd, symbol: "erts_garbage_collect" },
+    HookSpec { point: HookPoint::GcStart, symbol: "erts_gc_after_bif_call_lhf" },
+    HookSpec { point: HookPoint::GcEnd, symbol: "erts_gc_after_bif_call_lhf" },
+    HookSpec { point: HookPoint::GcStart, symbol: "erts_garbage_collect_hibernate" },
+    HookSpec { point: HookPoint::GcEnd, symbol: "erts_garbage_collect_hibernate" },
+    HookSpec { point: HookPoint::GcStart, symbol: "erts_garbage_collect_literals" },
+    HookSpec { point: HookPoint::GcEnd, symbol: "erts_garbage_collect_literals" },
+    // Eterm erl_create_process(Process *parent, Eterm mod, Eterm func, Eterm args, opts*)
+    HookSpec { point: HookPoint::SpawnStart, symbol: "erl_create_process" },
+    HookSpec { point: HookPoint::SpawnEnd, symbol: "erl_create_process" },
+    // erts_ptab_delete_element(ErtsPTab *, ErtsPTabElementCommon *): every process leaves
+    // the table here exactly once, however it died (normal exit, kill, exit signal).
+    HookSpec { point: HookPoint::ProcessGone, symbol: "erts_ptab_delete_element" },
+    // int erts_dsig_send_msg(ErtsDSigSendContext *ctx, Eterm remote, ...): a send to a
+    // remote pid, once the connection is prepared (25 and 27: (ctx, remote, message); 29
+    // adds full_to and a priority after remote).
+    HookSpec { point: HookPoint::DistSend, symbol: "erts_dsig_send_msg" },
+    // void erts_queue_dist_message(Process *rcvr, ErtsProcLocks, ErtsDistExternal *,
+    // ErlHeapFragment *, Eterm token, Eterm from): a message from a connection, decoded.
+    HookSpec { point: HookPoint::DistReceive, symbol: "erts_queue_dist_message" },
+];
+
+/// [`HOOKS`] and the alias send through `symbol`.
+pub(crate) const fn with_alias_send(symbol: &'static str) -> [HookSpec; 19] {
+    let alias = HookSpec { point: HookPoint::SendAlias, symbol };
+    let mut all = [alias; 19];
+    let mut i = 0;
+    while i < HOOKS.len() {
+        all[i] = HOOKS[i];
+        i += 1;
+    }
+    all
+}
+
+static HOOKS_25_27: [HookSpec; 19] = with_alias_send("erts_proc_sig_send_to_alias");
 
 pub static DEBIAN12_OTP25: BuildTable = BuildTable {
     id: "otp25-x86_64-jit",
@@ -21,40 +72,9 @@ pub static DEBIAN12_OTP25: BuildTable = BuildTable {
     // Debian 12 erlang-base 1:25.2.3+dfsg-1+deb12u4 (amd64).
     build_ids: &["94bcd90b66fca38e41e627fa3a2ec089b2e498be"],
     dynamic_trace: false,
-    hooks: &[
-        // erts_send_message(Process *sender, Process *receiver, ErtsProcLocks *, Eterm msg)
-        HookSpec { point: HookPoint::SendLocal, symbol: "erts_send_message" },
-        // Process *erts_schedule(ErtsSchedulerData *, Process *p, int calls)
-        HookSpec { point: HookPoint::ScheduleOut, symbol: "erts_schedule" },
-        HookSpec { point: HookPoint::ScheduleIn, symbol: "erts_schedule" },
-        // Every exported entry into the collector. nobump: from JIT code and system tasks
-        // (erlang:garbage_collect/1 of another process); erts_garbage_collect: from C and
-        // erlang:garbage_collect/0; after_bif_call_lhf: after BIFs that built heap fragments;
-        // hibernate and literals: hibernation and code purging.
-        HookSpec { point: HookPoint::GcStart, symbol: "erts_garbage_collect_nobump" },
-        HookSpec { point: HookPoint::GcEnd, symbol: "erts_garbage_collect_nobump" },
-        HookSpec { point: HookPoint::GcStart, symbol: "erts_garbage_collect" },
-        HookSpec { point: HookPoint::GcEnd, symbol: "erts_garbage_collect" },
-        HookSpec { point: HookPoint::GcStart, symbol: "erts_gc_after_bif_call_lhf" },
-        HookSpec { point: HookPoint::GcEnd, symbol: "erts_gc_after_bif_call_lhf" },
-        HookSpec { point: HookPoint::GcStart, symbol: "erts_garbage_collect_hibernate" },
-        HookSpec { point: HookPoint::GcEnd, symbol: "erts_garbage_collect_hibernate" },
-        HookSpec { point: HookPoint::GcStart, symbol: "erts_garbage_collect_literals" },
-        HookSpec { point: HookPoint::GcEnd, symbol: "erts_garbage_collect_literals" },
-        // Eterm erl_create_process(Process *parent, Eterm mod, Eterm func, Eterm args, opts*)
-        HookSpec { point: HookPoint::SpawnStart, symbol: "erl_create_process" },
-        HookSpec { point: HookPoint::SpawnEnd, symbol: "erl_create_process" },
-        // erts_ptab_delete_element(ErtsPTab *, ErtsPTabElementCommon *): every process leaves
-        // the table here exactly once, however it died (normal exit, kill, exit signal).
-        HookSpec { point: HookPoint::ProcessGone, symbol: "erts_ptab_delete_element" },
-        // int erts_dsig_send_msg(ErtsDSigSendContext *ctx, Eterm remote, ...): a send to a
-        // remote pid, once the connection is prepared (25 and 27: (ctx, remote, message); 29
-        // adds full_to and a priority after remote).
-        HookSpec { point: HookPoint::DistSend, symbol: "erts_dsig_send_msg" },
-        // void erts_queue_dist_message(Process *rcvr, ErtsProcLocks, ErtsDistExternal *,
-        // ErlHeapFragment *, Eterm token, Eterm from): a message from a connection, decoded.
-        HookSpec { point: HookPoint::DistReceive, symbol: "erts_queue_dist_message" },
-    ],
+    // erts_proc_sig_send_to_alias(Process *c_p, Eterm from, Eterm to, Eterm msg, Eterm token):
+    // `Alias ! Msg` from erlang:send (bif.c do_send), a gen_server reply.
+    hooks: &HOOKS_25_27,
     // The `erlang` provider's probes (erlang_dtrace.d) in builds configured
     // `--with-dynamic-trace=systemtap`; Debian's own build has none. Pids are strings made by
     // `"%T"` of the pid term: `<0.N.S>`. Sites and semaphores: beam_probes/notes/
@@ -308,6 +328,9 @@ pub static DEBIAN12_OTP25: BuildTable = BuildTable {
         external_node: 8,
         external_pid_number: 24,
     },
+    // erl_term.h: ERTS_PID_REF_THING_SIZE is 4 words (header, marker, num[5]), so the header
+    // is (4 - 1) << 6 | _TAG_HEADER_REF (0x10); the pid is num[3] | num[4] << 32 at 8 + 4 + 12.
+    alias: AliasLayout { pid_ref_header: 0xd0, pid_ref_pid: 24 },
     // erl_process.c (erts_start_schedulers): "%lu_scheduler", "%d_dirty_cpu_scheduler",
     // "%d_dirty_io_scheduler", "%d_aux", "%d_poller"; erl_async.c: "async_%d"; the
     // dispatchers are "sys_sig_dispatcher" and "sys_msg_dispatcher", cut to 15 characters.

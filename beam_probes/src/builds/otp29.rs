@@ -11,8 +11,12 @@
 //! forky`; the pid layout, status flags and JIT records (beam_jit_metadata.cpp) are unchanged
 //! in the source) except how an atom holds its text: a binary term instead of a pointer.
 
+use crate::builds::otp25::with_alias_send;
 use crate::builds::{BuildTable, DEBIAN13_OTP27, MonitorLayout, ProcessLayout, RunQueueLayout};
+use crate::hooks::HookSpec;
 use crate::terms::{AtomLayout, AtomName};
+
+static HOOKS: [HookSpec; 19] = with_alias_send("erts_proc_sig_send_altact_msg");
 
 pub static DEBIAN_FORKY_OTP29: BuildTable = BuildTable {
     id: "otp29-x86_64-jit",
@@ -48,5 +52,9 @@ pub static DEBIAN_FORKY_OTP29: BuildTable = BuildTable {
     monitor: MonitorLayout { flags_bytes: 4, type_field: 0, type_mask: 0x1f, target_flag: 1 << 7, ..DEBIAN13_OTP27.monitor },
     // ErtsRunQueue lost fields before `len` (DWARF of Debian's forky source).
     run_queue: RunQueueLayout { aligned_size: 384, len: 164 },
+    // bif.c do_send: a send to an alias (and a priority message to a pid) goes through
+    // erts_proc_sig_send_altact_msg(Process *c_p, Eterm from, Eterm to, Eterm msg, Eterm token,
+    // int prio), which replaced 27's erts_proc_sig_send_to_alias.
+    hooks: &HOOKS,
     ..DEBIAN13_OTP27
 };

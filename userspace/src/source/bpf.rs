@@ -56,6 +56,7 @@ impl KernelStats {
             ("dist_receive", s::STAT_HIT_DIST_RECEIVE, Some(Capability::Distribution)),
             // USDT message__send sites that are not local sends still trap: a send's cost.
             ("send_other_site", s::STAT_HIT_SEND_OTHER_SITE, Some(Capability::Send)),
+            ("send_alias", s::STAT_HIT_SEND_ALIAS, Some(Capability::Send)),
         ];
         health.hits = hooks.iter().map(|(name, id, _)| (*name, self.get(*id))).collect();
         health.hits_by_capability = [0; Capability::ALL.len()];
@@ -120,6 +121,8 @@ fn monitor_config(target: &BeamTarget, plans: &[CapabilityPlan]) -> Result<types
     c.ext_node = d.external_node;
     c.ext_pid_number = d.external_pid_number;
     c.node_sysname = t.node.sysname;
+    c.pid_ref_header = t.alias.pid_ref_header;
+    c.pid_ref_pid = t.alias.pid_ref_pid;
     if plans.iter().any(|p| p.source == ProbeSource::Usdt) {
         // USDT probes name processes by strings; the programs rebuild the VM's pid terms so
         // their events key processes exactly as the uprobes' do.
@@ -198,6 +201,7 @@ impl MonitorProbes {
         let p = &self.skel.progs;
         match point {
             HookPoint::SendLocal => &p.on_send,
+            HookPoint::SendAlias => &p.on_send_alias,
             HookPoint::ScheduleOut => &p.on_schedule_out,
             HookPoint::ScheduleIn => &p.on_schedule_in,
             HookPoint::GcStart => &p.on_gc_start,
@@ -227,7 +231,7 @@ impl MonitorProbes {
     /// returns where the kernel has them, else a link per hook.
     pub fn attach(&self, capabilities: &[Capability]) -> Result<()> {
         let attached = self.attached();
-        let mut uprobe_caps = Vec::new();
+        let (mut uprobe_caps, mut usdt_caps) = (Vec::new(), Vec::new());
         for &capability in capabilities.iter().filter(|c| !attached.contains(c)) {
             let usdt: Vec<ResolvedUsdt> = self
                 .plans
@@ -241,7 +245,10 @@ impl MonitorProbes {
                 continue;
             }
             match self.attach_usdt(&usdt) {
-                Ok(links) => self.links.borrow_mut().push((vec![capability], links)),
+                Ok(links) => {
+                    self.links.borrow_mut().push((vec![capability], links));
+                    usdt_caps.push(capability);
+                }
                 // The links made so far were dropped (detached) on the way out.
                 Err(e) => {
                     if let Some(p) = self.plans.borrow_mut().iter_mut().find(|p| p.capability == capability) {
@@ -254,17 +261,29 @@ impl MonitorProbes {
                 }
             }
         }
-        if uprobe_caps.is_empty() {
-            return Ok(());
-        }
         for c in &uprobe_caps {
             anyhow::ensure!(self.hooks.iter().any(|h| h.point.capability() == *c), "this build has no hook for {c}");
         }
+        // Every hook of the capabilities uprobes serve, and beside USDT probes the hooks on
+        // paths no probe of the provider covers (sends to aliases).
+        let hooks: Vec<&ResolvedHook> = self
+            .hooks
+            .iter()
+            .filter(|h| {
+                let c = h.point.capability();
+                uprobe_caps.contains(&c) || (usdt_caps.contains(&c) && h.point.beside_usdt())
+            })
+            .collect();
+        if hooks.is_empty() {
+            return Ok(());
+        }
+        let mut caps: Vec<Capability> = hooks.iter().map(|h| h.point.capability()).collect();
+        caps.dedup();
         if self.multi.get() != Some(false) {
-            match self.attach_multi(&uprobe_caps) {
+            match self.attach_multi(&hooks) {
                 Ok(links) => {
                     self.multi.set(Some(true));
-                    self.links.borrow_mut().push((uprobe_caps, links));
+                    self.links.borrow_mut().push((caps, links));
                     return Ok(());
                 }
                 // An older kernel: a link per hook from now on.
@@ -272,23 +291,19 @@ impl MonitorProbes {
                 Err(e) => return Err(e),
             }
         }
-        for c in uprobe_caps {
-            let links = self.attach_uprobes(c)?;
+        for c in caps {
+            let links = self.attach_uprobes(hooks.iter().copied().filter(|h| h.point.capability() == c), c)?;
             self.links.borrow_mut().push((vec![c], links));
         }
         Ok(())
     }
 
-    /// One multi-uprobe link for the entry hooks of `capabilities` and one for their return
-    /// hooks; each hook's point travels as the link's cookie for that address.
-    fn attach_multi(&self, capabilities: &[Capability]) -> Result<Vec<Link>> {
+    /// One multi-uprobe link for the entry hooks and one for the return hooks; each hook's
+    /// point travels as the link's cookie for that address.
+    fn attach_multi(&self, hooks: &[&ResolvedHook]) -> Result<Vec<Link>> {
         let mut links = Vec::new();
         for returns in [false, true] {
-            let hooks: Vec<&ResolvedHook> = self
-                .hooks
-                .iter()
-                .filter(|h| capabilities.contains(&h.point.capability()) && h.point.is_return() == returns)
-                .collect();
+            let hooks: Vec<&ResolvedHook> = hooks.iter().copied().filter(|h| h.point.is_return() == returns).collect();
             if hooks.is_empty() {
                 continue;
             }
@@ -322,10 +337,10 @@ impl MonitorProbes {
         Ok(links)
     }
 
-    /// A link per hook of one capability (kernels without multi-uprobes).
-    fn attach_uprobes(&self, capability: Capability) -> Result<Vec<Link>> {
+    /// A link per hook (kernels without multi-uprobes).
+    fn attach_uprobes<'a>(&self, hooks: impl Iterator<Item = &'a ResolvedHook>, capability: Capability) -> Result<Vec<Link>> {
         let mut links = Vec::new();
-        for hook in self.hooks.iter().filter(|h| h.point.capability() == capability) {
+        for hook in hooks {
             let link = self
                 .program(hook.point)
                 .attach_uprobe(hook.point.is_return(), self.pid, &self.binary, hook.file_offset as usize)
@@ -412,6 +427,8 @@ impl MonitorProbes {
     pub fn attached(&self) -> Vec<Capability> {
         let mut caps: Vec<Capability> = self.links.borrow().iter().flat_map(|(c, _)| c.iter().copied()).collect();
         caps.sort();
+        // A capability served by USDT probes and a uprobe beside them has two groups.
+        caps.dedup();
         caps
     }
 
@@ -433,7 +450,7 @@ impl MonitorProbes {
             .hooks
             .iter()
             .filter(|h| self.attached().contains(&h.point.capability()))
-            .filter(|h| !usdt.contains(&h.point.capability()))
+            .filter(|h| !usdt.contains(&h.point.capability()) || h.point.beside_usdt())
             .map(|h| h.symbol.clone())
             .collect();
         symbols.sort();
@@ -549,6 +566,7 @@ fn own_file_offset(address: usize) -> Result<(PathBuf, u64)> {
 fn hook_id(point: HookPoint) -> u64 {
     let id = match point {
         HookPoint::SendLocal => types::hook_id::HOOK_SEND,
+        HookPoint::SendAlias => types::hook_id::HOOK_SEND_ALIAS,
         HookPoint::ScheduleOut => types::hook_id::HOOK_SCHEDULE_OUT,
         HookPoint::ScheduleIn => types::hook_id::HOOK_SCHEDULE_IN,
         HookPoint::GcStart => types::hook_id::HOOK_GC_START,
