@@ -2,6 +2,7 @@
 //! process and pair, the CPU window, the latest process table, the probes' health, collected
 //! stacks for profiles.
 
+pub mod calls;
 pub mod counts;
 pub mod cpu;
 pub mod health;
@@ -20,6 +21,8 @@ pub struct State {
     pub health: Arc<Mutex<health::Health>>,
     /// Findings of the detectors, active and recent.
     pub findings: Arc<Mutex<crate::detect::Findings>>,
+    /// Calls paired from sends: latency per server.
+    pub calls: Arc<Mutex<calls::Calls>>,
 }
 
 impl State {
@@ -30,6 +33,7 @@ impl State {
             table: Arc::default(),
             health: Arc::default(),
             findings: Arc::default(),
+            calls: Arc::default(),
         }
     }
 }

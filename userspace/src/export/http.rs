@@ -79,13 +79,14 @@ pub fn router(app: Arc<Vms>) -> Router {
         .route("/metrics", get(scrape))
         .route("/api/processes", get(processes))
         .route("/api/pairs", get(pairs))
+        .route("/api/calls", get(calls))
         .route("/api/findings", get(findings))
         .route("/api/findings/{id}", get(finding))
         .with_state(app)
 }
 
 async fn index() -> &'static str {
-    "scope-probe\n\n/metrics           Prometheus metrics\n/api/processes     per-process counters (JSON)\n/api/pairs         per sender/receiver pair message counts (JSON)\n/api/findings      the detectors' active and recent findings, with their evidence (JSON)\n/api/findings/ID   one finding\n"
+    "scope-probe\n\n/metrics           Prometheus metrics\n/api/processes     per-process counters (JSON)\n/api/pairs         per sender/receiver pair message counts (JSON)\n/api/calls         call latency per server: calls, p50, p99, top callers (JSON)\n/api/findings      the detectors' active and recent findings, with their evidence (JSON)\n/api/findings/ID   one finding\n"
 }
 
 /// A row of the JSON API with the VM it belongs to.
@@ -229,6 +230,44 @@ struct PairRow {
     peer: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     direction: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct CallRow {
+    server: String,
+    /// The server's name (registered name, label or initial call); "" when not known.
+    name: String,
+    calls: u64,
+    mean_seconds: f64,
+    p50_seconds: Option<f64>,
+    p99_seconds: Option<f64>,
+    /// (caller, calls), most first.
+    top_callers: Vec<(String, u64)>,
+}
+
+/// The busiest servers' call latency (see `aggregate::calls` for the method).
+async fn calls(State(vms): State<Arc<Vms>>) -> Json<Vec<OfVm<CallRow>>> {
+    let mut rows = Vec::new();
+    for app in vms.list() {
+        let calls = lock(&app.state.calls);
+        let n = &app.names;
+        let secs = |ns: u64| ns as f64 / 1e9;
+        rows.extend(calls.busiest(50).into_iter().map(|(server, s)| {
+            of_vm(
+                &app,
+                CallRow {
+                    server: n.pid(server),
+                    name: n.name(server),
+                    calls: s.calls,
+                    mean_seconds: secs(s.total_ns) / s.calls.max(1) as f64,
+                    p50_seconds: s.quantile(0.5).map(secs),
+                    p99_seconds: s.quantile(0.99).map(secs),
+                    top_callers: s.top_callers(5).into_iter().map(|(c, k)| (n.pid(c), k)).collect(),
+                },
+            )
+        }));
+    }
+    Json(rows)
 }
 
 async fn pairs(State(vms): State<Arc<Vms>>) -> Json<Vec<OfVm<PairRow>>> {

@@ -106,7 +106,7 @@ impl VmSession {
             target.table.hooks.iter().filter(|h| h.point == beam_probes::HookPoint::GcStart).map(|h| h.symbol.to_owned()).collect();
         let detectors = Arc::new(Mutex::new(Detectors::new(&cli.detectors, cli.frequency, gc_functions, normal_schedulers)));
         let names: Arc<dyn PidNames> = Arc::new(VmNames::new(target.clone(), state.table.clone()));
-        let mut sinks: Vec<Arc<Mutex<dyn Sink>>> = vec![state.counts.clone(), state.cpu.clone(), state.table.clone(), detectors.clone()];
+        let mut sinks: Vec<Arc<Mutex<dyn Sink>>> = vec![state.counts.clone(), state.cpu.clone(), state.table.clone(), state.calls.clone(), detectors.clone()];
         // The recorder: a file (`record`), or the flight recorder's segments.
         let meta = recording_meta(cli, &target);
         let flight_dir = cli.flight_recorder.as_ref().map(|d| if several { d.join(format!("{node}-{}", target.pid)) } else { d.clone() });
