@@ -29,11 +29,8 @@ fn close(ours_s: f64, theirs_us: f64, what: &str) {
     assert!((ours_us - theirs_us).abs() <= theirs_us * 0.10, "{what}: scope-probe {ours_us:.0} µs, the callers {theirs_us:.0} µs");
 }
 
-/// Fails today (branch issue-16): gen_server replies go to the caller's alias (OTP 24+:
-/// `gen:reply/2` sends to the monitor alias, `erts_proc_sig_send_to_alias` in the VM), which the
-/// send hook on `erts_send_message` never sees; plain `Pid ! Reply` servers (code_server,
-/// erl_prim_loader) pair already. Next: a hook on the alias send path reading the owner's pid
-/// from the alias reference.
+/// Two gen_servers that answer in 2 ms and 20 ms, four callers each: the replies go to the
+/// callers' aliases (OTP 24+), which the alias-send hook sees.
 #[test]
 fn call_latency_agrees_with_the_callers() {
     let mut beam = Beam::start();
@@ -53,6 +50,53 @@ fn call_latency_agrees_with_the_callers() {
         assert_eq!(callers.len(), 4, "{ours}");
         assert_eq!(callers.iter().map(|c| c[1].as_u64().unwrap()).sum::<u64>(), n, "{ours}");
     }
+    let (status, stderr) = probe.stop();
+    assert!(status.success(), "{stderr:?}");
+}
+
+/// A poolboy pool (Debian's erlang-poolboy) of 2 workers under 10 callers: the wait at
+/// checkout and the time each caller holds its worker agree with the callers' own timing, and
+/// the pool is known as a pool.
+#[test]
+fn pool_waits_and_holds_agree_with_the_callers() {
+    let mut beam = Beam::start();
+    beam.call("scope_pool:start(scope_pool_pool, 2)");
+    let probe = Probe::attach(beam.os_pid, &["--mode", "trace"]);
+    let r = beam.call("scope_pool:run(scope_pool_pool, 10, 10, 10)");
+    let n: u64 = r["checkouts"].parse().unwrap();
+    let pool = row(&probe, "scope_pool_pool", n);
+    assert_eq!(pool["role"], "pool", "{pool}");
+    assert_eq!(pool["calls"].as_u64(), Some(n), "{pool}");
+    close(pool["p50_seconds"].as_f64().unwrap(), r["wait_p50_us"].parse().unwrap(), "checkout wait p50");
+    close(pool["p99_seconds"].as_f64().unwrap(), r["wait_p99_us"].parse().unwrap(), "checkout wait p99");
+    close(pool["hold_p50_seconds"].as_f64().unwrap(), r["hold_p50_us"].parse().unwrap(), "hold p50");
+    close(pool["hold_p99_seconds"].as_f64().unwrap(), r["hold_p99_us"].parse().unwrap(), "hold p99");
+    let m = probe.metrics();
+    let waits = m.get("beam_top_server_call_duration_seconds_count", &[("name", "scope_pool_pool")]);
+    assert_eq!(waits, Some(n as f64), "the pool's waits in /metrics");
+    // The last checkins may still be on their way when the last checkout has been seen.
+    let holds = scope_probe_tests::wait_stable(Duration::from_secs(10), Duration::from_millis(500), || {
+        probe.metrics().get("beam_top_pool_hold_duration_seconds_count", &[("name", "scope_pool_pool")])
+    });
+    assert_eq!(holds, Some(n as f64), "the pool's holds in /metrics");
+    let (status, stderr) = probe.stop();
+    assert!(status.success(), "{stderr:?}");
+}
+
+/// An Elixir GenServer reads the Elixir way in the call view (`ScopeProbe.ElixirServer.init/1`,
+/// or its label on OTP 27+).
+#[test]
+fn elixir_servers_read_like_elixir_in_the_call_view() {
+    assert!(scope_probe_tests::beam::elixir_available(), "Elixir is not installed: `cargo xtask setup` installs it");
+    let mut beam = Beam::start();
+    let pid = beam.call("'Elixir.ScopeProbe.ElixirServer':start()")["pid"].clone();
+    let probe = Probe::attach(beam.os_pid, &["--mode", "trace"]);
+    let r = beam.call(&format!("scope_calls:run(list_to_pid(\"{pid}\"), 2, 100, 0)"));
+    let n: u64 = r["calls"].parse().unwrap();
+    let otp: u32 = beam.call("erlang:system_info(otp_release)")["value"].trim_matches('"').parse().unwrap();
+    let name = if otp >= 27 { "<<\"elixir worker\">>" } else { "ScopeProbe.ElixirServer.init/1" };
+    let ours = row(&probe, name, n);
+    assert_eq!(ours["server"], pid.as_str(), "{ours}");
     let (status, stderr) = probe.stop();
     assert!(status.success(), "{stderr:?}");
 }

@@ -39,6 +39,7 @@ pub mod memory;
 pub mod monitors;
 pub mod proctab;
 pub mod remote_terms;
+pub mod roles;
 pub mod snapshot;
 pub mod target;
 pub mod terms;

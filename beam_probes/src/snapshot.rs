@@ -206,6 +206,11 @@ impl ProcessRecord {
     pub fn identity(&self) -> Option<&str> {
         self.name.as_deref().or(self.label.as_deref()).or(self.initial_call.as_deref())
     }
+
+    /// What the process is for, when it is a library process scope-probe knows.
+    pub fn role(&self) -> Option<crate::roles::Role> {
+        self.initial_call.as_deref().and_then(crate::roles::role)
+    }
 }
 
 /// Bytes of a dictionary read ahead with its process: the header and its first 16 slots.

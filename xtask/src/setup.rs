@@ -28,6 +28,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "openssl",     // makes the certificates of the TLS tests (--web-config)
     "curl",        // reaches the endpoint over TLS with basic auth in those tests
     "erlang-yaws", // the real application of the benchmark and the soak (the library, no service)
+    "erlang-poolboy", // a real pool for the pool-wait tests
     "wrk",         // ...and its HTTP load
     "linux-perf",  // the benchmark's peer: perf record with +JPperf
 ];

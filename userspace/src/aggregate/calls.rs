@@ -6,12 +6,22 @@
 //! pairs too when the caller sent nothing meanwhile: that is the method's error, stated in the
 //! README.
 //!
+//! A pool's callers wait at checkout (a call to the pool) and then hold what they checked out
+//! until they give it back (their next message to the pool): the time from a reply to the
+//! caller's next send to the same server is kept as its hold time, which the views show for
+//! pools.
+//!
+//! Sends are seen only while the send hooks are attached: when they detach (the end of an
+//! adaptive window) requests still in flight are forgotten, never paired across the gap.
+//!
 //! Bounded: callers with a request in flight, servers and the callers kept per server have a
 //! cap each; what is dropped to stay within them is counted.
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::event::{Event, What};
+use beam_probes::Capability;
+
+use crate::event::{Event, WindowChange, What};
 use crate::pipeline::Sink;
 
 /// Callers with a request in flight at most (the oldest give way).
@@ -20,23 +30,44 @@ const MAX_IN_FLIGHT: usize = 200_000;
 const MAX_SERVERS: usize = 4_096;
 /// Latest latencies kept per server, for its quantiles.
 const RECENT: usize = 4_096;
+/// Servers remembered per caller as having answered it (for hold times).
+const ANSWERED: usize = 4;
 /// Callers counted per server at most.
 const MAX_CALLERS: usize = 64;
+/// Upper bounds (seconds) of the latency histogram's buckets; one more bucket holds the rest.
+pub const BUCKETS: [f64; 15] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
-/// One server's calls.
-#[derive(Debug, Default, Clone)]
-pub struct ServerCalls {
-    pub calls: u64,
+/// Durations: count, sum, histogram since attach, and the latest ones for quantiles.
+#[derive(Debug, Clone)]
+pub struct Durations {
+    pub count: u64,
     pub total_ns: u64,
-    /// The latest latencies, oldest first.
+    /// Per bucket of [`BUCKETS`] (not cumulative), the last one above them all.
+    pub buckets: [u64; BUCKETS.len() + 1],
+    /// The latest durations, oldest first.
     pub recent: VecDeque<u64>,
-    /// Calls by caller (at most `MAX_CALLERS`; the rest under `other_callers`).
-    pub callers: HashMap<u64, u64>,
-    pub other_callers: u64,
 }
 
-impl ServerCalls {
-    /// The `q` quantile (0..=1) of the recent latencies, in nanoseconds.
+impl Default for Durations {
+    fn default() -> Self {
+        Durations { count: 0, total_ns: 0, buckets: [0; BUCKETS.len() + 1], recent: VecDeque::new() }
+    }
+}
+
+impl Durations {
+    fn add(&mut self, ns: u64) {
+        self.count += 1;
+        self.total_ns += ns;
+        let secs = ns as f64 / 1e9;
+        let b = BUCKETS.iter().position(|&le| secs <= le).unwrap_or(BUCKETS.len());
+        self.buckets[b] += 1;
+        if self.recent.len() == RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(ns);
+    }
+
+    /// The `q` quantile (0..=1) of the recent durations, in nanoseconds.
     pub fn quantile(&self, q: f64) -> Option<u64> {
         let mut v: Vec<u64> = self.recent.iter().copied().collect();
         if v.is_empty() {
@@ -47,6 +78,24 @@ impl ServerCalls {
         Some(v[i])
     }
 
+    pub fn mean_ns(&self) -> Option<u64> {
+        (self.count > 0).then(|| self.total_ns / self.count)
+    }
+}
+
+/// One server's calls.
+#[derive(Debug, Default, Clone)]
+pub struct ServerCalls {
+    /// From each request to its reply.
+    pub latency: Durations,
+    /// From each reply to the caller's next message to the server (a pool's hold time).
+    pub hold: Durations,
+    /// Calls by caller (at most `MAX_CALLERS`; the rest under `other_callers`).
+    pub callers: HashMap<u64, u64>,
+    pub other_callers: u64,
+}
+
+impl ServerCalls {
     /// The callers that called most, most first.
     pub fn top_callers(&self, n: usize) -> Vec<(u64, u64)> {
         let mut v: Vec<(u64, u64)> = self.callers.iter().map(|(&c, &n)| (c, n)).collect();
@@ -60,12 +109,41 @@ impl ServerCalls {
 pub struct Calls {
     /// Per caller: its last send (to whom, when), until answered or replaced.
     in_flight: HashMap<u64, (u64, u64)>,
+    /// Per caller: the servers that answered it last (at most `ANSWERED`, latest last), and
+    /// when, each until the caller sends to it again: a pool's caller calls the worker it
+    /// checked out before it checks it back in.
+    answered: HashMap<u64, Vec<(u64, u64)>>,
     pub servers: HashMap<u64, ServerCalls>,
     /// Requests forgotten to stay within bounds, and servers dropped.
     pub dropped: u64,
 }
 
 impl Calls {
+    /// Pairs the sends of a recording (its events and windows, each in time order), as the
+    /// live sink pairs them.
+    pub fn from_recording(rec: &crate::record::model::Recording) -> Calls {
+        let mut calls = Calls::default();
+        let send = Capability::Send.index() as u8;
+        let mut closings = rec.windows.iter().filter(|w| !w.open && w.capabilities.contains(&send)).map(|w| w.t).peekable();
+        for e in &rec.events {
+            while closings.next_if(|&t| t <= e.t).is_some() {
+                calls.forget();
+            }
+            match e.what {
+                crate::record::format::What::Send { from, to } => calls.send(from, to, e.t),
+                crate::record::format::What::Exit { pid } => calls.exit(pid),
+                _ => {}
+            }
+        }
+        calls
+    }
+
+    /// Sends unseen from now on: nothing in flight can be paired with what comes later.
+    fn forget(&mut self) {
+        self.in_flight.clear();
+        self.answered.clear();
+    }
+
     fn send(&mut self, from: u64, to: u64, ts: u64) {
         // A reply: `from` answers `to`, whose last send went to `from`.
         if let Some(&(server, sent)) = self.in_flight.get(&to)
@@ -74,35 +152,47 @@ impl Calls {
         {
             self.in_flight.remove(&to);
             self.record(from, to, ts - sent);
+            if self.answered.len() < MAX_IN_FLIGHT || self.answered.contains_key(&to) {
+                let servers = self.answered.entry(to).or_default();
+                servers.retain(|(s, _)| *s != from);
+                if servers.len() == ANSWERED {
+                    servers.remove(0);
+                }
+                servers.push((from, ts));
+            } else {
+                self.dropped += 1;
+            }
             // An answer is no request: the caller's next request must not read as the server
             // calling it. The server's own last request, if any, stays as it was.
             return;
         }
-        // Anything else is `from`'s last send now: a request, or what shows it is not waiting.
-        if self.in_flight.len() >= MAX_IN_FLIGHT && !self.in_flight.contains_key(&from) {
-            // Forget the oldest request: it is the least likely to be answered.
-            if let Some((&oldest, _)) = self.in_flight.iter().min_by_key(|(_, (_, t))| *t) {
-                self.in_flight.remove(&oldest);
-                self.dropped += 1;
+        // Back to the server that answered it last: what it held since then is given back.
+        if let Some(servers) = self.answered.get_mut(&from)
+            && let Some(i) = servers.iter().position(|(s, _)| *s == to)
+        {
+            let (server, answered) = servers.remove(i);
+            if servers.is_empty() {
+                self.answered.remove(&from);
+            }
+            if let Some(s) = self.servers.get_mut(&server) {
+                s.hold.add(ts.saturating_sub(answered));
             }
         }
-        self.in_flight.insert(from, (to, ts));
+        // Anything else is `from`'s last send now: a request, or what shows it is not waiting.
+        if bounded(&mut self.in_flight, from, &mut self.dropped) {
+            self.in_flight.insert(from, (to, ts));
+        }
     }
 
     fn record(&mut self, server: u64, caller: u64, ns: u64) {
         if !self.servers.contains_key(&server) && self.servers.len() >= MAX_SERVERS {
-            if let Some((&least, _)) = self.servers.iter().min_by_key(|(_, s)| s.calls) {
+            if let Some((&least, _)) = self.servers.iter().min_by_key(|(_, s)| s.latency.count) {
                 self.servers.remove(&least);
                 self.dropped += 1;
             }
         }
         let s = self.servers.entry(server).or_default();
-        s.calls += 1;
-        s.total_ns += ns;
-        if s.recent.len() == RECENT {
-            s.recent.pop_front();
-        }
-        s.recent.push_back(ns);
+        s.latency.add(ns);
         let room = s.callers.len() < MAX_CALLERS;
         match s.callers.get_mut(&caller) {
             Some(n) => *n += 1,
@@ -116,15 +206,29 @@ impl Calls {
     /// A process that exited neither calls nor answers any more.
     fn exit(&mut self, pid: u64) {
         self.in_flight.remove(&pid);
+        self.answered.remove(&pid);
     }
 
     /// The servers most called, most first.
     pub fn busiest(&self, n: usize) -> Vec<(u64, &ServerCalls)> {
         let mut v: Vec<(u64, &ServerCalls)> = self.servers.iter().map(|(&p, s)| (p, s)).collect();
-        v.sort_by(|a, b| b.1.calls.cmp(&a.1.calls).then(a.0.cmp(&b.0)));
+        v.sort_by(|a, b| b.1.latency.count.cmp(&a.1.latency.count).then(a.0.cmp(&b.0)));
         v.truncate(n);
         v
     }
+}
+
+/// Whether `key` may be added to `map` (or is in it already): when the map is full its oldest
+/// entry, the least likely to be answered, gives way (counted in `dropped`).
+fn bounded(map: &mut HashMap<u64, (u64, u64)>, key: u64, dropped: &mut u64) -> bool {
+    if map.len() < MAX_IN_FLIGHT || map.contains_key(&key) {
+        return true;
+    }
+    if let Some((&oldest, _)) = map.iter().min_by_key(|(_, (_, t))| *t) {
+        map.remove(&oldest);
+        *dropped += 1;
+    }
+    true
 }
 
 impl Sink for Calls {
@@ -135,6 +239,12 @@ impl Sink for Calls {
                 What::Exit { pid } => self.exit(pid),
                 _ => {}
             }
+        }
+    }
+
+    fn window(&mut self, change: &WindowChange) {
+        if !change.open && change.capabilities.contains(&Capability::Send) {
+            self.forget();
         }
     }
 }
@@ -148,8 +258,8 @@ mod tests {
         let mut c = Calls::default();
         c.send(1, 2, 1_000);
         c.send(2, 1, 3_000);
-        assert_eq!(c.servers[&2].calls, 1);
-        assert_eq!(c.servers[&2].quantile(0.5), Some(2_000));
+        assert_eq!(c.servers[&2].latency.count, 1);
+        assert_eq!(c.servers[&2].latency.quantile(0.5), Some(2_000));
         assert_eq!(c.servers[&2].top_callers(5), vec![(1, 1)]);
     }
 
@@ -170,8 +280,41 @@ mod tests {
         c.send(1, 2, 10_000);
         c.send(2, 1, 10_500);
         assert!(!c.servers.contains_key(&1), "{:?}", c.servers);
-        assert_eq!(c.servers[&2].calls, 2);
-        assert_eq!(c.servers[&2].quantile(1.0), Some(2_000));
+        assert_eq!(c.servers[&2].latency.count, 2);
+        assert_eq!(c.servers[&2].latency.quantile(1.0), Some(2_000));
+    }
+
+    #[test]
+    fn a_pool_hold_runs_from_the_answer_to_the_callers_return() {
+        let mut c = Calls::default();
+        c.send(1, 2, 1_000); // checkout
+        c.send(2, 1, 3_000); // the worker, given
+        c.send(1, 9, 4_000); // using it
+        c.send(9, 1, 5_000);
+        c.send(1, 2, 8_000); // checkin
+        assert_eq!(c.servers[&2].hold.quantile(0.5), Some(5_000));
+        assert_eq!(c.servers[&9].latency.quantile(0.5), Some(1_000));
+    }
+
+    #[test]
+    fn latencies_fall_in_their_buckets() {
+        let mut c = Calls::default();
+        c.send(1, 2, 0);
+        c.send(2, 1, 2_000_000); // 2 ms: the 2.5 ms bucket
+        let b = &c.servers[&2].latency.buckets;
+        assert_eq!(b[super::BUCKETS.iter().position(|&x| x == 0.0025).unwrap()], 1);
+        assert_eq!(b.iter().sum::<u64>(), 1);
+    }
+
+    #[test]
+    fn a_window_closing_forgets_what_is_in_flight() {
+        use crate::event::WindowChange;
+        use crate::pipeline::Sink;
+        let mut c = Calls::default();
+        c.send(1, 2, 1_000);
+        c.window(&WindowChange { vm: 1, ts_ns: 2_000, capabilities: vec![beam_probes::Capability::Send], open: false });
+        c.send(2, 1, 9_000_000);
+        assert!(c.servers.is_empty());
     }
 
     #[test]
@@ -180,6 +323,6 @@ mod tests {
         c.send(1, 2, 1_000);
         c.send(2, 1, 3_000);
         c.send(2, 1, 4_000);
-        assert_eq!(c.servers[&2].calls, 1);
+        assert_eq!(c.servers[&2].latency.count, 1);
     }
 }

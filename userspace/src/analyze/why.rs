@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use crate::aggregate::calls::{Calls, ServerCalls};
 use crate::record::format::{Owner, What};
 use crate::record::model::Recording;
 use crate::record::select::Filter;
@@ -31,6 +32,24 @@ pub struct Why {
     pub causes: Vec<Cause>,
     /// Longest mailbox at a read, and its length at the first and the last read.
     pub mailbox: Option<(u64, u64, u64)>,
+}
+
+/// What the pairing of sends says of a server's calls, a pool's in its own words.
+fn call_evidence(rec: &Recording, server: u64, s: &ServerCalls, callers: &HashSet<u64>) -> Vec<String> {
+    let ms = |ns: Option<u64>| ns.map_or("?".into(), |ns| format!("{:.1} ms", ns as f64 / 1e6));
+    let (l, mine) = (&s.latency, s.callers.iter().filter(|(c, _)| callers.contains(c)).map(|(_, n)| n).sum::<u64>());
+    let pool = rec.processes.get(&server).and_then(|p| p.initial_call.as_deref()).and_then(beam_probes::roles::role);
+    let mut out = vec![format!(
+        "{} {} calls paired from sends ({mine} of them from here): waited p50 {}, p99 {}",
+        if pool.is_some() { "a pool: callers waited at checkout," } else { "its callers," },
+        l.count,
+        ms(l.quantile(0.5)),
+        ms(l.quantile(0.99))
+    )];
+    if pool.is_some() && s.hold.count > 0 {
+        out.push(format!("held what they checked out p50 {}, p99 {} ({} checkins)", ms(s.hold.quantile(0.5)), ms(s.hold.quantile(0.99)), s.hold.count));
+    }
+    out
 }
 
 fn share(n: usize, of: usize) -> String {
@@ -116,13 +135,18 @@ pub fn explain(rec: &Recording, f: &Filter, pids: &[u64]) -> Why {
     }
     // A read stands for its share of the span (several processes: of their summed time).
     let per_read = if seen > 0 { span * pids.len().max(1) as f64 / seen as f64 } else { 0.0 };
+    let calls = if waiting_on.is_empty() { None } else { Some(Calls::from_recording(rec)) };
     for (on, (n, places)) in &waiting_on {
         let places: Vec<String> = places.iter().map(|(c, k)| format!("in {c} at {k}")).collect();
+        let mut evidence = vec![format!("{}: a call to it pending, monitoring it ({})", share(*n, seen), places.join(", "))];
+        if let Some(s) = calls.as_ref().and_then(|c| c.servers.get(on)) {
+            evidence.extend(call_evidence(rec, *on, s, &set));
+        }
         causes.push(Cause {
             what: format!("waiting for a reply from {}", rec.who(*on)),
             seconds: *n as f64 * per_read,
             estimated: true,
-            evidence: vec![format!("{}: a call to it pending, monitoring it ({})", share(*n, seen), places.join(", "))],
+            evidence,
             waits_on: Some(*on),
         });
     }

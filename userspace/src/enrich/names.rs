@@ -75,6 +75,8 @@ struct VmNamesCache {
     /// Identities of the read numbered `read` (TableState::reads).
     read: u64,
     identities: HashMap<u64, String>,
+    /// The processes of the same read that have a role (few).
+    roles: HashMap<u64, beam_probes::roles::Role>,
     registered: NameCache,
     /// Node names by atom: atoms live as long as the VM, and a VM talks to few nodes.
     nodes: HashMap<u64, String>,
@@ -107,23 +109,30 @@ impl crate::export::PidNames for VmNames {
     }
 
     fn name(&self, term: u64) -> String {
-        let mut inner = crate::aggregate::lock(&self.inner);
-        {
-            let table = crate::aggregate::lock(&self.table);
-            if table.reads != inner.read {
-                inner.read = table.reads;
-                inner.identities = table
-                    .latest
-                    .iter()
-                    .flat_map(|l| l.snapshot.iter())
-                    .flat_map(|s| &s.processes)
-                    .filter_map(|p| Some((p.term, p.identity()?.to_owned())))
-                    .collect();
-            }
-        }
+        let mut inner = self.latest();
         if let Some(n) = inner.identities.get(&term) {
             return n.clone();
         }
         inner.registered.registered_name(&self.target, term)
+    }
+
+    fn role(&self, term: u64) -> Option<beam_probes::roles::Role> {
+        self.latest().roles.get(&term).copied()
+    }
+}
+
+impl VmNames {
+    /// The cache, brought up to the latest read of the process table.
+    fn latest(&self) -> std::sync::MutexGuard<'_, VmNamesCache> {
+        let mut inner = crate::aggregate::lock(&self.inner);
+        let table = crate::aggregate::lock(&self.table);
+        if table.reads != inner.read {
+            inner.read = table.reads;
+            let processes = || table.latest.iter().flat_map(|l| l.snapshot.iter()).flat_map(|s| &s.processes);
+            inner.identities = processes().filter_map(|p| Some((p.term, p.identity()?.to_owned()))).collect();
+            inner.roles = processes().filter_map(|p| Some((p.term, p.role()?))).collect();
+        }
+        drop(table);
+        inner
     }
 }

@@ -166,6 +166,7 @@ fn render(app: &App) -> String {
     let control = lock(&app.control).clone();
     let findings = lock(&st.findings);
     let agg = lock(&st.counts);
+    let calls = lock(&st.calls);
     metrics::render(
         &agg,
         ScrapeInput {
@@ -178,6 +179,7 @@ fn render(app: &App) -> String {
             findings: &findings,
             alerts: app.alerts.as_deref(),
             recording: app.recording.as_ref(),
+            calls: &calls,
             attached,
             names: &*app.names,
         },
@@ -237,10 +239,15 @@ struct CallRow {
     server: String,
     /// The server's name (registered name, label or initial call); "" when not known.
     name: String,
+    /// `pool` for pools scope-probe knows (their latency is the wait at checkout).
+    role: Option<beam_probes::roles::Role>,
     calls: u64,
-    mean_seconds: f64,
+    mean_seconds: Option<f64>,
     p50_seconds: Option<f64>,
     p99_seconds: Option<f64>,
+    /// For pools: how long callers held what they checked out.
+    hold_p50_seconds: Option<f64>,
+    hold_p99_seconds: Option<f64>,
     /// (caller, calls), most first.
     top_callers: Vec<(String, u64)>,
 }
@@ -253,15 +260,20 @@ async fn calls(State(vms): State<Arc<Vms>>) -> Json<Vec<OfVm<CallRow>>> {
         let n = &app.names;
         let secs = |ns: u64| ns as f64 / 1e9;
         rows.extend(calls.busiest(50).into_iter().map(|(server, s)| {
+            let role = n.role(server);
+            let hold = |q| if role.is_some() { s.hold.quantile(q).map(secs) } else { None };
             of_vm(
                 &app,
                 CallRow {
                     server: n.pid(server),
                     name: n.name(server),
-                    calls: s.calls,
-                    mean_seconds: secs(s.total_ns) / s.calls.max(1) as f64,
-                    p50_seconds: s.quantile(0.5).map(secs),
-                    p99_seconds: s.quantile(0.99).map(secs),
+                    role,
+                    calls: s.latency.count,
+                    mean_seconds: s.latency.mean_ns().map(secs),
+                    p50_seconds: s.latency.quantile(0.5).map(secs),
+                    p99_seconds: s.latency.quantile(0.99).map(secs),
+                    hold_p50_seconds: hold(0.5),
+                    hold_p99_seconds: hold(0.99),
                     top_callers: s.top_callers(5).into_iter().map(|(c, k)| (n.pid(c), k)).collect(),
                 },
             )

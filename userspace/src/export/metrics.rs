@@ -3,13 +3,17 @@
 //! interface (README lists them): keep them stable.
 
 use beam_probes::Capability;
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
+use crate::aggregate::calls::{BUCKETS, Calls, Durations};
 use crate::aggregate::counts::Aggregator;
 use crate::aggregate::cpu::CpuWindow;
 use crate::aggregate::health::Health;
@@ -19,6 +23,7 @@ use crate::control::mode::Mode;
 use crate::detect::{Findings, Kind, State};
 use crate::export::alertmanager::AlertStats;
 use crate::export::PidNames;
+use beam_probes::roles::Role;
 use beam_probes::snapshot::{ProcessRecord, Snapshot};
 use std::sync::atomic::Ordering;
 
@@ -57,6 +62,8 @@ pub struct ScrapeInput<'a> {
     pub alerts: Option<&'a AlertStats>,
     /// The recorder's counts, when a recording or the flight recorder runs.
     pub recording: Option<&'a crate::record::RecordingStats>,
+    /// Calls paired from sends, per server.
+    pub calls: &'a crate::aggregate::calls::Calls,
     /// Whether scope-probe observes a live VM.
     pub attached: bool,
     pub names: &'a dyn PidNames,
@@ -119,6 +126,7 @@ pub fn render(agg: &Aggregator, input: ScrapeInput<'_>) -> String {
     if let Some(snap) = latest.and_then(|l| l.snapshot.as_ref()) {
         render_snapshot(&mut r, snap, &label);
     }
+    render_calls(&mut r, input.calls, input.names);
 
     let top_sent = Family::<Labels, Counter>::default();
     for (pid, sent) in agg.top_processes(TOP_N, |p| p.sent) {
@@ -303,6 +311,54 @@ pub fn render(agg: &Aggregator, input: ScrapeInput<'_>) -> String {
 }
 
 /// The recorder: what it wrote and dropped; the flight recorder's disk and kept recordings.
+/// Servers with call latency exported: the most called.
+const TOP_SERVERS: usize = 20;
+
+/// Call latency of the most called servers, and pools' hold times: histograms since attach,
+/// made from counts kept in `aggregate::calls` (the series of a server that leaves the top
+/// goes, as the other top-N series do).
+#[derive(Debug)]
+struct CallHistograms {
+    /// (metric, help, series: (labels, durations)).
+    families: Vec<(&'static str, &'static str, Vec<(Labels, Durations)>)>,
+}
+
+impl Collector for CallHistograms {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for (name, help, series) in &self.families {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
+            for (labels, d) in series {
+                let mut buckets: Vec<(f64, u64)> = BUCKETS.iter().copied().zip(d.buckets.iter().copied()).collect();
+                buckets.push((f64::INFINITY, d.buckets[BUCKETS.len()]));
+                family.encode_family(labels)?.encode_histogram::<NoLabelSet>(d.total_ns as f64 / 1e9, d.count, &buckets, None)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn render_calls(r: &mut Registry, calls: &Calls, names: &dyn PidNames) {
+    let (mut latency, mut hold) = (Vec::new(), Vec::new());
+    for (server, s) in calls.busiest(TOP_SERVERS) {
+        let labels: Labels = vec![("server".into(), names.pid(server)), ("name".into(), names.name(server))];
+        if names.role(server) == Some(Role::Pool) && s.hold.count > 0 {
+            hold.push((labels.clone(), s.hold.clone()));
+        }
+        latency.push((labels, s.latency.clone()));
+    }
+    r.register_collector(Box::new(CallHistograms {
+        families: vec![
+            (
+                "beam_top_server_call_duration_seconds",
+                "How long callers of the most called servers waited for their answer (request to reply, paired from sends)",
+                latency,
+            ),
+            ("beam_top_pool_hold_duration_seconds", "How long callers held what they checked out of a pool (its answer to their next message to it)", hold),
+        ],
+    }));
+    counter(r, "beam_calls_dropped", "Requests and servers forgotten to keep call pairing bounded", calls.dropped);
+}
+
 fn render_recording(r: &mut Registry, rec: &crate::record::RecordingStats) {
     let w = &rec.writer;
     counter(r, "scope_probe_recording_entries", "Entries written to the recording", w.entries.load(Ordering::Relaxed));

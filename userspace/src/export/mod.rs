@@ -24,6 +24,10 @@ pub trait PidNames: Send + Sync {
     fn name(&self, term: u64) -> String;
     /// The name of a node, from its name atom (`b@host`).
     fn node(&self, atom: u64) -> String;
+    /// What the process is for, when it is a library process scope-probe knows (a pool).
+    fn role(&self, _term: u64) -> Option<beam_probes::roles::Role> {
+        None
+    }
 }
 
 #[cfg(test)]
