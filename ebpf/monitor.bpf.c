@@ -172,6 +172,7 @@ static __always_inline void do_send(const struct vm *v, const void *sender, cons
 static __always_inline void do_send_alias(const struct vm *v, __u64 from, __u64 to)
 {
 	count(v, STAT_HIT_SEND_ALIAS);
+	__u64 alias = 0;
 	if ((from & v->cfg->pid_tag_mask) != v->cfg->pid_tag)
 		return; /* sent on behalf of no process */
 	if ((to & 0x3) == 0x2) { /* boxed: a reference */
@@ -188,10 +189,11 @@ static __always_inline void do_send_alias(const struct vm *v, __u64 from, __u64 
 			return;
 		}
 		to = owner;
+		alias = 1;
 	}
 	if ((to & v->cfg->pid_tag_mask) != v->cfg->pid_tag)
 		return;
-	emit(v, EVENT_SEND, from, to, 0, bpf_ktime_get_ns());
+	emit(v, EVENT_SEND, from, to, alias, bpf_ktime_get_ns());
 }
 
 /* erts_schedule(esdp, p, calls): p is the process leaving the scheduler. */

@@ -9,7 +9,7 @@
 #define SCOPE_PROBE_MONITOR_H
 
 enum event_kind {
-	EVENT_SEND = 1,     /* a = sender pid, b = receiver pid */
+	EVENT_SEND = 1,     /* a = sender pid, b = receiver pid, c = 1 when sent to its alias */
 	EVENT_SCHEDULE = 2, /* a = pid, b = run time in ns, c = reductions used */
 	EVENT_GC = 3,       /* a = pid, b = duration in ns */
 	EVENT_SPAWN = 4,    /* a = parent pid (0 when none), b = new pid */

@@ -100,3 +100,26 @@ fn elixir_servers_read_like_elixir_in_the_call_view() {
     let (status, stderr) = probe.stop();
     assert!(status.success(), "{stderr:?}");
 }
+
+/// In adaptive mode (the default) the calls are paired in windows: table reads find the callers
+/// blocked in their calls and ask for send windows, within the budget. The windows see a part of
+/// the calls, and those agree with the callers.
+#[test]
+fn call_latency_in_adaptive_mode_comes_from_its_windows() {
+    let mut beam = Beam::start();
+    beam.call("scope_calls:start(scope_calls_steady)");
+    let probe = Probe::attach(beam.os_pid, &[]);
+    // 4 callers queue behind a server that answers in 2 ms: each waits about 8 ms, for 12 s.
+    let r = beam.call("scope_calls:run(scope_calls_steady, 4, 1500, 2)");
+    let n: u64 = r["calls"].parse().unwrap();
+    let ours = row(&probe, "scope_calls_steady", 1);
+    let seen = ours["calls"].as_u64().unwrap();
+    assert!(seen >= 100 && seen < n, "windows paired {seen} of {n} calls: {ours}");
+    close(ours["p50_seconds"].as_f64().unwrap(), r["p50_us"].parse().unwrap(), "p50");
+    let m = probe.metrics();
+    let asked = m.get("scope_probe_escalations_total", &[("reason", "calls")]).unwrap_or(0.0);
+    assert!(asked >= 1.0, "windows opened for calls: {asked}");
+    eprintln!("adaptive: {seen} of {n} calls paired, p50 {} s (callers {} µs), {asked} windows for calls", ours["p50_seconds"], r["p50_us"]);
+    let (status, stderr) = probe.stop();
+    assert!(status.success(), "{stderr:?}");
+}

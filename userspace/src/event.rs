@@ -36,7 +36,8 @@ pub struct Event {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum What {
-    Send { from: u64, to: u64 },
+    /// `alias`: sent to an alias of `to` (OTP 24+), which is how calls get their replies.
+    Send { from: u64, to: u64, alias: bool },
     Schedule { pid: u64, run_ns: u64, reductions: u64 },
     Gc { pid: u64, duration_ns: u64 },
     Spawn { parent: Option<u64>, child: u64 },

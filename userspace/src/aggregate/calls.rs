@@ -21,7 +21,8 @@ use std::collections::{HashMap, VecDeque};
 
 use beam_probes::Capability;
 
-use crate::event::{Event, WindowChange, What};
+use crate::control::adaptive::Escalator;
+use crate::event::{Event, SharedTableRead, WindowChange, What};
 use crate::pipeline::Sink;
 
 /// Callers with a request in flight at most (the oldest give way).
@@ -30,6 +31,8 @@ const MAX_IN_FLIGHT: usize = 200_000;
 const MAX_SERVERS: usize = 4_096;
 /// Latest latencies kept per server, for its quantiles.
 const RECENT: usize = 4_096;
+/// How long a table read that found callers waiting keeps asking for send windows.
+const ESCALATE_FOR: std::time::Duration = std::time::Duration::from_secs(15);
 /// Servers remembered per caller as having answered it (for hold times).
 const ANSWERED: usize = 4;
 /// Callers counted per server at most.
@@ -116,6 +119,10 @@ pub struct Calls {
     pub servers: HashMap<u64, ServerCalls>,
     /// Requests forgotten to stay within bounds, and servers dropped.
     pub dropped: u64,
+    /// Replies to an alias whose request was not seen (sent before a window opened).
+    pub unpaired_replies: u64,
+    /// In adaptive mode: asks for send windows while table reads find callers waiting.
+    pub escalator: Option<Escalator>,
 }
 
 impl Calls {
@@ -144,26 +151,40 @@ impl Calls {
         self.answered.clear();
     }
 
-    fn send(&mut self, from: u64, to: u64, ts: u64) {
-        // A reply: `from` answers `to`, whose last send went to `from`.
-        if let Some(&(server, sent)) = self.in_flight.get(&to)
-            && server == from
-            && ts >= sent
-        {
-            self.in_flight.remove(&to);
-            self.record(from, to, ts - sent);
-            if self.answered.len() < MAX_IN_FLIGHT || self.answered.contains_key(&to) {
-                let servers = self.answered.entry(to).or_default();
-                servers.retain(|(s, _)| *s != from);
-                if servers.len() == ANSWERED {
-                    servers.remove(0);
-                }
-                servers.push((from, ts));
-            } else {
-                self.dropped += 1;
+    /// A send to an alias: a reply (OTP 24+ calls get theirs that way), never a request. One
+    /// whose request went unseen (sent before a window opened) pairs with nothing.
+    fn reply(&mut self, from: u64, to: u64, ts: u64) {
+        if !self.answer(from, to, ts) {
+            self.unpaired_replies += 1;
+        }
+    }
+
+    /// Pairs `from`'s send to `to` with `to`'s request, if `to`'s last send went to `from`.
+    fn answer(&mut self, from: u64, to: u64, ts: u64) -> bool {
+        let Some(&(server, sent)) = self.in_flight.get(&to) else { return false };
+        if server != from || ts < sent {
+            return false;
+        }
+        self.in_flight.remove(&to);
+        self.record(from, to, ts - sent);
+        if self.answered.len() < MAX_IN_FLIGHT || self.answered.contains_key(&to) {
+            let servers = self.answered.entry(to).or_default();
+            servers.retain(|(s, _)| *s != from);
+            if servers.len() == ANSWERED {
+                servers.remove(0);
             }
-            // An answer is no request: the caller's next request must not read as the server
-            // calling it. The server's own last request, if any, stays as it was.
+            servers.push((from, ts));
+        } else {
+            self.dropped += 1;
+        }
+        true
+    }
+
+    fn send(&mut self, from: u64, to: u64, ts: u64) {
+        // A reply: `from` answers `to`, whose last send went to `from`. An answer is no
+        // request: the caller's next request must not read as the server calling it. The
+        // server's own last request, if any, stays as it was.
+        if self.answer(from, to, ts) {
             return;
         }
         // Back to the server that answered it last: what it held since then is given back.
@@ -235,10 +256,21 @@ impl Sink for Calls {
     fn events(&mut self, batch: &[Event]) {
         for e in batch {
             match e.what {
-                What::Send { from, to } => self.send(from, to, e.ts_ns),
+                What::Send { from, to, alias: false } => self.send(from, to, e.ts_ns),
+                What::Send { from, to, alias: true } => self.reply(from, to, e.ts_ns),
                 What::Exit { pid } => self.exit(pid),
                 _ => {}
             }
+        }
+    }
+
+    fn table(&mut self, read: &SharedTableRead) {
+        // Callers blocked in a call right now: their calls are worth pairing. A window of
+        // sends opens for them as the budget allows (they stay asked for while calls go on).
+        if let Some(e) = &self.escalator
+            && !read.waits.is_empty()
+        {
+            e.escalate("calls", &[Capability::Send], ESCALATE_FOR);
         }
     }
 
@@ -315,6 +347,17 @@ mod tests {
         c.window(&WindowChange { vm: 1, ts_ns: 2_000, capabilities: vec![beam_probes::Capability::Send], open: false });
         c.send(2, 1, 9_000_000);
         assert!(c.servers.is_empty());
+    }
+
+    #[test]
+    fn a_reply_to_an_alias_whose_request_went_unseen_is_no_request() {
+        let mut c = Calls::default();
+        c.reply(2, 1, 1_000); // the request was sent before the window opened
+        c.send(1, 2, 1_020); // the caller's next request
+        c.reply(2, 1, 9_000);
+        assert!(!c.servers.contains_key(&1), "the caller answered nobody: {:?}", c.servers);
+        assert_eq!(c.servers[&2].latency.quantile(0.5), Some(7_980));
+        assert_eq!(c.unpaired_replies, 1);
     }
 
     #[test]

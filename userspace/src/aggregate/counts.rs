@@ -131,7 +131,7 @@ impl Aggregator {
     pub fn apply(&mut self, event: &Event) {
         self.events_by_kind[event.what.capability().index()] += 1;
         match event.what {
-            What::Send { from, to } => {
+            What::Send { from, to, .. } => {
                 self.totals.sends += 1;
                 self.process(from).sent += 1;
                 self.process(to).received += 1;
@@ -229,9 +229,9 @@ mod tests {
     fn counts_pairs_and_totals() {
         let mut a = Aggregator::new(100, 100);
         for _ in 0..5 {
-            a.apply(&ev(What::Send { from: 0x13, to: 0x23 }));
+            a.apply(&ev(What::Send { from: 0x13, to: 0x23, alias: false }));
         }
-        a.apply(&ev(What::Send { from: 0x23, to: 0x13 }));
+        a.apply(&ev(What::Send { from: 0x23, to: 0x13, alias: false }));
         assert_eq!(a.totals.sends, 6);
         assert_eq!(a.pairs[&(0x13, 0x23)], 5);
         assert_eq!(a.top_pairs(1), vec![((0x13, 0x23), 5)]);
@@ -243,7 +243,7 @@ mod tests {
     fn eviction_is_bounded_counted_and_keeps_totals() {
         let mut a = Aggregator::new(100, 50);
         for i in 0..1000u64 {
-            a.apply(&ev(What::Send { from: i << 4 | 3, to: (i + 1) << 4 | 3 }));
+            a.apply(&ev(What::Send { from: i << 4 | 3, to: (i + 1) << 4 | 3, alias: false }));
         }
         assert!(a.processes.len() <= 100);
         assert!(a.pairs.len() <= 50);

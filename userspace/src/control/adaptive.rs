@@ -88,6 +88,12 @@ pub struct Escalator {
     requests: Arc<Mutex<Vec<Request>>>,
 }
 
+impl std::fmt::Debug for Escalator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Escalator")
+    }
+}
+
 impl Escalator {
     /// Asks for `capabilities` to be observed for a while, for `reason` (a detector's kind).
     /// A request already pending for the same reason is extended, not repeated.

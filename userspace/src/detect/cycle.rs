@@ -74,7 +74,7 @@ impl Detector for MessageCycle {
 
     fn events(&mut self, batch: &[Event]) {
         for e in batch {
-            let What::Send { from, to } = e.what else { continue };
+            let What::Send { from, to, .. } = e.what else { continue };
             if from == to {
                 continue;
             }

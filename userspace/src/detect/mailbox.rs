@@ -77,7 +77,7 @@ impl Detector for MailboxBuildup {
 
     fn events(&mut self, batch: &[Event]) {
         for e in batch {
-            if let What::Send { from, to } = e.what
+            if let What::Send { from, to, .. } = e.what
                 && self.history.contains_key(&to)
             {
                 let senders = self.senders.entry(to).or_default();

@@ -43,7 +43,7 @@ fn decode(vm: VmId, bytes: &[u8]) -> Option<Event> {
     // unaligned-safe.
     let e: types::event = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
     let what = match types::event_kind(e.kind) {
-        types::event_kind::EVENT_SEND => What::Send { from: e.a, to: e.b },
+        types::event_kind::EVENT_SEND => What::Send { from: e.a, to: e.b, alias: e.c == 1 },
         types::event_kind::EVENT_SCHEDULE => What::Schedule { pid: e.a, run_ns: e.b, reductions: e.c },
         types::event_kind::EVENT_GC => What::Gc { pid: e.a, duration_ns: e.b },
         types::event_kind::EVENT_SPAWN => What::Spawn { parent: (e.a != 0).then_some(e.a), child: e.b },

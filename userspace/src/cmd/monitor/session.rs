@@ -215,6 +215,7 @@ impl VmSession {
                 resend: cli.alert_resend,
             })?)
         };
+        lock(&state.calls).escalator = controller.as_ref().map(|c| c.escalator());
         let evaluator = {
             let sender = alerts.as_ref().map(|a| a.sender());
             Evaluator::start(
