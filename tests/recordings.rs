@@ -342,6 +342,28 @@ fn why_names_the_server_a_client_waits_on() {
     assert!(!out.status.success() && text.contains("no process in"), "{text}");
 }
 
+/// A caller of a poolboy pool of 2 workers under 10 callers: `why` says it waits on the pool,
+/// that it is a pool, and what its callers waited at checkout and held (pairing the recording's
+/// sends again).
+#[test]
+fn why_says_a_caller_waits_on_a_pool() {
+    let mut beam = Beam::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pool.scope");
+    let pool = beam.call("scope_pool:start(scope_pool_pool, 2)")["pid"].clone();
+    let recorder = record(&beam, &path, &["--mode", "trace", "--snapshot-interval", "250ms", "--duration", "8s"]);
+    // 10 callers, 2 workers, 20 ms of work each time: about 5 s of queueing.
+    beam.call("scope_pool:run(scope_pool_pool, 10, 50, 20)");
+    let (status, stderr) = recorder.finish(Stop::OnItsOwn(Duration::from_secs(30)));
+    assert!(status.success(), "{stderr:?}");
+    let (out, text) = run(&["why", path.to_str().unwrap(), "scope_pool_caller"]);
+    assert!(out.status.success(), "{text}");
+    let first = text.lines().find(|l| l.trim_start().starts_with("1.")).unwrap_or_default();
+    assert!(first.contains(&format!("waiting for a reply from {pool} (scope_pool_pool)")), "{text}");
+    assert!(text.contains("a pool: callers waited at checkout"), "{text}");
+    assert!(text.contains("held what they checked out"), "{text}");
+}
+
 /// `check --pid` records a live VM for --duration and checks it; a hypothesis that cannot
 /// be read is refused before anything attaches.
 #[test]
