@@ -39,9 +39,12 @@ enum Workload {
     Fanout,
     /// The real application: yaws under wrk (requests/s).
     Http,
+    /// Call-heavy: 8 callers of one gen_server (calls/s), what the call view pairs.
+    Calls,
 }
 
-const WORKLOADS: [Workload; 6] = [Workload::PingPong, Workload::Cpu, Workload::Spawn, Workload::Gc, Workload::Fanout, Workload::Http];
+const WORKLOADS: [Workload; 7] =
+    [Workload::PingPong, Workload::Cpu, Workload::Spawn, Workload::Gc, Workload::Fanout, Workload::Http, Workload::Calls];
 
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Config {
@@ -177,8 +180,9 @@ pub fn run(bin: &Path, each: Duration, rounds: usize, only: Option<&str>, out: &
         Some("events") => return event_rate_bench(bin, &mut report),
         Some("start") => return first_metric_bench(bin, &mut report),
         Some("app") => return app_bench(bin, rounds, ms, &mut report).map(|_| ()),
+        Some("calls") => return calls_bench(bin, rounds, ms, &mut report).map(|_| ()),
         Some("overhead") => {}
-        Some(other) => anyhow::bail!("--only {other}: expected overhead, app, adaptive, events, start, snapshot or profile"),
+        Some(other) => anyhow::bail!("--only {other}: expected overhead, app, calls, adaptive, events, start, snapshot or profile"),
     }
     let mut rows = workloads_bench(bin, rounds, ms, &mut report)?;
     // SCOPE_PROBE_TEST_TARGET picks the VM like it does for the tests (e.g. trixie's OTP 27);
@@ -188,6 +192,7 @@ pub fn run(bin: &Path, each: Duration, rounds: usize, only: Option<&str>, out: &
     }
     rows.extend(processes_bench(bin, rounds, ms, &mut report)?);
     rows.extend(app_bench(bin, rounds, ms, &mut report)?);
+    rows.extend(calls_bench(bin, rounds, ms, &mut report)?);
     usdt_bench(bin, ms, rounds, &mut report)?;
     if only == Some("overhead") {
         return Ok(());
@@ -251,6 +256,18 @@ fn app_bench(bin: &Path, rounds: usize, ms: u128, report: &mut Report) -> Result
         "yaws 2.1.1 (Debian's erlang-yaws) on OTP 25 (+sbwt none) under wrk, 16 connections",
         report,
     )
+}
+
+/// gen_server calls, callers blocked in them: in adaptive mode the table reads find the callers
+/// waiting and ask for send windows to pair their calls (the call view), within the budget.
+fn calls_bench(bin: &Path, rounds: usize, ms: u128, report: &mut Report) -> Result<Vec<Row>> {
+    let mut beam = Beam::start();
+    // Warm up the JIT'd code and the schedulers.
+    beam.call(&format!("scope_bench:calls({ms})"));
+    let mut vms = Vms { plain: Vm::Bare(beam), jp: None };
+    let plan: Vec<(Workload, Config)> =
+        [Config::Baseline, Config::Adaptive, Config::Sample, Config::Trace].iter().map(|&c| (Workload::Calls, c)).collect();
+    run_rows(&mut vms, bin, &plan, rounds, ms, "stock Debian OTP 25, gen_server calls (the call view's windows)", report)
 }
 
 /// The adaptive mode over longer runs, where its windows come and go: whether it keeps to its
@@ -676,6 +693,7 @@ fn name(w: Workload) -> &'static str {
         Workload::Gc => "gc-heavy",
         Workload::Fanout => "100k processes",
         Workload::Http => "yaws (real app)",
+        Workload::Calls => "gen_server calls",
     }
 }
 
@@ -686,6 +704,7 @@ fn unit(w: Workload) -> &'static str {
         Workload::Spawn => "spawns/s",
         Workload::Gc => "lists/s",
         Workload::Http => "requests/s",
+        Workload::Calls => "calls/s",
     }
 }
 
@@ -701,6 +720,7 @@ fn run_workload(vm: &mut Vm, w: Workload, ms: u128) -> Result<(f64, Option<f64>)
         Workload::Spawn => format!("scope_bench:spawns({ms})"),
         Workload::Gc => format!("scope_bench:gc({ms})"),
         Workload::Fanout => format!("scope_bench:fanout({ms})"),
+        Workload::Calls => format!("scope_bench:calls({ms})"),
         Workload::Http => anyhow::bail!("the HTTP workload runs on the application's VM"),
     };
     let reply = vm.beam().call(&call);
