@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use scope_probe_tests::{Beam, Probe};
+use scope_probe_tests::tmux::Tmux;
+use scope_probe_tests::{Beam, Probe, probe};
 
 /// The server's row of /api/calls once it holds `calls` calls.
 fn row(probe: &Probe, name: &str, calls: u64) -> serde_json::Value {
@@ -122,4 +123,25 @@ fn call_latency_in_adaptive_mode_comes_from_its_windows() {
     eprintln!("adaptive: {seen} of {n} calls paired, p50 {} s (callers {} µs), {asked} windows for calls", ours["p50_seconds"], r["p50_us"]);
     let (status, stderr) = probe.stop();
     assert!(status.success(), "{stderr:?}");
+}
+
+/// `top`'s servers view (`tab`): the server four callers are blocked on, with how many wait.
+#[test]
+fn top_shows_the_server_callers_are_blocked_on() {
+    let mut beam = Beam::start();
+    beam.call("scope_calls:start(scope_calls_busy)");
+    beam.call("scope_calls:run_async(scope_calls_busy, 4, 500, 20)");
+    let cmd = format!("{} top --pid {} --interval 500ms", probe::binary().display(), beam.os_pid);
+    let tmux = Tmux::start(&cmd);
+    tmux.wait_for(|s| s.contains("scope_calls_busy"));
+    tmux.keys("Tab");
+    let screen = tmux.wait_for(|s| s.contains("CALLERS WAITING") && s.contains("scope_calls_busy") && s.contains("≥"));
+    assert!(screen.contains("BLOCKED FOR"), "{screen}");
+    let line = screen.lines().find(|l| l.contains("scope_calls_busy")).unwrap_or_default();
+    let waiting: Vec<u64> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    // Four callers: one being served (blocked too: it waits for the reply), three queued.
+    assert!(waiting.first().is_some_and(|&n| (3..=4).contains(&n)), "{screen}");
+    tmux.keys("Tab");
+    tmux.wait_for(|s| s.contains("REDS/S"));
+    assert!(tmux.quit(), "q quits");
 }

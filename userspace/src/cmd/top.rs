@@ -18,6 +18,7 @@ use crate::cli::TopArgs;
 use crate::enrich::process_view::{self, ProcessRow, ProcessTableView};
 use crate::enrich::symbolize::Symbolizer;
 use crate::source::procstat::{self, ThreadKind};
+use crate::source::table::call_waits;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Column {
@@ -46,6 +47,8 @@ const COLUMNS: [(Column, &str, char); 8] = [
 
 struct App {
     vms: Vec<Vm>,
+    /// The servers' view (`tab`): who callers are blocked on now, instead of the processes.
+    servers_view: bool,
     /// The VM whose table the arrow keys move in (←/→ change it).
     focus: usize,
     interval: Duration,
@@ -71,6 +74,17 @@ struct Vm {
     last_refresh: Option<Instant>,
     error: Option<String>,
     table: TableState,
+    /// Callers blocked in a call, by (caller, server): since when they have been seen waiting.
+    waits: HashMap<(u64, u64), Instant>,
+}
+
+/// A server in the servers' view: callers blocked on it at the last refresh.
+struct ServerRow<'a> {
+    server: &'a ProcessRow,
+    waiting: usize,
+    /// The longest a caller has been found blocked on it at every refresh since (one call, or
+    /// several back to back: refreshes cannot tell them apart).
+    longest: Duration,
 }
 
 pub fn run(args: TopArgs) -> Result<()> {
@@ -93,6 +107,7 @@ pub fn run(args: TopArgs) -> Result<()> {
     vms.sort_by_cached_key(|vm| (vm.target.node_name().unwrap_or_default(), vm.target.pid));
     let mut app = App {
         vms,
+        servers_view: false,
         focus: 0,
         interval: args.interval.max(Duration::from_millis(200)),
         show_system: args.all,
@@ -126,6 +141,7 @@ impl Vm {
             last_refresh: None,
             error: None,
             table: TableState::default().with_selected(Some(0)),
+            waits: HashMap::new(),
         })
     }
 
@@ -142,6 +158,15 @@ impl Vm {
                     }
                 }
                 self.prev_reductions = reductions;
+                let blocked = call_waits(&self.target, view.processes.iter().map(|p| (p.term, p.status, p.current_function.as_ref())));
+                let mut waits = HashMap::new();
+                for (caller, on) in blocked {
+                    // A gen_server call monitors its server: the first monitored is it.
+                    if let Some(&server) = on.first() {
+                        waits.insert((caller, server), self.waits.get(&(caller, server)).copied().unwrap_or(now));
+                    }
+                }
+                self.waits = waits;
                 self.view = Some(view);
                 self.error = None;
             }
@@ -225,6 +250,7 @@ impl App {
         }
         match code {
             KeyCode::Char('q') | KeyCode::Esc => return false,
+            KeyCode::Tab => self.servers_view = !self.servers_view,
             KeyCode::Char('/') => self.editing_filter = true,
             KeyCode::Char('a') => self.show_system = !self.show_system,
             KeyCode::Char('+') => self.interval = (self.interval * 2).min(Duration::from_secs(60)),
@@ -299,6 +325,59 @@ impl App {
         rows
     }
 
+    /// The servers callers are blocked on, most waited on first.
+    fn servers<'a>(&self, vm: &'a Vm) -> Vec<ServerRow<'a>> {
+        let Some(view) = &vm.view else {
+            return Vec::new();
+        };
+        let by_term: HashMap<u64, &ProcessRow> = view.processes.iter().map(|p| (p.term, p)).collect();
+        let mut servers: HashMap<u64, ServerRow<'a>> = HashMap::new();
+        let now = vm.last_refresh.unwrap_or_else(Instant::now);
+        for (&(_, server), &since) in &vm.waits {
+            let Some(&p) = by_term.get(&server) else { continue };
+            let row = servers.entry(server).or_insert(ServerRow { server: p, waiting: 0, longest: Duration::ZERO });
+            row.waiting += 1;
+            row.longest = row.longest.max(now.duration_since(since));
+        }
+        let mut rows: Vec<ServerRow> = servers.into_values().collect();
+        rows.sort_by(|a, b| b.waiting.cmp(&a.waiting).then(b.longest.cmp(&a.longest)).then(a.server.number.cmp(&b.server.number)));
+        rows
+    }
+
+    fn servers_table(&self, vm: &Vm, focused: bool) -> Table<'static> {
+        let titles = ["PID", "SERVER", "CALLERS WAITING", "BLOCKED FOR", "MSGQ", "CURRENT FUNCTION", "STATUS"];
+        let rows: Vec<Row> = self
+            .servers(vm)
+            .iter()
+            .map(|r| {
+                let p = r.server;
+                Row::new(vec![
+                    p.pid.clone(),
+                    p.identity.as_deref().unwrap_or_default().to_owned(),
+                    r.waiting.to_string(),
+                    if r.longest.is_zero() { "new".into() } else { format!("≥ {:.1} s", r.longest.as_secs_f64()) },
+                    p.message_queue_len.to_string(),
+                    p.current_function.to_string(),
+                    p.status.label().to_string(),
+                ])
+            })
+            .collect();
+        let widths = [
+            Constraint::Length(14),
+            Constraint::Length(34),
+            Constraint::Length(16),
+            Constraint::Length(13),
+            Constraint::Length(9),
+            Constraint::Min(30),
+            Constraint::Length(18),
+        ];
+        let highlight = if focused || self.vms.len() == 1 { Style::new().add_modifier(Modifier::BOLD) } else { Style::new() };
+        Table::new(rows, widths)
+            .header(Row::new(titles).style(Style::new().add_modifier(Modifier::REVERSED)))
+            .row_highlight_style(highlight)
+            .block(Block::new())
+    }
+
     fn draw(&mut self, f: &mut Frame) {
         let several = self.vms.len() > 1;
         let [header, keys, body] = Layout::vertical([Constraint::Length(1), Constraint::Length(1), Constraint::Min(3)]).areas(f.area());
@@ -312,9 +391,14 @@ impl App {
         f.render_widget(Paragraph::new(Line::from(head).bold()), header);
         let help = if self.editing_filter {
             format!(" filter: {}▏ (Enter keeps, Esc clears)", self.filter)
+        } else if self.servers_view {
+            format!(
+                " servers callers are blocked on now; BLOCKED FOR: found blocked at every refresh since (call latency: the monitor's /api/calls) · tab processes · q quit{}",
+                if several { " · ←/→ node" } else { "" }
+            )
         } else {
             format!(
-                " sort: p/n/c/m/M/h/r/s or 1-8 (again: reverse) · / filter{} · a {} system{} · +/- interval · q quit",
+                " sort: p/n/c/m/M/h/r/s or 1-8 (again: reverse) · / filter{} · a {} system{} · tab servers · +/- interval · q quit",
                 if self.filter.is_empty() { String::new() } else { format!(" [{}]", self.filter) },
                 if self.show_system { "hide" } else { "show" },
                 if several { " · ←/→ node" } else { "" }
@@ -326,7 +410,11 @@ impl App {
         for i in 0..self.vms.len() {
             let area = areas[i];
             let rows = self.visible(&self.vms[i]);
-            let table = self.table(&self.vms[i], &rows, several && i == self.focus);
+            let table = if self.servers_view {
+                self.servers_table(&self.vms[i], several && i == self.focus)
+            } else {
+                self.table(&self.vms[i], &rows, several && i == self.focus)
+            };
             let area = if several {
                 let [line, rest] = Layout::vertical([Constraint::Length(1), Constraint::Min(1)]).areas(area);
                 let style = if i == self.focus { Style::new().bold() } else { Style::new() };

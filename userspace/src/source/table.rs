@@ -43,18 +43,22 @@ pub fn read_table(target: &BeamTarget, symbolizer: Option<&mut Symbolizer>) -> T
         }
         _ => Vec::new(),
     };
-    // Callers blocked in a call: whom they monitor is whom they wait on.
-    let table = target.process_table();
-    let waits = snapshot
-        .iter()
-        .flat_map(|s| s.processes.iter().zip(&current))
-        .filter(|(p, f)| p.status == ProcessStatus::Waiting && target.table.otp.call_waits.contains(&f.as_ref()))
-        .filter_map(|(p, _)| {
-            let ptr = table.process_ptr(p.term).ok()??;
-            Some((p.term, beam_probes::monitors::monitored_processes(&target.mem, target.table, ptr)?))
-        })
-        .collect();
+    let processes = snapshot.iter().flat_map(|s| s.processes.iter().zip(&current)).map(|(p, f)| (p.term, p.status, f.as_ref()));
+    let waits = call_waits(target, processes);
     TableRead { vm: target.pid, ts_ns, snapshot, current, waits }
+}
+
+/// Callers blocked in a call (waiting, in one of the build's call-wait functions), each with the
+/// processes it monitors: whom it waits on. From (pid term, status, current function).
+pub fn call_waits<'a>(target: &BeamTarget, processes: impl Iterator<Item = (u64, ProcessStatus, &'a str)>) -> Vec<(u64, Vec<u64>)> {
+    let table = target.process_table();
+    processes
+        .filter(|(_, status, f)| *status == ProcessStatus::Waiting && target.table.otp.call_waits.contains(f))
+        .filter_map(|(term, _, _)| {
+            let ptr = table.process_ptr(term).ok()??;
+            Some((term, beam_probes::monitors::monitored_processes(&target.mem, target.table, ptr)?))
+        })
+        .collect()
 }
 
 /// One read of the VM's /proc facts, stamped.
