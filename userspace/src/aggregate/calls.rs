@@ -200,17 +200,17 @@ impl Calls {
             }
         }
         // Anything else is `from`'s last send now: a request, or what shows it is not waiting.
-        if bounded(&mut self.in_flight, from, &mut self.dropped) {
-            self.in_flight.insert(from, (to, ts));
-        }
+        make_room(&mut self.in_flight, from, &mut self.dropped);
+        self.in_flight.insert(from, (to, ts));
     }
 
     fn record(&mut self, server: u64, caller: u64, ns: u64) {
-        if !self.servers.contains_key(&server) && self.servers.len() >= MAX_SERVERS {
-            if let Some((&least, _)) = self.servers.iter().min_by_key(|(_, s)| s.latency.count) {
-                self.servers.remove(&least);
-                self.dropped += 1;
-            }
+        if !self.servers.contains_key(&server)
+            && self.servers.len() >= MAX_SERVERS
+            && let Some((&least, _)) = self.servers.iter().min_by_key(|(_, s)| s.latency.count)
+        {
+            self.servers.remove(&least);
+            self.dropped += 1;
         }
         let s = self.servers.entry(server).or_default();
         s.latency.add(ns);
@@ -239,17 +239,16 @@ impl Calls {
     }
 }
 
-/// Whether `key` may be added to `map` (or is in it already): when the map is full its oldest
-/// entry, the least likely to be answered, gives way (counted in `dropped`).
-fn bounded(map: &mut HashMap<u64, (u64, u64)>, key: u64, dropped: &mut u64) -> bool {
+/// Makes room for `key` in `map`: when the map is full (and `key` not in it) its oldest entry,
+/// the least likely to be answered, gives way (counted in `dropped`).
+fn make_room(map: &mut HashMap<u64, (u64, u64)>, key: u64, dropped: &mut u64) {
     if map.len() < MAX_IN_FLIGHT || map.contains_key(&key) {
-        return true;
+        return;
     }
     if let Some((&oldest, _)) = map.iter().min_by_key(|(_, (_, t))| *t) {
         map.remove(&oldest);
         *dropped += 1;
     }
-    true
 }
 
 impl Sink for Calls {

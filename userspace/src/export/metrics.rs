@@ -319,9 +319,11 @@ const TOP_SERVERS: usize = 20;
 /// goes, as the other top-N series do).
 #[derive(Debug)]
 struct CallHistograms {
-    /// (metric, help, series: (labels, durations)).
-    families: Vec<(&'static str, &'static str, Vec<(Labels, Durations)>)>,
+    families: Vec<HistogramFamily>,
 }
+
+/// A metric's name, help and series.
+type HistogramFamily = (&'static str, &'static str, Vec<(Labels, Durations)>);
 
 impl Collector for CallHistograms {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
