@@ -371,11 +371,13 @@ impl App {
             Constraint::Min(30),
             Constraint::Length(18),
         ];
+        self.styled(Table::new(rows, widths), Row::new(titles), focused)
+    }
+
+    /// Reversed header; the selected row bold in the focused VM's table.
+    fn styled(&self, table: Table<'static>, header: Row<'static>, focused: bool) -> Table<'static> {
         let highlight = if focused || self.vms.len() == 1 { Style::new().add_modifier(Modifier::BOLD) } else { Style::new() };
-        Table::new(rows, widths)
-            .header(Row::new(titles).style(Style::new().add_modifier(Modifier::REVERSED)))
-            .row_highlight_style(highlight)
-            .block(Block::new())
+        table.header(header.style(Style::new().add_modifier(Modifier::REVERSED))).row_highlight_style(highlight).block(Block::new())
     }
 
     fn draw(&mut self, f: &mut Frame) {
@@ -456,10 +458,6 @@ impl App {
             Constraint::Length(10),
             Constraint::Length(18),
         ];
-        let highlight = if focused || self.vms.len() == 1 { Style::new().add_modifier(Modifier::BOLD) } else { Style::new() };
-        Table::new(table_rows, widths)
-            .header(Row::new(header_cells).style(Style::new().add_modifier(Modifier::REVERSED)))
-            .row_highlight_style(highlight)
-            .block(Block::new())
+        self.styled(Table::new(table_rows, widths), Row::new(header_cells), focused)
     }
 }
