@@ -362,6 +362,10 @@ fn why_says_a_caller_waits_on_a_pool() {
     assert!(first.contains(&format!("waiting for a reply from {pool} (scope_pool_pool)")), "{text}");
     assert!(text.contains("a pool: callers waited at checkout"), "{text}");
     assert!(text.contains("held what they checked out"), "{text}");
+    // The pool's answers went to its callers' aliases, and the recording says so.
+    let sends = replay_json(&path, &["--kind", "send", "--all", "--limit", "0"]);
+    let answers = sends.iter().filter(|l| l["alias"] == true && l["from"]["pid"] == pool.as_str()).count();
+    assert_eq!(answers, 500, "the pool's answers to aliases in the recording");
 }
 
 /// `check --pid` records a live VM for --duration and checks it; a hypothesis that cannot

@@ -138,6 +138,7 @@ impl Calls {
             }
             match e.what {
                 crate::record::format::What::Send { from, to } => calls.send(from, to, e.t),
+                crate::record::format::What::SendToAlias { from, to } => calls.reply(from, to, e.t),
                 crate::record::format::What::Exit { pid } => calls.exit(pid),
                 _ => {}
             }

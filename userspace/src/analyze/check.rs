@@ -411,7 +411,11 @@ pub fn check(rec: &Recording, a: &Assertion) -> Outcome {
                 let s = match (a.metric, e.what) {
                     (Metric::Gc, What::Gc { pid, duration_ns }) if wanted(&of, pid) => (duration_ns as f64 / 1e9, Some(pid)),
                     (Metric::Schedule, What::Schedule { pid, run_ns, .. }) if wanted(&of, pid) => (run_ns as f64 / 1e9, Some(pid)),
-                    (Metric::Send, What::Send { from, to: dest }) if wanted(&of, from) && wanted(&to, dest) => (1.0, Some(from)),
+                    (Metric::Send, What::Send { from, to: dest } | What::SendToAlias { from, to: dest })
+                        if wanted(&of, from) && wanted(&to, dest) =>
+                    {
+                        (1.0, Some(from))
+                    }
                     (Metric::Spawn, What::Spawn { parent, child }) if parent.is_some_and(|p| wanted(&of, p)) || (of.is_none()) => {
                         (1.0, Some(parent.unwrap_or(child)))
                     }

@@ -81,7 +81,7 @@ impl Stats {
         let (send_s, gc_s, run_s) = (per(Capability::Send), per(Capability::Gc), per(Capability::Schedule));
         for e in rec.events.iter().filter(|e| f.event(rec, e.t, &e.what)) {
             match e.what {
-                What::Send { from, to } => {
+                What::Send { from, to } | What::SendToAlias { from, to } => {
                     if let Some(o) = send_s {
                         *s.pairs.entry((key(rec, from), key(rec, to))).or_default() += 1.0 / o;
                     }

@@ -143,6 +143,7 @@ fn copy(r: &Recording, vm: u64, start: u64, out: &mut Out) -> Result<()> {
     for e in &r.events {
         let what = match e.what {
             What::Send { from, to } => What::Send { from: pid(from), to: pid(to) },
+            What::SendToAlias { from, to } => What::SendToAlias { from: pid(from), to: pid(to) },
             What::Schedule { pid: p, run_ns, reductions } => What::Schedule { pid: pid(p), run_ns, reductions },
             What::Gc { pid: p, duration_ns } => What::Gc { pid: pid(p), duration_ns },
             What::Spawn { parent, child } => What::Spawn { parent: parent.map(pid), child: pid(child) },

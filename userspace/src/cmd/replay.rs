@@ -220,7 +220,7 @@ fn list(out: &mut impl Write, rec: &Recording, f: &Filter, kinds: &[&str], limit
 
 fn kind(w: &What) -> &'static str {
     match w {
-        What::Send { .. } => "send",
+        What::Send { .. } | What::SendToAlias { .. } => "send",
         What::Schedule { .. } => "schedule",
         What::Gc { .. } => "gc",
         What::Spawn { .. } => "spawn",
@@ -233,6 +233,7 @@ fn kind(w: &What) -> &'static str {
 fn event_text(rec: &Recording, w: &What) -> String {
     match *w {
         What::Send { from, to } => format!("{} -> {}", rec.who(from), rec.who(to)),
+        What::SendToAlias { from, to } => format!("{} -> {} (to an alias)", rec.who(from), rec.who(to)),
         What::Schedule { pid, run_ns, reductions } => {
             format!("{} ran {}, {} reductions", rec.who(pid), duration_ns(run_ns), count(reductions))
         }
@@ -467,6 +468,7 @@ fn json_lines(out: &mut impl Write, rec: &Recording, f: &Filter, kinds: &[&str],
         let mut v: Value = match source {
             0 => match rec.events[i].what {
                 What::Send { from, to } => json!({"kind": "send", "from": proc_(from), "to": proc_(to)}),
+                What::SendToAlias { from, to } => json!({"kind": "send", "from": proc_(from), "to": proc_(to), "alias": true}),
                 What::Schedule { pid, run_ns, reductions } => json!({"kind": "schedule", "process": proc_(pid), "run_ns": run_ns, "reductions": reductions, "tid": rec.events[i].tid}),
                 What::Gc { pid, duration_ns } => json!({"kind": "gc", "process": proc_(pid), "duration_ns": duration_ns}),
                 What::Spawn { parent, child } => json!({"kind": "spawn", "parent": parent.map(proc_), "child": proc_(child)}),

@@ -237,7 +237,7 @@ pub fn build(r: &Recording, f: &Filter) -> Timeline {
                     items.push(Item::Flow { id: i as u64 + 1, from: from_track, to: track, t: sent, t_end: e.t.max(sent + 1), name });
                 }
             }
-            What::Send { from, to } => {
+            What::Send { from, to } | What::SendToAlias { from, to } => {
                 if flows >= MAX_FLOWS {
                     flows_dropped += 1;
                     continue;

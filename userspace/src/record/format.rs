@@ -129,14 +129,25 @@ pub enum What {
     DistSend { from: u64, node: u32, to: u32 },
     /// From a process of another node.
     DistReceive { to: u64, node: u32, from: u32 },
+    /// A send to an alias of `to` (OTP 24+: how calls get their answers). Last, so files
+    /// written before it existed read the same.
+    SendToAlias { from: u64, to: u64 },
 }
 
 impl What {
+    /// Sender and receiver of a send, to a pid or to an alias.
+    pub fn send(&self) -> Option<(u64, u64)> {
+        match *self {
+            What::Send { from, to } | What::SendToAlias { from, to } => Some((from, to)),
+            _ => None,
+        }
+    }
+
     /// The capability that observes it (as the live events say theirs).
     pub fn capability(&self) -> beam_probes::Capability {
         use beam_probes::Capability;
         match self {
-            What::Send { .. } => Capability::Send,
+            What::Send { .. } | What::SendToAlias { .. } => Capability::Send,
             What::Schedule { .. } => Capability::Schedule,
             What::Gc { .. } => Capability::Gc,
             What::Spawn { .. } => Capability::Spawn,

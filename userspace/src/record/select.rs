@@ -76,7 +76,7 @@ impl Filter {
 /// The processes an event is about.
 pub fn involved(what: &What) -> [Option<u64>; 2] {
     match *what {
-        What::Send { from, to } => [Some(from), Some(to)],
+        What::Send { from, to } | What::SendToAlias { from, to } => [Some(from), Some(to)],
         What::Schedule { pid, .. } | What::Gc { pid, .. } | What::Exit { pid } => [Some(pid), None],
         What::Spawn { parent, child } => [parent, Some(child)],
         What::DistSend { from: pid, .. } | What::DistReceive { to: pid, .. } => [Some(pid), None],

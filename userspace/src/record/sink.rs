@@ -102,7 +102,10 @@ impl Sink for Recorder {
         let mut out = Vec::with_capacity(batch.len());
         for e in batch {
             let what = match e.what {
-                event::What::Send { from, to, .. } => What::Send { from: self.pid(from, &mut out), to: self.pid(to, &mut out) },
+                event::What::Send { from, to, alias: false } => What::Send { from: self.pid(from, &mut out), to: self.pid(to, &mut out) },
+                event::What::Send { from, to, alias: true } => {
+                    What::SendToAlias { from: self.pid(from, &mut out), to: self.pid(to, &mut out) }
+                }
                 event::What::Schedule { pid, run_ns, reductions } => What::Schedule { pid: self.pid(pid, &mut out), run_ns, reductions },
                 event::What::Gc { pid, duration_ns } => What::Gc { pid: self.pid(pid, &mut out), duration_ns },
                 event::What::Spawn { parent, child } => {

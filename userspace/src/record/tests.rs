@@ -33,6 +33,7 @@ fn entries(block: u64) -> Vec<Entry> {
         Entry::Name { id: block as u32, text: format!("m:f/{block}") },
         Entry::Pid { term: 0x100 + block, text: format!("<0.{block}.0>") },
         Entry::Event { ts, tid: 7, what: What::Send { from: 0x100, to: 0x100 + block } },
+        Entry::Event { ts, tid: 7, what: What::SendToAlias { from: 0x100 + block, to: 0x100 } },
         Entry::Event { ts: ts + 1, tid: 7, what: What::Gc { pid: 0x100, duration_ns: 500 + block } },
         Entry::Sample {
             ts: ts + 2,

@@ -10,7 +10,6 @@ use beam_probes::Capability;
 
 use super::Observed;
 use super::html::{Esc, clip, short};
-use crate::record::format::What;
 use crate::record::model::Recording;
 use crate::record::select::Filter;
 use crate::units::count;
@@ -49,7 +48,7 @@ pub fn graph(rec: &Recording, f: &Filter) -> Graph {
     let mut traffic: HashMap<u64, (u64, u64)> = HashMap::new();
     let mut total = 0u64;
     for e in &rec.events {
-        if let What::Send { from, to } = e.what
+        if let Some((from, to)) = e.what.send()
             && f.event(rec, e.t, &e.what)
         {
             *counts.entry((from, to)).or_default() += 1;

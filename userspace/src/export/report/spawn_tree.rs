@@ -84,7 +84,7 @@ pub fn tree(rec: &Recording, f: &Filter) -> Tree {
             What::Exit { pid } => {
                 t.exited.insert(pid);
             }
-            What::Send { from, to } => {
+            What::Send { from, to } | What::SendToAlias { from, to } => {
                 t.own.entry(from).or_default().msgs += 1;
                 t.own.entry(to).or_default().msgs += 1;
             }
