@@ -277,7 +277,9 @@ impl MonitorProbes {
         if hooks.is_empty() {
             return Ok(());
         }
+        // A capability's hooks need not be adjacent in the table (the alias send is last).
         let mut caps: Vec<Capability> = hooks.iter().map(|h| h.point.capability()).collect();
+        caps.sort();
         caps.dedup();
         if self.multi.get() != Some(false) {
             match self.attach_multi(&hooks) {
