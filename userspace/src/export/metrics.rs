@@ -310,7 +310,6 @@ pub fn render(agg: &Aggregator, input: ScrapeInput<'_>) -> String {
     out
 }
 
-/// The recorder: what it wrote and dropped; the flight recorder's disk and kept recordings.
 /// Servers with call latency exported: the most called.
 const TOP_SERVERS: usize = 20;
 
@@ -323,7 +322,22 @@ struct CallHistograms {
 }
 
 /// A metric's name, help and series.
-type HistogramFamily = (&'static str, &'static str, Vec<(Labels, Durations)>);
+type HistogramFamily = (&'static str, &'static str, Vec<(Labels, HistogramCounts)>);
+
+/// What a histogram series is encoded from: copied out of [`Durations`] at the scrape, without
+/// the latest durations it keeps for quantiles.
+#[derive(Debug)]
+struct HistogramCounts {
+    count: u64,
+    sum_seconds: f64,
+    buckets: [u64; BUCKETS.len() + 1],
+}
+
+impl From<&Durations> for HistogramCounts {
+    fn from(d: &Durations) -> Self {
+        HistogramCounts { count: d.count, sum_seconds: d.total_ns as f64 / 1e9, buckets: d.buckets }
+    }
+}
 
 impl Collector for CallHistograms {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
@@ -332,7 +346,7 @@ impl Collector for CallHistograms {
             for (labels, d) in series {
                 let mut buckets: Vec<(f64, u64)> = BUCKETS.iter().copied().zip(d.buckets.iter().copied()).collect();
                 buckets.push((f64::INFINITY, d.buckets[BUCKETS.len()]));
-                family.encode_family(labels)?.encode_histogram::<NoLabelSet>(d.total_ns as f64 / 1e9, d.count, &buckets, None)?;
+                family.encode_family(labels)?.encode_histogram::<NoLabelSet>(d.sum_seconds, d.count, &buckets, None)?;
             }
         }
         Ok(())
@@ -344,9 +358,9 @@ fn render_calls(r: &mut Registry, calls: &Calls, names: &dyn PidNames) {
     for (server, s) in calls.busiest(TOP_SERVERS) {
         let labels: Labels = vec![("server".into(), names.pid(server)), ("name".into(), names.name(server))];
         if names.role(server) == Some(Role::Pool) && s.hold.count > 0 {
-            hold.push((labels.clone(), s.hold.clone()));
+            hold.push((labels.clone(), HistogramCounts::from(&s.hold)));
         }
-        latency.push((labels, s.latency.clone()));
+        latency.push((labels, HistogramCounts::from(&s.latency)));
     }
     r.register_collector(Box::new(CallHistograms {
         families: vec![
@@ -361,6 +375,7 @@ fn render_calls(r: &mut Registry, calls: &Calls, names: &dyn PidNames) {
     counter(r, "beam_calls_dropped", "Requests and servers forgotten to keep call pairing bounded", calls.dropped);
 }
 
+/// The recorder: what it wrote and dropped; the flight recorder's disk and kept recordings.
 fn render_recording(r: &mut Registry, rec: &crate::record::RecordingStats) {
     let w = &rec.writer;
     counter(r, "scope_probe_recording_entries", "Entries written to the recording", w.entries.load(Ordering::Relaxed));
