@@ -81,7 +81,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, PENDING_MAX);
 	__type(key, __u32);
-	__type(value, struct pending_span);
+	__type(value, struct pending_spawn);
 } spawn_pending SEC(".maps");
 
 /* The VM a hook fired in: its build facts and counters. */
@@ -125,7 +125,8 @@ static __always_inline __u64 process_pid(const struct vm *v, const void *proc)
 	return term;
 }
 
-static __always_inline void emit(const struct vm *v, __u32 kind, __u64 a, __u64 b, __u64 c, __u64 now)
+static __always_inline void emit_spawn_call(const struct vm *v, __u32 kind, __u64 a, __u64 b, __u64 c, __u64 d,
+					    __u32 arities, __u64 now)
 {
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
@@ -136,10 +137,17 @@ static __always_inline void emit(const struct vm *v, __u32 kind, __u64 a, __u64 
 	e->a = a;
 	e->b = b;
 	e->c = c;
+	e->d = d;
 	e->kind = kind;
 	e->tid = current_tid();
 	e->tgid = v->tgid;
+	e->arities = arities;
 	bpf_ringbuf_submit(e, wakeup_flags(&events));
+}
+
+static __always_inline void emit(const struct vm *v, __u32 kind, __u64 a, __u64 b, __u64 c, __u64 now)
+{
+	emit_spawn_call(v, kind, a, b, c, 0, 0, now);
 }
 
 static __always_inline void start_span(const struct vm *v, void *map, __u64 pid, __u64 now)
@@ -264,28 +272,89 @@ static __always_inline void end_gc(const struct vm *v)
 	bpf_map_delete_elem(&gc_pending, &tid);
 }
 
-static __always_inline void do_spawn_start(const struct vm *v, const void *parent)
+/* An atom term's index, or -1 when the term is no atom. */
+static __always_inline __s64 atom_index(const struct vm *v, __u64 term)
+{
+	if ((term & v->cfg->atom_tag_mask) != v->cfg->atom_tag)
+		return -1;
+	__u64 index = term >> v->cfg->atom_index_shift;
+	return index > 0xffffffffULL ? -1 : (__s64)index;
+}
+
+/* Module and function atoms as `module << 32 | function`, or -1 when either is no atom. */
+static __always_inline __s64 call_atoms(const struct vm *v, __u64 module, __u64 function)
+{
+	__s64 m = atom_index(v, module), f = atom_index(v, function);
+	return m < 0 || f < 0 ? -1 : (__s64)((__u64)m << 32 | (__u64)f);
+}
+
+/*
+ * The length of a proper list of at most SPAWN_ARGS_MAX elements (SPAWN_NO_CALL otherwise),
+ * keeping its first five elements: the list is the spawner's, built for this spawn.
+ */
+static __always_inline __u32 read_args(const struct vm *v, __u64 list, __u64 items[5])
+{
+	for (__u32 n = 0; n <= SPAWN_ARGS_MAX; n++) {
+		if (list == v->cfg->nil)
+			return n;
+		if (n == SPAWN_ARGS_MAX || (list & v->cfg->list_mask) != v->cfg->list_tag)
+			return SPAWN_NO_CALL;
+		__u64 cell[2];
+		if (bpf_probe_read_user(cell, sizeof(cell), (const void *)(list - v->cfg->list_tag)))
+			return SPAWN_NO_CALL;
+		if (n < 5)
+			items[n] = cell[0];
+		list = cell[1];
+	}
+	return SPAWN_NO_CALL;
+}
+
+/* erl_create_process(parent, module, function, args, opts): what the new process runs. */
+static __always_inline void do_spawn_start(const struct vm *v, const void *parent, __u64 module, __u64 function,
+					   __u64 args)
 {
 	count(v, STAT_HIT_SPAWN_START);
 	/* The parent is NULL only for processes the runtime creates itself. */
 	__u64 pid = parent ? process_pid(v, parent) : 0;
-	start_span(v, &spawn_pending, pid, bpf_ktime_get_ns());
+	struct pending_spawn spawn = {
+		.span = { .pid = pid, .start_ns = bpf_ktime_get_ns(), .depth = 1, .tgid = v->tgid },
+		.arities = SPAWN_NO_CALL | SPAWN_NO_CALL << 8,
+	};
+	__u64 items[5] = {};
+	__u32 arity = read_args(v, args, items);
+	__s64 call = call_atoms(v, module, function);
+	if (call >= 0 && arity != SPAWN_NO_CALL) {
+		spawn.call = call;
+		spawn.arities = arity | SPAWN_NO_CALL << 8;
+		/* A wrapper's call as its args carry it: Module, Function, Args at 3rd to 5th. */
+		__s64 inner = arity == 5 ? call_atoms(v, items[2], items[3]) : -1;
+		__u64 inner_items[5] = {};
+		__u32 inner_arity = inner >= 0 ? read_args(v, items[4], inner_items) : SPAWN_NO_CALL;
+		if (inner_arity != SPAWN_NO_CALL) {
+			spawn.inner = inner;
+			spawn.arities = arity | inner_arity << 8;
+		}
+	}
+	__u32 tid = current_tid();
+	if (bpf_map_update_elem(&spawn_pending, &tid, &spawn, BPF_ANY))
+		count(v, STAT_LOST_PENDING_FULL);
 }
 
 static __always_inline void do_spawn_end(const struct vm *v, __u64 child)
 {
 	count(v, STAT_HIT_SPAWN_END);
 	__u32 tid = current_tid();
-	struct pending_span *span = bpf_map_lookup_elem(&spawn_pending, &tid);
-	if (!span) {
+	struct pending_spawn *pending = bpf_map_lookup_elem(&spawn_pending, &tid);
+	if (!pending) {
 		count(v, STAT_LOST_UNPAIRED);
 		return;
 	}
-	__u64 parent = span->pid;
+	struct pending_spawn spawn = *pending;
 	bpf_map_delete_elem(&spawn_pending, &tid);
 	/* 0 (or any non-pid) means the spawn failed: no process was created. */
 	if ((child & v->cfg->pid_tag_mask) == v->cfg->pid_tag)
-		emit(v, EVENT_SPAWN, parent, child, 0, bpf_ktime_get_ns());
+		emit_spawn_call(v, EVENT_SPAWN, spawn.span.pid, child, spawn.call, spawn.inner, spawn.arities,
+				bpf_ktime_get_ns());
 }
 
 /* erts_ptab_delete_element(ptab, element): every process leaves the table here once. */
@@ -412,13 +481,13 @@ int BPF_URETPROBE(on_gc_end)
 }
 
 SEC("uprobe")
-int BPF_UPROBE(on_spawn_start, const void *parent)
+int BPF_UPROBE(on_spawn_start, const void *parent, __u64 module, __u64 function, __u64 args)
 {
 	struct vm vm_;
 	const struct vm *v = &vm_;
 	if (!current_vm(&vm_))
 		return 0;
-	do_spawn_start(v, parent);
+	do_spawn_start(v, parent, module, function, args);
 	return 0;
 }
 
@@ -488,7 +557,8 @@ int on_entries(struct pt_regs *ctx)
 		do_gc_start(v, (const void *)PT_REGS_PARM1(ctx));
 		break;
 	case HOOK_SPAWN_START:
-		do_spawn_start(v, (const void *)PT_REGS_PARM1(ctx));
+		do_spawn_start(v, (const void *)PT_REGS_PARM1(ctx), PT_REGS_PARM2(ctx), PT_REGS_PARM3(ctx),
+			       PT_REGS_PARM4(ctx));
 		break;
 	case HOOK_PROCESS_GONE:
 		do_process_gone(v, (const void *)PT_REGS_PARM1(ctx), (const void *)PT_REGS_PARM2(ctx));
@@ -662,7 +732,9 @@ int usdt_spawn(struct pt_regs *ctx)
 		return 0;
 	__u32 tid = current_tid();
 	struct pending_span *running = bpf_map_lookup_elem(&sched_pending, &tid);
-	emit(v, EVENT_SPAWN, running ? running->pid : 0, child, 0, bpf_ktime_get_ns());
+	/* The probe names the call as text (proc_lib's wrapper, mostly): not kept. */
+	emit_spawn_call(v, EVENT_SPAWN, running ? running->pid : 0, child, 0, 0, SPAWN_NO_CALL | SPAWN_NO_CALL << 8,
+			bpf_ktime_get_ns());
 	return 0;
 }
 

@@ -12,7 +12,14 @@ enum event_kind {
 	EVENT_SEND = 1,     /* a = sender pid, b = receiver pid, c = 1 when sent to its alias */
 	EVENT_SCHEDULE = 2, /* a = pid, b = run time in ns, c = reductions used */
 	EVENT_GC = 3,       /* a = pid, b = duration in ns */
-	EVENT_SPAWN = 4,    /* a = parent pid (0 when none), b = new pid */
+	/*
+	 * a = parent pid (0 when none), b = new pid; what it was spawned to run, as atom indices
+	 * (module << 32 | function): c = the call spawned (its arity in bits 0-7 of `arities`),
+	 * d = the module and function of the args list's 3rd and 4th elements when both are atoms
+	 * and the 5th a list, as proc_lib's wrapper carries the real call (arity in bits 8-15).
+	 * An arity of SPAWN_NO_CALL: not known (not atoms, or spawned through USDT).
+	 */
+	EVENT_SPAWN = 4,
 	EVENT_EXIT = 5,     /* a = pid */
 	/*
 	 * Distribution: a = the local pid, b = the other node's name (an atom term of this VM),
@@ -30,8 +37,13 @@ struct event {
 	__u32 kind; /* enum event_kind */
 	__u32 tid;  /* OS thread (scheduler) the event happened on */
 	__u32 tgid; /* the VM (its OS pid): one set of probes serves every VM observed */
-	__u32 _pad;
+	__u32 arities; /* EVENT_SPAWN: see there */
+	__u64 d;
 };
+
+#define SPAWN_NO_CALL 0xff
+/* Elements of a spawn's args list read at most (proc_lib's wrapper takes five). */
+#define SPAWN_ARGS_MAX 8
 
 /*
  * Hook points, as the attach cookie of the multi-uprobe dispatchers (on_entries, on_returns)
@@ -115,6 +127,13 @@ struct monitor_config {
 	__u64 ext_node;
 	__u64 ext_pid_number;
 	__u64 node_sysname;
+	/* Terms (beam_probes TermLayout, AtomLayout): list cells, nil, atoms and their index. */
+	__u64 list_mask;
+	__u64 list_tag;
+	__u64 nil;
+	__u64 atom_tag_mask;
+	__u64 atom_tag;
+	__u64 atom_index_shift;
 	/* Process aliases (beam_probes AliasLayout): a pid reference's header, its owner's pid. */
 	__u64 pid_ref_header;
 	__u64 pid_ref_pid;
@@ -134,6 +153,15 @@ struct pending_span {
 	__u64 start_ns;
 	__u32 depth; /* nesting of collector entries on this thread */
 	__u32 tgid;  /* the VM (so its spans can be forgotten when it detaches) */
+};
+
+/* A spawn between erl_create_process's entry and return: the span, then what it runs. */
+struct pending_spawn {
+	struct pending_span span; /* first: the detach clean-up reads every pending map as spans */
+	__u64 call;
+	__u64 inner;
+	__u32 arities;
+	__u32 _pad;
 };
 
 #endif /* SCOPE_PROBE_MONITOR_H */

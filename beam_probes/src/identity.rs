@@ -42,6 +42,17 @@ impl Mfa {
     }
 }
 
+/// What a process was spawned to run, told as its `$initial_call` would tell it: proc_lib
+/// spawns through `proc_lib:init_p/5`, whose args carry the call it will run (`inner`), the one
+/// proc_lib puts in the dictionary. (A gen_server's reads `gen:init_it/6` this way, where its
+/// dictionary later says `Module:init/1`.)
+pub fn spawned_call(call: Mfa, inner: Option<Mfa>) -> Mfa {
+    match inner {
+        Some(inner) if call.module == "proc_lib" && call.function == "init_p" && call.arity == 5 => inner,
+        _ => call,
+    }
+}
+
 /// Atoms that Erlang would print quoted, quoted (so `display_name` splits them right).
 fn quote(atom: &str) -> String {
     let plain = atom.chars().next().is_some_and(|c| c.is_ascii_lowercase())

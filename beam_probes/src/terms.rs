@@ -205,6 +205,11 @@ impl AtomLayout {
     pub fn index(&self, term: u64) -> Option<u64> {
         (term & self.tag_mask == self.tag).then_some(term >> self.index_shift)
     }
+
+    /// The atom term of an index.
+    pub fn term(&self, index: u64) -> u64 {
+        index << self.index_shift | self.tag
+    }
 }
 
 #[cfg(test)]

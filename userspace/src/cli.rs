@@ -439,6 +439,23 @@ pub struct MonitorArgs {
     /// Most sender/receiver pairs kept (the smallest are evicted, counted).
     #[arg(long, value_name = "N", default_value_t = 100_000, value_parser = parse_count)]
     pub max_pairs: usize,
+
+    /// Time the life of each process with this initial call as one request
+    /// (`my_handler:handle/2`, Elixir modules as `MyApp.Handler.run/1`); repeat for several.
+    /// Cowboy's request processes and yaws' acceptors are known without it.
+    #[arg(long = "request-process", value_name = "MODULE:FUNCTION/ARITY", value_parser = parse_initial_call)]
+    pub request_processes: Vec<String>,
+}
+
+/// An initial call as identities print it: `module:function/arity`.
+fn parse_initial_call(s: &str) -> Result<String, String> {
+    let bad = || format!("`{s}` is not MODULE:FUNCTION/ARITY (e.g. my_handler:handle/2)");
+    let (mf, arity) = s.rsplit_once('/').ok_or_else(bad)?;
+    let (m, f) = mf.split_once(':').ok_or_else(bad)?;
+    if m.is_empty() || f.is_empty() || arity.parse::<u8>().is_err() {
+        return Err(bad());
+    }
+    Ok(s.to_owned())
 }
 
 /// A size: `256MiB`, `1GiB`, `500MB`, `4096` (bytes).

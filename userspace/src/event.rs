@@ -40,13 +40,38 @@ pub enum What {
     Send { from: u64, to: u64, alias: bool },
     Schedule { pid: u64, run_ns: u64, reductions: u64 },
     Gc { pid: u64, duration_ns: u64 },
-    Spawn { parent: Option<u64>, child: u64 },
+    Spawn { parent: Option<u64>, child: u64, call: SpawnCall },
     Exit { pid: u64 },
     /// A message from `from` to a process of another node: `node` is that node's name (an atom
     /// term of this VM), `to` the pid as that node prints it.
     DistSend { from: u64, node: u64, to: RemotePid },
     /// A message to `to` from a process of another node.
     DistReceive { to: u64, node: u64, from: RemotePid },
+}
+
+/// What a process was spawned to run, as the spawn's probe read it: the call spawned and, when
+/// its args carry another (proc_lib's wrapper: module, function and args as 3rd to 5th), that
+/// one. `beam_probes::identity::spawned_call` tells which names the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct SpawnCall {
+    pub call: Option<AtomCall>,
+    pub inner: Option<AtomCall>,
+}
+
+/// A module and function as atom indices of the VM, and an arity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AtomCall {
+    pub module: u32,
+    pub function: u32,
+    pub arity: u8,
+}
+
+impl AtomCall {
+    /// From the probe's `module << 32 | function` and arity (`None` for the "not known" arity).
+    pub fn from_probe(atoms: u64, arity: u32) -> Option<AtomCall> {
+        let arity = u8::try_from(arity).ok().filter(|&a| a != u8::MAX)?;
+        Some(AtomCall { module: (atoms >> 32) as u32, function: atoms as u32, arity })
+    }
 }
 
 /// A pid of another node as that node prints it, `<0.N.S>`: N in the low 32 bits, S above.

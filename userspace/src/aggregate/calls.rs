@@ -14,15 +14,21 @@
 //! Sends are seen only while the send hooks are attached: when they detach (the end of an
 //! adaptive window) requests still in flight are forgotten, never paired across the gap.
 //!
+//! Request processes (`requests.rs`) are followed here too: their spans come from the same
+//! sends, and the calls they wait on from this pairing.
+//!
 //! Bounded: callers with a request in flight, servers and the callers kept per server have a
 //! cap each; what is dropped to stay within them is counted.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use beam_probes::Capability;
 
 use crate::control::adaptive::Escalator;
+use super::requests::Requests;
 use crate::event::{Event, SharedTableRead, WindowChange, What};
+use crate::export::PidNames;
 use crate::pipeline::Sink;
 
 /// Callers with a request in flight at most (the oldest give way).
@@ -58,7 +64,7 @@ impl Default for Durations {
 }
 
 impl Durations {
-    fn add(&mut self, ns: u64) {
+    pub fn add(&mut self, ns: u64) {
         self.count += 1;
         self.total_ns += ns;
         let secs = ns as f64 / 1e9;
@@ -72,13 +78,19 @@ impl Durations {
 
     /// The `q` quantile (0..=1) of the recent durations, in nanoseconds.
     pub fn quantile(&self, q: f64) -> Option<u64> {
+        self.quantiles(&[q])[0]
+    }
+
+    /// Several quantiles of the recent durations, sorted once.
+    pub fn quantiles(&self, qs: &[f64]) -> Vec<Option<u64>> {
         let mut v: Vec<u64> = self.recent.iter().copied().collect();
-        if v.is_empty() {
-            return None;
-        }
         v.sort_unstable();
-        let i = ((v.len() - 1) as f64 * q.clamp(0.0, 1.0)).round() as usize;
-        Some(v[i])
+        qs.iter()
+            .map(|q| {
+                let last = v.len().checked_sub(1)?;
+                Some(v[(last as f64 * q.clamp(0.0, 1.0)).round() as usize])
+            })
+            .collect()
     }
 
     pub fn mean_ns(&self) -> Option<u64> {
@@ -123,23 +135,53 @@ pub struct Calls {
     pub unpaired_replies: u64,
     /// In adaptive mode: asks for send windows while table reads find callers waiting.
     pub escalator: Option<Escalator>,
+    /// Request processes' spans, and the calls they waited on.
+    pub requests: Requests,
+    /// What spawned processes run, and how pids print (live only).
+    pub names: Option<Arc<dyn PidNames>>,
+}
+
+impl std::fmt::Debug for dyn PidNames {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PidNames")
+    }
 }
 
 impl Calls {
     /// Pairs the sends of a recording (its events and windows, each in time order), as the
     /// live sink pairs them.
-    pub fn from_recording(rec: &crate::record::model::Recording) -> Calls {
+    /// Pairs the sends of a recording (its events, windows and table reads, each in time
+    /// order), as the live sink pairs them, and follows its request processes.
+    pub fn from_recording(rec: &crate::record::model::Recording, request_processes: &[String]) -> Calls {
+        use crate::record::format::What as W;
         let mut calls = Calls::default();
+        calls.requests.extra = request_processes.to_vec();
         let send = Capability::Send.index() as u8;
-        let mut closings = rec.windows.iter().filter(|w| !w.open && w.capabilities.contains(&send)).map(|w| w.t).peekable();
+        let mut windows = rec.windows.iter().peekable();
+        let mut tables = rec.tables.iter().peekable();
+        let text = |id: Option<u32>| id.map(|id| rec.name(id));
         for e in &rec.events {
-            while closings.next_if(|&t| t <= e.t).is_some() {
-                calls.forget();
+            while let Some(w) = windows.next_if(|w| w.t <= e.t) {
+                let caps: Vec<Capability> = w.capabilities.iter().filter_map(|&i| Capability::ALL.get(usize::from(i)).copied()).collect();
+                if !w.open && w.capabilities.contains(&send) {
+                    calls.forget();
+                }
+                calls.requests.window(&caps, w.open);
+            }
+            while let Some(t) = tables.next_if(|t| t.t <= e.t) {
+                for p in &t.processes {
+                    if let Some(call) = text(p.initial_call) {
+                        calls.requests.seen(p.pid, call, text(p.ancestor));
+                    }
+                }
             }
             match e.what {
-                crate::record::format::What::Send { from, to } => calls.send(from, to, e.t),
-                crate::record::format::What::SendToAlias { from, to } => calls.reply(from, to, e.t),
-                crate::record::format::What::Exit { pid } => calls.exit(pid),
+                W::Send { from, to } => calls.send(from, to, e.t, |p| rec.pid(p)),
+                W::SendToAlias { from, to } => calls.reply(from, to, e.t),
+                W::Exit { pid } => calls.exit(pid, e.t),
+                W::Spawn { parent, child } => calls.requests.spawned(parent, child, rec.spawned.get(&child).map(String::as_str), e.t),
+                W::Schedule { pid, run_ns, .. } => calls.requests.ran(pid, run_ns),
+                W::Gc { pid, duration_ns } => calls.requests.collected(pid, duration_ns),
                 _ => {}
             }
         }
@@ -181,7 +223,8 @@ impl Calls {
         true
     }
 
-    fn send(&mut self, from: u64, to: u64, ts: u64) {
+    fn send(&mut self, from: u64, to: u64, ts: u64, pid_text: impl FnOnce(u64) -> String) {
+        self.requests.send(from, to, ts, pid_text);
         // A reply: `from` answers `to`, whose last send went to `from`. An answer is no
         // request: the caller's next request must not read as the server calling it. The
         // server's own last request, if any, stays as it was.
@@ -213,6 +256,7 @@ impl Calls {
             self.servers.remove(&least);
             self.dropped += 1;
         }
+        self.requests.waited(caller, server, ns);
         let s = self.servers.entry(server).or_default();
         s.latency.add(ns);
         let room = s.callers.len() < MAX_CALLERS;
@@ -226,9 +270,10 @@ impl Calls {
     }
 
     /// A process that exited neither calls nor answers any more.
-    fn exit(&mut self, pid: u64) {
+    fn exit(&mut self, pid: u64, ts: u64) {
         self.in_flight.remove(&pid);
         self.answered.remove(&pid);
+        self.requests.exit(pid, ts);
     }
 
     /// The servers most called, most first.
@@ -254,23 +299,40 @@ fn make_room(map: &mut HashMap<u64, (u64, u64)>, key: u64, dropped: &mut u64) {
 
 impl Sink for Calls {
     fn events(&mut self, batch: &[Event]) {
+        let names = self.names.clone();
         for e in batch {
             match e.what {
-                What::Send { from, to, alias: false } => self.send(from, to, e.ts_ns),
+                What::Send { from, to, alias: false } => {
+                    self.send(from, to, e.ts_ns, |p| names.as_ref().map(|n| n.pid(p)).unwrap_or_default())
+                }
                 What::Send { from, to, alias: true } => self.reply(from, to, e.ts_ns),
-                What::Exit { pid } => self.exit(pid),
+                What::Exit { pid } => self.exit(pid, e.ts_ns),
+                What::Spawn { parent, child, call } => {
+                    let call = names.as_ref().and_then(|n| n.spawned_as(&call));
+                    self.requests.spawned(parent, child, call.as_deref(), e.ts_ns);
+                }
+                What::Schedule { pid, run_ns, .. } => self.requests.ran(pid, run_ns),
+                What::Gc { pid, duration_ns } => self.requests.collected(pid, duration_ns),
                 _ => {}
             }
         }
     }
 
     fn table(&mut self, read: &SharedTableRead) {
+        for p in read.snapshot.iter().flat_map(|s| &s.processes) {
+            if let Some(call) = &p.initial_call {
+                self.requests.seen(p.term, call, p.ancestor.as_deref());
+            }
+        }
+        let Some(e) = &self.escalator else { return };
         // Callers blocked in a call right now: their calls are worth pairing. A window of
         // sends opens for them as the budget allows (they stay asked for while calls go on).
-        if let Some(e) = &self.escalator
-            && !read.waits.is_empty()
-        {
+        if !read.waits.is_empty() {
             e.escalate("calls", &[Capability::Send], ESCALATE_FOR);
+        }
+        // Request processes to time: their spans need their sends, spawns and exits.
+        if self.requests.following() > 0 || !self.requests.extra.is_empty() {
+            e.escalate("requests", &[Capability::Send, Capability::Spawn, Capability::Exit], ESCALATE_FOR);
         }
     }
 
@@ -278,6 +340,7 @@ impl Sink for Calls {
         if !change.open && change.capabilities.contains(&Capability::Send) {
             self.forget();
         }
+        self.requests.window(&change.capabilities, change.open);
     }
 }
 
@@ -288,8 +351,8 @@ mod tests {
     #[test]
     fn a_request_and_its_answer_are_a_call() {
         let mut c = Calls::default();
-        c.send(1, 2, 1_000);
-        c.send(2, 1, 3_000);
+        c.send(1, 2, 1_000, |_| String::new());
+        c.send(2, 1, 3_000, |_| String::new());
         assert_eq!(c.servers[&2].latency.count, 1);
         assert_eq!(c.servers[&2].latency.quantile(0.5), Some(2_000));
         assert_eq!(c.servers[&2].top_callers(5), vec![(1, 1)]);
@@ -298,19 +361,19 @@ mod tests {
     #[test]
     fn a_caller_that_sent_something_else_meanwhile_was_not_waiting() {
         let mut c = Calls::default();
-        c.send(1, 2, 1_000);
-        c.send(1, 3, 1_500);
-        c.send(2, 1, 3_000);
+        c.send(1, 2, 1_000, |_| String::new());
+        c.send(1, 3, 1_500, |_| String::new());
+        c.send(2, 1, 3_000, |_| String::new());
         assert!(c.servers.is_empty());
     }
 
     #[test]
     fn the_next_request_is_not_the_server_calling_back() {
         let mut c = Calls::default();
-        c.send(1, 2, 1_000);
-        c.send(2, 1, 3_000);
-        c.send(1, 2, 10_000);
-        c.send(2, 1, 10_500);
+        c.send(1, 2, 1_000, |_| String::new());
+        c.send(2, 1, 3_000, |_| String::new());
+        c.send(1, 2, 10_000, |_| String::new());
+        c.send(2, 1, 10_500, |_| String::new());
         assert!(!c.servers.contains_key(&1), "{:?}", c.servers);
         assert_eq!(c.servers[&2].latency.count, 2);
         assert_eq!(c.servers[&2].latency.quantile(1.0), Some(2_000));
@@ -319,11 +382,11 @@ mod tests {
     #[test]
     fn a_pool_hold_runs_from_the_answer_to_the_callers_return() {
         let mut c = Calls::default();
-        c.send(1, 2, 1_000); // checkout
-        c.send(2, 1, 3_000); // the worker, given
-        c.send(1, 9, 4_000); // using it
-        c.send(9, 1, 5_000);
-        c.send(1, 2, 8_000); // checkin
+        c.send(1, 2, 1_000, |_| String::new()); // checkout
+        c.send(2, 1, 3_000, |_| String::new()); // the worker, given
+        c.send(1, 9, 4_000, |_| String::new()); // using it
+        c.send(9, 1, 5_000, |_| String::new());
+        c.send(1, 2, 8_000, |_| String::new()); // checkin
         assert_eq!(c.servers[&2].hold.quantile(0.5), Some(5_000));
         assert_eq!(c.servers[&9].latency.quantile(0.5), Some(1_000));
     }
@@ -331,8 +394,8 @@ mod tests {
     #[test]
     fn latencies_fall_in_their_buckets() {
         let mut c = Calls::default();
-        c.send(1, 2, 0);
-        c.send(2, 1, 2_000_000); // 2 ms: the 2.5 ms bucket
+        c.send(1, 2, 0, |_| String::new());
+        c.send(2, 1, 2_000_000, |_| String::new()); // 2 ms: the 2.5 ms bucket
         let b = &c.servers[&2].latency.buckets;
         assert_eq!(b[super::BUCKETS.iter().position(|&x| x == 0.0025).unwrap()], 1);
         assert_eq!(b.iter().sum::<u64>(), 1);
@@ -343,9 +406,9 @@ mod tests {
         use crate::event::WindowChange;
         use crate::pipeline::Sink;
         let mut c = Calls::default();
-        c.send(1, 2, 1_000);
+        c.send(1, 2, 1_000, |_| String::new());
         c.window(&WindowChange { vm: 1, ts_ns: 2_000, capabilities: vec![beam_probes::Capability::Send], open: false });
-        c.send(2, 1, 9_000_000);
+        c.send(2, 1, 9_000_000, |_| String::new());
         assert!(c.servers.is_empty());
     }
 
@@ -353,7 +416,7 @@ mod tests {
     fn a_reply_to_an_alias_whose_request_went_unseen_is_no_request() {
         let mut c = Calls::default();
         c.reply(2, 1, 1_000); // the request was sent before the window opened
-        c.send(1, 2, 1_020); // the caller's next request
+        c.send(1, 2, 1_020, |_| String::new()); // the caller's next request
         c.reply(2, 1, 9_000);
         assert!(!c.servers.contains_key(&1), "the caller answered nobody: {:?}", c.servers);
         assert_eq!(c.servers[&2].latency.quantile(0.5), Some(7_980));
@@ -363,9 +426,9 @@ mod tests {
     #[test]
     fn an_answer_counts_once() {
         let mut c = Calls::default();
-        c.send(1, 2, 1_000);
-        c.send(2, 1, 3_000);
-        c.send(2, 1, 4_000);
+        c.send(1, 2, 1_000, |_| String::new());
+        c.send(2, 1, 3_000, |_| String::new());
+        c.send(2, 1, 4_000, |_| String::new());
         assert_eq!(c.servers[&2].latency.count, 1);
     }
 }

@@ -155,7 +155,7 @@ impl Aggregator {
                 p.gcs += 1;
                 p.gc_ns += duration_ns;
             }
-            What::Spawn { parent, child } => {
+            What::Spawn { parent, child, .. } => {
                 self.totals.spawns += 1;
                 let c = self.process(child);
                 c.parent = parent;

@@ -6,6 +6,7 @@ pub mod calls;
 pub mod counts;
 pub mod cpu;
 pub mod health;
+pub mod requests;
 pub mod stacks;
 pub mod table;
 

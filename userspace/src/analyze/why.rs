@@ -135,7 +135,7 @@ pub fn explain(rec: &Recording, f: &Filter, pids: &[u64]) -> Why {
     }
     // A read stands for its share of the span (several processes: of their summed time).
     let per_read = if seen > 0 { span * pids.len().max(1) as f64 / seen as f64 } else { 0.0 };
-    let calls = if waiting_on.is_empty() { None } else { Some(Calls::from_recording(rec)) };
+    let calls = if waiting_on.is_empty() { None } else { Some(Calls::from_recording(rec, &[])) };
     for (on, (n, places)) in &waiting_on {
         let places: Vec<String> = places.iter().map(|(c, k)| format!("in {c} at {k}")).collect();
         let mut evidence = vec![format!("{}: a call to it pending, monitoring it ({})", share(*n, seen), places.join(", "))];

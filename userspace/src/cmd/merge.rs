@@ -140,6 +140,10 @@ fn copy(r: &Recording, vm: u64, start: u64, out: &mut Out) -> Result<()> {
         out.push(&Entry::Pid { term: pid(*term), text: text.clone() })?;
     }
     let name = |out: &mut Out, id: u32| out.name(r.name(id));
+    for (term, call) in &r.spawned {
+        let call = out.name(call)?;
+        out.push(&Entry::InitialCall { pid: pid(*term), call })?;
+    }
     for e in &r.events {
         let what = match e.what {
             What::Send { from, to } => What::Send { from: pid(from), to: pid(to) },

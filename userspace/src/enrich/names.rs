@@ -80,6 +80,8 @@ struct VmNamesCache {
     registered: NameCache,
     /// Node names by atom: atoms live as long as the VM, and a VM talks to few nodes.
     nodes: HashMap<u64, String>,
+    /// What spawns ran, by the probe's atoms: a VM spawns few kinds of process.
+    spawned: HashMap<crate::event::SpawnCall, Option<std::sync::Arc<str>>>,
 }
 
 impl VmNames {
@@ -119,7 +121,30 @@ impl crate::export::PidNames for VmNames {
     fn role(&self, term: u64) -> Option<beam_probes::roles::Role> {
         self.latest().roles.get(&term).copied()
     }
+
+    fn spawned_as(&self, call: &crate::event::SpawnCall) -> Option<std::sync::Arc<str>> {
+        let mut inner = crate::aggregate::lock(&self.inner);
+        if let Some(text) = inner.spawned.get(call) {
+            return text.clone();
+        }
+        let atoms = self.target.table.atom;
+        let table = self.target.process_table();
+        let mfa = |c: &crate::event::AtomCall| {
+            let text = |index: u32| table.atom_text(atoms.term(index.into())).ok();
+            Some(beam_probes::identity::Mfa::new(text(c.module)?, text(c.function)?, c.arity.into()))
+        };
+        let outer = call.call.as_ref().and_then(mfa);
+        let text = outer.map(|o| beam_probes::identity::spawned_call(o, call.inner.as_ref().and_then(mfa)).display);
+        // Bounded; an atom that could not be read now is tried again next time.
+        if inner.spawned.len() < MAX_SPAWN_KINDS && text.is_some() {
+            inner.spawned.insert(*call, text.clone());
+        }
+        text
+    }
 }
+
+/// Kinds of spawn whose names are kept.
+const MAX_SPAWN_KINDS: usize = 10_000;
 
 impl VmNames {
     /// The cache, brought up to the latest read of the process table.

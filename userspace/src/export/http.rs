@@ -80,6 +80,7 @@ pub fn router(app: Arc<Vms>) -> Router {
         .route("/api/processes", get(processes))
         .route("/api/pairs", get(pairs))
         .route("/api/calls", get(calls))
+        .route("/api/requests", get(requests))
         .route("/api/findings", get(findings))
         .route("/api/findings/{id}", get(finding))
         .with_state(app)
@@ -261,7 +262,8 @@ async fn calls(State(vms): State<Arc<Vms>>) -> Json<Vec<OfVm<CallRow>>> {
         let secs = |ns: u64| ns as f64 / 1e9;
         rows.extend(calls.busiest(50).into_iter().map(|(server, s)| {
             let role = n.role(server);
-            let hold = |q| if role.is_some() { s.hold.quantile(q).map(secs) } else { None };
+            let latency = s.latency.quantiles(&[0.5, 0.99]);
+            let hold = if role.is_some() { s.hold.quantiles(&[0.5, 0.99]) } else { vec![None, None] };
             of_vm(
                 &app,
                 CallRow {
@@ -270,14 +272,25 @@ async fn calls(State(vms): State<Arc<Vms>>) -> Json<Vec<OfVm<CallRow>>> {
                     role,
                     calls: s.latency.count,
                     mean_seconds: s.latency.mean_ns().map(secs),
-                    p50_seconds: s.latency.quantile(0.5).map(secs),
-                    p99_seconds: s.latency.quantile(0.99).map(secs),
-                    hold_p50_seconds: hold(0.5),
-                    hold_p99_seconds: hold(0.99),
+                    p50_seconds: latency[0].map(secs),
+                    p99_seconds: latency[1].map(secs),
+                    hold_p50_seconds: hold[0].map(secs),
+                    hold_p99_seconds: hold[1].map(secs),
                     top_callers: s.top_callers(5).into_iter().map(|(c, k)| (n.pid(c), k)).collect(),
                 },
             )
         }));
+    }
+    Json(rows)
+}
+
+/// Request latency by handler and the slowest requests (see `aggregate::requests`).
+async fn requests(State(vms): State<Arc<Vms>>) -> Json<Vec<OfVm<crate::export::requests::RequestsView>>> {
+    let mut rows = Vec::new();
+    for app in vms.list() {
+        let calls = lock(&app.state.calls);
+        let n = &app.names;
+        rows.push(of_vm(&app, crate::export::requests::RequestsView::new(&calls.requests, 50, &|p| n.pid(p), &|p| n.name(p))));
     }
     Json(rows)
 }

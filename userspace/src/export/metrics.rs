@@ -362,6 +362,12 @@ fn render_calls(r: &mut Registry, calls: &Calls, names: &dyn PidNames) {
         }
         latency.push((labels, HistogramCounts::from(&s.latency)));
     }
+    let requests = calls
+        .requests
+        .busiest(TOP_SERVERS)
+        .into_iter()
+        .map(|(handler, d)| (vec![("handler".into(), handler.to_string())], HistogramCounts::from(d)))
+        .collect();
     r.register_collector(Box::new(CallHistograms {
         families: vec![
             (
@@ -370,9 +376,21 @@ fn render_calls(r: &mut Registry, calls: &Calls, names: &dyn PidNames) {
                 latency,
             ),
             ("beam_top_pool_hold_duration_seconds", "How long callers held what they checked out of a pool (its answer to their next message to it)", hold),
+            (
+                "beam_request_duration_seconds",
+                "How long requests took, by handler (the initial call of the processes that serve them), from request processes' spans",
+                requests,
+            ),
         ],
     }));
     counter(r, "beam_calls_dropped", "Requests and servers forgotten to keep call pairing bounded", calls.dropped);
+    counter(
+        r,
+        "beam_calls_unpaired_replies",
+        "Replies to an alias whose request was not seen (sent before the send hooks were attached)",
+        calls.unpaired_replies,
+    );
+    counter(r, "beam_requests_dropped", "Request processes and handlers not followed to keep request timing bounded", calls.requests.dropped);
 }
 
 /// The recorder: what it wrote and dropped; the flight recorder's disk and kept recordings.

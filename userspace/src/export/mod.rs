@@ -9,6 +9,7 @@ pub mod folded;
 pub mod http;
 pub mod metrics;
 pub mod perfetto;
+pub mod requests;
 pub mod report;
 pub mod speedscope;
 pub mod timeline;
@@ -26,6 +27,11 @@ pub trait PidNames: Send + Sync {
     fn node(&self, atom: u64) -> String;
     /// What the process is for, when it is a library process scope-probe knows (a pool).
     fn role(&self, _term: u64) -> Option<beam_probes::roles::Role> {
+        None
+    }
+    /// What a spawned process was spawned to run, as its initial call reads
+    /// (`Module:function/arity`); `None` when the spawn's probe could not tell.
+    fn spawned_as(&self, _call: &crate::event::SpawnCall) -> Option<std::sync::Arc<str>> {
         None
     }
 }

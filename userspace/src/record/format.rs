@@ -115,6 +115,10 @@ pub enum Entry {
     Lost { ts: u64, entries: u64 },
     /// A read of /proc of VM `vm` of a merged recording (its index in [`Meta::vms`]).
     VmProc { vm: u32, ts: u64, cpu: Vec<(u8, u32, f64)>, resident_bytes: Option<u64>, run_queues: Vec<u32> },
+    /// What a process was spawned to run (a name id), from its spawn's probe, just before that
+    /// spawn's event: short-lived processes gone before any table read keep an identity. Last,
+    /// so files written before it existed read the same.
+    InitialCall { pid: u64, call: u32 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

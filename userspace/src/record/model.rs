@@ -99,8 +99,11 @@ pub struct Recording {
     pub damage: Vec<String>,
     /// The last time seen.
     pub end: u64,
-    /// Who each process was, from the table reads (the latest read that saw it).
+    /// Who each process was, from the table reads (the latest read that saw it), else what
+    /// its spawn ran.
     pub processes: HashMap<u64, ProcessInfo>,
+    /// What each process seen spawning was spawned to run (its initial call).
+    pub spawned: HashMap<u64, String>,
 }
 
 /// A process as the table reads knew it.
@@ -133,6 +136,7 @@ impl Recording {
         // each is mapped to this recording's own id as it is read.
         let mut ids = Ids::default();
         let mut file_ids: HashMap<u32, u32> = HashMap::new();
+        let mut spawned = Vec::new();
         for entry in reader {
             let entry = match entry {
                 Ok(e) => e,
@@ -182,6 +186,10 @@ impl Recording {
                     r.findings.push(Finding { t: rel(ts), json })
                 }
                 Entry::Lost { entries, .. } => r.lost += entries,
+                Entry::InitialCall { pid, call } => {
+                    let call = id(call);
+                    spawned.push((pid, call));
+                }
             }
         }
         r.names = ids.texts.into_iter().enumerate().map(|(i, t)| (i as u32, t)).collect();
@@ -211,6 +219,12 @@ impl Recording {
                     },
                 );
             }
+        }
+        // A process no table read saw (gone too soon) is what it was spawned to run.
+        for (pid, call) in spawned {
+            let call = r.name(call).to_owned();
+            processes.entry(pid).or_insert_with(|| ProcessInfo { initial_call: Some(call.clone()), ..ProcessInfo::default() });
+            r.spawned.insert(pid, call);
         }
         r.processes = processes;
         Ok(r)

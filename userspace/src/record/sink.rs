@@ -108,9 +108,14 @@ impl Sink for Recorder {
                 }
                 event::What::Schedule { pid, run_ns, reductions } => What::Schedule { pid: self.pid(pid, &mut out), run_ns, reductions },
                 event::What::Gc { pid, duration_ns } => What::Gc { pid: self.pid(pid, &mut out), duration_ns },
-                event::What::Spawn { parent, child } => {
+                event::What::Spawn { parent, child, call } => {
                     let parent = parent.map(|p| self.pid(p, &mut out));
-                    What::Spawn { parent, child: self.pid(child, &mut out) }
+                    let child = self.pid(child, &mut out);
+                    if let Some(text) = self.names.spawned_as(&call) {
+                        let call = self.name(&text, &mut out);
+                        out.push(Entry::InitialCall { pid: child, call });
+                    }
+                    What::Spawn { parent, child }
                 }
                 event::What::Exit { pid } => What::Exit { pid: self.pid(pid, &mut out) },
                 event::What::DistSend { from, node, to } => {

@@ -123,6 +123,12 @@ fn monitor_config(target: &BeamTarget, plans: &[CapabilityPlan]) -> Result<types
     c.node_sysname = t.node.sysname;
     c.pid_ref_header = t.alias.pid_ref_header;
     c.pid_ref_pid = t.alias.pid_ref_pid;
+    c.list_mask = t.terms.primary_mask;
+    c.list_tag = t.terms.list;
+    c.nil = t.terms.nil;
+    c.atom_tag_mask = t.atom.tag_mask;
+    c.atom_tag = t.atom.tag;
+    c.atom_index_shift = t.atom.index_shift.into();
     if plans.iter().any(|p| p.source == ProbeSource::Usdt) {
         // USDT probes name processes by strings; the programs rebuild the VM's pid terms so
         // their events key processes exactly as the uprobes' do.

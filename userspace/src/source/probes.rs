@@ -15,7 +15,7 @@ use beam_probes::{BeamTarget, Capability, CapabilityPlan, ResolvedHook};
 use libbpf_rs::RingBufferBuilder;
 
 use crate::aggregate::health::Health;
-use crate::event::{Event, RemotePid, VmId, What, WindowChange, now_ns};
+use crate::event::{AtomCall, Event, RemotePid, SpawnCall, VmId, What, WindowChange, now_ns};
 use crate::pipeline::FanOut;
 use crate::source::bpf::{MonitorObject, MonitorProbes, load_monitor, monitor::types};
 use crate::source::hub::{Hub, Hubs};
@@ -46,7 +46,11 @@ fn decode(vm: VmId, bytes: &[u8]) -> Option<Event> {
         types::event_kind::EVENT_SEND => What::Send { from: e.a, to: e.b, alias: e.c == 1 },
         types::event_kind::EVENT_SCHEDULE => What::Schedule { pid: e.a, run_ns: e.b, reductions: e.c },
         types::event_kind::EVENT_GC => What::Gc { pid: e.a, duration_ns: e.b },
-        types::event_kind::EVENT_SPAWN => What::Spawn { parent: (e.a != 0).then_some(e.a), child: e.b },
+        types::event_kind::EVENT_SPAWN => What::Spawn {
+            parent: (e.a != 0).then_some(e.a),
+            child: e.b,
+            call: SpawnCall { call: AtomCall::from_probe(e.c, e.arities & 0xff), inner: AtomCall::from_probe(e.d, (e.arities >> 8) & 0xff) },
+        },
         types::event_kind::EVENT_EXIT => What::Exit { pid: e.a },
         types::event_kind::EVENT_DIST_SEND => What::DistSend { from: e.a, node: e.b, to: RemotePid(e.c) },
         types::event_kind::EVENT_DIST_RECEIVE => What::DistReceive { to: e.a, node: e.b, from: RemotePid(e.c) },

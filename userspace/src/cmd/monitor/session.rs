@@ -215,7 +215,12 @@ impl VmSession {
                 resend: cli.alert_resend,
             })?)
         };
-        lock(&state.calls).escalator = controller.as_ref().map(|c| c.escalator());
+        {
+            let mut calls = lock(&state.calls);
+            calls.escalator = controller.as_ref().map(|c| c.escalator());
+            calls.names = Some(names.clone());
+            calls.requests.extra = cli.request_processes.clone();
+        }
         let evaluator = {
             let sender = alerts.as_ref().map(|a| a.sender());
             Evaluator::start(
