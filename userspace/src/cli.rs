@@ -149,6 +149,9 @@ pub struct ReportArgs {
     /// Where to write the HTML report.
     #[arg(long, short = 'o', value_name = "FILE", default_value = "report.html")]
     pub output: PathBuf,
+    /// Time each process with this initial call as one request (as the monitor's flag).
+    #[arg(long = "request-process", value_name = "MODULE:FUNCTION/ARITY", value_parser = parse_initial_call)]
+    pub request_processes: Vec<String>,
     #[command(flatten)]
     pub select: Selection,
 }
@@ -186,6 +189,9 @@ pub struct WhyArgs {
     pub recording: PathBuf,
     /// The process: a pid (<0.80.0>), a registered name, label, initial call or module.
     pub target: String,
+    /// Time each process with this initial call as one request (as the monitor's flag).
+    #[arg(long = "request-process", value_name = "MODULE:FUNCTION/ARITY", value_parser = parse_initial_call)]
+    pub request_processes: Vec<String>,
     #[command(flatten)]
     pub select: Selection,
 }

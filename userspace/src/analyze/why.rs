@@ -38,7 +38,7 @@ pub struct Why {
 fn call_evidence(rec: &Recording, server: u64, s: &ServerCalls, callers: &HashSet<u64>) -> Vec<String> {
     let ms = |ns: Option<u64>| ns.map_or("?".into(), |ns| format!("{:.1} ms", ns as f64 / 1e6));
     let (l, mine) = (&s.latency, s.callers.iter().filter(|(c, _)| callers.contains(c)).map(|(_, n)| n).sum::<u64>());
-    let pool = rec.processes.get(&server).and_then(|p| p.initial_call.as_deref()).and_then(beam_probes::roles::role);
+    let pool = rec.processes.get(&server).and_then(|p| p.initial_call.as_deref()).and_then(beam_probes::roles::role).filter(|r| *r == beam_probes::roles::Role::Pool);
     let mut out = vec![format!(
         "{} {} calls paired from sends ({mine} of them from here): waited p50 {}, p99 {}",
         if pool.is_some() { "a pool: callers waited at checkout," } else { "its callers," },

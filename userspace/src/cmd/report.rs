@@ -12,7 +12,7 @@ pub fn run(args: ReportArgs) -> Result<()> {
     let rec = crate::cmd::replay::open_one_vm(&args.recording)?;
     let filter = Filter::new(&rec, &args.select)?;
     let source = args.recording.file_name().map_or_else(|| args.recording.display().to_string(), |n| n.to_string_lossy().into_owned());
-    let page = report::render(&rec, &filter, &source);
+    let page = report::render(&rec, &filter, &source, &args.request_processes);
     let write = || -> std::io::Result<()> {
         let mut file = std::fs::File::create(&args.output)?;
         file.write_all(page.as_bytes())?;

@@ -30,6 +30,7 @@ pub fn run(args: WhyArgs) -> Result<()> {
     let who = if pids.len() == 1 { rec.who(pids[0]) } else { format!("{} processes matching {:?}", pids.len(), args.target) };
     writeln!(out, "Why {who}: {:.1} s recorded, {} process-table reads, {} CPU samples of it", why.seconds, why.reads, why.samples)?;
     print(&mut out, &rec, &why, "  ", 8)?;
+    requests(&mut out, &rec, &pids, &args.request_processes)?;
     // The process it waits on most, one level down.
     if let Some(on) = why.causes.iter().find_map(|c| c.waits_on).filter(|on| !pids.contains(on)) {
         let theirs = explain(&rec, &filter, &[on]);
@@ -38,6 +39,37 @@ pub fn run(args: WhyArgs) -> Result<()> {
         print(&mut out, &rec, &theirs, "  ", 3)?;
     }
     Ok(out.flush()?)
+}
+
+/// When the processes serve requests: how long those took, what their slowest waited on.
+fn requests(out: &mut impl Write, rec: &Recording, pids: &[u64], request_processes: &[String]) -> Result<()> {
+    let calls = crate::aggregate::calls::Calls::from_recording(rec, request_processes);
+    let r = &calls.requests;
+    let slowest: Vec<_> = r.slowest.iter().filter(|q| pids.contains(&q.pid)).collect();
+    let Some(handler) = slowest.first().map(|q| q.handler.clone()) else { return Ok(()) };
+    let ms = |ns: Option<u64>| ns.map_or("?".into(), |ns| format!("{:.1} ms", ns as f64 / 1e6));
+    if let Some(d) = r.handlers.get(&handler) {
+        let q = d.quantiles(&[0.5, 0.99]);
+        writeln!(out)?;
+        writeln!(out, "Requests of {handler} (request processes: {} measured, p50 {}, p99 {})", d.count, ms(q[0]), ms(q[1]))?;
+    }
+    // Where the slowest of these spent their time: the server they waited on most.
+    let total: u64 = slowest.iter().map(|q| q.duration_ns).sum();
+    let mut on: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
+    for w in slowest.iter().flat_map(|q| &q.waits) {
+        *on.entry(w.server).or_default() += w.wait_ns;
+    }
+    if let Some((server, ns)) = on.into_iter().max_by_key(|&(s, ns)| (ns, std::cmp::Reverse(s)))
+        && total > 0
+    {
+        let share = ns as f64 / total as f64 * 100.0;
+        writeln!(out, "  the slowest waited {share:.0}% of their time on {} (calls paired from sends)", rec.who(server))?;
+    }
+    let view = crate::export::requests::RequestsView::new(r, 0, &|p| rec.pid(p), &|p| rec.identity(p).unwrap_or("").to_owned());
+    for q in view.slowest.iter().filter(|q| slowest.iter().any(|s| rec.pid(s.pid) == q.pid)).take(5) {
+        writeln!(out, "  {}", q.sentence())?;
+    }
+    Ok(())
 }
 
 fn print(out: &mut impl Write, rec: &Recording, why: &Why, indent: &str, n: usize) -> Result<()> {

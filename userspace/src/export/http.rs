@@ -263,7 +263,7 @@ async fn calls(State(vms): State<Arc<Vms>>) -> Json<Vec<OfVm<CallRow>>> {
         rows.extend(calls.busiest(50).into_iter().map(|(server, s)| {
             let role = n.role(server);
             let latency = s.latency.quantiles(&[0.5, 0.99]);
-            let hold = if role.is_some() { s.hold.quantiles(&[0.5, 0.99]) } else { vec![None, None] };
+            let hold = if role == Some(beam_probes::roles::Role::Pool) { s.hold.quantiles(&[0.5, 0.99]) } else { vec![None, None] };
             of_vm(
                 &app,
                 CallRow {

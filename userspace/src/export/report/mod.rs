@@ -1,7 +1,7 @@
 //! The HTML report: a recording as one self-contained page to attach to a ticket (no network:
 //! styles, scripts and graphics inline, the system's fonts). One module per section:
 //! `summary` (the VM, the span, how it was observed), `findings`, `flame` (CPU), `flow`
-//! (messages between processes), `spawn_tree`, `timelines`; `chart` draws line charts and
+//! (messages between processes), `requests` (request latency), `spawn_tree`, `timelines`; `chart` draws line charts and
 //! `html` escapes. The page's script (`report.js`) makes the graphs interactive and, once they
 //! are drawn, writes what it drew into `#sp-drawn` (JSON) for tests to read.
 
@@ -10,6 +10,7 @@ mod findings;
 mod flame;
 mod flow;
 mod html;
+mod requests;
 mod spawn_tree;
 mod summary;
 mod timelines;
@@ -61,7 +62,7 @@ impl Observed {
 }
 
 /// The whole page. `source` names the recording (its file name).
-pub fn render(rec: &Recording, f: &Filter, source: &str) -> String {
+pub fn render(rec: &Recording, f: &Filter, source: &str, request_processes: &[String]) -> String {
     let m = rec.meta();
     let mut out = String::with_capacity(256 * 1024);
     let _ = write!(
@@ -79,13 +80,14 @@ pub fn render(rec: &Recording, f: &Filter, source: &str) -> String {
     );
     out.push_str(
         "<nav class=\"sp-nav\"><a href=\"#sp-summary\">Summary</a><a href=\"#sp-findings\">Findings</a><a href=\"#sp-cpu\">CPU</a>\
-         <a href=\"#sp-flow\">Message flow</a><a href=\"#sp-spawn\">Spawn tree</a><a href=\"#sp-timelines\">Timelines</a></nav><main>\n",
+         <a href=\"#sp-flow\">Message flow</a><a href=\"#sp-requests\">Requests</a><a href=\"#sp-spawn\">Spawn tree</a><a href=\"#sp-timelines\">Timelines</a></nav><main>\n",
     );
     summary::section(&mut out, rec, f, source);
     findings::section(&mut out, rec, f);
     // The flame graph's own script takes the page's first <svg> for its own: it comes first.
     flame::section(&mut out, rec, f);
     flow::section(&mut out, rec, f);
+    requests::section(&mut out, rec, request_processes);
     spawn_tree::section(&mut out, rec, f);
     timelines::section(&mut out, rec, f);
     let _ = write!(
