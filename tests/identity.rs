@@ -215,3 +215,34 @@ fn queue_length_is_exact_while_flooded_and_collecting() {
         "the process was caught busy in some snapshots: {statuses:?}"
     );
 }
+
+/// Processes gone long before any table read keep their identity: the spawn hook reads what
+/// each was spawned to run (proc_lib's wrapper told through), and a recording says it as the
+/// VM does (each process asked itself: `$initial_call`, else `process_info(self(), initial_call)`).
+#[test]
+fn short_lived_processes_are_named_by_their_spawn() {
+    let mut beam = Beam::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spawns.scope");
+    let pid = beam.os_pid.to_string();
+    // Uprobes on every target: the USDT spawn probe names its call only as text.
+    let args =
+        ["record", "--pid", &pid, "-o", path.to_str().unwrap(), "--mode", "trace", "--probe-source", "uprobe", "--snapshot-interval", "60s"];
+    let recorder = probe::Running::start(&args, beam.os_pid, "recording to");
+    let r = beam.call("scope_identity:short_lived(50)");
+    let (status, stderr) = recorder.finish(probe::Stop::Signal(libc::SIGINT));
+    assert!(status.success(), "{stderr:?}");
+    let out = probe::run(&["replay", path.to_str().unwrap(), "--json", "--kind", "spawn", "--all", "--limit", "0"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let named: std::collections::HashMap<String, String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|e| (e["child"]["pid"].as_str().unwrap().to_owned(), e["child"]["name"].as_str().unwrap_or("").to_owned()))
+        .collect();
+    let expected: Vec<(&str, &str)> = r["calls"].trim_matches('"').split(',').map(|c| c.split_once(';').unwrap()).collect();
+    assert_eq!(expected.len(), 100);
+    assert!(expected.iter().any(|(_, call)| *call == "scope_identity:short/2") && expected.iter().any(|(_, call)| *call == "scope_identity:short/1"));
+    for (pid, call) in expected {
+        assert_eq!(named.get(pid).map(String::as_str), Some(call), "{pid}");
+    }
+}
