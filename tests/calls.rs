@@ -135,7 +135,7 @@ fn top_shows_the_server_callers_are_blocked_on() {
     let tmux = Tmux::start(&cmd);
     tmux.wait_for(|s| s.contains("scope_calls_busy"));
     tmux.keys("Tab");
-    let screen = tmux.wait_for(|s| s.contains("CALLERS WAITING") && s.contains("scope_calls_busy") && s.contains("≥"));
+    let screen = tmux.wait_for(|s| s.contains("WAITING") && s.contains("scope_calls_busy") && s.contains("≥"));
     assert!(screen.contains("BLOCKED FOR"), "{screen}");
     let line = screen.lines().find(|l| l.contains("scope_calls_busy")).unwrap_or_default();
     let waiting: Vec<u64> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
@@ -144,4 +144,34 @@ fn top_shows_the_server_callers_are_blocked_on() {
     tmux.keys("Tab");
     tmux.wait_for(|s| s.contains("REDS/S"));
     assert!(tmux.quit(), "q quits");
+}
+
+/// `top --calls` times the calls of the servers callers are blocked on, in windows of send
+/// hooks within its budget: the servers view's p50 agrees with the callers', the selected
+/// server's histogram holds the calls timed, and quitting leaves the VM's code as it was.
+#[test]
+fn top_with_calls_times_the_server_callers_wait_on() {
+    let mut beam = Beam::start();
+    beam.call("scope_calls:start(scope_calls_timed)");
+    let cmd = format!("{} top --pid {} --interval 500ms --calls", probe::binary().display(), beam.os_pid);
+    let tmux = Tmux::start(&cmd);
+    tmux.wait_for(|s| s.contains("REDS/S"));
+    tmux.keys("Tab");
+    tmux.wait_for(|s| s.contains("P50") && s.contains("TOP CALLER"));
+    // 4 callers of a 20 ms server: each waits about 80 ms, for 8 s.
+    let r = beam.call("scope_calls:run(scope_calls_timed, 4, 100, 20)");
+    let theirs: f64 = r["p50_us"].parse().unwrap();
+    let screen = tmux.wait_for(|s| s.lines().any(|l| l.contains("scope_calls_timed") && l.contains(" ms ")));
+    let line = screen.lines().find(|l| l.contains("scope_calls_timed") && l.contains(" ms ")).unwrap();
+    // PID SERVER WAITING BLOCKED-FOR CALLS/S P50 P99 ...: the first "N ms" is the p50.
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let at = words.iter().position(|w| *w == "ms").unwrap_or_else(|| panic!("{screen}"));
+    let ours: f64 = words[at - 1].parse().unwrap_or_else(|_| panic!("{screen}"));
+    close(ours / 1e3, theirs, "top's p50");
+    let foot = screen.lines().find(|l| l.contains("calls timed since start")).unwrap_or_else(|| panic!("no histogram line: {screen}"));
+    assert!(foot.contains("scope_calls_timed") && foot.contains("≤100ms"), "{foot}");
+    assert!(tmux.quit(), "q quits");
+    if let Err(left) = scope_probe_tests::held::Held::released_code(beam.os_pid) {
+        panic!("top --calls left breakpoints in the VM: {left:?}");
+    }
 }

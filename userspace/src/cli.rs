@@ -290,6 +290,14 @@ pub struct TopArgs {
     /// Show OTP's own (system) processes from the start (`a` toggles them).
     #[arg(long)]
     pub all: bool,
+    /// Time the calls of servers in the servers view (`tab`): attaches the send hooks in
+    /// windows, when callers are found blocked in a call, within --overhead-budget (top
+    /// otherwise attaches nothing; this needs what the monitor needs).
+    #[arg(long)]
+    pub calls: bool,
+    /// With --calls: the share of the VM's CPU time the send hooks may cost (e.g. 1%, 0.5%).
+    #[arg(long, value_name = "SHARE", default_value = "1%", value_parser = parse_share, requires = "calls")]
+    pub overhead_budget: f64,
 }
 
 /// A duration (`30s`, `5m`, `500ms`), more than zero.

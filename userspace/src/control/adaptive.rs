@@ -41,11 +41,13 @@ pub struct Settings {
     pub period: Duration,
     /// The shortest window (attaching takes a few milliseconds itself).
     pub min_window: Duration,
+    /// Whether survey windows open at all (`top --calls` opens only the windows it asks for).
+    pub surveys: bool,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { budget: 0.01, period: Duration::from_secs(10), min_window: Duration::from_millis(20) }
+        Settings { budget: 0.01, period: Duration::from_secs(10), min_window: Duration::from_millis(20), surveys: true }
     }
 }
 
@@ -287,7 +289,7 @@ impl Loop {
         }
         lock(&self.requests).retain(|r| r.until > now);
         let requests: Vec<Request> = lock(&self.requests).clone();
-        let survey_due = now >= self.next_survey;
+        let survey_due = self.settings.surveys && now >= self.next_survey;
         if !requests.is_empty() && (!survey_due || !self.request_served) {
             // A detector waits for evidence: a due survey waits until it has had a window, so
             // that the budget fills up for it instead of being spent on surveys as fast as it

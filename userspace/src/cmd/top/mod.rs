@@ -1,8 +1,12 @@
 //! `scope-probe top`: a live view of the VM's processes (ratatui), read from outside the VM at
 //! each refresh: no shell, no cookie, no code change. Several VMs are shown grouped by node: a
-//! table each, under a line that names the node.
+//! table each, under a line that names the node. With `--calls`, the servers view also times
+//! the calls (`calls.rs`).
+
+mod calls;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -62,7 +66,7 @@ struct App {
 
 /// One VM's table and what its rates are computed from.
 struct Vm {
-    target: BeamTarget,
+    target: Arc<BeamTarget>,
     symbolizer: Symbolizer,
     view: Option<ProcessTableView>,
     /// Reductions per pid at the previous refresh, for the rate.
@@ -76,19 +80,37 @@ struct Vm {
     table: TableState,
     /// Callers blocked in a call, by (caller, server): since when they have been seen waiting.
     waits: HashMap<(u64, u64), Instant>,
+    /// With --calls: the servers' calls, timed in windows.
+    timing: Option<calls::CallTiming>,
+    /// Calls paired per server, and the send hooks' attached seconds, at the refresh the rates
+    /// were last computed; calls per second of attached time since (windows see a part of the
+    /// time: the rate is of the calls in them).
+    prev_calls: (HashMap<u64, u64>, f64),
+    call_rates: HashMap<u64, f64>,
 }
 
-/// A server in the servers' view: callers blocked on it at the last refresh.
+/// Servers with timed calls shown beside those callers are blocked on.
+const TIMED_SERVERS: usize = 20;
+
+/// A server in the servers' view: callers blocked on it at the last refresh, or (with
+/// --calls) calls timed.
 struct ServerRow<'a> {
     server: &'a ProcessRow,
     waiting: usize,
     /// The longest a caller has been found blocked on it at every refresh since (one call, or
     /// several back to back: refreshes cannot tell them apart).
     longest: Duration,
+    /// Calls timed since start.
+    calls: u64,
 }
 
 pub fn run(args: TopArgs) -> Result<()> {
-    crate::privileges::check_ptrace()?;
+    if args.calls {
+        // The send hooks: what the monitor needs.
+        crate::privileges::check()?;
+    } else {
+        crate::privileges::check_ptrace()?;
+    }
     let pids = if args.all_vms { beam_probes::target::running_vms() } else { args.pid.clone() };
     if pids.is_empty() {
         anyhow::bail!("no BEAM VM is running on this host");
@@ -126,9 +148,10 @@ pub fn run(args: TopArgs) -> Result<()> {
 
 impl Vm {
     fn open(args: &TopArgs, pid: u32) -> Result<Vm> {
-        let target = args.debug_info.open(pid)?;
+        let target = Arc::new(args.debug_info.open(pid)?);
         target.require_process_table()?;
         let symbolizer = Symbolizer::new(&target)?;
+        let timing = if args.calls { Some(calls::CallTiming::start(target.clone(), args.overhead_budget)?) } else { None };
         Ok(Vm {
             target,
             symbolizer,
@@ -142,6 +165,9 @@ impl Vm {
             error: None,
             table: TableState::default().with_selected(Some(0)),
             waits: HashMap::new(),
+            timing,
+            prev_calls: (HashMap::new(), 0.0),
+            call_rates: HashMap::new(),
         })
     }
 
@@ -167,6 +193,23 @@ impl Vm {
                     }
                 }
                 self.waits = waits;
+                if let Some(t) = &self.timing {
+                    if !self.waits.is_empty() {
+                        t.callers_blocked();
+                    }
+                    // Over at least half a second of windows, else the last rates stand.
+                    let observed = t.observed().0;
+                    let attached = observed - self.prev_calls.1;
+                    if attached >= 0.5 {
+                        let counts: HashMap<u64, u64> =
+                            crate::aggregate::lock(&t.calls).servers.iter().map(|(&s, c)| (s, c.latency.count)).collect();
+                        self.call_rates = counts
+                            .iter()
+                            .map(|(s, n)| (*s, n.saturating_sub(self.prev_calls.0.get(s).copied().unwrap_or(0)) as f64 / attached))
+                            .collect();
+                        self.prev_calls = (counts, observed);
+                    }
+                }
                 self.view = Some(view);
                 self.error = None;
             }
@@ -335,27 +378,53 @@ impl App {
         let now = vm.last_refresh.unwrap_or_else(Instant::now);
         for (&(_, server), &since) in &vm.waits {
             let Some(&p) = by_term.get(&server) else { continue };
-            let row = servers.entry(server).or_insert(ServerRow { server: p, waiting: 0, longest: Duration::ZERO });
+            let row = servers.entry(server).or_insert(ServerRow { server: p, waiting: 0, longest: Duration::ZERO, calls: 0 });
             row.waiting += 1;
             row.longest = row.longest.max(now.duration_since(since));
         }
+        // The servers whose calls were timed, those gone from the table aside.
+        if let Some(t) = &vm.timing {
+            for (server, s) in crate::aggregate::lock(&t.calls).busiest(TIMED_SERVERS) {
+                let Some(&p) = by_term.get(&server) else { continue };
+                servers.entry(server).or_insert(ServerRow { server: p, waiting: 0, longest: Duration::ZERO, calls: 0 }).calls = s.latency.count;
+            }
+        }
         let mut rows: Vec<ServerRow> = servers.into_values().collect();
-        rows.sort_by(|a, b| b.waiting.cmp(&a.waiting).then(b.longest.cmp(&a.longest)).then(a.server.number.cmp(&b.server.number)));
+        rows.sort_by(|a, b| {
+            b.waiting.cmp(&a.waiting).then(b.longest.cmp(&a.longest)).then(b.calls.cmp(&a.calls)).then(a.server.number.cmp(&b.server.number))
+        });
         rows
     }
 
     fn servers_table(&self, vm: &Vm, focused: bool) -> Table<'static> {
-        let titles = ["PID", "SERVER", "CALLERS WAITING", "BLOCKED FOR", "MSGQ", "CURRENT FUNCTION", "STATUS"];
-        let rows: Vec<Row> = self
-            .servers(vm)
+        let titles = ["PID", "SERVER", "WAITING", "BLOCKED FOR", "CALLS/S", "P50", "P99", "TOP CALLER", "MSGQ", "CURRENT FUNCTION", "STATUS"];
+        let servers = self.servers(vm);
+        // Locked after `servers`, which locks the calls itself.
+        let calls = vm.timing.as_ref().map(|t| crate::aggregate::lock(&t.calls));
+        let rows: Vec<Row> = servers
             .iter()
             .map(|r| {
                 let p = r.server;
+                let timed = calls.as_ref().and_then(|c| c.servers.get(&p.term));
+                let q = timed.map_or(vec![None, None], |s| s.latency.quantiles(&[0.5, 0.99]));
+                let ms = |ns: Option<u64>| ns.map_or("-".to_owned(), crate::units::duration_ns);
+                let top = timed.and_then(|s| s.top_callers(1).first().copied());
+                let pid = |term: u64| self.pid_text(vm, term);
                 Row::new(vec![
                     p.pid.clone(),
                     p.identity.as_deref().unwrap_or_default().to_owned(),
                     r.waiting.to_string(),
-                    if r.longest.is_zero() { "new".into() } else { format!("≥ {:.1} s", r.longest.as_secs_f64()) },
+                    if r.waiting == 0 {
+                        "-".into()
+                    } else if r.longest.is_zero() {
+                        "new".into()
+                    } else {
+                        format!("≥ {:.1} s", r.longest.as_secs_f64())
+                    },
+                    vm.call_rates.get(&p.term).map_or("-".into(), |r| format!("{r:.0}")),
+                    ms(q[0]),
+                    ms(q[1]),
+                    top.map_or("-".into(), |(c, n)| format!("{} ×{n}", pid(c))),
                     p.message_queue_len.to_string(),
                     p.current_function.to_string(),
                     p.status.label().to_string(),
@@ -364,14 +433,44 @@ impl App {
             .collect();
         let widths = [
             Constraint::Length(14),
-            Constraint::Length(34),
+            Constraint::Length(30),
+            Constraint::Length(8),
+            Constraint::Length(12),
+            Constraint::Length(8),
+            Constraint::Length(10),
+            Constraint::Length(10),
+            Constraint::Length(20),
+            Constraint::Length(7),
+            Constraint::Min(24),
             Constraint::Length(16),
-            Constraint::Length(13),
-            Constraint::Length(9),
-            Constraint::Min(30),
-            Constraint::Length(18),
         ];
         self.styled(Table::new(rows, widths), Row::new(titles), focused)
+    }
+
+    /// How Erlang prints a pid of this VM's table (the table's own text; `?` for a process gone).
+    fn pid_text(&self, vm: &Vm, term: u64) -> String {
+        vm.view.as_ref().and_then(|v| v.processes.iter().find(|p| p.term == term)).map_or_else(|| vm.target.format_pid(term), |p| p.pid.clone())
+    }
+
+    /// The selected server's latency histogram since start, one line (with --calls).
+    fn histogram(&self, vm: &Vm) -> Option<String> {
+        let t = vm.timing.as_ref()?;
+        let rows = self.servers(vm);
+        let row = rows.get(vm.table.selected()?)?;
+        let calls = crate::aggregate::lock(&t.calls);
+        let s = calls.servers.get(&row.server.term)?;
+        let bound = |b: f64| if b < 1.0 { format!("≤{}ms", (b * 1e5).round() / 1e2) } else { format!("≤{b}s") };
+        let bounds = crate::aggregate::calls::BUCKETS.iter().map(|&b| bound(b)).chain([">10s".to_owned()]);
+        let bars: Vec<String> = bounds.zip(s.latency.buckets.iter()).filter(|(_, n)| **n > 0).map(|(b, n)| format!("{b} {n}")).collect();
+        let (observed, cost) = t.observed();
+        Some(format!(
+            " {} {}: {} calls timed since start: {} · send hooks attached {observed:.1} s, cost {:.2}% of the VM's CPU",
+            row.server.pid,
+            row.server.identity.as_deref().unwrap_or_default(),
+            s.latency.count,
+            bars.join(" · "),
+            cost * 100.0
+        ))
     }
 
     /// Reversed header; the selected row bold in the focused VM's table.
@@ -382,7 +481,14 @@ impl App {
 
     fn draw(&mut self, f: &mut Frame) {
         let several = self.vms.len() > 1;
-        let [header, keys, body] = Layout::vertical([Constraint::Length(1), Constraint::Length(1), Constraint::Min(3)]).areas(f.area());
+        let timed = self.servers_view && self.vms.iter().any(|vm| vm.timing.is_some());
+        let [header, keys, body, foot] =
+            Layout::vertical([Constraint::Length(1), Constraint::Length(1), Constraint::Min(3), Constraint::Length(u16::from(timed))])
+                .areas(f.area());
+        if timed {
+            let line = self.histogram(&self.vms[self.focus]).unwrap_or_else(|| " (select a timed server for its latency histogram)".into());
+            f.render_widget(Paragraph::new(line).dim(), foot);
+        }
         let every = humantime::format_duration(self.interval);
         let head = if several {
             let processes: usize = self.vms.iter().filter_map(|vm| vm.view.as_ref()).map(|v| v.process_count).sum();
@@ -395,7 +501,12 @@ impl App {
             format!(" filter: {}▏ (Enter keeps, Esc clears)", self.filter)
         } else if self.servers_view {
             format!(
-                " servers callers are blocked on now; BLOCKED FOR: found blocked at every refresh since (call latency: the monitor's /api/calls) · tab processes · q quit{}",
+                " servers callers are blocked on now{}; BLOCKED FOR: found blocked at every refresh since · tab processes · q quit{}",
+                if self.vms.iter().any(|vm| vm.timing.is_some()) {
+                    ", and whose calls were timed (in windows of send hooks)"
+                } else {
+                    " (--calls times their calls)"
+                },
                 if several { " · ←/→ node" } else { "" }
             )
         } else {
@@ -425,6 +536,10 @@ impl App {
             } else {
                 area
             };
+            // An empty table leaves nothing selected: the first row is again once there are rows.
+            if self.vms[i].table.selected().is_none() {
+                self.vms[i].table.select(Some(0));
+            }
             f.render_stateful_widget(table, area, &mut self.vms[i].table);
         }
     }
