@@ -141,11 +141,6 @@ pub struct Calls {
     pub names: Option<Arc<dyn PidNames>>,
 }
 
-impl std::fmt::Debug for dyn PidNames {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PidNames")
-    }
-}
 
 impl Calls {
     /// Pairs the sends of a recording (its events and windows, each in time order), as the

@@ -51,7 +51,7 @@ fn requests(out: &mut impl Write, rec: &Recording, pids: &[u64], request_process
     if let Some(d) = r.handlers.get(&handler) {
         let q = d.quantiles(&[0.5, 0.99]);
         writeln!(out)?;
-        writeln!(out, "Requests of {handler} (request processes: {} measured, p50 {}, p99 {})", d.count, ms(q[0]), ms(q[1]))?;
+        writeln!(out, "Requests of {handler}: {} measured, p50 {}, p99 {}", d.count, ms(q[0]), ms(q[1]))?;
     }
     // Where the slowest of these spent their time: the server they waited on most.
     let total: u64 = slowest.iter().map(|q| q.duration_ns).sum();

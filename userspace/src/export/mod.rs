@@ -36,6 +36,13 @@ pub trait PidNames: Send + Sync {
     }
 }
 
+/// For the sinks that hold names (their state derives Debug).
+impl std::fmt::Debug for dyn PidNames {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PidNames")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// The layout's rule, checked: exporters read aggregated state only, never the BPF side or

@@ -107,9 +107,11 @@ impl SlowRequest {
     /// (scope_db) (1 call), 0.2 ms on CPU`.
     pub fn sentence(&self) -> String {
         let mut s = format!("{} ({}) took {}", self.pid, self.handler, ms(self.duration_seconds));
+        // Waits under 1% of the request say nothing of why it was slow.
         let waits: Vec<String> = self
             .waited_on
             .iter()
+            .filter(|w| w.share >= 0.01)
             .map(|w| {
                 let who = if w.name.is_empty() { w.server.clone() } else { format!("{} ({})", w.server, w.name) };
                 let calls = if w.calls == 1 { "1 call".to_owned() } else { format!("{} calls", w.calls) };
