@@ -187,3 +187,45 @@ fn top_shows_names_and_sorts_by_queue_length() {
 
     assert!(tmux.quit(), "q quits");
 }
+
+/// The supervision tree of an application with nested supervisors and workers, read from
+/// outside, equals the VM's own walk of it (`supervisor:which_children/1` from the top), in
+/// `snapshot --json` and in `top`'s tree view.
+#[test]
+fn supervision_tree_equals_which_children() {
+    let mut beam = Beam::start();
+    let r = beam.call("scope_tree:start()");
+    let theirs: std::collections::BTreeSet<(String, String)> =
+        r["edges"].trim_matches('"').split(',').map(|e| e.split_once('-').unwrap()).map(|(a, b)| (a.to_owned(), b.to_owned())).collect();
+    assert_eq!(theirs.len(), 7, "{r:?}");
+    let snap = snapshot_json(beam.os_pid);
+    let trees = snap["supervision"]["trees"].as_array().unwrap_or_else(|| panic!("{}", snap["supervision"]));
+    let top = trees.iter().find(|t| t["pid"] == r["top"].trim_matches('"')).unwrap_or_else(|| panic!("no tree at the top: {trees:?}"));
+    assert_eq!(top["identity"], "scope_tree_sup");
+    // Supervisor -> child edges: a worker's own helpers (none here) are not the supervisor's.
+    fn edges(n: &serde_json::Value, out: &mut std::collections::BTreeSet<(String, String)>) {
+        for c in n["children"].as_array().unwrap() {
+            if n["supervisor"] == true {
+                out.insert((n["pid"].as_str().unwrap().to_owned(), c["pid"].as_str().unwrap().to_owned()));
+            }
+            edges(c, out);
+        }
+    }
+    let mut ours = std::collections::BTreeSet::new();
+    edges(top, &mut ours);
+    assert_eq!(ours, theirs);
+    // With --all, OTP's own trees too, marked as OTP's (kernel's, under its application).
+    assert!(trees.iter().any(|t| t["identity"] == "kernel_sup" && t["system"] == true), "{trees:?}");
+    assert_eq!(top["system"], false);
+
+    let cmd = format!("{} top --pid {} --interval 500ms", probe::binary().display(), beam.os_pid);
+    let tmux = Tmux::start(&cmd);
+    tmux.wait_for(|s| s.contains("REDS/S"));
+    tmux.keys("Tab");
+    tmux.keys("Tab");
+    let screen = tmux.wait_for(|s| s.contains("SUPERVISOR / CHILD") && s.contains("scope_tree_sup"));
+    // Indented by depth: the leaf supervisor's workers sit three levels down.
+    assert!(screen.lines().any(|l| l.starts_with("▾ scope_tree_sup")), "{screen}");
+    assert!(screen.lines().any(|l| l.starts_with("      · ")), "{screen}");
+    assert!(tmux.quit(), "q quits");
+}

@@ -41,6 +41,7 @@ pub mod proctab;
 pub mod remote_terms;
 pub mod roles;
 pub mod snapshot;
+pub mod supervision;
 pub mod target;
 pub mod terms;
 pub mod threads;

@@ -54,6 +54,10 @@ fn view(args: &SnapshotArgs, pid: u32) -> Result<process_view::ProcessTableView>
     let mut view = process_view::read(&target, &mut symbolizer)?;
     if !args.all {
         view.processes.retain(|p| !p.system);
+        // OTP's own trees (kernel_sup, logger_sup...) and loose processes go with them.
+        view.supervision.trees.retain(|t| !t.system);
+        let shown: std::collections::HashSet<&str> = view.processes.iter().map(|p| p.pid.as_str()).collect();
+        view.supervision.unsupervised.retain(|p| shown.contains(p.as_str()));
     }
     view.processes.sort_by(|a, b| b.message_queue_len.cmp(&a.message_queue_len).then(a.number.cmp(&b.number)));
     Ok(view)

@@ -61,6 +61,8 @@ pub struct ProcessTableView {
     pub queues_not_walked: u64,
     pub snapshot_seconds: f64,
     pub processes: Vec<ProcessRow>,
+    /// Supervisors and what they started, from the processes' ancestors.
+    pub supervision: beam_probes::supervision::Tree,
 }
 
 /// The node name, as the VM holds it; from its command line (`-sname`/`-name`) when its memory
@@ -148,6 +150,23 @@ pub fn read(target: &BeamTarget, symbolizer: &mut Symbolizer) -> Result<ProcessT
         torn: snap.torn,
         queues_not_walked: snap.queues_not_walked,
         snapshot_seconds: snap.elapsed.as_secs_f64(),
+        supervision: supervision(&processes),
         processes,
     })
+}
+
+/// The supervision tree of these processes.
+pub fn supervision(processes: &[ProcessRow]) -> beam_probes::supervision::Tree {
+    let members: Vec<beam_probes::supervision::Member> = processes
+        .iter()
+        .map(|p| beam_probes::supervision::Member {
+            pid: &p.pid,
+            name: p.name.as_deref(),
+            initial_call: p.initial_call.as_deref(),
+            ancestor: p.ancestor.as_deref(),
+            identity: p.identity.as_deref(),
+            system: p.system,
+        })
+        .collect();
+    beam_probes::supervision::Tree::of(&members)
 }

@@ -51,8 +51,10 @@ const COLUMNS: [(Column, &str, char); 8] = [
 
 struct App {
     vms: Vec<Vm>,
-    /// The servers' view (`tab`): who callers are blocked on now, instead of the processes.
-    servers_view: bool,
+    /// What is shown (`tab` cycles).
+    view: View,
+    /// What the supervision tree is coloured by (`o` cycles).
+    heat: Heat,
     /// The VM whose table the arrow keys move in (←/→ change it).
     focus: usize,
     interval: Duration,
@@ -87,6 +89,52 @@ struct Vm {
     /// time: the rate is of the calls in them).
     prev_calls: (HashMap<u64, u64>, f64),
     call_rates: HashMap<u64, f64>,
+}
+
+/// What top shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum View {
+    Processes,
+    /// Who callers are blocked on now (and with --calls, call latency).
+    Servers,
+    /// Supervisors and what they started.
+    Tree,
+}
+
+impl View {
+    fn next(self) -> View {
+        match self {
+            View::Processes => View::Servers,
+            View::Servers => View::Tree,
+            View::Tree => View::Processes,
+        }
+    }
+}
+
+/// What the supervision tree's rows are coloured by: their share of the largest shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Heat {
+    Reductions,
+    Memory,
+    Mailbox,
+}
+
+impl Heat {
+    fn next(self) -> Heat {
+        match self {
+            Heat::Reductions => Heat::Memory,
+            Heat::Memory => Heat::Mailbox,
+            Heat::Mailbox => Heat::Reductions,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Heat::Reductions => "reductions/s",
+            Heat::Memory => "memory",
+            Heat::Mailbox => "mailbox",
+        }
+    }
 }
 
 /// Servers with timed calls shown beside those callers are blocked on.
@@ -129,7 +177,8 @@ pub fn run(args: TopArgs) -> Result<()> {
     vms.sort_by_cached_key(|vm| (vm.target.node_name().unwrap_or_default(), vm.target.pid));
     let mut app = App {
         vms,
-        servers_view: false,
+        view: View::Processes,
+        heat: Heat::Reductions,
         focus: 0,
         interval: args.interval.max(Duration::from_millis(200)),
         show_system: args.all,
@@ -293,7 +342,8 @@ impl App {
         }
         match code {
             KeyCode::Char('q') | KeyCode::Esc => return false,
-            KeyCode::Tab => self.servers_view = !self.servers_view,
+            KeyCode::Tab => self.view = self.view.next(),
+            KeyCode::Char('o') if self.view == View::Tree => self.heat = self.heat.next(),
             KeyCode::Char('/') => self.editing_filter = true,
             KeyCode::Char('a') => self.show_system = !self.show_system,
             KeyCode::Char('+') => self.interval = (self.interval * 2).min(Duration::from_secs(60)),
@@ -447,6 +497,61 @@ impl App {
         self.styled(Table::new(rows, widths), Row::new(titles), focused)
     }
 
+    /// The supervision tree as indented rows: each tree under its top supervisor, then the
+    /// processes under no supervisor (OTP's own only with `a`).
+    fn tree_table(&self, vm: &Vm, focused: bool) -> Table<'static> {
+        let Some(view) = &vm.view else {
+            return self.styled(Table::new(Vec::<Row>::new(), [Constraint::Min(10)]), Row::new(["no table read yet"]), focused);
+        };
+        let by_pid: HashMap<&str, &ProcessRow> = view.processes.iter().map(|p| (p.pid.as_str(), p)).collect();
+        let mut lines: Vec<(String, &ProcessRow)> = Vec::new();
+        fn walk<'a>(n: &beam_probes::supervision::Node, depth: usize, by_pid: &HashMap<&str, &'a ProcessRow>, out: &mut Vec<(String, &'a ProcessRow)>) {
+            if let Some(&p) = by_pid.get(n.pid.as_str()) {
+                let mark = if n.supervisor { "▾ " } else { "· " };
+                out.push((format!("{}{mark}{}", "  ".repeat(depth), p.identity.as_deref().unwrap_or(&p.pid)), p));
+            }
+            for c in &n.children {
+                walk(c, depth + 1, by_pid, out);
+            }
+        }
+        for t in view.supervision.trees.iter().filter(|t| self.show_system || !t.system) {
+            walk(t, 0, &by_pid, &mut lines);
+        }
+        let loose: Vec<&ProcessRow> =
+            view.supervision.unsupervised.iter().filter_map(|p| by_pid.get(p.as_str()).copied()).filter(|p| self.show_system || !p.system).collect();
+        if !loose.is_empty() {
+            lines.extend(loose.into_iter().map(|p| (format!("(no supervisor) {}", p.identity.as_deref().unwrap_or(&p.pid)), p)));
+        }
+        let value = |p: &ProcessRow| match self.heat {
+            Heat::Reductions => vm.rates.get(&p.term).copied().unwrap_or(0.0),
+            Heat::Memory => p.memory_bytes as f64,
+            Heat::Mailbox => p.message_queue_len as f64,
+        };
+        let max = lines.iter().map(|(_, p)| value(p)).fold(0.0, f64::max);
+        let rows: Vec<Row> = lines
+            .iter()
+            .map(|(label, p)| {
+                let share = if max > 0.0 { value(p) / max } else { 0.0 };
+                let style = match share {
+                    s if s >= 0.5 => Style::new().red().bold(),
+                    s if s >= 0.1 => Style::new().yellow(),
+                    _ => Style::new(),
+                };
+                Row::new(vec![
+                    label.clone(),
+                    p.pid.clone(),
+                    p.message_queue_len.to_string(),
+                    crate::units::bytes(p.memory_bytes),
+                    format!("{:.0}", vm.rates.get(&p.term).copied().unwrap_or(0.0)),
+                    p.status.label().to_string(),
+                ])
+                .style(style)
+            })
+            .collect();
+        let widths = [Constraint::Min(50), Constraint::Length(14), Constraint::Length(9), Constraint::Length(10), Constraint::Length(10), Constraint::Length(18)];
+        self.styled(Table::new(rows, widths), Row::new(["SUPERVISOR / CHILD", "PID", "MSGQ", "MEMORY", "REDS/S", "STATUS"]), focused)
+    }
+
     /// How Erlang prints a pid of this VM's table (the table's own text; `?` for a process gone).
     fn pid_text(&self, vm: &Vm, term: u64) -> String {
         vm.view.as_ref().and_then(|v| v.processes.iter().find(|p| p.term == term)).map_or_else(|| vm.target.format_pid(term), |p| p.pid.clone())
@@ -481,7 +586,7 @@ impl App {
 
     fn draw(&mut self, f: &mut Frame) {
         let several = self.vms.len() > 1;
-        let timed = self.servers_view && self.vms.iter().any(|vm| vm.timing.is_some());
+        let timed = self.view == View::Servers && self.vms.iter().any(|vm| vm.timing.is_some());
         let [header, keys, body, foot] =
             Layout::vertical([Constraint::Length(1), Constraint::Length(1), Constraint::Min(3), Constraint::Length(u16::from(timed))])
                 .areas(f.area());
@@ -499,9 +604,16 @@ impl App {
         f.render_widget(Paragraph::new(Line::from(head).bold()), header);
         let help = if self.editing_filter {
             format!(" filter: {}▏ (Enter keeps, Esc clears)", self.filter)
-        } else if self.servers_view {
+        } else if self.view == View::Tree {
             format!(
-                " servers callers are blocked on now{}; BLOCKED FOR: found blocked at every refresh since · tab processes · q quit{}",
+                " supervision tree (from each process's first ancestor), coloured by {} (o changes) · a {} OTP's · tab processes · q quit{}",
+                self.heat.name(),
+                if self.show_system { "hide" } else { "show" },
+                if several { " · ←/→ node" } else { "" }
+            )
+        } else if self.view == View::Servers {
+            format!(
+                " servers callers are blocked on now{}; BLOCKED FOR: found blocked at every refresh since · tab tree · q quit{}",
                 if self.vms.iter().any(|vm| vm.timing.is_some()) {
                     ", and whose calls were timed (in windows of send hooks)"
                 } else {
@@ -523,10 +635,11 @@ impl App {
         for i in 0..self.vms.len() {
             let area = areas[i];
             let rows = self.visible(&self.vms[i]);
-            let table = if self.servers_view {
-                self.servers_table(&self.vms[i], several && i == self.focus)
-            } else {
-                self.table(&self.vms[i], &rows, several && i == self.focus)
+            let focused = several && i == self.focus;
+            let table = match self.view {
+                View::Servers => self.servers_table(&self.vms[i], focused),
+                View::Tree => self.tree_table(&self.vms[i], focused),
+                View::Processes => self.table(&self.vms[i], &rows, focused),
             };
             let area = if several {
                 let [line, rest] = Layout::vertical([Constraint::Length(1), Constraint::Min(1)]).areas(area);
