@@ -166,9 +166,10 @@ impl Calls {
             while let Some(t) = tables.next_if(|t| t.t <= e.t) {
                 for p in &t.processes {
                     if let Some(call) = text(p.initial_call) {
-                        calls.requests.seen(p.pid, call, text(p.ancestor));
+                        calls.requests.seen(p.pid, call, text(p.ancestor), t.t);
                     }
                 }
+                calls.requests.table_read(t.t);
             }
             match e.what {
                 W::Send { from, to } => calls.send(from, to, e.t, |p| rec.pid(p)),
@@ -314,10 +315,13 @@ impl Sink for Calls {
     }
 
     fn table(&mut self, read: &SharedTableRead) {
-        for p in read.snapshot.iter().flat_map(|s| &s.processes) {
-            if let Some(call) = &p.initial_call {
-                self.requests.seen(p.term, call, p.ancestor.as_deref());
+        if let Some(snapshot) = &read.snapshot {
+            for p in &snapshot.processes {
+                if let Some(call) = &p.initial_call {
+                    self.requests.seen(p.term, call, p.ancestor.as_deref(), read.ts_ns);
+                }
             }
+            self.requests.table_read(read.ts_ns);
         }
         let Some(e) = &self.escalator else { return };
         // Callers blocked in a call right now: their calls are worth pairing. A window of

@@ -51,6 +51,8 @@ struct Live {
     /// receiver of its sends).
     server: Option<u64>,
     ancestor: Option<String>,
+    /// When it was last known alive (its spawn, a table read that saw it).
+    alive_at: u64,
     phase: Phase,
     cpu_ns: u64,
     gc_ns: u64,
@@ -113,14 +115,16 @@ impl Requests {
         self.live.len()
     }
 
-    fn follow(&mut self, pid: u64, handler: &str, span: RequestSpan, server: Option<u64>, ancestor: Option<String>, phase: Phase) {
+    /// Follows `pid` from `alive_at`, in `phase`.
+    fn follow(&mut self, pid: u64, handler: &str, span: RequestSpan, known: (Option<u64>, Option<String>), phase: Phase, alive_at: u64) {
         if self.live.len() >= MAX_LIVE && !self.live.contains_key(&pid) {
             self.dropped += 1;
             return;
         }
         let (cpu_seen, gc_seen) = (self.open.contains(&Capability::Schedule), self.open.contains(&Capability::Gc));
-        let live =
-            Live { handler: handler.into(), span, server, ancestor, phase, cpu_ns: 0, gc_ns: 0, cpu_seen, gc_seen, waits: Vec::new() };
+        let (server, ancestor) = known;
+        let waits = Vec::new();
+        let live = Live { handler: handler.into(), span, server, ancestor, alive_at, phase, cpu_ns: 0, gc_ns: 0, cpu_seen, gc_seen, waits };
         self.live.insert(pid, live);
     }
 
@@ -131,19 +135,26 @@ impl Requests {
             RequestSpan::Lifetime => Phase::Serving(ts),
             RequestSpan::ToServer => Phase::Idle,
         };
-        self.follow(child, call, span, parent, None, phase);
+        self.follow(child, call, span, (parent, None), phase, ts);
     }
 
-    /// A table read saw a process with this initial call and first ancestor (a pid as Erlang
-    /// prints it, or a registered name): an acceptor spawned before the hooks were attached
-    /// is followed from its server's next message to it.
-    pub fn seen(&mut self, pid: u64, initial_call: &str, ancestor: Option<&str>) {
-        if self.live.contains_key(&pid) {
+    /// A table read at `at` saw a process with this initial call and first ancestor (a pid as
+    /// Erlang prints it, or a registered name): an acceptor spawned before the hooks were
+    /// attached is followed from its server's next message to it.
+    pub fn seen(&mut self, pid: u64, initial_call: &str, ancestor: Option<&str>, at: u64) {
+        if let Some(l) = self.live.get_mut(&pid) {
+            l.alive_at = l.alive_at.max(at);
             return;
         }
         if let Some(RequestSpan::ToServer) = self.span_of(initial_call) {
-            self.follow(pid, initial_call, RequestSpan::ToServer, None, ancestor.map(str::to_owned), Phase::Unknown);
+            self.follow(pid, initial_call, RequestSpan::ToServer, (None, ancestor.map(str::to_owned)), Phase::Unknown, at);
         }
+    }
+
+    /// After a table read at `at` (each process it saw told to [`Requests::seen`]): a process
+    /// known alive only before it and not in it is gone, its exit unseen (no exit hook then).
+    pub fn table_read(&mut self, at: u64) {
+        self.live.retain(|_, l| l.alive_at >= at);
     }
 
     /// A send from `from` to `to`; `to_text` tells how Erlang prints `to` (asked only while a
@@ -329,7 +340,7 @@ mod tests {
     #[test]
     fn an_acceptor_seen_in_a_table_finds_its_server_by_its_ancestor() {
         let mut r = Requests::default();
-        r.seen(2, ACCEPTOR, Some("<0.90.0>"));
+        r.seen(2, ACCEPTOR, Some("<0.90.0>"), 0);
         let text = |p: u64| format!("<0.{p}.0>");
         r.send(2, 5, 1_000, text); // not its server
         r.send(2, 90, 2_000, text); // its server, phase not known: no request
@@ -337,6 +348,17 @@ mod tests {
         r.send(2, 90, 4_000, text); // accepted
         r.send(2, 90, 7_000, text); // done
         assert_eq!(r.slowest.iter().map(|q| q.duration_ns).collect::<Vec<_>>(), vec![3_000]);
+    }
+
+    #[test]
+    fn a_process_missing_from_a_table_read_is_gone() {
+        let mut r = Requests::default();
+        r.seen(2, ACCEPTOR, None, 1_000);
+        r.seen(3, ACCEPTOR, None, 1_000);
+        r.spawned(Some(1), 4, Some(ACCEPTOR), 2_500); // after the read began: not in it
+        r.seen(2, ACCEPTOR, None, 2_000);
+        r.table_read(2_000);
+        assert_eq!(r.following(), 2, "3 is gone, 4 came after the read");
     }
 
     #[test]

@@ -87,7 +87,7 @@ pub fn router(app: Arc<Vms>) -> Router {
 }
 
 async fn index() -> &'static str {
-    "scope-probe\n\n/metrics           Prometheus metrics\n/api/processes     per-process counters (JSON)\n/api/pairs         per sender/receiver pair message counts (JSON)\n/api/calls         call latency per server: calls, p50, p99, top callers (JSON)\n/api/findings      the detectors' active and recent findings, with their evidence (JSON)\n/api/findings/ID   one finding\n"
+    "scope-probe\n\n/metrics           Prometheus metrics\n/api/processes     per-process counters (JSON)\n/api/pairs         per sender/receiver pair message counts (JSON)\n/api/calls         call latency per server: calls, p50, p99, top callers (JSON)\n/api/requests      request latency per handler, the slowest requests and what they waited on (JSON)\n/api/findings      the detectors' active and recent findings, with their evidence (JSON)\n/api/findings/ID   one finding\n"
 }
 
 /// A row of the JSON API with the VM it belongs to.
