@@ -30,7 +30,13 @@ struct Rendered {
 /// Opens `page` in headless Chromium with its logging on stderr and a net log, takes a
 /// screenshot to `screenshot` and dumps the DOM.
 fn render(page: &Path, screenshot: &Path, work: &Path) -> Rendered {
-    let net_log = work.join(format!("{}.netlog.json", page.file_stem().unwrap().to_string_lossy()));
+    render_url(&format!("file://{}", page.display()), &[], screenshot, work)
+}
+
+/// The same for a page at `url`, with more Chromium arguments.
+fn render_url(url: &str, extra: &[&str], screenshot: &Path, work: &Path) -> Rendered {
+    let page = url;
+    let net_log = work.join(format!("{}.netlog.json", screenshot.file_stem().unwrap().to_string_lossy()));
     let profile = work.join("chromium-profile");
     let mut child = Command::new(CHROMIUM)
         .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"])
@@ -38,8 +44,9 @@ fn render(page: &Path, screenshot: &Path, work: &Path) -> Rendered {
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg(format!("--log-net-log={}", net_log.display()))
         .arg(format!("--screenshot={}", screenshot.display()))
+        .args(extra)
         .arg("--dump-dom")
-        .arg(format!("file://{}", page.display()))
+        .arg(url)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -64,12 +71,12 @@ fn render(page: &Path, screenshot: &Path, work: &Path) -> Rendered {
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("chromium did not finish with {} within 60 s", page.display());
+            panic!("chromium did not finish with {page} within 60 s");
         }
         std::thread::sleep(Duration::from_millis(50));
     };
     let (dom, stderr) = (out.join().unwrap(), err.join().unwrap());
-    assert!(status.success(), "chromium failed on {} ({status}): {stderr}", page.display());
+    assert!(status.success(), "chromium failed on {page} ({status}): {stderr}");
     let console = stderr.lines().filter(|l| l.contains(":CONSOLE") || l.contains("Uncaught")).map(str::to_owned).collect();
     Rendered { dom, console, requests: page_requests(&net_log) }
 }
@@ -279,4 +286,43 @@ fn the_report_of_a_demo_recording_shows_what_the_vm_did() {
             }
         }
     }
+}
+
+/// The live dashboard at the probe's endpoint, in headless Chromium: every view shows the
+/// fixture's names (a process with a long mailbox, an application's supervision tree, a server
+/// under callers), no console message, no request outside the probe; a screenshot kept
+/// (target/test-artefacts/dashboard.png). `curl` still gets the list of endpoints.
+#[test]
+fn the_dashboard_shows_the_live_views() {
+    let work = tempfile::tempdir().unwrap();
+    let mut beam = Beam::start();
+    beam.call("scope_tree:start()");
+    beam.call("scope_record:parked(dash_box)");
+    beam.call("scope_record:fill(dash_box, 3000)");
+    beam.call("scope_calls:start(dash_server)");
+    beam.call("scope_calls:run_async(dash_server, 2, 100000, 5)");
+    let probe = scope_probe_tests::Probe::attach(beam.os_pid, &["--mode", "trace", "--snapshot-interval", "1s"]);
+    // A table read and some calls first.
+    std::thread::sleep(Duration::from_secs(3));
+    let text = probe.get("/");
+    assert!(text.contains("/metrics") && text.contains("/api/table"), "{text}");
+    let screenshot = artefacts().join("dashboard.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let url = format!("http://127.0.0.1:{}/", probe.port);
+    // Virtual time lets the page's fetches and its first refreshes finish before the dump.
+    let r = render_url(&url, &["--virtual-time-budget=6000"], &screenshot, work.path());
+    std::fs::write(artefacts().join("dashboard.html"), &r.dom).unwrap();
+    assert!(r.console.is_empty(), "console messages (errors) while rendering: {:#?}", r.console);
+    let origin = format!("http://127.0.0.1:{}/", probe.port);
+    let outside: Vec<&String> = r.requests.iter().filter(|u| !u.starts_with(&origin)).collect();
+    assert!(outside.is_empty(), "requests outside the probe: {outside:#?}");
+    for (section, what) in [("sp-processes", "dash_box"), ("sp-processes", "3000"), ("sp-tree", "scope_tree_sup"), ("sp-servers", "dash_server")] {
+        let at = r.dom.find(&format!("id=\"{section}\"")).unwrap_or_else(|| panic!("no {section}: {}", r.dom));
+        let body = &r.dom[at..];
+        let body = &body[..body.find("</section>").unwrap()];
+        assert!(body.contains(what), "{section} does not show {what}: {body}");
+    }
+    assert!(r.dom.contains("attached ·"), "the status line: {}", &r.dom[..r.dom.len().min(3000)]);
+    let (status, stderr) = probe.stop();
+    assert!(status.success(), "{stderr:?}");
 }

@@ -54,7 +54,7 @@ fn no_output_holds_what_the_processes_hold_or_send() {
     let flight = d("flight");
     let probe = Probe::attach(beam.os_pid, &["--mode", "trace", "--snapshot-interval", "1s", "--flight-recorder", &flight]);
     std::thread::sleep(Duration::from_secs(4));
-    for path in ["/metrics", "/api/processes", "/api/pairs", "/api/findings", "/"] {
+    for path in ["/metrics", "/api/processes", "/api/pairs", "/api/calls", "/api/requests", "/api/table", "/api/findings", "/"] {
         outputs.push((path.into(), probe.get(path).into_bytes()));
     }
     // The flight recorder's segments (it removes them when it stops: nobody asked for them).

@@ -81,14 +81,26 @@ pub fn router(app: Arc<Vms>) -> Router {
         .route("/api/pairs", get(pairs))
         .route("/api/calls", get(calls))
         .route("/api/requests", get(requests))
+        .route("/api/table", get(table))
         .route("/api/findings", get(findings))
         .route("/api/findings/{id}", get(finding))
         .with_state(app)
 }
 
-async fn index() -> &'static str {
-    "scope-probe\n\n/metrics           Prometheus metrics\n/api/processes     per-process counters (JSON)\n/api/pairs         per sender/receiver pair message counts (JSON)\n/api/calls         call latency per server: calls, p50, p99, top callers (JSON)\n/api/requests      request latency per handler, the slowest requests and what they waited on (JSON)\n/api/findings      the detectors' active and recent findings, with their evidence (JSON)\n/api/findings/ID   one finding\n"
+/// The live dashboard for a browser (it asks for HTML), the list of endpoints for others.
+async fn index(headers: HeaderMap) -> Response {
+    let html = headers.get(header::ACCEPT).and_then(|a| a.to_str().ok()).is_some_and(|a| a.contains("text/html"));
+    if html {
+        return axum::response::Html(DASHBOARD).into_response();
+    }
+    ENDPOINTS.into_response()
 }
+
+/// The dashboard: one self-contained page (no external script, style or font) that reads the
+/// endpoints below every two seconds.
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+const ENDPOINTS: &str = "scope-probe\n\n/                  the live dashboard (in a browser)\n/metrics           Prometheus metrics\n/api/processes     per-process counters (JSON)\n/api/pairs         per sender/receiver pair message counts (JSON)\n/api/calls         call latency per server: calls, p50, p99, top callers (JSON)\n/api/requests      request latency per handler, the slowest requests and what they waited on (JSON)\n/api/table         the latest process-table read: busiest processes, supervision tree (JSON)\n/api/findings      the detectors' active and recent findings, with their evidence (JSON)\n/api/findings/ID   one finding\n";
 
 /// A row of the JSON API with the VM it belongs to.
 #[derive(Serialize)]
@@ -281,6 +293,94 @@ async fn calls(State(vms): State<Arc<Vms>>) -> Json<Vec<OfVm<CallRow>>> {
             )
         }));
     }
+    Json(rows)
+}
+
+/// The latest read of a VM's process table: its busiest processes by mailbox and by memory,
+/// and its supervision tree.
+#[derive(Serialize)]
+struct TableView {
+    /// Seconds since the read (on the monotonic clock).
+    age_seconds: f64,
+    processes: usize,
+    /// The `TABLE_ROWS` longest mailboxes, then the largest memory, without repeats.
+    busiest: Vec<TableRow>,
+    supervision: beam_probes::supervision::Tree,
+}
+
+#[derive(Serialize)]
+struct TableRow {
+    pid: String,
+    name: Option<String>,
+    message_queue_len: u64,
+    memory_bytes: u64,
+    reductions: u64,
+    status: String,
+    current: Option<String>,
+    system: bool,
+}
+
+/// Rows of `/api/table` by mailbox, and as many again by memory.
+const TABLE_ROWS: usize = 50;
+
+async fn table(State(vms): State<Arc<Vms>>) -> Json<Vec<OfVm<TableView>>> {
+    let rows = tokio::task::spawn_blocking(move || {
+        let mut all = Vec::new();
+        for app in vms.list() {
+            let Some(read) = lock(&app.state.table).latest.clone() else { continue };
+            let Some(snap) = &read.snapshot else { continue };
+            let ps = &snap.processes;
+            let mut order: Vec<usize> = (0..ps.len()).collect();
+            order.sort_by_key(|&i| std::cmp::Reverse(ps[i].message_queue_len));
+            let mut picked: Vec<usize> = order.iter().copied().take(TABLE_ROWS).collect();
+            order.sort_by_key(|&i| std::cmp::Reverse(ps[i].memory_bytes));
+            for i in order {
+                if picked.len() >= 2 * TABLE_ROWS {
+                    break;
+                }
+                if !picked.contains(&i) {
+                    picked.push(i);
+                }
+            }
+            let busiest = picked
+                .into_iter()
+                .map(|i| {
+                    let p = &ps[i];
+                    TableRow {
+                        pid: p.pid.to_string(),
+                        name: p.identity().map(str::to_owned),
+                        message_queue_len: p.message_queue_len,
+                        memory_bytes: p.memory_bytes,
+                        reductions: p.reductions,
+                        status: p.status.label().to_owned(),
+                        current: read.current.get(i).map(|c| c.to_string()),
+                        system: p.system,
+                    }
+                })
+                .collect();
+            let pids: Vec<String> = ps.iter().map(|p| p.pid.to_string()).collect();
+            let members: Vec<beam_probes::supervision::Member> = ps
+                .iter()
+                .zip(&pids)
+                .map(|(p, pid)| beam_probes::supervision::Member {
+                    pid,
+                    name: p.name.as_deref(),
+                    initial_call: p.initial_call.as_deref(),
+                    ancestor: p.ancestor.as_deref(),
+                    identity: p.identity(),
+                    system: p.system,
+                })
+                .collect();
+            let mut supervision = beam_probes::supervision::Tree::of(&members);
+            supervision.trees.retain(|t| !t.system);
+            supervision.unsupervised.clear();
+            let age_seconds = crate::event::now_ns().saturating_sub(read.ts_ns) as f64 / 1e9;
+            all.push(of_vm(&app, TableView { age_seconds, processes: ps.len(), busiest, supervision }));
+        }
+        all
+    })
+    .await
+    .unwrap_or_default();
     Json(rows)
 }
 
