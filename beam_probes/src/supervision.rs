@@ -88,6 +88,24 @@ impl Tree {
         Tree { trees, unsupervised }
     }
 
+    /// The tree of a snapshot's processes.
+    pub fn of_records(processes: &[crate::snapshot::ProcessRecord]) -> Tree {
+        let pids: Vec<String> = processes.iter().map(|p| p.pid.to_string()).collect();
+        let members: Vec<Member> = processes
+            .iter()
+            .zip(&pids)
+            .map(|(p, pid)| Member {
+                pid,
+                name: p.name.as_deref(),
+                initial_call: p.initial_call.as_deref(),
+                ancestor: p.ancestor.as_deref(),
+                identity: p.identity(),
+                system: p.system,
+            })
+            .collect();
+        Tree::of(&members)
+    }
+
     /// Every (parent, child) edge under the supervisors, by pid text.
     pub fn edges(&self) -> Vec<(String, String)> {
         fn walk(n: &Node, out: &mut Vec<(String, String)>) {

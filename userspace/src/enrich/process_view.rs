@@ -109,6 +109,7 @@ pub fn current_function(
 pub fn read(target: &BeamTarget, symbolizer: &mut Symbolizer) -> Result<ProcessTableView> {
     let snap = snapshot::snapshot(&target.process_table())?;
     let mut names: HashMap<u64, Arc<str>> = HashMap::new();
+    let supervision = beam_probes::supervision::Tree::of_records(&snap.processes);
     let processes = snap
         .processes
         .into_iter()
@@ -150,23 +151,7 @@ pub fn read(target: &BeamTarget, symbolizer: &mut Symbolizer) -> Result<ProcessT
         torn: snap.torn,
         queues_not_walked: snap.queues_not_walked,
         snapshot_seconds: snap.elapsed.as_secs_f64(),
-        supervision: supervision(&processes),
+        supervision,
         processes,
     })
-}
-
-/// The supervision tree of these processes.
-pub fn supervision(processes: &[ProcessRow]) -> beam_probes::supervision::Tree {
-    let members: Vec<beam_probes::supervision::Member> = processes
-        .iter()
-        .map(|p| beam_probes::supervision::Member {
-            pid: &p.pid,
-            name: p.name.as_deref(),
-            initial_call: p.initial_call.as_deref(),
-            ancestor: p.ancestor.as_deref(),
-            identity: p.identity.as_deref(),
-            system: p.system,
-        })
-        .collect();
-    beam_probes::supervision::Tree::of(&members)
 }

@@ -358,20 +358,7 @@ async fn table(State(vms): State<Arc<Vms>>) -> Json<Vec<OfVm<TableView>>> {
                     }
                 })
                 .collect();
-            let pids: Vec<String> = ps.iter().map(|p| p.pid.to_string()).collect();
-            let members: Vec<beam_probes::supervision::Member> = ps
-                .iter()
-                .zip(&pids)
-                .map(|(p, pid)| beam_probes::supervision::Member {
-                    pid,
-                    name: p.name.as_deref(),
-                    initial_call: p.initial_call.as_deref(),
-                    ancestor: p.ancestor.as_deref(),
-                    identity: p.identity(),
-                    system: p.system,
-                })
-                .collect();
-            let mut supervision = beam_probes::supervision::Tree::of(&members);
+            let mut supervision = beam_probes::supervision::Tree::of_records(ps);
             supervision.trees.retain(|t| !t.system);
             supervision.unsupervised.clear();
             let age_seconds = crate::event::now_ns().saturating_sub(read.ts_ns) as f64 / 1e9;
