@@ -565,6 +565,18 @@ pub static FIELDS: &[FieldSource] = &[
     field!(monitor.flags_bytes, "ErtsMonLnkNode__", "flags", size),
     // OTP 29 folded the type into `flags`.
     field!(monitor.type_field, "ErtsMonLnkNode__", "type", optional),
+    field!(ets.scheduler_list, "ErtsSchedulerData_", "ets_tables.clist"),
+    field!(ets.scheduler_count, "ErtsSchedulerData_", "ets_tables.count"),
+    field!(ets.next, "db_table_common", "all.next"),
+    field!(ets.owner, "db_table_common", "owner"),
+    field!(ets.name, "db_table_common", "the_name"),
+    field!(ets.btid, "db_table_common", "btid"),
+    field!(ets.status, "db_table_common", "status"),
+    field!(ets.counters_decentralized, "db_table_common", "counters.is_decentralized"),
+    field!(ets.counters, "db_table_common", "counters.u.counters"),
+    field!(ets.counter_slots, "ErtsFlxCtrDecentralizedCtrArray", "array"),
+    field!(ets.counter_slot_size, "ErtsFlxCtrDecentralizedCtrArrayElem", sizeof),
+    field!(ets.refn, "magic_binary", "refn"),
 ];
 
 /// Members scope-probe does not read yet, printed with the table for review.

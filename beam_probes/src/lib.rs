@@ -30,6 +30,7 @@ pub mod debuginfod;
 pub mod dwarf;
 pub mod elf;
 pub mod error;
+pub mod ets;
 pub mod hooks;
 pub mod identity;
 pub mod jit;

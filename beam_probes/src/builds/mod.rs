@@ -358,6 +358,62 @@ pub struct SleepFlags {
     pub waiting: u32,
 }
 
+/// ETS tables (erl_db.h, erl_db_util.h, erl_flxctr.h): each normal scheduler keeps the tables
+/// created on it in a circular list (`ErtsSchedulerData.ets_tables`), linked through
+/// `DbTableCommon.all`; `ets:all()` walks the same lists. Only a table's metadata is read, never
+/// its objects.
+#[derive(Debug, Clone, Copy)]
+pub struct EtsLayout {
+    /// `ErtsSchedulerData_.ets_tables.clist` (the first table, NULL when none) and `.count`.
+    pub scheduler_list: u64,
+    pub scheduler_count: u64,
+    /// In `db_table_common` (the start of every `DbTable`): `all.next`, `owner` (a pid term),
+    /// `the_name` (an atom), `btid` (the magic binary whose ref numbers are the table's id),
+    /// `status` (a u32 of [`EtsFlags`]).
+    pub next: u64,
+    pub owner: u64,
+    pub name: u64,
+    pub btid: u64,
+    pub status: u64,
+    /// `counters` (an `ErtsFlxCtr`): `is_decentralized` (an int) and `u.counters`: the objects
+    /// (`[0]`) and the bytes (`[1]`) of a centralized counter, or, decentralized (tables with
+    /// write_concurrency), a pointer to an `ErtsFlxCtrDecentralizedCtrArray` whose slots each
+    /// hold a share of both.
+    pub counters_decentralized: u64,
+    pub counters: u64,
+    /// `ErtsFlxCtrDecentralizedCtrArray.array` and `sizeof(ErtsFlxCtrDecentralizedCtrArrayElem)`.
+    pub counter_slots: u64,
+    pub counter_slot_size: u64,
+    /// `magic_binary.refn`: the u32 ref numbers, printed last to first (`#Ref<0.N2.N1.N0>`).
+    pub refn: u64,
+    /// Not in DWARF: `ERTS_REF_NUMBERS`.
+    pub ref_numbers: u64,
+    /// Not in DWARF: the most decentralized counter groups a VM makes (`+dcg`'s default,
+    /// erl_cpu_topology.c); a counter array has one slot more than the VM's groups.
+    pub max_counter_groups: u64,
+    pub flags: EtsFlags,
+}
+
+/// The bits of `DbTableCommon.status` (erl_db_util.h `DB_*`). Not in DWARF.
+#[derive(Debug, Clone, Copy)]
+pub struct EtsFlags {
+    pub private: u32,
+    pub protected: u32,
+    pub public: u32,
+    /// Being deleted: `ets:all()` skips it.
+    pub delete: u32,
+    pub set: u32,
+    pub bag: u32,
+    pub duplicate_bag: u32,
+    pub ordered_set: u32,
+    /// An ordered_set with write_concurrency (a contention adapting tree).
+    pub ca_ordered_set: u32,
+    pub named_table: u32,
+    /// `DB_FINE_LOCKED` (write_concurrency) and `DB_FREQ_READ` (read_concurrency).
+    pub write_concurrency: u32,
+    pub read_concurrency: u32,
+}
+
 /// How a build names its threads (`/proc/PID/task/TID/comm`, which the kernel cuts at 15
 /// characters): one pattern per role, `{}` standing for the thread's number.
 #[derive(Debug, Clone, Copy)]
@@ -465,6 +521,7 @@ pub struct BuildTable {
     pub node: NodeLayout,
     pub dist: DistLayout,
     pub alias: AliasLayout,
+    pub ets: EtsLayout,
     pub threads: ThreadNames,
     pub jit: JitConventions,
 }

@@ -6,7 +6,7 @@
 
 use crate::builds::{
     BuildTable, GlobalSymbols, JitConventions, JitRecordLayout, OTP_PROCESSES, ProcDictLayout, ProcessLayout,
-    AliasLayout, DistLayout, MonitorLayout, NodeLayout, ProcessStatusFlags, PtabLayout, RegProcLayout, Register, RunQueueLayout, SchedulerLayout, SignalQueueLayout, SleepFlags,
+    AliasLayout, DistLayout, EtsFlags, EtsLayout, MonitorLayout, NodeLayout, ProcessStatusFlags, PtabLayout, RegProcLayout, Register, RunQueueLayout, SchedulerLayout, SignalQueueLayout, SleepFlags,
     TermLayout, ThreadNames,
 };
 use crate::capability::Capability;
@@ -331,6 +331,39 @@ pub static DEBIAN12_OTP25: BuildTable = BuildTable {
     // erl_term.h: ERTS_PID_REF_THING_SIZE is 4 words (header, marker, num[5]), so the header
     // is (4 - 1) << 6 | _TAG_HEADER_REF (0x10); the pid is num[3] | num[4] << 32 at 8 + 4 + 12.
     alias: AliasLayout { pid_ref_header: 0xd0, pid_ref_pid: 24 },
+    // erl_db.h, erl_db_util.h, erl_binary.h, erl_flxctr.h (DWARF of Debian's 25.2.3 source);
+    // DB_* status bits from erl_db_util.h; ERTS_REF_NUMBERS 3 (erl_term.h); at most 64
+    // decentralized counter groups (erl_cpu_topology.c, `+dcg`).
+    ets: EtsLayout {
+        scheduler_list: 41720,
+        scheduler_count: 41712,
+        next: 16,
+        owner: 176,
+        name: 208,
+        btid: 216,
+        status: 280,
+        counters_decentralized: 236,
+        counters: 240,
+        counter_slots: 16,
+        counter_slot_size: 64,
+        refn: 32,
+        ref_numbers: 3,
+        max_counter_groups: 64,
+        flags: EtsFlags {
+            private: 1 << 0,
+            protected: 1 << 1,
+            public: 1 << 2,
+            delete: 1 << 3,
+            set: 1 << 4,
+            bag: 1 << 5,
+            duplicate_bag: 1 << 6,
+            ordered_set: 1 << 7,
+            ca_ordered_set: 1 << 8,
+            write_concurrency: 1 << 9,
+            read_concurrency: 1 << 10,
+            named_table: 1 << 11,
+        },
+    },
     // erl_process.c (erts_start_schedulers): "%lu_scheduler", "%d_dirty_cpu_scheduler",
     // "%d_dirty_io_scheduler", "%d_aux", "%d_poller"; erl_async.c: "async_%d"; the
     // dispatchers are "sys_sig_dispatcher" and "sys_msg_dispatcher", cut to 15 characters.

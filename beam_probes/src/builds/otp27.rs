@@ -157,6 +157,7 @@ pub static DEBIAN13_OTP27: BuildTable = BuildTable {
     node: DEBIAN12_OTP25.node,
     dist: DEBIAN12_OTP25.dist,
     alias: DEBIAN12_OTP25.alias,
+    ets: DEBIAN12_OTP25.ets,
     monitor: MonitorLayout { monitors: 56, other_item: 32, flags: 44, type_field: 46, ..DEBIAN12_OTP25.monitor },
     // erl_process.c (OTP 26+): "erts_sched_%d", "erts_dcpus_%d", "erts_dios_%d",
     // "erts_aux_%d", "erts_poll_%d"; erl_async.c: "erts_async_%d"; the dispatchers

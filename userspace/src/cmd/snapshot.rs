@@ -58,6 +58,7 @@ fn view(args: &SnapshotArgs, pid: u32) -> Result<process_view::ProcessTableView>
         view.supervision.trees.retain(|t| !t.system);
         let shown: std::collections::HashSet<&str> = view.processes.iter().map(|p| p.pid.as_str()).collect();
         view.supervision.unsupervised.retain(|p| shown.contains(p.as_str()));
+        view.ets.tables.retain(|t| !t.owner_system);
     }
     view.processes.sort_by(|a, b| b.message_queue_len.cmp(&a.message_queue_len).then(a.number.cmp(&b.number)));
     Ok(view)
@@ -92,6 +93,33 @@ fn table(out: &mut impl Write, view: &process_view::ProcessTableView) -> Result<
             p.heap_bytes,
             p.reductions,
             p.status.label()
+        )?;
+    }
+    ets_table(out, &view.ets)
+}
+
+/// The ETS tables, largest first (with `--all`, OTP's own too).
+fn ets_table(out: &mut impl Write, ets: &process_view::EtsView) -> Result<()> {
+    writeln!(out)?;
+    if let Some(e) = &ets.error {
+        writeln!(out, "ETS tables: not read ({e})")?;
+        return Ok(());
+    }
+    writeln!(out, "{} ETS tables{}", ets.tables.len(), if ets.torn > 0 { format!(", {} changed while read", ets.torn) } else { String::new() })?;
+    writeln!(out, "{:<28} {:<38} {:<14} {:<34} {:<13} {:<9} {:>10} {:>12}", "NAME", "ID", "OWNER", "OWNER IDENTITY", "TYPE", "PROTECT", "SIZE", "MEMORY")?;
+    for r in &ets.tables {
+        let t = &r.table;
+        writeln!(
+            out,
+            "{:<28} {:<38} {:<14} {:<34} {:<13} {:<9} {:>10} {:>12}",
+            t.name,
+            t.id,
+            t.owner.to_string(),
+            r.owner_identity.as_deref().unwrap_or(""),
+            t.table_type.label(),
+            t.protection.label(),
+            t.size,
+            t.memory_bytes
         )?;
     }
     Ok(())

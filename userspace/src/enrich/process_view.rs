@@ -63,6 +63,51 @@ pub struct ProcessTableView {
     pub processes: Vec<ProcessRow>,
     /// Supervisors and what they started, from the processes' ancestors.
     pub supervision: beam_probes::supervision::Tree,
+    /// ETS tables, largest first.
+    pub ets: EtsView,
+}
+
+/// The VM's ETS tables as people read them: each owner named.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EtsView {
+    pub tables: Vec<EtsRow>,
+    /// Tables (or lists of them) skipped because they changed while being read.
+    pub torn: u64,
+    /// Why the tables could not be read, when they could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EtsRow {
+    #[serde(flatten)]
+    pub table: beam_probes::ets::EtsTable,
+    /// The owner's identity (registered name, label or initial call).
+    pub owner_identity: Option<Arc<str>>,
+    /// The owner is one of OTP's own processes.
+    pub owner_system: bool,
+}
+
+impl EtsView {
+    /// The tables of a read, largest first, owners named from the processes of the same moment.
+    pub fn of(read: std::result::Result<&beam_probes::ets::EtsSnapshot, String>, processes: &[snapshot::ProcessRecord]) -> EtsView {
+        let snap = match read {
+            Ok(s) => s,
+            Err(e) => return EtsView { error: Some(e), ..Default::default() },
+        };
+        let who: HashMap<u64, &snapshot::ProcessRecord> = processes.iter().map(|p| (p.term, p)).collect();
+        let mut tables: Vec<EtsRow> = snap
+            .tables
+            .iter()
+            .map(|t| EtsRow {
+                table: t.clone(),
+                owner_identity: who.get(&t.owner_term).and_then(|p| p.identity()).map(Arc::from),
+                owner_system: who.get(&t.owner_term).is_some_and(|p| p.system),
+            })
+            .collect();
+        tables.sort_by(|a, b| b.table.memory_bytes.cmp(&a.table.memory_bytes).then_with(|| a.table.name.cmp(&b.table.name)));
+        EtsView { tables, torn: snap.torn, error: None }
+    }
 }
 
 /// The node name, as the VM holds it; from its command line (`-sname`/`-name`) when its memory
@@ -110,6 +155,8 @@ pub fn read(target: &BeamTarget, symbolizer: &mut Symbolizer) -> Result<ProcessT
     let snap = snapshot::snapshot(&target.process_table())?;
     let mut names: HashMap<u64, Arc<str>> = HashMap::new();
     let supervision = beam_probes::supervision::Tree::of_records(&snap.processes);
+    let ets_read = beam_probes::ets::of(target).map_err(|e| e.to_string());
+    let ets = EtsView::of(ets_read.as_ref().map_err(Clone::clone), &snap.processes);
     let processes = snap
         .processes
         .into_iter()
@@ -153,5 +200,6 @@ pub fn read(target: &BeamTarget, symbolizer: &mut Symbolizer) -> Result<ProcessT
         snapshot_seconds: snap.elapsed.as_secs_f64(),
         supervision,
         processes,
+        ets,
     })
 }
