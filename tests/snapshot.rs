@@ -229,3 +229,36 @@ fn supervision_tree_equals_which_children() {
     assert!(screen.lines().any(|l| l.starts_with("      · ")), "{screen}");
     assert!(tmux.quit(), "q quits");
 }
+
+/// ETS tables read from outside equal what `ets:info/2` says of each: named and unnamed, of
+/// every type and protection, with centralized and decentralized counters; sizes exact, memory
+/// within 5% (a table's memory moves with its allocator's bookkeeping), owners named.
+#[test]
+fn ets_tables_equal_ets_info() {
+    let mut beam = Beam::start();
+    let r = beam.call("scope_ets:start()");
+    let owner = r["owner"].clone();
+    let word: u64 = r["word_size"].parse().unwrap();
+    let snap = snapshot_json(beam.os_pid);
+    let tables = snap["ets"]["tables"].as_array().unwrap_or_else(|| panic!("no ets section: {}", snap["ets"]));
+    let theirs: Vec<Vec<&str>> = r["tables"].trim_matches('"').split(',').map(|t| t.split(':').collect()).collect();
+    assert_eq!(theirs.len(), 6, "{r:?}");
+    for t in &theirs {
+        let [name, id, size, words, owner_pid, kind, protection] = t[..] else { panic!("{t:?}") };
+        let ours = tables.iter().find(|o| o["id"] == id).unwrap_or_else(|| panic!("table {name} ({id}) not read: {tables:?}"));
+        assert_eq!(ours["name"], name);
+        assert_eq!(num(&ours["size"]), size.parse::<u64>().unwrap(), "objects in {name}");
+        let bytes = words.parse::<u64>().unwrap() * word;
+        assert!(num(&ours["memory_bytes"]).abs_diff(bytes) * 20 <= bytes, "memory of {name}: {} vs the VM's {bytes}", ours["memory_bytes"]);
+        assert_eq!(ours["owner"], owner_pid);
+        assert_eq!(ours["owner"], owner.as_str());
+        assert_eq!(ours["owner_identity"], "scope_ets_owner");
+        assert_eq!(ours["type"], kind, "type of {name}");
+        assert_eq!(ours["protection"], protection, "protection of {name}");
+        assert_eq!(ours["named"], matches!(name, "scope_ets_set" | "scope_ets_ord"), "named: {name}");
+    }
+    // Every table the VM has, OTP's own among them, and no other.
+    let all: u64 = beam.call("length(ets:all())")["value"].parse().unwrap();
+    assert_eq!(tables.len() as u64, all, "tables read vs ets:all()");
+    assert_eq!(num(&snap["ets"]["torn"]), 0, "an idle VM has no torn tables");
+}

@@ -75,6 +75,7 @@ pub struct EtsTable {
     pub named: bool,
     #[serde(skip)]
     pub owner_term: u64,
+    #[serde(serialize_with = "as_text")]
     pub owner: Pid,
     #[serde(rename = "type")]
     pub table_type: TableType,
@@ -96,6 +97,11 @@ pub struct EtsSnapshot {
     pub truncated: bool,
     #[serde(skip)]
     pub elapsed: Duration,
+}
+
+/// A pid as Erlang prints it (`<0.N.S>`).
+fn as_text<S: serde::Serializer>(pid: &Pid, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_str(pid)
 }
 
 /// The bytes of a table header scope-probe reads, from its start.
