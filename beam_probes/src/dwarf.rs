@@ -565,8 +565,9 @@ pub static FIELDS: &[FieldSource] = &[
     field!(monitor.flags_bytes, "ErtsMonLnkNode__", "flags", size),
     // OTP 29 folded the type into `flags`.
     field!(monitor.type_field, "ErtsMonLnkNode__", "type", optional),
-    field!(ets.scheduler_list, "ErtsSchedulerData_", "ets_tables.clist"),
-    field!(ets.scheduler_count, "ErtsSchedulerData_", "ets_tables.count"),
+    // OTP 27 put them in a union (`u`) with the dirty schedulers' data.
+    field!(ets.scheduler_list, "ErtsSchedulerData_", ["ets_tables.clist", "u.ets_tables.clist"]),
+    field!(ets.scheduler_count, "ErtsSchedulerData_", ["ets_tables.count", "u.ets_tables.count"]),
     field!(ets.next, "db_table_common", "all.next"),
     field!(ets.owner, "db_table_common", "owner"),
     field!(ets.name, "db_table_common", "the_name"),

@@ -332,8 +332,8 @@ pub static DEBIAN12_OTP25: BuildTable = BuildTable {
     // is (4 - 1) << 6 | _TAG_HEADER_REF (0x10); the pid is num[3] | num[4] << 32 at 8 + 4 + 12.
     alias: AliasLayout { pid_ref_header: 0xd0, pid_ref_pid: 24 },
     // erl_db.h, erl_db_util.h, erl_binary.h, erl_flxctr.h (DWARF of Debian's 25.2.3 source);
-    // DB_* status bits from erl_db_util.h; ERTS_REF_NUMBERS 3 (erl_term.h); at most 64
-    // decentralized counter groups (erl_cpu_topology.c, `+dcg`).
+    // DB_* status bits from erl_db_util.h; ERTS_REF_NUMBERS 3 (erl_term.h); at most
+    // ERTS_MAX_FLXCTR_GROUPS (256) decentralized counter groups (erl_flxctr.h, `+dcg`).
     ets: EtsLayout {
         scheduler_list: 41720,
         scheduler_count: 41712,
@@ -348,7 +348,7 @@ pub static DEBIAN12_OTP25: BuildTable = BuildTable {
         counter_slot_size: 64,
         refn: 32,
         ref_numbers: 3,
-        max_counter_groups: 64,
+        max_counter_groups: 256,
         flags: EtsFlags {
             private: 1 << 0,
             protected: 1 << 1,

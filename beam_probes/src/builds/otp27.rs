@@ -11,7 +11,7 @@
 //! 27.3.4.1 source (files named below).
 
 use crate::builds::{
-    BitsLayout, BuildTable, DEBIAN12_OTP25, ProcessLayout, PtabLayout, RegProcLayout, SchedulerLayout, TermLayout,
+    BitsLayout, BuildTable, DEBIAN12_OTP25, EtsLayout, ProcessLayout, PtabLayout, RegProcLayout, SchedulerLayout, TermLayout,
     MonitorLayout,
     ThreadNames,
 };
@@ -157,7 +157,9 @@ pub static DEBIAN13_OTP27: BuildTable = BuildTable {
     node: DEBIAN12_OTP25.node,
     dist: DEBIAN12_OTP25.dist,
     alias: DEBIAN12_OTP25.alias,
-    ets: DEBIAN12_OTP25.ets,
+    // The scheduler's table list moved into a union (`u.ets_tables`); magic_binary grew before
+    // `refn` (DWARF of Debian 13's source). The status bits and counters are 25's.
+    ets: EtsLayout { scheduler_list: 41760, scheduler_count: 41752, refn: 40, ..DEBIAN12_OTP25.ets },
     monitor: MonitorLayout { monitors: 56, other_item: 32, flags: 44, type_field: 46, ..DEBIAN12_OTP25.monitor },
     // erl_process.c (OTP 26+): "erts_sched_%d", "erts_dcpus_%d", "erts_dios_%d",
     // "erts_aux_%d", "erts_poll_%d"; erl_async.c: "erts_async_%d"; the dispatchers
