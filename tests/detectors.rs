@@ -24,6 +24,13 @@ growth_ratio = 0.5
 min_new_highs = 3
 window = "20s"
 
+[detectors.ets_growth]
+hold = "2s"
+min_bytes = 4000000
+growth_ratio = 0.5
+min_new_highs = 3
+window = "20s"
+
 [detectors.gc_storm]
 hold = "2s"
 enable_share = 0.3
@@ -133,6 +140,29 @@ fn memory_growth_fires_for_a_leaking_heap_and_not_the_mailbox_detector() {
     assert!(bytes >= 8e6 && bytes <= vm * 1.05, "memory {bytes} (the VM's peak so far: {vm})");
     let all = probe.findings();
     assert!(!all["active"].as_array().unwrap().iter().any(|f| f["kind"] == "mailbox_buildup"), "{all:#}");
+    let _ = probe.stop();
+}
+
+/// An ETS table that keeps growing (a cache nobody evicts from): the finding names the table,
+/// its id and its owner, with the owner as the alert's pid; its numbers are the table's.
+#[test]
+fn ets_growth_names_the_table_and_its_owner() {
+    let mut beam = Beam::start();
+    let leak = beam.call("scope_ets:grow(1000, 100)");
+    let (probe, _config) = attach(&beam, &[]);
+    let f = probe.wait_finding("ets_growth", "firing", FIRE, |f| f["table"]["id"] == leak["id"].trim_matches('"'));
+    assert_eq!(f["table"]["name"], "scope_ets_growing");
+    assert_eq!(f["pid"], leak["pid"].as_str(), "the owner is the finding's process");
+    assert_eq!(f["name"], "scope_ets_leaker");
+    assert_eq!(evidence(&f, "type"), "set");
+    let tab = "hd([T || T <- ets:all(), ets:info(T, name) =:= scope_ets_growing])";
+    // The table only grows: what the finding saw is at most what the VM has now.
+    let now = beam.call(&format!("[{{memory, ets:info({tab}, memory) * erlang:system_info(wordsize)}}, {{size, ets:info({tab}, size)}}]"));
+    let (bytes, objects): (u64, u64) = (evidence(&f, "memory_bytes").parse().unwrap(), evidence(&f, "objects").parse().unwrap());
+    assert!(bytes >= 4_000_000 && bytes <= now["memory"].parse().unwrap(), "memory {bytes} vs the VM's {now:?}");
+    assert!(objects > 0 && objects <= now["size"].parse().unwrap(), "objects {objects} vs the VM's {now:?}");
+    let all = probe.findings();
+    assert!(!all["active"].as_array().unwrap().iter().any(|f| f["kind"] == "memory_growth" && f["pid"] == leak["pid"]), "the table is not the process's heap: {all:#}");
     let _ = probe.stop();
 }
 

@@ -122,6 +122,8 @@ pub struct TableRead {
     /// Processes waiting for the reply to a call, and the processes they monitor (whom they
     /// wait on).
     pub waits: Vec<(u64, Vec<u64>)>,
+    /// The ETS tables at the same moment (`None` when they could not be read).
+    pub ets: Option<beam_probes::ets::EtsSnapshot>,
 }
 
 pub type SharedTableRead = Arc<TableRead>;

@@ -10,6 +10,8 @@ pub struct TableState {
     pub proc: Option<ProcRead>,
     /// Records skipped as torn, over every read so far.
     pub torn_total: u64,
+    /// ETS tables skipped as torn, over every read so far.
+    pub ets_torn_total: u64,
     /// Reads so far.
     pub reads: u64,
 }
@@ -17,6 +19,7 @@ pub struct TableState {
 impl Sink for TableState {
     fn table(&mut self, read: &SharedTableRead) {
         self.torn_total += read.snapshot.as_ref().map_or(0, |s| s.torn);
+        self.ets_torn_total += read.ets.as_ref().map_or(0, |e| e.torn);
         self.reads += 1;
         self.latest = Some(read.clone());
     }

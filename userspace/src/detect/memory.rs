@@ -30,7 +30,7 @@ impl MemoryGrowth {
 }
 
 /// New highs in a series, after its first value.
-fn new_highs(values: impl Iterator<Item = u64>) -> u32 {
+pub(super) fn new_highs(values: impl Iterator<Item = u64>) -> u32 {
     let mut high = None;
     let mut n = 0;
     for v in values {

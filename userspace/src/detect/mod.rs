@@ -12,6 +12,7 @@
 
 pub mod cycle;
 pub mod deadlock;
+pub mod ets_growth;
 pub mod gc_storm;
 pub mod hot;
 pub mod long_schedule;
@@ -40,6 +41,7 @@ pub use settings::Settings;
 pub enum Kind {
     MailboxBuildup,
     MemoryGrowth,
+    EtsGrowth,
     GcStorm,
     SchedulerSaturation,
     LongSchedule,
@@ -49,9 +51,10 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::MailboxBuildup,
         Kind::MemoryGrowth,
+        Kind::EtsGrowth,
         Kind::GcStorm,
         Kind::SchedulerSaturation,
         Kind::LongSchedule,
@@ -65,6 +68,7 @@ impl Kind {
         match self {
             Kind::MailboxBuildup => "mailbox_buildup",
             Kind::MemoryGrowth => "memory_growth",
+            Kind::EtsGrowth => "ets_growth",
             Kind::GcStorm => "gc_storm",
             Kind::SchedulerSaturation => "scheduler_saturation",
             Kind::LongSchedule => "long_schedule",
@@ -113,6 +117,8 @@ pub enum Subject {
     Process(u64),
     /// Several processes together (a cycle), in a canonical order.
     Group(Vec<u64>),
+    /// An ETS table (its name and id) and its owner's pid term.
+    Table { name: String, id: String, owner: u64 },
 }
 
 /// What a detector sees now for one subject.
@@ -180,6 +186,14 @@ pub enum State {
     Resolved,
 }
 
+/// An ETS table a finding is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TableRef {
+    pub name: String,
+    /// `#Ref<0.N2.N1.N0>`, as `ets:info(T, id)` prints it.
+    pub id: String,
+}
+
 /// A finding, as `/api/findings`, the metrics and the alerts show it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Finding {
@@ -190,6 +204,9 @@ pub struct Finding {
     /// The process, when it is about one (`<0.80.0>`), and who it is.
     pub pid: Option<String>,
     pub name: Option<String>,
+    /// The ETS table, when it is about one (its owner is `pid`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table: Option<TableRef>,
     /// Every process it is about (a cycle, a deadlock).
     pub processes: Vec<Named>,
     pub value: f64,
@@ -315,6 +332,13 @@ impl Findings {
                 Subject::Vm => Vec::new(),
                 Subject::Process(p) => vec![*p],
                 Subject::Group(g) => g.clone(),
+                Subject::Table { owner, .. } => vec![*owner],
+            };
+            // A table's finding is about its owner too: alerts carry the owner as `pid`.
+            let about_one = matches!(o.subject, Subject::Process(_) | Subject::Table { .. });
+            let table = match &o.subject {
+                Subject::Table { name, id, .. } => Some(TableRef { name: name.clone(), id: id.clone() }),
+                _ => None,
             };
             let named: Vec<Named> = processes.iter().map(|p| Named { pid: names.pid(*p), name: names.name(*p) }).collect();
             let evidence: Vec<Evidence> = o.evidence.into_iter().map(|(k, v)| Evidence { what: k.to_owned(), value: v }).collect();
@@ -345,8 +369,9 @@ impl Findings {
                         kind: o.kind,
                         state: State::Pending,
                         severity: o.severity,
-                        pid: named.first().filter(|_| matches!(o.subject, Subject::Process(_))).map(|n| n.pid.clone()),
-                        name: named.first().filter(|_| matches!(o.subject, Subject::Process(_))).map(|n| n.name.clone()),
+                        pid: named.first().filter(|_| about_one).map(|n| n.pid.clone()),
+                        name: named.first().filter(|_| about_one).map(|n| n.name.clone()),
+                        table,
                         processes: named,
                         value: o.value,
                         summary: o.summary,
@@ -407,6 +432,9 @@ impl Detectors {
         }
         if s.memory_growth.enabled {
             detectors.push(Box::new(memory::MemoryGrowth::new(s.memory_growth.clone())));
+        }
+        if s.ets_growth.enabled {
+            detectors.push(Box::new(ets_growth::EtsGrowth::new(s.ets_growth.clone())));
         }
         if s.hot_process.enabled && frequency > 0 {
             detectors.push(Box::new(hot::HotProcess::new(s.hot_process.clone(), frequency)));

@@ -62,6 +62,21 @@ settings! {
 }
 
 settings! {
+    /// An ETS table whose memory keeps growing (a leak suspect).
+    EtsGrowth {
+        /// Only tables holding at least this many bytes.
+        min_bytes: u64;
+        /// Over `window`, its memory grew by at least this share (0.5: by half)...
+        growth_ratio: f64;
+        /// ...setting a new high at least this many times.
+        min_new_highs: u32;
+        /// The span of reads the growth is measured over.
+        #[serde(deserialize_with = "duration")]
+        window: Duration;
+    }
+}
+
+settings! {
     /// Garbage collection taking a large share of the schedulers' time.
     GcStorm {
         /// Fires when this share of scheduler samples is in the collector...
@@ -158,6 +173,20 @@ impl Default for Memory {
     }
 }
 
+impl Default for EtsGrowth {
+    fn default() -> Self {
+        EtsGrowth {
+            enabled: true,
+            hold: Duration::from_secs(30),
+            clear: Duration::from_secs(60),
+            min_bytes: 50 << 20,
+            growth_ratio: 0.5,
+            min_new_highs: 3,
+            window: Duration::from_secs(300),
+        }
+    }
+}
+
 impl Default for GcStorm {
     fn default() -> Self {
         GcStorm {
@@ -234,6 +263,7 @@ impl Default for Deadlock {
 pub struct Settings {
     pub mailbox_buildup: Mailbox,
     pub memory_growth: Memory,
+    pub ets_growth: EtsGrowth,
     pub gc_storm: GcStorm,
     pub scheduler_saturation: SchedulerSaturation,
     pub long_schedule: LongSchedule,
@@ -255,6 +285,7 @@ impl Settings {
         match kind {
             Kind::MailboxBuildup => (self.mailbox_buildup.hold, self.mailbox_buildup.clear),
             Kind::MemoryGrowth => (self.memory_growth.hold, self.memory_growth.clear),
+            Kind::EtsGrowth => (self.ets_growth.hold, self.ets_growth.clear),
             Kind::GcStorm => (self.gc_storm.hold, self.gc_storm.clear),
             Kind::SchedulerSaturation => (self.scheduler_saturation.hold, self.scheduler_saturation.clear),
             Kind::LongSchedule => (self.long_schedule.hold, self.long_schedule.clear),

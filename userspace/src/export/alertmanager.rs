@@ -117,6 +117,11 @@ fn alert(s: &AlertSettings, f: &Finding, ends: SystemTime) -> Value {
             labels.insert("name".into(), name.clone());
         }
     }
+    // An ETS table's alert is one per table: its id tells two tables of one name apart.
+    if let Some(t) = &f.table {
+        labels.insert("table".into(), t.name.clone());
+        labels.insert("table_id".into(), t.id.clone());
+    }
     let description: Vec<String> = f.evidence.iter().map(|e| format!("{}: {}", e.what, e.value)).collect();
     let mut annotations = json!({ "summary": f.summary, "description": description.join("\n") });
     if let Some(path) = &f.recording {

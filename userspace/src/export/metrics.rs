@@ -24,6 +24,7 @@ use crate::detect::{Findings, Kind, State};
 use crate::export::alertmanager::AlertStats;
 use crate::export::PidNames;
 use beam_probes::roles::Role;
+use beam_probes::ets::{EtsSnapshot, EtsTable};
 use beam_probes::snapshot::{ProcessRecord, Snapshot};
 use std::sync::atomic::Ordering;
 
@@ -125,6 +126,10 @@ pub fn render(agg: &Aggregator, input: ScrapeInput<'_>) -> String {
     );
     if let Some(snap) = latest.and_then(|l| l.snapshot.as_ref()) {
         render_snapshot(&mut r, snap, &label);
+    }
+    if let Some(ets) = latest.and_then(|l| l.ets.as_ref()) {
+        let procs = latest.and_then(|l| l.snapshot.as_ref()).map_or(&[][..], |s| &s.processes[..]);
+        render_ets(&mut r, ets, procs, &label);
     }
     render_calls(&mut r, input.calls, input.names);
 
@@ -303,6 +308,7 @@ pub fn render(agg: &Aggregator, input: ScrapeInput<'_>) -> String {
         "Process records skipped because they changed while being read",
         input.table.torn_total,
     );
+    counter(&mut r, "scope_probe_ets_torn_tables", "ETS tables skipped because they changed while being read", input.table.ets_torn_total);
 
     let mut out = String::new();
     // Writing to a String cannot fail.
@@ -545,6 +551,28 @@ fn render_snapshot(r: &mut Registry, snap: &Snapshot, label: &dyn Fn(u64) -> (St
     let g = Gauge::<f64, AtomicU64>::default();
     g.set(snap.elapsed.as_secs_f64());
     r.register("scope_probe_snapshot_seconds", "Time the last process-table snapshot took", g);
+}
+
+/// Metrics read from the ETS tables' headers (no probe in the VM): counts, memory, the largest.
+fn render_ets(r: &mut Registry, ets: &EtsSnapshot, procs: &[ProcessRecord], label: &dyn Fn(u64) -> (String, String)) {
+    gauge(r, "beam_ets_tables", "ETS tables", ets.tables.len() as i64);
+    let bytes: u64 = ets.tables.iter().map(|t| t.memory_bytes).sum();
+    gauge(r, "beam_ets_memory_bytes", "Memory of all ETS tables, as ets:info(T, memory) counts it (in bytes)", bytes as i64);
+    let owners: std::collections::HashMap<u64, &ProcessRecord> = procs.iter().map(|p| (p.term, p)).collect();
+    let mut top = |name: &str, help: &str, key: &dyn Fn(&EtsTable) -> u64| {
+        let mut v: Vec<&EtsTable> = ets.tables.iter().filter(|t| key(t) > 0).collect();
+        v.sort_by(|a, b| key(b).cmp(&key(a)).then(a.id.cmp(&b.id)));
+        let family = Family::<Labels, Gauge>::default();
+        for t in v.into_iter().take(TOP_N) {
+            let (owner, looked_up) = label(t.owner_term);
+            let owner_name = owners.get(&t.owner_term).and_then(|p| p.identity()).map(str::to_owned).unwrap_or(looked_up);
+            let labels = vec![("table".into(), t.name.clone()), ("id".into(), t.id.clone()), ("owner".into(), owner), ("owner_name".into(), owner_name)];
+            family.get_or_create(&labels).set(key(t) as i64);
+        }
+        r.register(name, help, family);
+    };
+    top("beam_top_ets_table_memory_bytes", "Memory of the 10 ETS tables holding the most (in bytes)", &|t| t.memory_bytes);
+    top("beam_top_ets_table_size", "Objects in the 10 ETS tables holding the most", &|t| t.size);
 }
 
 /// One exposition of several VMs' renderings: each family once (its HELP, TYPE and UNIT from
