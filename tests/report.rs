@@ -297,6 +297,7 @@ fn the_dashboard_shows_the_live_views() {
     let work = tempfile::tempdir().unwrap();
     let mut beam = Beam::start();
     beam.call("scope_tree:start()");
+    beam.call("scope_ets:start()");
     beam.call("scope_record:parked(dash_box)");
     beam.call("scope_record:fill(dash_box, 3000)");
     beam.call("scope_calls:start(dash_server)");
@@ -316,7 +317,8 @@ fn the_dashboard_shows_the_live_views() {
     let origin = format!("http://127.0.0.1:{}/", probe.port);
     let outside: Vec<&String> = r.requests.iter().filter(|u| !u.starts_with(&origin)).collect();
     assert!(outside.is_empty(), "requests outside the probe: {outside:#?}");
-    for (section, what) in [("sp-processes", "dash_box"), ("sp-processes", "3000"), ("sp-tree", "scope_tree_sup"), ("sp-servers", "dash_server")] {
+    for (section, what) in [("sp-processes", "dash_box"), ("sp-processes", "3000"), ("sp-tree", "scope_tree_sup"), ("sp-servers", "dash_server"),
+        ("sp-ets", "scope_ets_set"), ("sp-ets", "scope_ets_owner"), ("sp-ets", ">1000<"), ("sp-ets", "ordered_set")] {
         let at = r.dom.find(&format!("id=\"{section}\"")).unwrap_or_else(|| panic!("no {section}: {}", r.dom));
         let body = &r.dom[at..];
         let body = &body[..body.find("</section>").unwrap()];

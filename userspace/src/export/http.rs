@@ -100,7 +100,7 @@ async fn index(headers: HeaderMap) -> Response {
 /// endpoints below every two seconds.
 const DASHBOARD: &str = include_str!("dashboard.html");
 
-const ENDPOINTS: &str = "scope-probe\n\n/                  the live dashboard (in a browser)\n/metrics           Prometheus metrics\n/api/processes     per-process counters (JSON)\n/api/pairs         per sender/receiver pair message counts (JSON)\n/api/calls         call latency per server: calls, p50, p99, top callers (JSON)\n/api/requests      request latency per handler, the slowest requests and what they waited on (JSON)\n/api/table         the latest process-table read: busiest processes, supervision tree (JSON)\n/api/findings      the detectors' active and recent findings, with their evidence (JSON)\n/api/findings/ID   one finding\n";
+const ENDPOINTS: &str = "scope-probe\n\n/                  the live dashboard (in a browser)\n/metrics           Prometheus metrics\n/api/processes     per-process counters (JSON)\n/api/pairs         per sender/receiver pair message counts (JSON)\n/api/calls         call latency per server: calls, p50, p99, top callers (JSON)\n/api/requests      request latency per handler, the slowest requests and what they waited on (JSON)\n/api/table         the latest process-table read: busiest processes, supervision tree, ETS tables (JSON)\n/api/findings      the detectors' active and recent findings, with their evidence (JSON)\n/api/findings/ID   one finding\n";
 
 /// A row of the JSON API with the VM it belongs to.
 #[derive(Serialize)]
@@ -306,6 +306,10 @@ struct TableView {
     /// The `TABLE_ROWS` longest mailboxes, then the largest memory, without repeats.
     busiest: Vec<TableRow>,
     supervision: beam_probes::supervision::Tree,
+    /// ETS tables, largest first (at most `TABLE_ROWS`), and how many and how much in all.
+    ets: crate::enrich::process_view::EtsView,
+    ets_tables: usize,
+    ets_memory_bytes: u64,
 }
 
 #[derive(Serialize)]
@@ -362,7 +366,10 @@ async fn table(State(vms): State<Arc<Vms>>) -> Json<Vec<OfVm<TableView>>> {
             supervision.trees.retain(|t| !t.system);
             supervision.unsupervised.clear();
             let age_seconds = crate::event::now_ns().saturating_sub(read.ts_ns) as f64 / 1e9;
-            all.push(of_vm(&app, TableView { age_seconds, processes: ps.len(), busiest, supervision }));
+            let mut ets = crate::enrich::process_view::EtsView::of(read.ets.as_ref().ok_or_else(|| "not read".to_owned()), ps);
+            let (ets_tables, ets_memory_bytes) = (ets.tables.len(), ets.tables.iter().map(|t| t.table.memory_bytes).sum());
+            ets.tables.truncate(TABLE_ROWS);
+            all.push(of_vm(&app, TableView { age_seconds, processes: ps.len(), busiest, supervision, ets, ets_tables, ets_memory_bytes }));
         }
         all
     })
