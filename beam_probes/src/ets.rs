@@ -106,7 +106,7 @@ fn as_text<S: serde::Serializer>(pid: &Pid, s: S) -> std::result::Result<S::Ok, 
 
 /// The bytes of a table header scope-probe reads, from its start.
 fn header_span(l: &EtsLayout) -> u64 {
-    [l.next, l.owner, l.name, l.btid, l.counters + 8].into_iter().map(|o| o + 8).chain([l.status + 4, l.counters_decentralized + 4]).max().unwrap_or(0)
+    [l.next, l.owner, l.name, l.btid, l.counters + 8].into_iter().map(|o| o + 8).chain([l.status + 4, l.counters_decentralized + 1]).max().unwrap_or(0)
 }
 
 fn i64_at(buf: &[u8], off: u64) -> i64 {
@@ -238,7 +238,9 @@ fn decode(t: &BuildTable, pids: &PidDecoder, buf: &[u8], address: u64, slots: u6
     let owner_term = u64_at(buf, l.owner);
     let owner = pids.decode(owner_term)?;
     t.atom.index(u64_at(buf, l.name))?;
-    let (items, bytes) = match u32_at(buf, l.counters_decentralized) {
+    // An int in 25 and 27, a bool in 29: its first byte says (little-endian), whatever the
+    // padding after a bool holds.
+    let (items, bytes) = match buf.get(l.counters_decentralized as usize).copied().unwrap_or(u8::MAX) {
         0 => (i64_at(buf, l.counters), i64_at(buf, l.counters + 8)),
         1 => decentralized(l, mem, u64_at(buf, l.counters), slots)?,
         _ => return None,

@@ -375,7 +375,7 @@ pub struct EtsLayout {
     pub name: u64,
     pub btid: u64,
     pub status: u64,
-    /// `counters` (an `ErtsFlxCtr`): `is_decentralized` (an int) and `u.counters`: the objects
+    /// `counters` (an `ErtsFlxCtr`): `is_decentralized` (an int; a bool in 29) and `u.counters`: the objects
     /// (`[0]`) and the bytes (`[1]`) of a centralized counter, or, decentralized (tables with
     /// write_concurrency), a pointer to an `ErtsFlxCtrDecentralizedCtrArray` whose slots each
     /// hold a share of both.

@@ -12,7 +12,7 @@
 //! in the source) except how an atom holds its text: a binary term instead of a pointer.
 
 use crate::builds::otp25::with_alias_send;
-use crate::builds::{BuildTable, DEBIAN13_OTP27, MonitorLayout, ProcessLayout, RunQueueLayout};
+use crate::builds::{BuildTable, DEBIAN13_OTP27, EtsLayout, MonitorLayout, ProcessLayout, RunQueueLayout};
 use crate::hooks::HookSpec;
 use crate::terms::{AtomLayout, AtomName};
 
@@ -50,6 +50,9 @@ pub static DEBIAN_FORKY_OTP29: BuildTable = BuildTable {
     // (ERTS_ML_TYPE_BITS), ERTS_ML_FLG_TARGET at bit 7 (ERTS_ML_F_BASE: 5 type bits + 2
     // alias-state bits).
     monitor: MonitorLayout { flags_bytes: 4, type_field: 0, type_mask: 0x1f, target_flag: 1 << 7, ..DEBIAN13_OTP27.monitor },
+    // The scheduler's table list moved (DWARF of Debian's forky source); the rest of ETS is 27's
+    // (`counters.is_decentralized` became a bool: read as its first byte on every build).
+    ets: EtsLayout { scheduler_list: 41784, scheduler_count: 41776, ..DEBIAN13_OTP27.ets },
     // ErtsRunQueue lost fields before `len` (DWARF of Debian's forky source).
     run_queue: RunQueueLayout { aligned_size: 384, len: 164 },
     // bif.c do_send: a send to an alias (and a priority message to a pid) goes through
