@@ -261,4 +261,18 @@ fn ets_tables_equal_ets_info() {
     let all: u64 = beam.call("length(ets:all())")["value"].parse().unwrap();
     assert_eq!(tables.len() as u64, all, "tables read vs ets:all()");
     assert_eq!(num(&snap["ets"]["torn"]), 0, "an idle VM has no torn tables");
+
+    // top's fourth view: the same tables, largest first, owners named.
+    let cmd = format!("{} top --pid {} --interval 500ms", probe::binary().display(), beam.os_pid);
+    let tmux = Tmux::start(&cmd);
+    tmux.wait_for(|s| s.contains("REDS/S"));
+    for _ in 0..3 {
+        tmux.keys("Tab");
+    }
+    let screen = tmux.wait_for(|s| s.contains("OBJECTS") && s.contains("scope_ets_set"));
+    let set = screen.lines().find(|l| l.starts_with("scope_ets_set")).unwrap_or_else(|| panic!("{screen}"));
+    assert!(set.contains("scope_ets_owner") && set.contains(" 1000 ") && set.contains("public"), "{set}");
+    // OTP's own tables only with `a`.
+    assert!(!screen.contains("inet_db"), "{screen}");
+    assert!(tmux.quit(), "q quits");
 }

@@ -89,6 +89,9 @@ struct Vm {
     /// time: the rate is of the calls in them).
     prev_calls: (HashMap<u64, u64>, f64),
     call_rates: HashMap<u64, f64>,
+    /// Each ETS table's bytes at the last refresh (by id), and its growth per second since.
+    prev_ets: HashMap<String, u64>,
+    ets_rates: HashMap<String, f64>,
 }
 
 /// What top shows.
@@ -99,6 +102,8 @@ enum View {
     Servers,
     /// Supervisors and what they started.
     Tree,
+    /// ETS tables, largest first.
+    Ets,
 }
 
 impl View {
@@ -106,7 +111,8 @@ impl View {
         match self {
             View::Processes => View::Servers,
             View::Servers => View::Tree,
-            View::Tree => View::Processes,
+            View::Tree => View::Ets,
+            View::Ets => View::Processes,
         }
     }
 }
@@ -217,6 +223,8 @@ impl Vm {
             timing,
             prev_calls: (HashMap::new(), 0.0),
             call_rates: HashMap::new(),
+            prev_ets: HashMap::new(),
+            ets_rates: HashMap::new(),
         })
     }
 
@@ -233,6 +241,15 @@ impl Vm {
                     }
                 }
                 self.prev_reductions = reductions;
+                let ets: HashMap<String, u64> = view.ets.tables.iter().map(|t| (t.table.id.clone(), t.table.memory_bytes)).collect();
+                self.ets_rates = match dt {
+                    Some(dt) => ets
+                        .iter()
+                        .filter_map(|(id, &b)| self.prev_ets.get(id).map(|&p| (id.clone(), (b as f64 - p as f64) / dt.max(1e-3))))
+                        .collect(),
+                    None => HashMap::new(),
+                };
+                self.prev_ets = ets;
                 let blocked = call_waits(&self.target, view.processes.iter().map(|p| (p.term, p.status, p.current_function.as_ref())));
                 let mut waits = HashMap::new();
                 for (caller, on) in blocked {
@@ -552,6 +569,59 @@ impl App {
         self.styled(Table::new(rows, widths), Row::new(["SUPERVISOR / CHILD", "PID", "MSGQ", "MEMORY", "REDS/S", "STATUS"]), focused)
     }
 
+    /// The ETS tables, largest first, with how fast each grew since the last refresh (OTP's
+    /// own only with `a`; `/` filters by table or owner).
+    fn ets_table(&self, vm: &Vm, focused: bool) -> Table<'static> {
+        let Some(view) = &vm.view else {
+            return self.styled(Table::new(Vec::<Row>::new(), [Constraint::Min(10)]), Row::new(["no table read yet"]), focused);
+        };
+        if let Some(e) = &view.ets.error {
+            return self.styled(Table::new(Vec::<Row>::new(), [Constraint::Min(10)]), Row::new([format!("ETS tables not read: {e}")]), focused);
+        }
+        let filter = self.filter.to_lowercase();
+        let rows: Vec<Row> = view
+            .ets
+            .tables
+            .iter()
+            .filter(|t| self.show_system || !t.owner_system)
+            .filter(|t| {
+                filter.is_empty()
+                    || t.table.name.to_lowercase().contains(&filter)
+                    || t.owner_identity.as_deref().is_some_and(|o| o.to_lowercase().contains(&filter))
+            })
+            .map(|t| {
+                let e = &t.table;
+                let growth = vm.ets_rates.get(&e.id).copied().unwrap_or(0.0);
+                let style = if growth > 0.0 { Style::new().yellow() } else { Style::new() };
+                Row::new(vec![
+                    e.name.clone(),
+                    e.id.clone(),
+                    e.owner.to_string(),
+                    t.owner_identity.as_deref().unwrap_or_default().to_owned(),
+                    e.table_type.label().to_owned(),
+                    e.protection.label().to_owned(),
+                    e.size.to_string(),
+                    crate::units::bytes(e.memory_bytes),
+                    if growth == 0.0 { String::new() } else { format!("{}{}/s", if growth < 0.0 { "-" } else { "+" }, crate::units::bytes(growth.abs() as u64)) },
+                ])
+                .style(style)
+            })
+            .collect();
+        let widths = [
+            Constraint::Min(24),
+            Constraint::Length(36),
+            Constraint::Length(14),
+            Constraint::Length(30),
+            Constraint::Length(13),
+            Constraint::Length(10),
+            Constraint::Length(10),
+            Constraint::Length(10),
+            Constraint::Length(12),
+        ];
+        let header = Row::new(["TABLE", "ID", "OWNER", "OWNER IDENTITY", "TYPE", "PROTECTION", "OBJECTS", "MEMORY", "GROWTH"]);
+        self.styled(Table::new(rows, widths), header, focused)
+    }
+
     /// How Erlang prints a pid of this VM's table (the table's own text; `?` for a process gone).
     fn pid_text(&self, vm: &Vm, term: u64) -> String {
         vm.view.as_ref().and_then(|v| v.processes.iter().find(|p| p.term == term)).map_or_else(|| vm.target.format_pid(term), |p| p.pid.clone())
@@ -606,8 +676,15 @@ impl App {
             format!(" filter: {}▏ (Enter keeps, Esc clears)", self.filter)
         } else if self.view == View::Tree {
             format!(
-                " supervision tree (from each process's first ancestor), coloured by {} (o changes) · a {} OTP's · tab processes · q quit{}",
+                " supervision tree (from each process's first ancestor), coloured by {} (o changes) · a {} OTP's · tab ETS · q quit{}",
                 self.heat.name(),
+                if self.show_system { "hide" } else { "show" },
+                if several { " · ←/→ node" } else { "" }
+            )
+        } else if self.view == View::Ets {
+            format!(
+                " ETS tables, largest first; GROWTH: bytes per second since the last refresh · / filter{} · a {} OTP's · tab processes · q quit{}",
+                if self.filter.is_empty() { String::new() } else { format!(" [{}]", self.filter) },
                 if self.show_system { "hide" } else { "show" },
                 if several { " · ←/→ node" } else { "" }
             )
@@ -639,6 +716,7 @@ impl App {
             let table = match self.view {
                 View::Servers => self.servers_table(&self.vms[i], focused),
                 View::Tree => self.tree_table(&self.vms[i], focused),
+                View::Ets => self.ets_table(&self.vms[i], focused),
                 View::Processes => self.table(&self.vms[i], &rows, focused),
             };
             let area = if several {
