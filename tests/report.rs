@@ -328,3 +328,57 @@ fn the_dashboard_shows_the_live_views() {
     let (status, stderr) = probe.stop();
     assert!(status.success(), "{stderr:?}");
 }
+
+/// The dashboard keeps working through a VM restart under `--all`: it shows the first VM's ETS
+/// tables, then says that VM is detached once it stops, then shows the VM started again in its
+/// place (same node name, new pid), with no console error at any step.
+#[test]
+fn the_dashboard_keeps_working_through_a_vm_restart() {
+    let work = tempfile::tempdir().unwrap();
+    let erl = Path::new("/usr/bin/erl");
+    let probe = scope_probe_tests::Probe::attach_several(&[], &["--mode", "sample", "--snapshot-interval", "1s"]);
+    let url = format!("http://127.0.0.1:{}/", probe.port);
+    let attached = |os_pid: u32, value: f64| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while probe.metrics().get("scope_probe_attached", &[("os_pid", &os_pid.to_string())]) != Some(value) {
+            assert!(Instant::now() < deadline, "scope_probe_attached of {os_pid} never {value}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let render = |name: &str| {
+        let r = render_url(&url, &["--virtual-time-budget=4000"], &artefacts().join(format!("{name}.png")), work.path());
+        assert!(r.console.is_empty(), "console messages while rendering {name}: {:#?}", r.console);
+        r.dom
+    };
+    let section = |dom: &str, id: &str| {
+        let at = dom.find(&format!("id=\"{id}\"")).unwrap_or_else(|| panic!("no {id}"));
+        dom[at..][..dom[at..].find("</section>").unwrap()].to_owned()
+    };
+
+    let mut first = Beam::start_with(erl, &["-sname", "scope_dash_restart"], &[]);
+    attached(first.os_pid, 1.0);
+    first.call("scope_ets:start()");
+    std::thread::sleep(Duration::from_secs(2));
+    let dom = render("dashboard-before-restart");
+    assert!(dom.contains(&format!("pid {}", first.os_pid)), "the VM among the nodes");
+    assert!(section(&dom, "sp-ets").contains("scope_ets_owner"), "{}", section(&dom, "sp-ets"));
+
+    let old = first.os_pid;
+    drop(first);
+    attached(old, 0.0);
+    let dom = render("dashboard-vm-stopped");
+    let status = &dom[dom.find("id=\"sp-status\"").unwrap()..];
+    let status = &status[..status.find("</span>").unwrap()];
+    // Other VMs of the host may have stopped too (--all sees them all).
+    assert!(status.contains("detached from") && status.contains("scope_dash_restart@"), "{status}");
+
+    let mut again = Beam::start_with(erl, &["-sname", "scope_dash_restart"], &[]);
+    attached(again.os_pid, 1.0);
+    again.call("scope_ets:start()");
+    std::thread::sleep(Duration::from_secs(2));
+    let dom = render("dashboard-after-restart");
+    assert!(dom.contains(&format!("pid {}", again.os_pid)), "the new VM among the nodes");
+    assert!(section(&dom, "sp-ets").contains("scope_ets_owner"), "{}", section(&dom, "sp-ets"));
+    let (status, stderr) = probe.stop();
+    assert!(status.success(), "{stderr:?}");
+}

@@ -113,7 +113,14 @@ impl EtsView {
 /// The node name, as the VM holds it; from its command line (`-sname`/`-name`) when its memory
 /// does not say; `nonode@nohost` otherwise.
 pub fn node_name(target: &beam_probes::BeamTarget) -> String {
-    target.node_name().unwrap_or_else(|_| node_name_from_command_line(target.pid))
+    match target.node_name() {
+        // A VM started with -sname/-name reads as not distributed until net_kernel is up (the
+        // first second of its life, when `--all` picks it up): its command line says what it
+        // is about to be.
+        Ok(n) if n == "nonode@nohost" => node_name_from_command_line(target.pid),
+        Ok(n) => n,
+        Err(_) => node_name_from_command_line(target.pid),
+    }
 }
 
 fn node_name_from_command_line(pid: u32) -> String {
