@@ -197,7 +197,7 @@ fn supervision_tree_equals_which_children() {
     let r = beam.call("scope_tree:start()");
     let theirs: std::collections::BTreeSet<(String, String)> =
         r["edges"].trim_matches('"').split(',').map(|e| e.split_once('-').unwrap()).map(|(a, b)| (a.to_owned(), b.to_owned())).collect();
-    assert_eq!(theirs.len(), 7, "{r:?}");
+    assert_eq!(theirs.len(), 8, "{r:?}");
     let snap = snapshot_json(beam.os_pid);
     let trees = snap["supervision"]["trees"].as_array().unwrap_or_else(|| panic!("{}", snap["supervision"]));
     let top = trees.iter().find(|t| t["pid"] == r["top"].trim_matches('"')).unwrap_or_else(|| panic!("no tree at the top: {trees:?}"));

@@ -558,6 +558,7 @@ pub static FIELDS: &[FieldSource] = &[
     field!(run_queue.aligned_size, "ErtsAlignedRunQueue", sizeof),
     field!(run_queue.len, "ErtsRunQueue_", "len"),
     field!(monitor.monitors, "process", "common.u.alive.monitors"),
+    field!(monitor.links, "process", "common.u.alive.links"),
     field!(monitor.tree_right, "ErtsMonLnkNode__", "node.tree.right"),
     field!(monitor.tree_left, "ErtsMonLnkNode__", "node.tree.left"),
     field!(monitor.other_item, "ErtsMonLnkNode__", "other.item"),

@@ -1,4 +1,4 @@
-//! The processes a process monitors, read from its monitor tree from outside. A caller blocked
+//! The processes a process monitors or is linked to, read from its trees from outside. A caller blocked
 //! in `gen:do_call` monitors the process it called: the monitor says whom it waits on, without
 //! reading any message. Only the monitored pids are read; the walk is bounded and checked.
 
@@ -12,7 +12,22 @@ const MAX_NODES: usize = 1_000;
 /// monitors of processes; `None` when the tree could not be read whole.
 pub fn monitored_processes(mem: &RemoteMemory, t: &BuildTable, process: u64) -> Option<Vec<u64>> {
     let m = &t.monitor;
-    let root = mem.read_u64(process + m.monitors, "monitor tree").ok()?;
+    // The origin side only: the target side's copy is a monitor held on this process.
+    walk(mem, t, process + m.monitors, |kind, flags| kind & m.type_mask == m.type_proc && flags & m.target_flag == 0)
+}
+
+/// The local processes `process` is linked to (a supervisor and its children are); `None` when
+/// the tree could not be read whole.
+pub fn linked_processes(mem: &RemoteMemory, t: &BuildTable, process: u64) -> Option<Vec<u64>> {
+    let m = &t.monitor;
+    walk(mem, t, process + m.links, |kind, _| kind & m.type_mask == m.link_type_proc)
+}
+
+/// The other ends (local pids) of the nodes of the tree whose root pointer is at `root_field`
+/// that `wanted(type, flags)` keeps.
+fn walk(mem: &RemoteMemory, t: &BuildTable, root_field: u64, wanted: impl Fn(u32, u32) -> bool) -> Option<Vec<u64>> {
+    let m = &t.monitor;
+    let root = mem.read_u64(root_field, "monitor or link tree").ok()?;
     let mut out = Vec::new();
     let mut stack = vec![root];
     let mut visited = 0;
@@ -32,7 +47,7 @@ pub fn monitored_processes(mem: &RemoteMemory, t: &BuildTable, process: u64) -> 
             u32::from(mem.read_u16(node + m.flags, "monitor flags").ok()?)
         };
         let kind = if m.type_field == 0 { flags } else { u32::from(mem.read_u16(node + m.type_field, "monitor type").ok()?) };
-        if kind & m.type_mask == m.type_proc && flags & m.target_flag == 0 && item & t.pid.tag_mask == t.pid.tag {
+        if wanted(kind, flags) && item & t.pid.tag_mask == t.pid.tag {
             out.push(item);
         }
         stack.push(right);

@@ -22,6 +22,8 @@ use crate::proctab::ProcessTable;
 use crate::remote_terms::TermReader;
 use crate::terms::{Pid, PidDecoder};
 
+/// Processes with no ancestors whose links are read per snapshot (a tree walk each), at most.
+const LINKS_BUDGET: usize = 10_000;
 /// Processes read per `process_vm_readv` call (each a separate iovec; IOV_MAX is 1024).
 const BATCH: usize = 512;
 /// Slots of the process table read per call.
@@ -89,6 +91,9 @@ pub struct ProcessRecord {
     pub initial_call: Option<Arc<str>>,
     /// The first of `$ancestors`: a pid or a registered name.
     pub ancestor: Option<String>,
+    /// For a process with no ancestors: a supervisor it is linked to (a child started with a
+    /// bare `spawn_link`), as Erlang prints its pid.
+    pub linked_supervisor: Option<String>,
     /// `$process_label` (OTP 27+), rendered and shortened.
     pub label: Option<String>,
     /// One of OTP's own processes (see [`identity::is_otp`]).
@@ -254,6 +259,7 @@ pub fn snapshot(table: &ProcessTable<'_>) -> Result<Snapshot> {
         dicts: Vec::new(),
     };
     let mut buf = vec![0u8; BATCH * span as usize];
+    let mut addresses: Vec<u64> = Vec::new();
 
     let mut slot = 0u64;
     while slot < u64::from(max) {
@@ -312,12 +318,14 @@ pub fn snapshot(table: &ProcessTable<'_>) -> Result<Snapshot> {
                 reading.cache.set_regions(regions.remove(&i).unwrap_or_default());
                 let r = reading.complete(r, rec, batch[i].1, &mut snap);
                 snap.processes.push(r);
+                addresses.push(batch[i].1);
             }
             reading.cache.set_regions(Vec::new());
         }
         slot += n;
     }
     classify(t, &mut snap.processes, &reading.spawned, &reading.dicts);
+    link_to_supervisors(t, &mem, &mut snap.processes, &addresses);
     snap.lines_read = reading.cache.reads;
     snap.elapsed = started.elapsed();
     Ok(snap)
@@ -397,6 +405,30 @@ fn classify(t: &BuildTable, procs: &mut [ProcessRecord], spawned: &[Option<Arc<M
     }
 }
 
+/// Gives each process without ancestors (a bare `spawn_link` from a supervisor's start
+/// function) the supervisor it is linked to, if any: the supervision tree's other source.
+fn link_to_supervisors(t: &BuildTable, mem: &RemoteMemory, procs: &mut [ProcessRecord], addresses: &[u64]) {
+    // Each supervisor with who started it: a process is not adopted by a supervisor it started
+    // itself (an application master is linked to its top supervisor).
+    let supervisors: HashMap<u64, (String, Option<String>)> = procs
+        .iter()
+        .filter(|p| p.initial_call.as_deref().is_some_and(crate::supervision::is_supervisor))
+        .map(|p| (p.term, (p.pid.to_string(), p.ancestor.clone())))
+        .collect();
+    if supervisors.is_empty() {
+        return;
+    }
+    let orphans = procs.iter().enumerate().filter(|(_, p)| p.ancestor.is_none() && !supervisors.contains_key(&p.term)).map(|(i, _)| i);
+    let orphans: Vec<usize> = orphans.take(LINKS_BUDGET).collect();
+    for i in orphans {
+        let Some(linked) = crate::monitors::linked_processes(mem, t, addresses[i]) else { continue };
+        let me = (procs[i].pid.to_string(), procs[i].name.clone());
+        let started_by_me = |a: &Option<String>| a.as_ref().is_some_and(|a| *a == me.0 || me.1.as_ref() == Some(a));
+        procs[i].linked_supervisor =
+            linked.iter().filter_map(|l| supervisors.get(l)).find(|(_, ancestor)| !started_by_me(ancestor)).map(|(pid, _)| pid.clone());
+    }
+}
+
 /// What else `process_info(P, memory)` counts beyond heaps and messages
 /// (`erts_process_memory`): the struct itself, argument registers moved off the struct, an
 /// abandoned heap, the process-specific data block. Links and monitors are not counted.
@@ -440,6 +472,7 @@ fn decode(t: &BuildTable, pids: &PidDecoder, rec: &[u8], ix: u64) -> Option<Proc
         name: None,
         initial_call: None,
         ancestor: None,
+        linked_supervisor: None,
         label: None,
         system: false,
         message_queue_len: queue,

@@ -2,7 +2,8 @@
 //! first `$ancestors`: a pid, or a registered name), as proc_lib records it for every
 //! supervisor, gen_server, gen_statem and Task. Supervisors (initial call `supervisor:Module/1`)
 //! head their children; a tree starts at a supervisor started by something that is not one (an
-//! application master, a shell). Processes under no supervisor are grouped apart.
+//! application master, a shell). A process without ancestors hangs under a supervisor it is
+//! linked to (the snapshot reads its links). Processes under no supervisor are grouped apart.
 
 use std::collections::HashMap;
 
@@ -15,7 +16,8 @@ pub struct Member<'a> {
     pub pid: &'a str,
     pub name: Option<&'a str>,
     pub initial_call: Option<&'a str>,
-    /// The first of `$ancestors`: a pid or a registered name.
+    /// The first of `$ancestors` (a pid or a registered name), else a supervisor it is linked
+    /// to.
     pub ancestor: Option<&'a str>,
     /// Registered name, label or initial call.
     pub identity: Option<&'a str>,
@@ -98,7 +100,7 @@ impl Tree {
                 pid,
                 name: p.name.as_deref(),
                 initial_call: p.initial_call.as_deref(),
-                ancestor: p.ancestor.as_deref(),
+                ancestor: p.ancestor.as_deref().or(p.linked_supervisor.as_deref()),
                 identity: p.identity(),
                 system: p.system,
             })

@@ -296,6 +296,9 @@ pub struct NodeLayout {
 pub struct MonitorLayout {
     /// `Process.common.u.alive.monitors`: the root of a red-black tree of monitors.
     pub monitors: u64,
+    /// `Process.common.u.alive.links`: the root of its tree of links, nodes of the same shape
+    /// (each side of a link has its own node, `other.item` the process at the other end).
+    pub links: u64,
     /// In a node: `node.tree.right`, `node.tree.left`, `other.item` (the other end's pid),
     /// `flags` (and its width), `type` (0: the type is in `flags`, OTP 29).
     pub tree_right: u64,
@@ -308,6 +311,8 @@ pub struct MonitorLayout {
     /// and `ERTS_ML_FLG_TARGET` (set on the monitored side's copy).
     pub type_mask: u32,
     pub type_proc: u32,
+    /// Not in DWARF: `ERTS_LNK_TYPE_PROC` (a link to a local process).
+    pub link_type_proc: u32,
     pub target_flag: u32,
 }
 

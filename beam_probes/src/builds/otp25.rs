@@ -306,6 +306,7 @@ pub static DEBIAN12_OTP25: BuildTable = BuildTable {
     // ERTS_ML_FLG_TARGET 1 << 0, the type a Uint16 of its own.
     monitor: MonitorLayout {
         monitors: 72,
+        links: 56,
         tree_right: 8,
         tree_left: 16,
         other_item: 24,
@@ -314,6 +315,8 @@ pub static DEBIAN12_OTP25: BuildTable = BuildTable {
         type_field: 38,
         type_mask: 0xffff,
         type_proc: 0,
+        // ERTS_MON_TYPE_MAX (9) + 1, the same in 27 and 29.
+        link_type_proc: 10,
         target_flag: 1,
     },
     // erl_node_tables.h: struct erl_node_ (DWARF of Debian's 25.2.3, 27 and 29 sources alike).
