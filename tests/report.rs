@@ -325,6 +325,11 @@ fn the_dashboard_shows_the_live_views() {
         assert!(body.contains(what), "{section} does not show {what}: {body}");
     }
     assert!(r.dom.contains("attached ·"), "the status line: {}", &r.dom[..r.dom.len().min(3000)]);
+    // The last minute's flame graph: the VM's processes as root frames, the callers' work in
+    // Erlang terms above them.
+    let svg = probe.get("/flamegraph.svg");
+    assert!(svg.contains("<svg") && svg.contains("the last minute"), "{}", &svg[..svg.len().min(2000)]);
+    assert!(svg.contains("&lt;0.") && svg.contains("scope_calls:"), "no process frame or workload function in the flame graph");
     let (status, stderr) = probe.stop();
     assert!(status.success(), "{stderr:?}");
 }

@@ -1,5 +1,6 @@
 //! CPU samples summarised over a sliding window (the last minute, in one-second buckets), for
-//! the always-on metrics: which functions and which processes have the CPU right now.
+//! the always-on metrics: which functions and which processes have the CPU right now, and the
+//! stacks behind them (the dashboard's flame graph of the last minute).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -13,6 +14,13 @@ use crate::pipeline::Sink;
 pub type FunctionKey = (Arc<str>, Option<Arc<str>>);
 
 pub const WINDOW_SECS: usize = 60;
+/// Distinct stacks kept per second (a VM sampled at 99 Hz per thread takes a few hundred
+/// samples a second); the rest are counted under one frame that says so.
+const STACKS_PER_SECOND: usize = 1000;
+
+/// A stack as the flame graph draws it: the process it was for (`None`: what the thread did is
+/// its first frame), then its frames, root first.
+pub type StackKey = (Option<u64>, Vec<Arc<str>>);
 
 #[derive(Default)]
 struct Bucket {
@@ -20,6 +28,7 @@ struct Bucket {
     samples: u64,
     by_function: HashMap<FunctionKey, u64>,
     by_process: HashMap<u64, u64>,
+    by_stack: HashMap<StackKey, u64>,
 }
 
 #[derive(Default)]
@@ -32,8 +41,9 @@ pub struct CpuWindow {
 }
 
 impl CpuWindow {
-    /// Adds a sample taken at `second` (monotonic seconds) ranked under `function`.
-    pub fn add(&mut self, second: u64, function: FunctionKey, process: Option<u64>) {
+    /// Adds a sample taken at `second` (monotonic seconds) ranked under `function`, with its
+    /// frames (root first) when it has them.
+    pub fn add_stack(&mut self, second: u64, function: FunctionKey, process: Option<u64>, frames: Option<&[Arc<str>]>) {
         self.samples_total += 1;
         if process.is_some() {
             self.attributed_total += 1;
@@ -50,6 +60,25 @@ impl CpuWindow {
         if let Some(p) = process {
             *b.by_process.entry(p).or_default() += 1;
         }
+        if let Some(frames) = frames {
+            let key = (process, frames.to_vec());
+            if b.by_stack.len() < STACKS_PER_SECOND || b.by_stack.contains_key(&key) {
+                *b.by_stack.entry(key).or_default() += 1;
+            } else {
+                *b.by_stack.entry((None, vec![Arc::from("[more distinct stacks than kept]")])).or_default() += 1;
+            }
+        }
+    }
+
+    /// Every stack of the window with its samples.
+    pub fn stacks(&self) -> HashMap<StackKey, u64> {
+        let mut sums: HashMap<StackKey, u64> = HashMap::new();
+        for b in &self.buckets {
+            for (k, v) in &b.by_stack {
+                *sums.entry(k.clone()).or_default() += v;
+            }
+        }
+        sums
     }
 
     fn window_samples(&self) -> u64 {
@@ -90,7 +119,7 @@ impl Sink for CpuWindow {
             Owner::Process(p) => Some(p),
             Owner::Thread(_) => None,
         };
-        self.add(sample.ts_ns / 1_000_000_000, sample.stack.top_function(), process);
+        self.add_stack(sample.ts_ns / 1_000_000_000, sample.stack.top_function(), process, Some(&sample.stack.frames));
     }
 }
 
@@ -103,12 +132,12 @@ mod tests {
         let key = |e: &str, c: Option<&str>| (Arc::from(e), c.map(Arc::from));
         let mut w = CpuWindow::default();
         for _ in 0..3 {
-            w.add(1, key("a:f/0", Some("memcpy")), Some(0x13));
+            w.add_stack(1, key("a:f/0", Some("memcpy")), Some(0x13), None);
         }
-        w.add(1, key("b:g/1", None), None);
+        w.add_stack(1, key("b:g/1", None), None, None);
         assert_eq!(w.top_functions(1), vec![(key("a:f/0", Some("memcpy")), 0.75)]);
         assert_eq!(w.top_processes(5), vec![(0x13, 0.75)]);
-        w.add(1 + WINDOW_SECS as u64, key("b:g/1", None), None);
+        w.add_stack(1 + WINDOW_SECS as u64, key("b:g/1", None), None, None);
         assert_eq!(w.top_functions(5), vec![(key("b:g/1", None), 1.0)]);
         assert_eq!(w.samples_total, 5);
     }

@@ -82,6 +82,7 @@ pub fn router(app: Arc<Vms>) -> Router {
         .route("/api/calls", get(calls))
         .route("/api/requests", get(requests))
         .route("/api/table", get(table))
+        .route("/flamegraph.svg", get(flamegraph))
         .route("/api/findings", get(findings))
         .route("/api/findings/{id}", get(finding))
         .with_state(app)
@@ -100,7 +101,7 @@ async fn index(headers: HeaderMap) -> Response {
 /// endpoints below every two seconds.
 const DASHBOARD: &str = include_str!("dashboard.html");
 
-const ENDPOINTS: &str = "scope-probe\n\n/                  the live dashboard (in a browser)\n/metrics           Prometheus metrics\n/api/processes     per-process counters (JSON)\n/api/pairs         per sender/receiver pair message counts (JSON)\n/api/calls         call latency per server: calls, p50, p99, top callers (JSON)\n/api/requests      request latency per handler, the slowest requests and what they waited on (JSON)\n/api/table         the latest process-table read: busiest processes, supervision tree, ETS tables (JSON)\n/api/findings      the detectors' active and recent findings, with their evidence (JSON)\n/api/findings/ID   one finding\n";
+const ENDPOINTS: &str = "scope-probe\n\n/                  the live dashboard (in a browser)\n/metrics           Prometheus metrics\n/api/processes     per-process counters (JSON)\n/api/pairs         per sender/receiver pair message counts (JSON)\n/api/calls         call latency per server: calls, p50, p99, top callers (JSON)\n/api/requests      request latency per handler, the slowest requests and what they waited on (JSON)\n/api/table         the latest process-table read: busiest processes, supervision tree, ETS tables (JSON)\n/api/findings      the detectors' active and recent findings, with their evidence (JSON)\n/flamegraph.svg    the last minute's CPU samples as a flame graph (open it alone to zoom)\n/api/findings/ID   one finding\n";
 
 /// A row of the JSON API with the VM it belongs to.
 #[derive(Serialize)]
@@ -376,6 +377,50 @@ async fn table(State(vms): State<Arc<Vms>>) -> Json<Vec<OfVm<TableView>>> {
     .await
     .unwrap_or_default();
     Json(rows)
+}
+
+/// The last minute's CPU samples of every VM as a flame graph (inferno's SVG, interactive when
+/// opened alone): each VM's node a root frame when there are several, then each process.
+async fn flamegraph(State(vms): State<Arc<Vms>>) -> Response {
+    let svg = tokio::task::spawn_blocking(move || {
+        let apps = vms.list();
+        let mut p = crate::aggregate::stacks::Profile::default();
+        for app in &apps {
+            let stacks = lock(&app.state.cpu).stacks();
+            for ((process, frames), n) in stacks {
+                let mut all: Vec<Arc<str>> = Vec::with_capacity(frames.len() + 2);
+                if apps.len() > 1 {
+                    all.push(Arc::from(app.vm.node.as_str()));
+                }
+                if let Some(pid) = process {
+                    let name = app.names.name(pid);
+                    all.push(Arc::from(if name.is_empty() { app.names.pid(pid) } else { format!("{} {name}", app.names.pid(pid)) }));
+                    p.attributed += n;
+                }
+                all.extend(frames);
+                p.samples += n;
+                *p.stacks.entry(all).or_default() += n;
+            }
+        }
+        let nodes: Vec<&str> = apps.iter().map(|a| a.vm.node.as_str()).collect();
+        p.title = format!("CPU of {}, the last minute", nodes.join(", "));
+        p.notes.push("each process is a root frame; click to zoom when opened alone".into());
+        let mut out = Vec::new();
+        crate::export::flamegraph::write(&p, &mut out).map(|()| out)
+    })
+    .await;
+    match svg {
+        Ok(Ok(svg)) => ([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response(),
+        // Still an image (the dashboard shows it as one), saying why there is no graph.
+        Ok(Err(e)) => {
+            let text = format!("{e:#}").replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+            let svg = format!(
+                "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"1200\" height=\"40\"><text x=\"10\" y=\"25\" font-family=\"sans-serif\" font-size=\"14\">{text}</text></svg>"
+            );
+            ([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response()
+        }
+        Err(e) => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
 }
 
 /// Request latency by handler and the slowest requests (see `aggregate::requests`).
