@@ -330,6 +330,10 @@ fn the_dashboard_shows_the_live_views() {
     let svg = probe.get("/flamegraph.svg");
     assert!(svg.contains("<svg") && svg.contains("the last minute"), "{}", &svg[..svg.len().min(2000)]);
     assert!(svg.contains("&lt;0.") && svg.contains("scope_calls:"), "no process frame or workload function in the flame graph");
+    // The message flow: the server between its callers, drawn by the report's code.
+    assert!(r.dom.contains(&format!("/flow.svg?os_pid={}", beam.os_pid)), "no flow graph on the page");
+    let flow = probe.get(&format!("/flow.svg?os_pid={}", beam.os_pid));
+    assert!(flow.starts_with("<svg") && flow.contains("sp-edge") && flow.contains("dash_server"), "{}", &flow[..flow.len().min(2000)]);
     let (status, stderr) = probe.stop();
     assert!(status.success(), "{stderr:?}");
 }

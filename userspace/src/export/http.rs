@@ -83,6 +83,7 @@ pub fn router(app: Arc<Vms>) -> Router {
         .route("/api/requests", get(requests))
         .route("/api/table", get(table))
         .route("/flamegraph.svg", get(flamegraph))
+        .route("/flow.svg", get(flow))
         .route("/api/findings", get(findings))
         .route("/api/findings/{id}", get(finding))
         .with_state(app)
@@ -101,7 +102,7 @@ async fn index(headers: HeaderMap) -> Response {
 /// endpoints below every two seconds.
 const DASHBOARD: &str = include_str!("dashboard.html");
 
-const ENDPOINTS: &str = "scope-probe\n\n/                  the live dashboard (in a browser)\n/metrics           Prometheus metrics\n/api/processes     per-process counters (JSON)\n/api/pairs         per sender/receiver pair message counts (JSON)\n/api/calls         call latency per server: calls, p50, p99, top callers (JSON)\n/api/requests      request latency per handler, the slowest requests and what they waited on (JSON)\n/api/table         the latest process-table read: busiest processes, supervision tree, ETS tables (JSON)\n/api/findings      the detectors' active and recent findings, with their evidence (JSON)\n/flamegraph.svg    the last minute's CPU samples as a flame graph (open it alone to zoom)\n/api/findings/ID   one finding\n";
+const ENDPOINTS: &str = "scope-probe\n\n/                  the live dashboard (in a browser)\n/metrics           Prometheus metrics\n/api/processes     per-process counters (JSON)\n/api/pairs         per sender/receiver pair message counts (JSON)\n/api/calls         call latency per server: calls, p50, p99, top callers (JSON)\n/api/requests      request latency per handler, the slowest requests and what they waited on (JSON)\n/api/table         the latest process-table read: busiest processes, supervision tree, ETS tables (JSON)\n/api/findings      the detectors' active and recent findings, with their evidence (JSON)\n/flamegraph.svg    the last minute's CPU samples as a flame graph (open it alone to zoom)\n/flow.svg?os_pid=N who sent to whom since attach, as a graph\n/api/findings/ID   one finding\n";
 
 /// A row of the JSON API with the VM it belongs to.
 #[derive(Serialize)]
@@ -421,6 +422,43 @@ async fn flamegraph(State(vms): State<Arc<Vms>>) -> Response {
         }
         Err(e) => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }
+}
+
+/// Who sent to whom in one VM (`?os_pid=`, else the first) since attach, as counted by the
+/// send hook (in adaptive mode, in its windows): the report's message-flow drawing, alone.
+async fn flow(State(vms): State<Arc<Vms>>, axum::extract::RawQuery(q): axum::extract::RawQuery) -> Response {
+    let os_pid: Option<u32> = q.as_deref().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("os_pid="))).and_then(|v| v.parse().ok());
+    let apps = vms.list();
+    let Some(app) = apps.iter().find(|a| os_pid.is_none_or(|p| p == a.vm.os_pid)).cloned() else {
+        return (axum::http::StatusCode::NOT_FOUND, "no such VM\n").into_response();
+    };
+    let svg = tokio::task::spawn_blocking(move || {
+        let counts = lock(&app.state.counts).pairs.clone();
+        let g = crate::export::report::flow::graph_of(counts);
+        // Rates per second the send hook was attached: adaptive windows, or since it was attached.
+        let send = beam_probes::Capability::Send.index();
+        let mut observed = lock(&app.control).observed_seconds[send];
+        if observed <= 0.0 {
+            let h = lock(&app.state.health);
+            if let (Some(at), None) = (h.attached_at[send], h.detached_at[send]) {
+                observed = at.elapsed().as_secs_f64();
+            }
+        }
+        let rate = |n: u64| if observed > 0.0 { n as f64 / observed } else { 0.0 };
+        let n = &app.names;
+        let names = |pid: u64| {
+            let name = n.name(pid);
+            let short = if name.is_empty() { n.pid(pid) } else { name.clone() };
+            (short, if name.is_empty() { n.pid(pid) } else { format!("{} {name}", n.pid(pid)) })
+        };
+        if g.edges.is_empty() {
+            return "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"900\" height=\"40\"><text x=\"10\" y=\"25\" font-family=\"sans-serif\" font-size=\"14\">no message between processes seen yet (the send hook attaches in windows in adaptive mode)</text></svg>".to_owned();
+        }
+        crate::export::report::flow::svg(&g, &rate, &names, &|pid| n.pid(pid))
+    })
+    .await
+    .unwrap_or_default();
+    ([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response()
 }
 
 /// Request latency by handler and the slowest requests (see `aggregate::requests`).

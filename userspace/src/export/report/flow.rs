@@ -45,17 +45,24 @@ pub struct Graph {
 
 pub fn graph(rec: &Recording, f: &Filter) -> Graph {
     let mut counts: HashMap<(u64, u64), u64> = HashMap::new();
-    let mut traffic: HashMap<u64, (u64, u64)> = HashMap::new();
-    let mut total = 0u64;
     for e in &rec.events {
         if let Some((from, to)) = e.what.send()
             && f.event(rec, e.t, &e.what)
         {
             *counts.entry((from, to)).or_default() += 1;
-            traffic.entry(from).or_default().0 += 1;
-            traffic.entry(to).or_default().1 += 1;
-            total += 1;
         }
+    }
+    graph_of(counts)
+}
+
+/// The graph of messages counted per (sender, receiver): a recording's, or the live monitor's.
+pub fn graph_of(counts: HashMap<(u64, u64), u64>) -> Graph {
+    let mut traffic: HashMap<u64, (u64, u64)> = HashMap::new();
+    let mut total = 0u64;
+    for (&(from, to), &n) in &counts {
+        traffic.entry(from).or_default().0 += n;
+        traffic.entry(to).or_default().1 += n;
+        total += n;
     }
     let mut busiest: Vec<(u64, (u64, u64))> = traffic.iter().map(|(p, t)| (*p, *t)).collect();
     busiest.sort_by(|a, b| (b.1.0 + b.1.1).cmp(&(a.1.0 + a.1.1)).then(a.0.cmp(&b.0)));
@@ -308,12 +315,15 @@ pub fn section(out: &mut String, rec: &Recording, f: &Filter) {
         "<p class=\"sp-muted\">Senders are left of what they send to; a dashed edge goes back left (a reply, or a cycle). \
          Hover an edge or a process for its counts.</p>",
     );
-    draw(out, rec, &g, &rate);
+    draw(out, &g, &rate, &|pid| (short(rec, pid), rec.who(pid)), &|pid| rec.pid(pid));
     pairs_table(out, rec, &g, &rate);
     out.push_str("</section>\n");
 }
 
-fn label(rec: &Recording, g: &Graph, pid: u64) -> (String, String) {
+/// How a process is named in the drawing: a short label and who it is in full.
+pub type Names<'a> = dyn Fn(u64) -> (String, String) + 'a;
+
+fn label(names: &Names<'_>, g: &Graph, pid: u64) -> (String, String) {
     if pid == OTHERS {
         let n = match g.folded {
             1 => "1 other process".to_owned(),
@@ -321,11 +331,22 @@ fn label(rec: &Recording, g: &Graph, pid: u64) -> (String, String) {
         };
         (n.clone(), format!("{n} (folded: less busy than those drawn)"))
     } else {
-        (short(rec, pid), rec.who(pid))
+        names(pid)
     }
 }
 
-fn draw(out: &mut String, rec: &Recording, g: &Graph, rate: &dyn Fn(u64) -> f64) {
+/// The graph alone as an SVG document, its styles inside (the live dashboard's, read from the
+/// monitor's pair counts).
+pub fn svg(g: &Graph, rate: &dyn Fn(u64) -> f64, names: &Names<'_>, pid_text: &dyn Fn(u64) -> String) -> String {
+    let mut out = String::new();
+    draw(&mut out, g, rate, names, pid_text);
+    let (Some(start), Some(end)) = (out.find("<svg"), out.rfind("</svg>")) else { return out };
+    let svg = &out[start..end + "</svg>".len()];
+    let open = svg.find('>').map_or(0, |i| i + 1);
+    format!("{}<style>{}</style>{}", &svg[..open], super::CSS, &svg[open..])
+}
+
+fn draw(out: &mut String, g: &Graph, rate: &dyn Fn(u64) -> f64, names: &Names<'_>, pid_text: &dyn Fn(u64) -> String) {
     let lay = layout(g.nodes.len(), &g.edges);
     let width = PAD * 2.0 + (lay.layers.max(1) - 1) as f64 * COL_W + NODE_W;
     // Room over the nodes for a process's sends to itself.
@@ -395,7 +416,7 @@ fn draw(out: &mut String, rec: &Recording, g: &Graph, rate: &dyn Fn(u64) -> f64)
         let base = (tip.0 - ux * head_len, tip.1 - uy * head_len);
         let half = 3.5 + w * 0.75;
         let (l, r) = ((base.0 - uy * half, base.1 + ux * half), (base.0 + uy * half, base.1 - ux * half));
-        let (from, to) = (label(rec, g, g.nodes[a]).1, label(rec, g, g.nodes[b]).1);
+        let (from, to) = (label(names, g, g.nodes[a]).1, label(names, g, g.nodes[b]).1);
         let _ = write!(
             out,
             "<g class=\"sp-edge{}\" data-from=\"{}\" data-to=\"{}\" data-n=\"{n}\"><title>{} → {}\n{} messages ({:.1} per second \
@@ -434,15 +455,15 @@ fn draw(out: &mut String, rec: &Recording, g: &Graph, rate: &dyn Fn(u64) -> f64)
     }
     out.push_str(&labels);
     // Processes known by the same initial call (a pool, a ring) are told apart by their pids.
-    let mut names: HashMap<String, usize> = HashMap::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
     for &pid in &g.nodes {
-        *names.entry(label(rec, g, pid).0).or_default() += 1;
+        *seen.entry(label(names, g, pid).0).or_default() += 1;
     }
     for (v, &pid) in g.nodes.iter().enumerate() {
         let (x, y) = centre(v);
-        let (mut name, who) = label(rec, g, pid);
-        if names[&name] > 1 && pid != OTHERS {
-            name = format!("{} {}", rec.pid(pid), name);
+        let (mut name, who) = label(names, g, pid);
+        if seen[&name] > 1 && pid != OTHERS {
+            name = format!("{} {}", pid_text(pid), name);
         }
         let (sent, received) = g.traffic[v];
         let _ = write!(

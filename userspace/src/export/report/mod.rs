@@ -8,7 +8,7 @@
 mod chart;
 mod findings;
 mod flame;
-mod flow;
+pub(crate) mod flow;
 mod html;
 mod requests;
 mod spawn_tree;
@@ -22,7 +22,7 @@ use html::Esc;
 use crate::record::model::Recording;
 use crate::record::select::Filter;
 
-const CSS: &str = include_str!("report.css");
+pub(crate) const CSS: &str = include_str!("report.css");
 const JS: &str = include_str!("report.js");
 
 /// How long a capability's hooks were attached within a span, and in how many windows.
