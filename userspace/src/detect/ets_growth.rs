@@ -7,8 +7,8 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use super::memory::new_highs;
-use super::settings::EtsGrowth as Settings;
+use super::memory::{Growth, growth};
+use super::settings::Memory as Settings;
 use super::{Context, Detector, Kind, Observation, Severity, Subject};
 use crate::event::SharedTableRead;
 
@@ -77,17 +77,9 @@ impl Detector for EtsGrowth {
             let (Some(first), Some(last)) = (tr.reads.front(), tr.reads.back()) else { continue };
             let subject = Subject::Table { name: tr.name.clone(), id: id.clone(), owner: tr.owner };
             let firing = ctx.is_firing(Kind::EtsGrowth, &subject);
-            let highs = new_highs(tr.reads.iter().map(|r| r.1));
-            let grown = last.1 as f64 >= first.1 as f64 * (1.0 + self.s.growth_ratio);
-            let big = last.1 >= self.s.min_bytes;
-            // Hysteresis: a firing finding holds while the table stays above where its window
-            // started.
-            let over = if firing { big && last.1 > first.1 } else { big && grown && highs >= self.s.min_new_highs };
-            if !over {
+            let Some(Growth { highs, span, per_minute }) = growth(&self.s, firing, tr.reads.iter().map(|r| (r.0, r.1))) else {
                 continue;
-            }
-            let span = (last.0 - first.0).max(1.0);
-            let per_minute = (last.1 as f64 - first.1 as f64) / span * 60.0;
+            };
             let owner = ctx.who(tr.owner);
             out.push(Observation {
                 kind: Kind::EtsGrowth,

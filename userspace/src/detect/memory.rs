@@ -29,8 +29,30 @@ impl MemoryGrowth {
     }
 }
 
+/// How a series of byte counts grew over its window, when it grew as the settings ask.
+pub(super) struct Growth {
+    pub highs: u32,
+    /// Seconds between the first and the last read (at least 1).
+    pub span: f64,
+    pub per_minute: f64,
+}
+
+/// Whether bytes read at (seconds, bytes) grew enough: by `growth_ratio` over the window,
+/// setting `min_new_highs` new highs, ending above `min_bytes`. Hysteresis: a finding already
+/// firing holds while the bytes stay above where the window started (nothing given back).
+pub(super) fn growth(s: &Memory, firing: bool, reads: impl Iterator<Item = (f64, u64)> + Clone) -> Option<Growth> {
+    let first = reads.clone().next()?;
+    let last = reads.clone().last()?;
+    let highs = new_highs(reads.map(|r| r.1));
+    let grown = last.1 as f64 >= first.1 as f64 * (1.0 + s.growth_ratio);
+    let big = last.1 >= s.min_bytes;
+    let over = if firing { big && last.1 > first.1 } else { big && grown && highs >= s.min_new_highs };
+    let span = (last.0 - first.0).max(1.0);
+    over.then(|| Growth { highs, span, per_minute: (last.1 as f64 - first.1 as f64) / span * 60.0 })
+}
+
 /// New highs in a series, after its first value.
-pub(super) fn new_highs(values: impl Iterator<Item = u64>) -> u32 {
+fn new_highs(values: impl Iterator<Item = u64>) -> u32 {
     let mut high = None;
     let mut n = 0;
     for v in values {
@@ -82,17 +104,7 @@ impl Detector for MemoryGrowth {
             let (Some(first), Some(last)) = (h.front(), h.back()) else { continue };
             let subject = Subject::Process(pid);
             let firing = ctx.is_firing(Kind::MemoryGrowth, &subject);
-            let highs = new_highs(h.iter().map(|r| r.1));
-            let grown = last.1 as f64 >= first.1 as f64 * (1.0 + self.s.growth_ratio);
-            let big = last.1 >= self.s.min_bytes;
-            // Hysteresis: a firing finding holds while the process stays above where its window
-            // started (it has not given the memory back).
-            let over = if firing { big && last.1 > first.1 } else { big && grown && highs >= self.s.min_new_highs };
-            if !over {
-                continue;
-            }
-            let span = (last.0 - first.0).max(1.0);
-            let per_minute = (last.1 as f64 - first.1 as f64) / span * 60.0;
+            let Some(Growth { highs, span, per_minute }) = growth(&self.s, firing, h.iter().map(|r| (r.0, r.1))) else { continue };
             let who = ctx.who(pid);
             let mut evidence = vec![
                 ("process", who.clone()),

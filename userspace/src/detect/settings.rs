@@ -47,28 +47,13 @@ settings! {
 }
 
 settings! {
-    /// A process whose memory keeps growing.
+    /// A process's (or an ETS table's) memory that keeps growing.
     Memory {
         /// Only processes holding at least this many bytes.
         min_bytes: u64;
         /// Over `window`, its memory grew by at least this share (0.5: by half)...
         growth_ratio: f64;
         /// ...setting a new high at least this many times (heaps grow in steps).
-        min_new_highs: u32;
-        /// The span of reads the growth is measured over.
-        #[serde(deserialize_with = "duration")]
-        window: Duration;
-    }
-}
-
-settings! {
-    /// An ETS table whose memory keeps growing (a leak suspect).
-    EtsGrowth {
-        /// Only tables holding at least this many bytes.
-        min_bytes: u64;
-        /// Over `window`, its memory grew by at least this share (0.5: by half)...
-        growth_ratio: f64;
-        /// ...setting a new high at least this many times.
         min_new_highs: u32;
         /// The span of reads the growth is measured over.
         #[serde(deserialize_with = "duration")]
@@ -173,20 +158,6 @@ impl Default for Memory {
     }
 }
 
-impl Default for EtsGrowth {
-    fn default() -> Self {
-        EtsGrowth {
-            enabled: true,
-            hold: Duration::from_secs(30),
-            clear: Duration::from_secs(60),
-            min_bytes: 50 << 20,
-            growth_ratio: 0.5,
-            min_new_highs: 3,
-            window: Duration::from_secs(300),
-        }
-    }
-}
-
 impl Default for GcStorm {
     fn default() -> Self {
         GcStorm {
@@ -263,7 +234,8 @@ impl Default for Deadlock {
 pub struct Settings {
     pub mailbox_buildup: Mailbox,
     pub memory_growth: Memory,
-    pub ets_growth: EtsGrowth,
+    /// An ETS table whose memory keeps growing: the same test as a process's memory.
+    pub ets_growth: Memory,
     pub gc_storm: GcStorm,
     pub scheduler_saturation: SchedulerSaturation,
     pub long_schedule: LongSchedule,
