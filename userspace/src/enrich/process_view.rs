@@ -63,6 +63,10 @@ pub struct ProcessTableView {
     pub processes: Vec<ProcessRow>,
     /// Supervisors and what they started, from the processes' ancestors.
     pub supervision: beam_probes::supervision::Tree,
+    /// The port table (sockets, spawned programs...), when asked for (`snapshot` reads it,
+    /// `top` does not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ports: Option<beam_probes::ports::PortSnapshot>,
 }
 
 /// The node name, as the VM holds it; from its command line (`-sname`/`-name`) when its memory
@@ -153,5 +157,6 @@ pub fn read(target: &BeamTarget, symbolizer: &mut Symbolizer) -> Result<ProcessT
         snapshot_seconds: snap.elapsed.as_secs_f64(),
         supervision,
         processes,
+        ports: None,
     })
 }
