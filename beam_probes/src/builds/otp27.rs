@@ -11,7 +11,7 @@
 //! 27.3.4.1 source (files named below).
 
 use crate::builds::{
-    BitsLayout, BuildTable, DEBIAN12_OTP25, PortLayout, ProcessLayout, PtabLayout, RegProcLayout, SchedulerLayout, TermLayout,
+    BitsLayout, BuildTable, DEBIAN12_OTP25, ProcessLayout, PtabLayout, RegProcLayout, SchedulerLayout, TermLayout,
     MonitorLayout,
     ThreadNames,
 };
@@ -111,8 +111,11 @@ pub static DEBIAN13_OTP27: BuildTable = BuildTable {
     // serial 32 bits; erl_ptab.h erts_ptab_make_id: term = (pixdata << 4) | 0x3 with the slot
     // index in pixdata's low bits. Checked live: term 0x2983 is <0.83.0> in slot 664.
     pid: PID,
-    // struct _erl_drv_port: taken as 25's until checked against the DWARF of 27's source.
-    port: PortLayout { ..DEBIAN12_OTP25.port },
+    // struct _erl_drv_port, erts_driver_t_ and inet_descriptor (DWARF of Debian's 27.3.4.1
+    // source): every offset is 25's (ErtsPTabElementCommon changed inside but kept its 80
+    // bytes); ERTS_PTS_FLG_BUSY_PORT{,_Q}, the ERTS_PORT_SFLG_* bits and the inet drivers'
+    // names are 25's too (erl_port_task.h, erl_port.h, inet_drv.c). erts_port is exported.
+    port: DEBIAN12_OTP25.port,
     // erl_term.h (OTP 26+): _PORT_DATA_SIZE = 64 - _TAG_IMMED1_SIZE = 60, all of it number
     // (_PORT_NUM_SIZE); the id is (pixdata << 4) | 0x7 like a pid's, its slot index permuted
     // into pixdata by the port table's own masks (erts_ptab_make_id).
