@@ -250,11 +250,17 @@ fn ports_match_port_info() {
     let ports = table["ports"].as_array().unwrap();
     let port = |id: &str| ports.iter().find(|p| p["id"] == id).unwrap_or_else(|| panic!("{id} not in the snapshot: {ports:?}"));
 
-    // Every port the VM lists, with its owner, and no other.
+    // Every port the VM lists, with its owner and name, and no other (the VM's own too: the
+    // forker, and on OTP 25 the fd ports of standard I/O).
     let theirs: std::collections::BTreeSet<String> = census["ports"].split(',').map(str::to_owned).collect();
-    let ours: std::collections::BTreeSet<String> =
-        ports.iter().map(|p| format!("{}={}", p["id"].as_str().unwrap(), p["connected"].as_str().unwrap())).collect();
-    assert_eq!(ours, theirs, "ports and their connected processes");
+    let ours: std::collections::BTreeSet<String> = ports
+        .iter()
+        .map(|p| {
+            let name: String = p["name"].as_str().unwrap().chars().map(|c| if c == ' ' || c == ',' { '_' } else { c }).collect();
+            format!("{}={}={name}", p["id"].as_str().unwrap(), p["connected"].as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(ours, theirs, "ports, their connected processes and names");
 
     // A value the VM reported before and after the snapshot: equal when it did not change,
     // else between the two.
@@ -319,8 +325,9 @@ fn ports_match_port_info() {
     assert!(num(&ss["recv_queue"]) > 0, "the receiver never reads: {ss}");
     assert_eq!(in_kernel, passed_on, "sender's send queue {} + receiver's receive queue {} = bytes out {} - queued {queue}", cs["send_queue"], ss["recv_queue"], client["bytes_out"]);
     eprintln!(
-        "ports: {} ports, {} slots; {}; client send_queue {} + server recv_queue {} = {passed_on}",
+        "ports: {} ports ({}), {} slots; {}; client send_queue {} + server recv_queue {} = {passed_on}",
         ports.len(),
+        ports.iter().map(|p| format!("{} {}", p["driver"].as_str().unwrap(), p["name"].as_str().unwrap())).collect::<Vec<_>>().join(", "),
         table["slots"],
         compared.join("; "),
         cs["send_queue"],

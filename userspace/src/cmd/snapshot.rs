@@ -125,15 +125,15 @@ fn ports_table(out: &mut impl Write, ports: &beam_probes::ports::PortSnapshot) -
     )?;
     writeln!(
         out,
-        "{:<16} {:<20} {:<14} {:<22} {:>10} {:<5} {:>12} {:>12} {:<45} {:>10}",
-        "PORT", "NAME", "DRIVER", "CONNECTED", "QUEUE", "BUSY", "IN", "OUT", "SOCKET (LOCAL -> PEER, STATE)", "SEND-Q"
+        "{:<16} {:<20} {:<14} {:<22} {:>10} {:<5} {:>12} {:>12} {:<45} {:>10} {:>10}",
+        "PORT", "NAME", "DRIVER", "CONNECTED", "QUEUE", "BUSY", "IN", "OUT", "SOCKET (LOCAL -> PEER, STATE)", "SEND-Q", "RECV-Q"
     )?;
     for p in &ports.ports {
         let owner = match &p.connected_name {
             Some(n) => format!("{} {n}", p.connected),
             None => p.connected.clone(),
         };
-        let (socket, sendq) = match &p.socket {
+        let (socket, sendq, recvq) = match &p.socket {
             Some(s) => (
                 format!(
                     "{} -> {} {}",
@@ -142,13 +142,14 @@ fn ports_table(out: &mut impl Write, ports: &beam_probes::ports::PortSnapshot) -
                     s.state.unwrap_or("")
                 ),
                 s.send_queue.to_string(),
+                s.recv_queue.to_string(),
             ),
-            None => (p.os_pid.map(|o| format!("os pid {o}")).unwrap_or_default(), String::new()),
+            None => (p.os_pid.map(|o| format!("os pid {o}")).unwrap_or_default(), String::new(), String::new()),
         };
         let name: String = p.name.chars().take(20).collect();
         writeln!(
             out,
-            "{:<16} {:<20} {:<14} {:<22} {:>10} {:<5} {:>12} {:>12} {:<45} {:>10}",
+            "{:<16} {:<20} {:<14} {:<22} {:>10} {:<5} {:>12} {:>12} {:<45} {:>10} {:>10}",
             p.id,
             name,
             p.driver,
@@ -158,7 +159,8 @@ fn ports_table(out: &mut impl Write, ports: &beam_probes::ports::PortSnapshot) -
             p.bytes_in,
             p.bytes_out,
             socket,
-            sendq
+            sendq,
+            recvq
         )?;
     }
     Ok(())
