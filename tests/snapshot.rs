@@ -276,3 +276,115 @@ fn ets_tables_equal_ets_info() {
     assert!(!screen.contains("inet_db"), "{screen}");
     assert!(tmux.quit(), "q quits");
 }
+
+/// The port table read from outside equals what the VM says of each port
+/// (`erlang:port_info/2`, `erlang:ports/0`, `inet:sockname/peername`, `inet:getstat`): a TCP
+/// listener, a connected pair whose receiver never reads while the sender is blocked on the
+/// busy port (its queue full), a spawned `cat` that echoed a known line, a `spawn_executable`
+/// and a UDP socket. For the stuck pair, the kernel's queues account for every byte the sender's
+/// port passed on: what the port wrote out minus what it still queues is exactly what sits in
+/// the kernel, unacknowledged at the sender or unread at the receiver.
+#[test]
+fn ports_match_port_info() {
+    let mut beam = Beam::start();
+    let vm = beam.call("scope_ports:start()");
+    let snap = snapshot_json(beam.os_pid);
+    let after = beam.call("scope_ports:info()");
+    let census = beam.call("scope_ports:census()");
+    let table = &snap["ports"];
+    assert!(table.is_object(), "snapshot --json has no ports: {}", snap.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>().join(",")).unwrap_or_default());
+    assert_eq!(num(&table["torn"]), 0, "an idle VM has no torn ports");
+    let ports = table["ports"].as_array().unwrap();
+    let port = |id: &str| ports.iter().find(|p| p["id"] == id).unwrap_or_else(|| panic!("{id} not in the snapshot: {ports:?}"));
+
+    // Every port the VM lists, with its owner and name, and no other (the VM's own too: the
+    // forker, and on OTP 25 the fd ports of standard I/O).
+    let theirs: std::collections::BTreeSet<String> = census["ports"].split(',').map(str::to_owned).collect();
+    let ours: std::collections::BTreeSet<String> = ports
+        .iter()
+        .map(|p| {
+            let name: String = p["name"].as_str().unwrap().chars().map(|c| if c == ' ' || c == ',' { '_' } else { c }).collect();
+            format!("{}={}={name}", p["id"].as_str().unwrap(), p["connected"].as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(ours, theirs, "ports, their connected processes and names");
+
+    // A value the VM reported before and after the snapshot: equal when it did not change,
+    // else between the two.
+    let same = |key: &str, got: &serde_json::Value| {
+        let (a, b) = (&vm[key], &after[key]);
+        if a == "undefined" {
+            assert!(got.is_null(), "{key}: {got} but the VM says undefined");
+            return;
+        }
+        let (a, b): (u64, u64) = (a.parse().unwrap(), b.parse().unwrap());
+        let g = num(got);
+        assert!(a.min(b) <= g && g <= a.max(b), "{key}: {g}, the VM said {a} then {b}");
+    };
+    let mut compared = Vec::new();
+    for (key, driver) in
+        [("client", "tcp_inet"), ("server", "tcp_inet"), ("listener", "tcp_inet"), ("udp", "udp_inet"), ("cat", "spawn"), ("sleep", "spawn")]
+    {
+        let p = port(&vm[key]);
+        let k = |item: &str| format!("{key}_{item}");
+        assert_eq!(p["name"], vm[&k("name")].as_str(), "name of {key}");
+        assert_eq!(p["driver"], driver, "driver of {key}");
+        assert_eq!(p["connected"], vm[&k("connected")].as_str(), "connected of {key}");
+        assert_eq!(vm[&k("connected")], after[&k("connected")]);
+        same(&k("queue_size"), &p["queue_bytes"]);
+        same(&k("input"), &p["bytes_in"]);
+        same(&k("output"), &p["bytes_out"]);
+        same(&k("os_pid"), &p["os_pid"]);
+        compared.push(format!("{key} {} queue {} in {} out {}", p["id"], p["queue_bytes"], p["bytes_in"], p["bytes_out"]));
+    }
+    assert_eq!(vm["listener_connected"], vm["listener_owner"]);
+    assert_eq!(port(&vm["cat"])["connected"], vm["cat_owner"].as_str());
+    assert_eq!((num(&port(&vm["cat"])["bytes_in"]), num(&port(&vm["cat"])["bytes_out"])), (12, 12), "cat echoed one line");
+
+    // The stuck sender: its port over the high watermark (inet_drv marks it busy there), the
+    // sender held in its send, the queue exactly what port_info and getstat say.
+    let client = port(&vm["client"]);
+    let queue = num(&client["queue_bytes"]);
+    let high: u64 = vm["high_watermark"].parse().unwrap();
+    assert_eq!(vm["client_queue_size"], after["client_queue_size"], "the sender is stopped: its queue does not move");
+    assert_eq!(queue, vm["send_pend"].parse::<u64>().unwrap(), "queue as inet:getstat(send_pend) says");
+    assert!(queue >= high, "queue {queue} under the high watermark {high}");
+    assert_eq!(client["busy"], true, "the sender's port is busy");
+    for key in ["server", "listener", "udp", "cat", "sleep"] {
+        assert_eq!(port(&vm[key])["busy"], false, "{key} is not busy");
+    }
+
+    // The sockets as the kernel sees them.
+    let cs = &client["socket"];
+    assert_eq!(cs["local"], vm["client_local"].as_str(), "{cs}");
+    assert_eq!(cs["peer"], vm["client_peer"].as_str(), "{cs}");
+    assert_eq!(cs["state"], "ESTABLISHED");
+    let ss = &port(&vm["server"])["socket"];
+    assert_eq!(ss["local"], vm["client_peer"].as_str(), "{ss}");
+    assert_eq!(ss["peer"], vm["client_local"].as_str(), "{ss}");
+    let ls = &port(&vm["listener"])["socket"];
+    assert_eq!((ls["local"].as_str(), ls["peer"].as_str(), ls["state"].as_str()), (vm["listen_address"].as_str().into(), None, Some("LISTEN")));
+    let us = &port(&vm["udp"])["socket"];
+    assert_eq!(us["protocol"], "udp", "{us}");
+    assert!(us["peer"].is_null(), "{us}");
+    let in_kernel = num(&cs["send_queue"]) + num(&ss["recv_queue"]);
+    let passed_on = num(&client["bytes_out"]) - queue;
+    assert!(num(&ss["recv_queue"]) > 0, "the receiver never reads: {ss}");
+    assert_eq!(in_kernel, passed_on, "sender's send queue {} + receiver's receive queue {} = bytes out {} - queued {queue}", cs["send_queue"], ss["recv_queue"], client["bytes_out"]);
+    eprintln!(
+        "ports: {} ports ({}), {} slots; {}; client send_queue {} + server recv_queue {} = {passed_on}",
+        ports.len(),
+        ports.iter().map(|p| format!("{} {}", p["driver"].as_str().unwrap(), p["name"].as_str().unwrap())).collect::<Vec<_>>().join(", "),
+        table["slots"],
+        compared.join("; "),
+        cs["send_queue"],
+        ss["recv_queue"]
+    );
+
+    // The text table lists them after the processes.
+    let o = probe::run(&["snapshot", "--pid", &beam.os_pid.to_string()]);
+    assert!(o.status.success(), "snapshot failed: {}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    let line = text.lines().find(|l| l.starts_with(&format!("{} ", vm["client"]))).unwrap_or_else(|| panic!("no line for the client port: {text}"));
+    assert!(line.contains("tcp_inet") && line.contains("busy") && line.contains(vm["client_peer"].as_str()), "{line}");
+}

@@ -17,6 +17,8 @@
 //! - [`snapshot`]: every process's record, read from outside; with [`mailbox`] (messages
 //!   counted in the queues), [`identity`] (initial call, ancestors, label, OTP or user) and
 //!   [`remote_terms`] (the few terms identity reads, bounded).
+//! - [`ports`]: every open port (sockets, spawned programs, files), and each socket as the
+//!   kernel sees it.
 //! - [`monitors`]: whom a process monitors (what a blocked caller waits on).
 //! - [`threads`]: the VM's threads by role, and each scheduler's own data.
 //! - [`usdt`]: USDT probes in `.note.stapsdt`, and which source serves each capability.
@@ -38,6 +40,7 @@ pub mod mailbox;
 pub mod maps;
 pub mod memory;
 pub mod monitors;
+pub mod ports;
 pub mod proctab;
 pub mod remote_terms;
 pub mod roles;

@@ -153,7 +153,7 @@ pub(crate) fn u64_at(buf: &[u8], off: u64) -> u64 {
     buf.get(o..o + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]))).unwrap_or(0)
 }
 
-fn u32_at(buf: &[u8], off: u64) -> u32 {
+pub(crate) fn u32_at(buf: &[u8], off: u64) -> u32 {
     let o = off as usize;
     buf.get(o..o + 4).map(|b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4]))).unwrap_or(0)
 }
@@ -161,7 +161,7 @@ fn u32_at(buf: &[u8], off: u64) -> u32 {
 /// Reads several remote ranges (address, length) back to back into one buffer, in as few
 /// syscalls as the kernel allows; returns, per range, whether it was read completely
 /// (process_vm_readv stops at the first range that faults).
-fn read_many(mem: &RemoteMemory, ranges: &[(u64, usize)], buf: &mut [u8]) -> Vec<bool> {
+pub(crate) fn read_many(mem: &RemoteMemory, ranges: &[(u64, usize)], buf: &mut [u8]) -> Vec<bool> {
     let mut ok = vec![false; ranges.len()];
     let offsets: Vec<usize> = ranges.iter().scan(0, |at, r| {
         let o = *at;

@@ -549,6 +549,16 @@ impl BeamTarget {
         self.symbol_address(self.table.globals.process_table).unwrap_or(0)
     }
 
+    /// Runtime address of the port table, when the binary (or its debug info) names it.
+    pub fn port_table_address(&self) -> Option<u64> {
+        self.symbol_address(self.table.globals.port_table)
+    }
+
+    /// The port table, which `ports` reads.
+    pub fn require_port_table(&self) -> Result<()> {
+        self.require_symbols("reading the port table", &[self.table.globals.port_table, self.table.globals.process_table])
+    }
+
     pub fn process_table(&self) -> ProcessTable<'static> {
         let atoms = self.symbol_address(self.table.globals.atom_table).unwrap_or(0);
         ProcessTable::new(self.mem, self.table, self.process_table_address(), atoms)

@@ -233,10 +233,66 @@ pub struct PtabLayout {
     pub pix_cli_shift: u64,
 }
 
+/// A port (`struct _erl_drv_port`, erl_port.h: `Port`), an element of the port table
+/// (`erts_port`, an `ErtsPTab` read with [`PtabLayout`]'s offsets like the process table),
+/// and what scope-probe reads through it: the driver's name (`erts_driver_t`, erl_driver.h
+/// internals in global.h) and, for the inet drivers, the socket's descriptor
+/// (`inet_descriptor`, inet_drv.c). Only metadata: never the data queued or buffered.
+#[derive(Debug, Clone, Copy)]
+pub struct PortLayout {
+    /// `common.id`: the port id term (see [`BuildTable::port_id`]).
+    pub id: u64,
+    /// `sched.flags` (`ErtsPortTaskSched`, an atomic32): the `ERTS_PTS_FLG_*` bits.
+    pub sched_flags: u64,
+    /// `connected`: the pid term of the connected (owning) process, as
+    /// `erlang:port_info(P, connected)` reports it.
+    pub connected: u64,
+    /// `bytes_in` and `bytes_out` (Uint): `port_info(P, input | output)`.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// `ioq.size` (`ErtsIOQueue`): bytes queued in the driver's queue, what
+    /// `port_info(P, queue_size)` reports (`erts_port_ioq_size`, which only takes the port
+    /// data lock around this same read).
+    pub ioq_size: u64,
+    /// `name` (char *): `port_info(P, name)`: the driver's name, or the command spawned.
+    pub name: u64,
+    /// `drv_ptr` (`erts_driver_t *`) and, in it, `name` (char *): the driver's name.
+    pub drv_ptr: u64,
+    pub driver_name: u64,
+    /// `drv_data` (UWord): what the driver's start callback returned, for the inet drivers a
+    /// pointer to their descriptor, which starts with an `inet_descriptor`.
+    pub drv_data: u64,
+    /// `os_pid` (SWord): the spawned OS process, -1 when none (`port_info(P, os_pid)`).
+    pub os_pid: u64,
+    /// `state` (an atomic32): the `ERTS_PORT_SFLG_*` bits.
+    pub state: u64,
+    /// `sizeof(Port)`.
+    pub size: u64,
+    /// `inet_descriptor.s` (int): the socket's file descriptor in the VM, -1 once closed.
+    pub inet_socket: u64,
+    /// `inet_descriptor.port` (ErlDrvPort): its port, the `Port *` itself in a non-debug
+    /// build (`ERTS_Port2ErlDrvPort`): checked before the socket number is trusted.
+    pub inet_port: u64,
+    /// Not in DWARF. Drivers whose `drv_data` is an inet descriptor (inet_drv.c's
+    /// `tcp_inet`, `udp_inet`, `sctp_inet` driver entries).
+    pub inet_drivers: &'static [&'static str],
+    /// Not in DWARF. `ERTS_PTS_FLG_BUSY_PORT` (the driver said it is busy:
+    /// `set_busy_port`, e.g. a socket whose queue passed its high watermark) and
+    /// `ERTS_PTS_FLG_BUSY_PORT_Q` (the port's task queue passed its limit), erl_port_task.h.
+    pub busy_port: u32,
+    pub busy_port_queue: u32,
+    /// Not in DWARF. `ERTS_PORT_SFLGS_INVALID_LOOKUP` (erl_port.h): FREE | INITIALIZING |
+    /// INVALID | EXITING | CLOSING, the states in which `erlang:port_info/2` says
+    /// `undefined` and `erlang:ports/0` leaves the port out.
+    pub not_alive: u32,
+}
+
 /// Names of the global data symbols a build table relies on.
 #[derive(Debug, Clone, Copy)]
 pub struct GlobalSymbols {
     pub process_table: &'static str,
+    /// The port table (`ErtsPTab erts_port`, io.c): same layout as the process table.
+    pub port_table: &'static str,
     pub atom_table: &'static str,
     /// The GDB JIT interface's `jit_descriptor` (list of the JIT's code records).
     pub jit_debug_descriptor: &'static str,
@@ -514,6 +570,10 @@ pub struct BuildTable {
     pub reg_proc: RegProcLayout,
     pub ptab: PtabLayout,
     pub pid: PidLayout,
+    pub port: PortLayout,
+    /// Not in DWARF. Internal port id terms (erl_term.h), decoded like pids (a port has a
+    /// number and no serial; it prints `#Port<0.N>`) with the port table's index masks.
+    pub port_id: PidLayout,
     pub atom: AtomLayout,
     pub jit_records: JitRecordLayout,
     pub signal_queue: SignalQueueLayout,

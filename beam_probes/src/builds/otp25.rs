@@ -6,7 +6,7 @@
 
 use crate::builds::{
     BuildTable, GlobalSymbols, JitConventions, JitRecordLayout, OTP_PROCESSES, ProcDictLayout, ProcessLayout,
-    AliasLayout, DistLayout, EtsFlags, EtsLayout, MonitorLayout, NodeLayout, ProcessStatusFlags, PtabLayout, RegProcLayout, Register, RunQueueLayout, SchedulerLayout, SignalQueueLayout, SleepFlags,
+    AliasLayout, DistLayout, EtsFlags, EtsLayout, MonitorLayout, NodeLayout, PortLayout, ProcessStatusFlags, PtabLayout, RegProcLayout, Register, RunQueueLayout, SchedulerLayout, SignalQueueLayout, SleepFlags,
     TermLayout, ThreadNames,
 };
 use crate::capability::Capability;
@@ -120,6 +120,8 @@ pub static DEBIAN12_OTP25: BuildTable = BuildTable {
     },
     globals: GlobalSymbols {
         process_table: "erts_proc",
+        // io.c: `ErtsPTab erts_port` (exported).
+        port_table: "erts_port",
         atom_table: "erts_atom_table",
         jit_debug_descriptor: "__jit_debug_descriptor",
         // ERTS_FRAME_LAYOUT_RA = 0, ERTS_FRAME_LAYOUT_FP_RA = 1 (beam_jit_common.hpp).
@@ -194,6 +196,46 @@ pub static DEBIAN12_OTP25: BuildTable = BuildTable {
         pix_cl_shift: 220,
         pix_cli_mask: 224,
         pix_cli_shift: 228,
+    },
+    // erl_port.h: struct _erl_drv_port (DWARF of Debian's 25.2.3 source): common +0 (80
+    // bytes), sched +80 (flags at +72 in it), connected +232, bytes_in/out +256/+264, ioq +272
+    // (size at +8 in it), name +472, drv_ptr +480, drv_data +488, os_pid +496, state +520,
+    // sizeof 560; erts_driver_t_.name +24; inet_drv.c inet_descriptor { int s @0; ...;
+    // ErlDrvPort port @24 }. erl_port_task.h: ERTS_PTS_FLG_BUSY_PORT 1 << 4, BUSY_PORT_Q
+    // 1 << 5; erl_port.h: ERTS_PORT_SFLG_EXITING 1 << 1, CLOSING 1 << 5, FREE 1 << 8,
+    // INITIALIZING 1 << 9, INVALID 1 << 11.
+    port: PortLayout {
+        id: 0,
+        sched_flags: 152,
+        connected: 232,
+        bytes_in: 256,
+        bytes_out: 264,
+        ioq_size: 280,
+        name: 472,
+        drv_ptr: 480,
+        driver_name: 24,
+        drv_data: 488,
+        os_pid: 496,
+        state: 520,
+        size: 560,
+        inet_socket: 0,
+        inet_port: 24,
+        inet_drivers: &["tcp_inet", "udp_inet", "sctp_inet"],
+        busy_port: 1 << 4,
+        busy_port_queue: 1 << 5,
+        not_alive: (1 << 8) | (1 << 9) | (1 << 11) | (1 << 1) | (1 << 5),
+    },
+    // erl_term.h: an internal port is (ptab index << 32) | (data << 4) | 0x7 (_TAG_IMMED1_PORT),
+    // like a pid (erts_ptab_make_id), its 28 data bits all number (_PORT_NUM_SIZE =
+    // _PORT_DATA_SIZE = 28): #Port<0.N> prints the data.
+    port_id: PidLayout {
+        tag_mask: 0xf,
+        tag: 0x7,
+        data_shift: 4,
+        data_bits: 28,
+        number_bits: 28,
+        serial_bits: 0,
+        index: PidIndex::Above { shift: 32 },
     },
     // (ptab index << 32) | (data << 4) | 0x3, data = (serial << 15) | number, 28 bits
     // (erl_term.h: _PID_DATA_SIZE 28, _PID_NUM_SIZE 15; erts_ptab_make_id in erl_ptab.h).

@@ -17,6 +17,16 @@ use crate::builds::{
 };
 use crate::terms::{PidIndex, PidLayout};
 
+const PID: PidLayout = PidLayout {
+    tag_mask: 0xf,
+    tag: 0x3,
+    data_shift: 4,
+    data_bits: 60,
+    number_bits: 28,
+    serial_bits: 32,
+    index: PidIndex::PixData,
+};
+
 pub static DEBIAN13_OTP27: BuildTable = BuildTable {
     id: "otp27-x86_64-jit",
     otp_release: "27",
@@ -100,15 +110,16 @@ pub static DEBIAN13_OTP27: BuildTable = BuildTable {
     // erl_term.h: _PID_DATA_SIZE = 64 - _TAG_IMMED1_SIZE (4) = 60, _PID_NUM_SIZE 28, so
     // serial 32 bits; erl_ptab.h erts_ptab_make_id: term = (pixdata << 4) | 0x3 with the slot
     // index in pixdata's low bits. Checked live: term 0x2983 is <0.83.0> in slot 664.
-    pid: PidLayout {
-        tag_mask: 0xf,
-        tag: 0x3,
-        data_shift: 4,
-        data_bits: 60,
-        number_bits: 28,
-        serial_bits: 32,
-        index: PidIndex::PixData,
-    },
+    pid: PID,
+    // struct _erl_drv_port, erts_driver_t_ and inet_descriptor (DWARF of Debian's 27.3.4.1
+    // source): every offset is 25's (ErtsPTabElementCommon changed inside but kept its 80
+    // bytes); ERTS_PTS_FLG_BUSY_PORT{,_Q}, the ERTS_PORT_SFLG_* bits and the inet drivers'
+    // names are 25's too (erl_port_task.h, erl_port.h, inet_drv.c). erts_port is exported.
+    port: DEBIAN12_OTP25.port,
+    // erl_term.h (OTP 26+): _PORT_DATA_SIZE = 64 - _TAG_IMMED1_SIZE = 60, all of it number
+    // (_PORT_NUM_SIZE); the id is (pixdata << 4) | 0x7 like a pid's, its slot index permuted
+    // into pixdata by the port table's own masks (erts_ptab_make_id).
+    port_id: PidLayout { tag: 0x7, number_bits: 60, serial_bits: 0, ..PID },
     // Unchanged from 25: make_atom(x) = (x << 6) + 0xb (erl_term.h); IndexTable entries @116,
     // seg_table @120, INDEX_PAGE_SHIFT 10 (index.h); Atom len @24, name @32 (atom.h).
     atom: DEBIAN12_OTP25.atom,

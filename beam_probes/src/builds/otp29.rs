@@ -6,10 +6,10 @@
 //! VM's perf map works.
 //!
 //! Everything is OTP 27's (the hooked functions keep their signatures in the 29.1.1 source;
-//! `struct process`, `ErtsPTab`, `IndexTable`, `RegProc` and `Atom` offsets equal 27's in the
-//! DWARF of Debian's forky source built with Debian's flags, `cargo xtask otp-debug --suite
-//! forky`; the pid layout, status flags and JIT records (beam_jit_metadata.cpp) are unchanged
-//! in the source) except how an atom holds its text: a binary term instead of a pointer.
+//! `struct process`, `ErtsPTab`, `IndexTable`, `RegProc`, `Atom` and `Port` (with `erts_driver_t`
+//! and `inet_descriptor`) offsets equal 27's in the DWARF of Debian's forky source built with
+//! Debian's flags, `cargo xtask otp-debug --suite forky`; the pid and port id layouts, status
+//! flags, port flags and JIT records (beam_jit_metadata.cpp) are unchanged in the source) except how an atom holds its text: a binary term instead of a pointer.
 
 use crate::builds::otp25::with_alias_send;
 use crate::builds::{BuildTable, DEBIAN13_OTP27, EtsLayout, MonitorLayout, ProcessLayout, RunQueueLayout};

@@ -61,6 +61,20 @@ fn view(args: &SnapshotArgs, pid: u32) -> Result<process_view::ProcessTableView>
         view.ets.tables.retain(|t| !t.owner_system);
     }
     view.processes.sort_by(|a, b| b.message_queue_len.cmp(&a.message_queue_len).then(a.number.cmp(&b.number)));
+    // The ports too (every one: OTP's own are few). A port table that cannot be read is
+    // said, and the process table still shown.
+    let read_ports = target.require_port_table().map_err(anyhow::Error::from).and_then(|()| {
+        let addr = target.port_table_address().unwrap_or(0);
+        beam_probes::ports::ports(&target.process_table(), addr).map_err(anyhow::Error::from)
+    });
+    match read_ports {
+        Ok(mut ports) => {
+            // Fullest queues first, then by number.
+            ports.ports.sort_by(|a, b| b.queue_bytes.cmp(&a.queue_bytes).then(a.number.cmp(&b.number)));
+            view.ports = Some(ports);
+        }
+        Err(e) => eprintln!("scope-probe: warning: pid {pid}: ports not read: {e:#}"),
+    }
     Ok(view)
 }
 
@@ -95,7 +109,11 @@ fn table(out: &mut impl Write, view: &process_view::ProcessTableView) -> Result<
             p.status.label()
         )?;
     }
-    ets_table(out, &view.ets)
+    ets_table(out, &view.ets)?;
+    if let Some(ports) = &view.ports {
+        ports_table(out, ports)?;
+    }
+    Ok(())
 }
 
 /// The ETS tables, largest first (with `--all`, OTP's own too).
@@ -120,6 +138,58 @@ fn ets_table(out: &mut impl Write, ets: &process_view::EtsView) -> Result<()> {
             t.protection.label(),
             t.size,
             t.memory_bytes
+        )?;
+    }
+    Ok(())
+}
+
+/// The ports after the processes: who owns each, what is queued in the VM (the driver's
+/// queue) and, for sockets, in the kernel.
+fn ports_table(out: &mut impl Write, ports: &beam_probes::ports::PortSnapshot) -> Result<()> {
+    writeln!(
+        out,
+        "\n{} ports{}",
+        ports.ports.len(),
+        if ports.torn > 0 { format!(", {} changed while read", ports.torn) } else { String::new() }
+    )?;
+    writeln!(
+        out,
+        "{:<16} {:<20} {:<14} {:<22} {:>10} {:<5} {:>12} {:>12} {:<45} {:>10} {:>10}",
+        "PORT", "NAME", "DRIVER", "CONNECTED", "QUEUE", "BUSY", "IN", "OUT", "SOCKET (LOCAL -> PEER, STATE)", "SEND-Q", "RECV-Q"
+    )?;
+    for p in &ports.ports {
+        let owner = match &p.connected_name {
+            Some(n) => format!("{} {n}", p.connected),
+            None => p.connected.clone(),
+        };
+        let (socket, sendq, recvq) = match &p.socket {
+            Some(s) => (
+                format!(
+                    "{} -> {} {}",
+                    s.local.as_deref().unwrap_or("?"),
+                    s.peer.as_deref().unwrap_or("*"),
+                    s.state.unwrap_or("")
+                ),
+                s.send_queue.to_string(),
+                s.recv_queue.to_string(),
+            ),
+            None => (p.os_pid.map(|o| format!("os pid {o}")).unwrap_or_default(), String::new(), String::new()),
+        };
+        let name: String = p.name.chars().take(20).collect();
+        writeln!(
+            out,
+            "{:<16} {:<20} {:<14} {:<22} {:>10} {:<5} {:>12} {:>12} {:<45} {:>10} {:>10}",
+            p.id,
+            name,
+            p.driver,
+            owner,
+            p.queue_bytes,
+            if p.busy { "busy" } else { "" },
+            p.bytes_in,
+            p.bytes_out,
+            socket,
+            sendq,
+            recvq
         )?;
     }
     Ok(())

@@ -65,6 +65,10 @@ pub struct ProcessTableView {
     pub supervision: beam_probes::supervision::Tree,
     /// ETS tables, largest first.
     pub ets: EtsView,
+    /// The port table (sockets, spawned programs...), when asked for (`snapshot` reads it,
+    /// `top` does not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ports: Option<beam_probes::ports::PortSnapshot>,
 }
 
 /// The VM's ETS tables as people read them: each owner named.
@@ -208,5 +212,6 @@ pub fn read(target: &BeamTarget, symbolizer: &mut Symbolizer) -> Result<ProcessT
         supervision,
         processes,
         ets,
+        ports: None,
     })
 }
