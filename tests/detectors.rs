@@ -31,6 +31,11 @@ growth_ratio = 0.5
 min_new_highs = 3
 window = "20s"
 
+[detectors.port_queue]
+hold = "2s"
+enable_bytes = 100000
+disable_bytes = 10000
+
 [detectors.gc_storm]
 hold = "2s"
 enable_share = 0.3
@@ -163,6 +168,25 @@ fn ets_growth_names_the_table_and_its_owner() {
     assert!(objects > 0 && objects <= now["size"].parse().unwrap(), "objects {objects} vs the VM's {now:?}");
     let all = probe.findings();
     assert!(!all["active"].as_array().unwrap().iter().any(|f| f["kind"] == "memory_growth" && f["pid"] == leak["pid"]), "the table is not the process's heap: {all:#}");
+    let _ = probe.stop();
+}
+
+/// A TCP socket whose peer never reads, its sender blocked on the busy port: the finding names
+/// the port, the process connected to it (the alert's pid), the peer, and the bytes queued as
+/// `erlang:port_info(P, queue_size)` says.
+#[test]
+fn port_queue_names_a_stuck_socket_and_its_owner() {
+    let mut beam = Beam::start();
+    let r = beam.call("scope_ports:start()");
+    let client = r["client"].clone();
+    let (probe, _config) = attach(&beam, &[]);
+    let f = probe.wait_finding("port_queue", "firing", FIRE, |f| f["port"]["id"] == client.as_str());
+    assert_eq!(f["pid"], r["sender"].as_str(), "the connected process is the finding's process");
+    assert_eq!(f["port"]["name"], "tcp_inet");
+    assert_eq!(evidence(&f, "busy"), "true", "{f:#}");
+    assert_eq!(evidence(&f, "peer"), r["client_peer"].as_str());
+    let queue = beam.call(&format!("element(2, erlang:port_info(list_to_port(\"{client}\"), queue_size))"));
+    assert_eq!(evidence(&f, "queue_bytes"), queue["value"].as_str(), "the sender is blocked: the queue stands still");
     let _ = probe.stop();
 }
 

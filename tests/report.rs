@@ -298,6 +298,8 @@ fn the_dashboard_shows_the_live_views() {
     let mut beam = Beam::start();
     beam.call("scope_tree:start()");
     beam.call("scope_ets:start()");
+    let ports = beam.call("scope_ports:start()");
+    let client = ports["client"].replace('<', "&lt;").replace('>', "&gt;");
     beam.call("scope_record:parked(dash_box)");
     beam.call("scope_record:fill(dash_box, 3000)");
     beam.call("scope_calls:start(dash_server)");
@@ -318,7 +320,8 @@ fn the_dashboard_shows_the_live_views() {
     let outside: Vec<&String> = r.requests.iter().filter(|u| !u.starts_with(&origin)).collect();
     assert!(outside.is_empty(), "requests outside the probe: {outside:#?}");
     for (section, what) in [("sp-processes", "dash_box"), ("sp-processes", "3000"), ("sp-tree", "scope_tree_sup"), ("sp-servers", "dash_server"),
-        ("sp-ets", "scope_ets_set"), ("sp-ets", "scope_ets_owner"), ("sp-ets", ">1000<"), ("sp-ets", "ordered_set")] {
+        ("sp-ets", "scope_ets_set"), ("sp-ets", "scope_ets_owner"), ("sp-ets", ">1000<"), ("sp-ets", "ordered_set"),
+        ("sp-ports", client.as_str()), ("sp-ports", "tcp_inet"), ("sp-ports", "busy"), ("sp-ports", ports["client_peer"].as_str())] {
         let at = r.dom.find(&format!("id=\"{section}\"")).unwrap_or_else(|| panic!("no {section}: {}", r.dom));
         let body = &r.dom[at..];
         let body = &body[..body.find("</section>").unwrap()];

@@ -387,4 +387,16 @@ fn ports_match_port_info() {
     let text = String::from_utf8_lossy(&o.stdout);
     let line = text.lines().find(|l| l.starts_with(&format!("{} ", vm["client"]))).unwrap_or_else(|| panic!("no line for the client port: {text}"));
     assert!(line.contains("tcp_inet") && line.contains("busy") && line.contains(vm["client_peer"].as_str()), "{line}");
+
+    // top's fifth view: the stuck socket first (the fullest queue), busy, with its peer.
+    let cmd = format!("{} top --pid {} --interval 500ms", probe::binary().display(), beam.os_pid);
+    let tmux = Tmux::start(&cmd);
+    tmux.wait_for(|s| s.contains("REDS/S"));
+    for _ in 0..4 {
+        tmux.keys("Tab");
+    }
+    let screen = tmux.wait_for(|s| s.contains("KERNEL Q") && s.contains("tcp_inet"));
+    let first = screen.lines().find(|l| l.starts_with("#Port<")).unwrap_or_else(|| panic!("{screen}"));
+    assert!(first.starts_with(vm["client"].as_str()) && first.contains("busy") && first.contains(vm["client_peer"].as_str()), "{first}");
+    assert!(tmux.quit(), "q quits");
 }

@@ -132,6 +132,14 @@ fn port_id_decoder(t: &BuildTable, ports: &ProcessTable<'_>) -> Result<PidDecode
     Ok(PidDecoder::new(t.port_id, indexing))
 }
 
+/// Every open port of a VM now, the fullest queues first.
+pub fn of(target: &crate::BeamTarget) -> Result<PortSnapshot> {
+    target.require_port_table()?;
+    let mut snap = ports(&target.process_table(), target.port_table_address().unwrap_or(0))?;
+    snap.ports.sort_by(|a, b| b.queue_bytes.cmp(&a.queue_bytes).then(a.number.cmp(&b.number)));
+    Ok(snap)
+}
+
 /// Takes a snapshot of every open port. `port_table` is the runtime address of the port
 /// table (`BeamTarget::port_table_address`); `table` reads the process table (connected
 /// processes' names).

@@ -124,6 +124,8 @@ pub struct TableRead {
     pub waits: Vec<(u64, Vec<u64>)>,
     /// The ETS tables at the same moment (`None` when they could not be read).
     pub ets: Option<beam_probes::ets::EtsSnapshot>,
+    /// The ports at the same moment, the fullest queues first (`None`: not read).
+    pub ports: Option<beam_probes::ports::PortSnapshot>,
 }
 
 pub type SharedTableRead = Arc<TableRead>;

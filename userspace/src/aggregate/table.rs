@@ -12,6 +12,8 @@ pub struct TableState {
     pub torn_total: u64,
     /// ETS tables skipped as torn, over every read so far.
     pub ets_torn_total: u64,
+    /// Ports skipped as torn, over every read so far.
+    pub ports_torn_total: u64,
     /// Reads so far.
     pub reads: u64,
 }
@@ -20,6 +22,7 @@ impl Sink for TableState {
     fn table(&mut self, read: &SharedTableRead) {
         self.torn_total += read.snapshot.as_ref().map_or(0, |s| s.torn);
         self.ets_torn_total += read.ets.as_ref().map_or(0, |e| e.torn);
+        self.ports_torn_total += read.ports.as_ref().map_or(0, |p| p.torn);
         self.reads += 1;
         self.latest = Some(read.clone());
     }

@@ -63,17 +63,8 @@ fn view(args: &SnapshotArgs, pid: u32) -> Result<process_view::ProcessTableView>
     view.processes.sort_by(|a, b| b.message_queue_len.cmp(&a.message_queue_len).then(a.number.cmp(&b.number)));
     // The ports too (every one: OTP's own are few). A port table that cannot be read is
     // said, and the process table still shown.
-    let read_ports = target.require_port_table().map_err(anyhow::Error::from).and_then(|()| {
-        let addr = target.port_table_address().unwrap_or(0);
-        beam_probes::ports::ports(&target.process_table(), addr).map_err(anyhow::Error::from)
-    });
-    match read_ports {
-        Ok(mut ports) => {
-            // Fullest queues first, then by number.
-            ports.ports.sort_by(|a, b| b.queue_bytes.cmp(&a.queue_bytes).then(a.number.cmp(&b.number)));
-            view.ports = Some(ports);
-        }
-        Err(e) => eprintln!("scope-probe: warning: pid {pid}: ports not read: {e:#}"),
+    if let Some(e) = &view.ports_error {
+        eprintln!("scope-probe: warning: pid {pid}: ports not read: {e}");
     }
     Ok(view)
 }

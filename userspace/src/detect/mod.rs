@@ -18,6 +18,7 @@ pub mod hot;
 pub mod long_schedule;
 pub mod mailbox;
 pub mod memory;
+pub mod port_queue;
 pub mod saturation;
 pub mod settings;
 
@@ -42,6 +43,7 @@ pub enum Kind {
     MailboxBuildup,
     MemoryGrowth,
     EtsGrowth,
+    PortQueue,
     GcStorm,
     SchedulerSaturation,
     LongSchedule,
@@ -51,10 +53,11 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::MailboxBuildup,
         Kind::MemoryGrowth,
         Kind::EtsGrowth,
+        Kind::PortQueue,
         Kind::GcStorm,
         Kind::SchedulerSaturation,
         Kind::LongSchedule,
@@ -69,6 +72,7 @@ impl Kind {
             Kind::MailboxBuildup => "mailbox_buildup",
             Kind::MemoryGrowth => "memory_growth",
             Kind::EtsGrowth => "ets_growth",
+            Kind::PortQueue => "port_queue",
             Kind::GcStorm => "gc_storm",
             Kind::SchedulerSaturation => "scheduler_saturation",
             Kind::LongSchedule => "long_schedule",
@@ -119,6 +123,8 @@ pub enum Subject {
     Group(Vec<u64>),
     /// An ETS table (its name and id) and its owner's pid term.
     Table { name: String, id: String, owner: u64 },
+    /// A port (`#Port<0.N>`, its name) and the process connected to it.
+    Port { id: String, name: String, connected: Option<u64> },
 }
 
 /// What a detector sees now for one subject.
@@ -194,6 +200,15 @@ pub struct TableRef {
     pub id: String,
 }
 
+/// A port a finding is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PortRef {
+    /// `#Port<0.N>`.
+    pub id: String,
+    /// `port_info(P, name)`: the driver's name or the command spawned.
+    pub name: String,
+}
+
 /// A finding, as `/api/findings`, the metrics and the alerts show it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Finding {
@@ -207,6 +222,9 @@ pub struct Finding {
     /// The ETS table, when it is about one (its owner is `pid`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub table: Option<TableRef>,
+    /// The port, when it is about one (the process connected to it is `pid`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<PortRef>,
     /// Every process it is about (a cycle, a deadlock).
     pub processes: Vec<Named>,
     pub value: f64,
@@ -333,11 +351,16 @@ impl Findings {
                 Subject::Process(p) => vec![*p],
                 Subject::Group(g) => g.clone(),
                 Subject::Table { owner, .. } => vec![*owner],
+                Subject::Port { connected, .. } => connected.iter().copied().collect(),
             };
-            // A table's finding is about its owner too: alerts carry the owner as `pid`.
-            let about_one = matches!(o.subject, Subject::Process(_) | Subject::Table { .. });
+            // A table's or a port's finding is about its owner too: alerts carry it as `pid`.
+            let about_one = matches!(o.subject, Subject::Process(_) | Subject::Table { .. } | Subject::Port { .. });
             let table = match &o.subject {
                 Subject::Table { name, id, .. } => Some(TableRef { name: name.clone(), id: id.clone() }),
+                _ => None,
+            };
+            let port = match &o.subject {
+                Subject::Port { id, name, .. } => Some(PortRef { id: id.clone(), name: name.clone() }),
                 _ => None,
             };
             let named: Vec<Named> = processes.iter().map(|p| Named { pid: names.pid(*p), name: names.name(*p) }).collect();
@@ -372,6 +395,7 @@ impl Findings {
                         pid: named.first().filter(|_| about_one).map(|n| n.pid.clone()),
                         name: named.first().filter(|_| about_one).map(|n| n.name.clone()),
                         table,
+                        port,
                         processes: named,
                         value: o.value,
                         summary: o.summary,
@@ -432,6 +456,9 @@ impl Detectors {
         }
         if s.memory_growth.enabled {
             detectors.push(Box::new(memory::MemoryGrowth::new(s.memory_growth.clone())));
+        }
+        if s.port_queue.enabled {
+            detectors.push(Box::new(port_queue::PortQueue::new(s.port_queue.clone())));
         }
         if s.ets_growth.enabled {
             detectors.push(Box::new(ets_growth::EtsGrowth::new(s.ets_growth.clone())));

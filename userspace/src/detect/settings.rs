@@ -62,6 +62,16 @@ settings! {
 }
 
 settings! {
+    /// A port that is busy or whose queue fills (a socket whose peer does not read).
+    PortQueue {
+        /// Fires when a port's queue holds this many bytes, or its driver says busy...
+        enable_bytes: u64;
+        /// ...and stays firing until it is not busy and holds less than this.
+        disable_bytes: u64;
+    }
+}
+
+settings! {
     /// Garbage collection taking a large share of the schedulers' time.
     GcStorm {
         /// Fires when this share of scheduler samples is in the collector...
@@ -158,6 +168,12 @@ impl Default for Memory {
     }
 }
 
+impl Default for PortQueue {
+    fn default() -> Self {
+        PortQueue { enabled: true, hold: Duration::from_secs(30), clear: Duration::from_secs(60), enable_bytes: 1 << 20, disable_bytes: 64 << 10 }
+    }
+}
+
 impl Default for GcStorm {
     fn default() -> Self {
         GcStorm {
@@ -236,6 +252,7 @@ pub struct Settings {
     pub memory_growth: Memory,
     /// An ETS table whose memory keeps growing: the same test as a process's memory.
     pub ets_growth: Memory,
+    pub port_queue: PortQueue,
     pub gc_storm: GcStorm,
     pub scheduler_saturation: SchedulerSaturation,
     pub long_schedule: LongSchedule,
@@ -258,6 +275,7 @@ impl Settings {
             Kind::MailboxBuildup => (self.mailbox_buildup.hold, self.mailbox_buildup.clear),
             Kind::MemoryGrowth => (self.memory_growth.hold, self.memory_growth.clear),
             Kind::EtsGrowth => (self.ets_growth.hold, self.ets_growth.clear),
+            Kind::PortQueue => (self.port_queue.hold, self.port_queue.clear),
             Kind::GcStorm => (self.gc_storm.hold, self.gc_storm.clear),
             Kind::SchedulerSaturation => (self.scheduler_saturation.hold, self.scheduler_saturation.clear),
             Kind::LongSchedule => (self.long_schedule.hold, self.long_schedule.clear),

@@ -65,10 +65,12 @@ pub struct ProcessTableView {
     pub supervision: beam_probes::supervision::Tree,
     /// ETS tables, largest first.
     pub ets: EtsView,
-    /// The port table (sockets, spawned programs...), when asked for (`snapshot` reads it,
-    /// `top` does not).
+    /// The port table (sockets, spawned programs...), the fullest queues first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ports: Option<beam_probes::ports::PortSnapshot>,
+    /// Why the port table could not be read, when it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ports_error: Option<String>,
 }
 
 /// The VM's ETS tables as people read them: each owner named.
@@ -168,6 +170,10 @@ pub fn read(target: &BeamTarget, symbolizer: &mut Symbolizer) -> Result<ProcessT
     let supervision = beam_probes::supervision::Tree::of_records(&snap.processes);
     let ets_read = beam_probes::ets::of(target).map_err(|e| e.to_string());
     let ets = EtsView::of(ets_read.as_ref().map_err(Clone::clone), &snap.processes);
+    let (ports, ports_error) = match beam_probes::ports::of(target) {
+        Ok(p) => (Some(p), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
     let processes = snap
         .processes
         .into_iter()
@@ -212,6 +218,7 @@ pub fn read(target: &BeamTarget, symbolizer: &mut Symbolizer) -> Result<ProcessT
         supervision,
         processes,
         ets,
-        ports: None,
+        ports,
+        ports_error,
     })
 }

@@ -122,6 +122,10 @@ fn alert(s: &AlertSettings, f: &Finding, ends: SystemTime) -> Value {
         labels.insert("table".into(), t.name.clone());
         labels.insert("table_id".into(), t.id.clone());
     }
+    if let Some(p) = &f.port {
+        labels.insert("port".into(), p.id.clone());
+        labels.insert("port_name".into(), p.name.chars().take(64).collect());
+    }
     let description: Vec<String> = f.evidence.iter().map(|e| format!("{}: {}", e.what, e.value)).collect();
     let mut annotations = json!({ "summary": f.summary, "description": description.join("\n") });
     if let Some(path) = &f.recording {

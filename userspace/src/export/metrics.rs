@@ -25,6 +25,7 @@ use crate::export::alertmanager::AlertStats;
 use crate::export::PidNames;
 use beam_probes::roles::Role;
 use beam_probes::ets::{EtsSnapshot, EtsTable};
+use beam_probes::ports::PortSnapshot;
 use beam_probes::snapshot::{ProcessRecord, Snapshot};
 use std::sync::atomic::Ordering;
 
@@ -126,6 +127,9 @@ pub fn render(agg: &Aggregator, input: ScrapeInput<'_>) -> String {
     );
     if let Some(snap) = latest.and_then(|l| l.snapshot.as_ref()) {
         render_snapshot(&mut r, snap, &label);
+    }
+    if let Some(ports) = latest.and_then(|l| l.ports.as_ref()) {
+        render_ports(&mut r, ports, &label);
     }
     if let Some(ets) = latest.and_then(|l| l.ets.as_ref()) {
         let procs = latest.and_then(|l| l.snapshot.as_ref()).map_or(&[][..], |s| &s.processes[..]);
@@ -309,6 +313,7 @@ pub fn render(agg: &Aggregator, input: ScrapeInput<'_>) -> String {
         input.table.torn_total,
     );
     counter(&mut r, "scope_probe_ets_torn_tables", "ETS tables skipped because they changed while being read", input.table.ets_torn_total);
+    counter(&mut r, "scope_probe_ports_torn", "Ports skipped because they changed while being read", input.table.ports_torn_total);
 
     let mut out = String::new();
     // Writing to a String cannot fail.
@@ -573,6 +578,31 @@ fn render_ets(r: &mut Registry, ets: &EtsSnapshot, procs: &[ProcessRecord], labe
     };
     top("beam_top_ets_table_memory_bytes", "Memory of the 10 ETS tables holding the most (in bytes)", &|t| t.memory_bytes);
     top("beam_top_ets_table_size", "Objects in the 10 ETS tables holding the most", &|t| t.size);
+}
+
+/// Metrics read from the port table (no probe in the VM): counts, queues, busy ports.
+fn render_ports(r: &mut Registry, ports: &PortSnapshot, label: &dyn Fn(u64) -> (String, String)) {
+    gauge(r, "beam_ports", "Open ports (sockets, spawned programs, drivers)", ports.ports.len() as i64);
+    let queued: u64 = ports.ports.iter().map(|p| p.queue_bytes).sum();
+    gauge(r, "beam_ports_queued_bytes", "Bytes queued in all ports' driver queues (port_info(P, queue_size))", queued as i64);
+    gauge(r, "beam_ports_busy", "Ports whose driver says busy: processes sending to them are suspended", ports.ports.iter().filter(|p| p.busy).count() as i64);
+    let family = Family::<Labels, Gauge>::default();
+    for p in ports.ports.iter().filter(|p| p.queue_bytes > 0 || p.busy).take(TOP_N) {
+        let (connected, name) = match p.connected_pid {
+            Some(pid) => label(pid.term),
+            None => (p.connected.clone(), String::new()),
+        };
+        let peer = p.socket.as_ref().and_then(|s| s.peer.clone()).unwrap_or_default();
+        let labels = vec![
+            ("port".into(), p.id.clone()),
+            ("port_name".into(), p.name.chars().take(64).collect()),
+            ("connected".into(), connected),
+            ("connected_name".into(), p.connected_name.clone().unwrap_or(name)),
+            ("peer".into(), peer),
+        ];
+        family.get_or_create(&labels).set(p.queue_bytes as i64);
+    }
+    r.register("beam_top_port_queue_bytes", "Bytes queued in the 10 ports with the fullest queues (and busy ones)", family);
 }
 
 /// One exposition of several VMs' renderings: each family once (its HELP, TYPE and UNIT from

@@ -46,7 +46,8 @@ pub fn read_table(target: &BeamTarget, symbolizer: Option<&mut Symbolizer>) -> T
     let processes = snapshot.iter().flat_map(|s| s.processes.iter().zip(&current)).map(|(p, f)| (p.term, p.status, f.as_ref()));
     let waits = call_waits(target, processes);
     let ets = beam_probes::ets::of(target).ok();
-    TableRead { vm: target.pid, ts_ns, snapshot, current, waits, ets }
+    let ports = beam_probes::ports::of(target).ok();
+    TableRead { vm: target.pid, ts_ns, snapshot, current, waits, ets, ports }
 }
 
 /// Callers blocked in a call (waiting, in one of the build's call-wait functions), each with the

@@ -104,6 +104,8 @@ enum View {
     Tree,
     /// ETS tables, largest first.
     Ets,
+    /// Ports and sockets, the fullest queues first.
+    Ports,
 }
 
 impl View {
@@ -112,7 +114,8 @@ impl View {
             View::Processes => View::Servers,
             View::Servers => View::Tree,
             View::Tree => View::Ets,
-            View::Ets => View::Processes,
+            View::Ets => View::Ports,
+            View::Ports => View::Processes,
         }
     }
 }
@@ -622,6 +625,66 @@ impl App {
         self.styled(Table::new(rows, widths), header, focused)
     }
 
+    /// The ports, the fullest queues first: who is connected, what waits in the VM's queue and,
+    /// for a socket, in the kernel's (`/` filters by name, driver, process or address).
+    fn ports_table(&self, vm: &Vm, focused: bool) -> Table<'static> {
+        let Some(view) = &vm.view else {
+            return self.styled(Table::new(Vec::<Row>::new(), [Constraint::Min(10)]), Row::new(["no table read yet"]), focused);
+        };
+        let Some(ports) = &view.ports else {
+            let why = view.ports_error.as_deref().unwrap_or("not read");
+            return self.styled(Table::new(Vec::<Row>::new(), [Constraint::Min(10)]), Row::new([format!("ports not read: {why}")]), focused);
+        };
+        let filter = self.filter.to_lowercase();
+        let rows: Vec<Row> = ports
+            .ports
+            .iter()
+            .map(|p| {
+                let owner = format!("{} {}", p.connected, p.connected_name.as_deref().unwrap_or(""));
+                let socket = p.socket.as_ref().map(|s| {
+                    format!("{} → {} {}", s.local.as_deref().unwrap_or("?"), s.peer.as_deref().unwrap_or("*"), s.state.unwrap_or(""))
+                });
+                (p, owner, socket)
+            })
+            .filter(|(p, owner, socket)| {
+                filter.is_empty()
+                    || [p.name.as_str(), p.driver.as_str(), owner.as_str(), socket.as_deref().unwrap_or("")]
+                        .iter()
+                        .any(|t| t.to_lowercase().contains(&filter))
+            })
+            .map(|(p, owner, socket)| {
+                let style = if p.busy || p.busy_queue { Style::new().red().bold() } else if p.queue_bytes > 0 { Style::new().yellow() } else { Style::new() };
+                Row::new(vec![
+                    p.id.clone(),
+                    p.name.clone(),
+                    p.driver.clone(),
+                    owner,
+                    crate::units::bytes(p.queue_bytes),
+                    if p.busy { "busy".into() } else { String::new() },
+                    crate::units::bytes(p.bytes_in),
+                    crate::units::bytes(p.bytes_out),
+                    socket.unwrap_or_else(|| p.os_pid.map(|o| format!("os pid {o}")).unwrap_or_default()),
+                    p.socket.as_ref().map(|s| crate::units::bytes(s.send_queue)).unwrap_or_default(),
+                ])
+                .style(style)
+            })
+            .collect();
+        let widths = [
+            Constraint::Length(16),
+            Constraint::Length(20),
+            Constraint::Length(12),
+            Constraint::Length(30),
+            Constraint::Length(10),
+            Constraint::Length(5),
+            Constraint::Length(10),
+            Constraint::Length(10),
+            Constraint::Min(30),
+            Constraint::Length(10),
+        ];
+        let header = Row::new(["PORT", "NAME", "DRIVER", "CONNECTED", "QUEUE", "BUSY", "IN", "OUT", "SOCKET (LOCAL → PEER)", "KERNEL Q"]);
+        self.styled(Table::new(rows, widths), header, focused)
+    }
+
     /// How Erlang prints a pid of this VM's table (the table's own text; `?` for a process gone).
     fn pid_text(&self, vm: &Vm, term: u64) -> String {
         vm.view.as_ref().and_then(|v| v.processes.iter().find(|p| p.term == term)).map_or_else(|| vm.target.format_pid(term), |p| p.pid.clone())
@@ -683,9 +746,15 @@ impl App {
             )
         } else if self.view == View::Ets {
             format!(
-                " ETS tables, largest first; GROWTH: bytes per second since the last refresh · / filter{} · a {} OTP's · tab processes · q quit{}",
+                " ETS tables, largest first; GROWTH: bytes per second since the last refresh · / filter{} · a {} OTP's · tab ports · q quit{}",
                 if self.filter.is_empty() { String::new() } else { format!(" [{}]", self.filter) },
                 if self.show_system { "hide" } else { "show" },
+                if several { " · ←/→ node" } else { "" }
+            )
+        } else if self.view == View::Ports {
+            format!(
+                " ports, the fullest queues first (red: busy); KERNEL Q: a socket's bytes the peer has not taken · / filter{} · tab processes · q quit{}",
+                if self.filter.is_empty() { String::new() } else { format!(" [{}]", self.filter) },
                 if several { " · ←/→ node" } else { "" }
             )
         } else if self.view == View::Servers {
@@ -717,6 +786,7 @@ impl App {
                 View::Servers => self.servers_table(&self.vms[i], focused),
                 View::Tree => self.tree_table(&self.vms[i], focused),
                 View::Ets => self.ets_table(&self.vms[i], focused),
+                View::Ports => self.ports_table(&self.vms[i], focused),
                 View::Processes => self.table(&self.vms[i], &rows, focused),
             };
             let area = if several {
