@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::builds::{BuildTable, EtsLayout};
 use crate::error::Result;
 use crate::proctab::ProcessTable;
-use crate::snapshot::u64_at;
+use crate::snapshot::{u32_at, u64_at};
 use crate::terms::{Pid, PidDecoder};
 
 /// Tables walked per scheduler list beyond its count (tables created while we walk).
@@ -111,11 +111,6 @@ fn header_span(l: &EtsLayout) -> u64 {
 
 fn i64_at(buf: &[u8], off: u64) -> i64 {
     u64_at(buf, off) as i64
-}
-
-fn u32_at(buf: &[u8], off: u64) -> u32 {
-    let o = off as usize;
-    buf.get(o..o + 4).map_or(0, |b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])))
 }
 
 /// Every table of a VM now: the normal schedulers' data from the build's global array, their

@@ -421,15 +421,17 @@ async fn flamegraph(State(vms): State<Arc<Vms>>) -> Response {
     match svg {
         Ok(Ok(svg)) => ([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response(),
         // Still an image (the dashboard shows it as one), saying why there is no graph.
-        Ok(Err(e)) => {
-            let text = format!("{e:#}").replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
-            let svg = format!(
-                "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"1200\" height=\"40\"><text x=\"10\" y=\"25\" font-family=\"sans-serif\" font-size=\"14\">{text}</text></svg>"
-            );
-            ([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response()
-        }
+        Ok(Err(e)) => ([(header::CONTENT_TYPE, "image/svg+xml")], message_svg(&format!("{e:#}"))).into_response(),
         Err(e) => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }
+}
+
+/// An image that says why there is no graph (the dashboard shows the graphs as images).
+fn message_svg(text: &str) -> String {
+    let text = text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"1200\" height=\"40\"><text x=\"10\" y=\"25\" font-family=\"sans-serif\" font-size=\"14\">{text}</text></svg>"
+    )
 }
 
 /// Who sent to whom in one VM (`?os_pid=`, else the first) since attach, as counted by the
@@ -460,7 +462,7 @@ async fn flow(State(vms): State<Arc<Vms>>, axum::extract::RawQuery(q): axum::ext
             (short, if name.is_empty() { n.pid(pid) } else { format!("{} {name}", n.pid(pid)) })
         };
         if g.edges.is_empty() {
-            return "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"900\" height=\"40\"><text x=\"10\" y=\"25\" font-family=\"sans-serif\" font-size=\"14\">no message between processes seen yet (the send hook attaches in windows in adaptive mode)</text></svg>".to_owned();
+            return message_svg("no message between processes seen yet (the send hook attaches in windows in adaptive mode)");
         }
         crate::export::report::flow::svg(&g, &rate, &names, &|pid| n.pid(pid))
     })
