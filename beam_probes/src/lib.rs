@@ -50,6 +50,7 @@ pub mod target;
 pub mod terms;
 pub mod threads;
 pub mod usdt;
+pub mod vm_memory;
 
 pub use builds::BuildTable;
 pub use capability::Capability;

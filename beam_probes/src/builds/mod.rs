@@ -309,6 +309,15 @@ pub struct GlobalSymbols {
     pub run_queue_count: &'static str,
     /// `ErlNode *erts_this_node`: this VM's node (its name, see [`NodeLayout`]).
     pub this_node: &'static str,
+    /// What `erlang:memory()` adds up (erl_alloc.c, all exported): `ErtsAllocatorInfo_t
+    /// erts_allctrs_info[]` and `ErtsAllocatorThrSpec_t erts_allctr_thr_spec[]` (the allocator
+    /// instances, see [`AllocLayout`]), `Uint erts_total_code_size` (loaded code, which the JIT
+    /// maps outside the allocators) and `erts_atomic_t erts_ets_misc_mem_size` (ETS memory
+    /// outside ets_alloc).
+    pub allocators: &'static str,
+    pub allocator_instances: &'static str,
+    pub total_code_size: &'static str,
+    pub ets_misc_memory: &'static str,
 }
 
 /// Pids of other nodes as the distribution hooks see them (dist.c, erl_term.h).
@@ -547,6 +556,65 @@ pub struct JitRecordLayout {
     pub line_info_size: u64,
 }
 
+/// The memory allocators as `erlang:memory()` reads them (`erts_memory`, `alcu_size` in
+/// erl_alloc.c; `erts_alcu_current_size`/`erts_alcu_foreign_size` in erl_alloc_util.c): each
+/// allocator type has one instance (`ErtsAllocatorInfo_t.extra`) or one per scheduler
+/// (`thr_spec`: `ErtsAllocatorThrSpec_t.allctr[size]`); each instance (`Allctr_t`) counts the
+/// bytes of the blocks it holds per allocator type, in its multiblock and singleblock carriers
+/// and in the carriers it gave to the pool (carriers migrate between instances and types, so
+/// a type's bytes are summed over every instance). Only counters: never a block is read.
+#[derive(Debug, Clone, Copy)]
+pub struct AllocLayout {
+    /// `ErtsAllocatorInfo_t`: its size and `alloc_util`, `enabled`, `thr_spec` (ints) and
+    /// `extra` (the `Allctr_t *` of a single instance).
+    pub info_size: u64,
+    pub info_alloc_util: u64,
+    pub info_enabled: u64,
+    pub info_thr_spec: u64,
+    pub info_extra: u64,
+    /// `ErtsAllocatorThrSpec_t`: its size, `size` (an int: instances) and `allctr` (`Allctr_t **`).
+    pub thr_spec_size: u64,
+    pub thr_spec_count: u64,
+    pub thr_spec_instances: u64,
+    /// In `Allctr_t`: `mbcs.blocks` and `sbcs.blocks` (a `BlockStats_t` per allocator type from
+    /// `ERTS_ALC_A_MIN`), `sizeof(BlockStats_t)` and `curr.size` in it.
+    pub mbcs_blocks: u64,
+    pub sbcs_blocks: u64,
+    pub block_stats_size: u64,
+    pub block_curr_size: u64,
+    /// `cpool.util_limit` (non-zero: the carrier pool is on) and `cpool.stat.blocks_size` (an
+    /// atomic per allocator type: bytes of blocks in pooled carriers).
+    pub cpool_util_limit: u64,
+    pub cpool_blocks_size: u64,
+    /// `fix` (`ErtsAlcFixList_t *`, one per fixed-size type, fix_alloc only), its size,
+    /// `type_size`, and the `allocated`/`used` counts with the pool on (`u.cpool`) and off
+    /// (`u.nocpool`).
+    pub fix: u64,
+    pub fix_size: u64,
+    pub fix_type_size: u64,
+    pub fix_cpool_allocated: u64,
+    pub fix_cpool_used: u64,
+    pub fix_nocpool_allocated: u64,
+    pub fix_nocpool_used: u64,
+    /// `ErtsPTab.r.o.free_id_data`: when set, the process table keeps a 4-byte free-id slot
+    /// beside each element pointer (`erts_ptab_mem_size`).
+    pub ptab_free_id_data: u64,
+    /// Not in DWARF (the generated erl_alloc_types.h): the last allocator type
+    /// (`ERTS_ALC_A_MAX`; `ERTS_ALC_A_MIN` is 1) and the types `erts_memory` treats apart.
+    pub max_type: u64,
+    pub temporary: u64,
+    pub eheap: u64,
+    pub ets: u64,
+    pub fixed_size: u64,
+    pub binary: u64,
+    pub test: u64,
+    /// Not in DWARF: `ERTS_ALC_NO_FIXED_SIZES`, and the fixed-size types counted as
+    /// processes' memory (`PROC`, `MSG_REF`, `LL_PTIMER`, `HL_PTIMER`, `BIF_TIMER`,
+    /// `MONITOR`, `LINK`) as indices from `ERTS_ALC_N_MIN_A_FIXED_SIZE`.
+    pub fixed_sizes: u64,
+    pub process_fixed_types: &'static [u64],
+}
+
 #[derive(Debug, Clone)]
 pub struct BuildTable {
     /// Short stable name, printed at attach and in `scope_probe_build_info`.
@@ -587,6 +655,7 @@ pub struct BuildTable {
     pub dist: DistLayout,
     pub alias: AliasLayout,
     pub ets: EtsLayout,
+    pub alloc: AllocLayout,
     pub threads: ThreadNames,
     pub jit: JitConventions,
 }

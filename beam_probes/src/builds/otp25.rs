@@ -6,7 +6,7 @@
 
 use crate::builds::{
     BuildTable, GlobalSymbols, JitConventions, JitRecordLayout, OTP_PROCESSES, ProcDictLayout, ProcessLayout,
-    AliasLayout, DistLayout, EtsFlags, EtsLayout, MonitorLayout, NodeLayout, PortLayout, ProcessStatusFlags, PtabLayout, RegProcLayout, Register, RunQueueLayout, SchedulerLayout, SignalQueueLayout, SleepFlags,
+    AliasLayout, AllocLayout, DistLayout, EtsFlags, EtsLayout, MonitorLayout, NodeLayout, PortLayout, ProcessStatusFlags, PtabLayout, RegProcLayout, Register, RunQueueLayout, SchedulerLayout, SignalQueueLayout, SleepFlags,
     TermLayout, ThreadNames,
 };
 use crate::capability::Capability;
@@ -136,6 +136,11 @@ pub static DEBIAN12_OTP25: BuildTable = BuildTable {
         run_queue_count: "erts_no_run_queues",
         // erl_node_tables.c, exported.
         this_node: "erts_this_node",
+        // erl_alloc.c, erl_alloc_util.c, beam_load.c, erl_db.c: exported.
+        allocators: "erts_allctrs_info",
+        allocator_instances: "erts_allctr_thr_spec",
+        total_code_size: "erts_total_code_size",
+        ets_misc_memory: "erts_ets_misc_mem_size",
     },
     // From `struct process` in erl_process.h (25.2.3, no dynamic trace): heap_sz, i, reds,
     // sig_qs.len and sig_inq.len validated live; the old heap, mbuf_sz and state follow from the
@@ -408,6 +413,42 @@ pub static DEBIAN12_OTP25: BuildTable = BuildTable {
             read_concurrency: 1 << 10,
             named_table: 1 << 11,
         },
+    },
+    // erl_alloc.h / erl_alloc_util.h (DWARF of Debian's 25.2.3 source, the same in 27 and 29);
+    // the allocator numbers from the generated erl_alloc_types.h (the same in 25, 27, 29: the
+    // fixed-size types are numbered from 197, 201 and 210, in the same order).
+    alloc: AllocLayout {
+        info_size: 24,
+        info_alloc_util: 0,
+        info_enabled: 4,
+        info_thr_spec: 8,
+        info_extra: 16,
+        thr_spec_size: 24,
+        thr_spec_count: 12,
+        thr_spec_instances: 16,
+        mbcs_blocks: 0x720,
+        sbcs_blocks: 0x490,
+        block_stats_size: 48,
+        block_curr_size: 8,
+        cpool_util_limit: 0x1a0,
+        cpool_blocks_size: 0x1c8,
+        fix: 0x3a8,
+        fix_size: 64,
+        fix_type_size: 0,
+        fix_cpool_allocated: 32,
+        fix_cpool_used: 40,
+        fix_nocpool_allocated: 40,
+        fix_nocpool_used: 48,
+        ptab_free_id_data: 200,
+        max_type: 12,
+        temporary: 2,
+        eheap: 6,
+        ets: 7,
+        fixed_size: 8,
+        binary: 10,
+        test: 12,
+        fixed_sizes: 15,
+        process_fixed_types: &[0, 2, 3, 4, 5, 11, 12],
     },
     // erl_process.c (erts_start_schedulers): "%lu_scheduler", "%d_dirty_cpu_scheduler",
     // "%d_dirty_io_scheduler", "%d_aux", "%d_poller"; erl_async.c: "async_%d"; the

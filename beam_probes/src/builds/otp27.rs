@@ -171,6 +171,7 @@ pub static DEBIAN13_OTP27: BuildTable = BuildTable {
     // The scheduler's table list moved into a union (`u.ets_tables`); magic_binary grew before
     // `refn` (DWARF of Debian 13's source). The status bits and counters are 25's.
     ets: EtsLayout { scheduler_list: 41760, scheduler_count: 41752, refn: 40, ..DEBIAN12_OTP25.ets },
+    alloc: DEBIAN12_OTP25.alloc,
     monitor: MonitorLayout { monitors: 56, links: 40, other_item: 32, flags: 44, type_field: 46, ..DEBIAN12_OTP25.monitor },
     // erl_process.c (OTP 26+): "erts_sched_%d", "erts_dcpus_%d", "erts_dios_%d",
     // "erts_aux_%d", "erts_poll_%d"; erl_async.c: "erts_async_%d"; the dispatchers

@@ -53,6 +53,7 @@ pub static DEBIAN_FORKY_OTP29: BuildTable = BuildTable {
     // The scheduler's table list moved (DWARF of Debian's forky source); the rest of ETS is 27's
     // (`counters.is_decentralized` became a bool: read as its first byte on every build).
     ets: EtsLayout { scheduler_list: 41784, scheduler_count: 41776, ..DEBIAN13_OTP27.ets },
+    alloc: DEBIAN13_OTP27.alloc,
     // ErtsRunQueue lost fields before `len` (DWARF of Debian's forky source).
     run_queue: RunQueueLayout { aligned_size: 384, len: 164 },
     // bif.c do_send: a send to an alias (and a priority message to a pid) goes through

@@ -104,6 +104,23 @@ fn table(out: &mut impl Write, view: &process_view::ProcessTableView) -> Result<
     if let Some(ports) = &view.ports {
         ports_table(out, ports)?;
     }
+    memory_table(out, view)?;
+    Ok(())
+}
+
+/// Memory by kind, as `erlang:memory()` groups it, each kind's share of the total.
+fn memory_table(out: &mut impl Write, view: &process_view::ProcessTableView) -> Result<()> {
+    writeln!(out)?;
+    let Some(m) = &view.memory else {
+        writeln!(out, "Memory: not read ({})", view.memory_error.as_deref().unwrap_or("unknown"))?;
+        return Ok(());
+    };
+    writeln!(out, "Memory (as erlang:memory() groups it)")?;
+    writeln!(out, "{:<16} {:>14} {:>7}", "KIND", "BYTES", "SHARE")?;
+    for (kind, bytes) in process_view::memory_kinds(m) {
+        let share = if m.total > 0 { format!("{:.1}%", bytes as f64 * 100.0 / m.total as f64) } else { String::new() };
+        writeln!(out, "{kind:<16} {bytes:>14} {share:>7}")?;
+    }
     Ok(())
 }
 

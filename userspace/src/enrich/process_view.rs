@@ -71,6 +71,12 @@ pub struct ProcessTableView {
     /// Why the port table could not be read, when it could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ports_error: Option<String>,
+    /// Memory by kind, as `erlang:memory()` groups it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<beam_probes::vm_memory::VmMemory>,
+    /// Why the memory could not be read, when it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_error: Option<String>,
 }
 
 /// The VM's ETS tables as people read them: each owner named.
@@ -174,6 +180,10 @@ pub fn read(target: &BeamTarget, symbolizer: &mut Symbolizer) -> Result<ProcessT
         Ok(p) => (Some(p), None),
         Err(e) => (None, Some(e.to_string())),
     };
+    let (memory, memory_error) = match beam_probes::vm_memory::of(target) {
+        Ok(m) => (Some(m), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
     let processes = snap
         .processes
         .into_iter()
@@ -220,5 +230,21 @@ pub fn read(target: &BeamTarget, symbolizer: &mut Symbolizer) -> Result<ProcessT
         ets,
         ports,
         ports_error,
+        memory,
+        memory_error,
     })
+}
+
+/// The kinds of memory in the order `erlang:memory()` lists them, named as it names them
+/// (`code_loaded`: the part of `code` every build lets scope-probe read).
+pub fn memory_kinds(m: &beam_probes::vm_memory::VmMemory) -> [(&'static str, u64); 7] {
+    [
+        ("total", m.total),
+        ("processes", m.processes),
+        ("processes_used", m.processes_used),
+        ("system", m.system),
+        ("binary", m.binary),
+        ("ets", m.ets),
+        ("code_loaded", m.code_loaded),
+    ]
 }

@@ -1,0 +1,173 @@
+//! The VM's memory by kind, as `erlang:memory()` groups it, read from outside: the allocators'
+//! own counters (each instance counts the bytes of the blocks it holds, per allocator type),
+//! the process table's size and the loaded code's size, added up the way `erts_memory`
+//! (erl_alloc.c) adds them. Only counters are read, never a block. The counters change while
+//! they are read (no lock is taken): a sum is as consistent as `erlang:memory()` without its
+//! thread-progress block, which moves by a block or two.
+//!
+//! What is exact from the exported data of every build: total, processes (and processes_used),
+//! system, ets, binary. Atoms and code are kept in static variables of atom.c, module.c,
+//! export.c and beam_ranges.c, which a stripped build does not name: `code_loaded` is the part
+//! every build exports (the JIT's loaded code, about 70% of `code` in a booted VM), and the
+//! atom and code kinds are not given.
+
+use serde::Serialize;
+
+use crate::builds::AllocLayout;
+use crate::error::{Error, Result};
+use crate::memory::RemoteMemory;
+
+/// More instances of one allocator type than this is a torn read (one per scheduler, at most
+/// 1024 schedulers, plus one).
+const MAX_INSTANCES: u64 = 1025;
+/// A counter beyond this is a torn read (1 PiB).
+const MAX_BYTES: u64 = 1 << 50;
+
+/// Bytes by kind, named as `erlang:memory()` names them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct VmMemory {
+    pub total: u64,
+    pub processes: u64,
+    pub processes_used: u64,
+    pub system: u64,
+    pub binary: u64,
+    pub ets: u64,
+    /// Loaded code (`erts_total_code_size`): part of `code`, without the module, export and
+    /// fun tables.
+    pub code_loaded: u64,
+}
+
+/// The bytes each allocator type holds, summed over every instance.
+struct TypeBytes {
+    /// Indexed by allocator type (`ERTS_ALC_A_*`, from 1).
+    blocks: Vec<u64>,
+    /// Fixed-size types: bytes allocated and used (`type_size` times the counts).
+    fix_allocated: Vec<u64>,
+    fix_used: Vec<u64>,
+}
+
+/// The VM's memory now.
+pub fn of(target: &crate::BeamTarget) -> Result<VmMemory> {
+    let g = &target.table.globals;
+    target.require_symbols(
+        "reading memory by kind",
+        &[g.allocators, g.allocator_instances, g.total_code_size, g.ets_misc_memory, g.process_table],
+    )?;
+    let at = |name: &str| target.symbol_address(name).unwrap_or(0);
+    let mem = &target.mem;
+    let l = &target.table.alloc;
+    let bytes = type_bytes(mem, l, at(g.allocators), at(g.allocator_instances))?;
+    let ptab = at(g.process_table);
+    let max = u64::from(mem.read_u32(ptab + target.table.ptab.max, "process table size")?);
+    let free_ids = mem.read_u64(ptab + l.ptab_free_id_data, "process table free ids")?;
+    let ptab_bytes = max * 8 + if free_ids != 0 { max * 4 } else { 0 };
+    let code_loaded = mem.read_u64(at(g.total_code_size), "loaded code size")?;
+    let ets_misc = mem.read_u64(at(g.ets_misc_memory), "ETS memory outside ets_alloc")?;
+    Ok(add_up(l, &bytes, ptab_bytes, code_loaded, ets_misc))
+}
+
+/// `erts_memory`'s sums: every allocator but temp_alloc and test_alloc in the total, plus the
+/// JIT's code; processes are the heaps, the process table and the process-sized fixed blocks.
+fn add_up(l: &AllocLayout, b: &TypeBytes, ptab_bytes: u64, code_loaded: u64, ets_misc: u64) -> VmMemory {
+    let mut total = code_loaded;
+    for ai in 1..=l.max_type {
+        if ai != l.temporary && ai != l.test {
+            total += b.blocks[ai as usize];
+        }
+    }
+    let (mut processes, mut processes_used) = (b.blocks[l.eheap as usize] + ptab_bytes, b.blocks[l.eheap as usize] + ptab_bytes);
+    for &ix in l.process_fixed_types {
+        processes += b.fix_allocated[ix as usize];
+        processes_used += b.fix_used[ix as usize];
+    }
+    VmMemory {
+        total,
+        processes,
+        processes_used,
+        system: total.saturating_sub(processes),
+        binary: b.blocks[l.binary as usize],
+        ets: b.blocks[l.ets as usize] + ets_misc,
+        code_loaded,
+    }
+}
+
+/// Walks every alloc_util allocator instance once and sums, per allocator type, the bytes of
+/// the blocks it holds (`alcu_size` visits each instance for each type; one visit that reads
+/// all types' counters is the same sum).
+fn type_bytes(mem: &RemoteMemory, l: &AllocLayout, infos: u64, thr_specs: u64) -> Result<TypeBytes> {
+    let types = l.max_type as usize + 1;
+    let mut b =
+        TypeBytes { blocks: vec![0; types], fix_allocated: vec![0; l.fixed_sizes as usize], fix_used: vec![0; l.fixed_sizes as usize] };
+    let info = mem.read_vec(infos, (l.info_size * (l.max_type + 1)) as usize, "allocator info")?;
+    let specs = mem.read_vec(thr_specs, (l.thr_spec_size * (l.max_type + 1)) as usize, "allocator instances")?;
+    let int_at = |buf: &[u8], off: u64| u32::from_le_bytes(buf[off as usize..off as usize + 4].try_into().unwrap_or_default());
+    let ptr_at = |buf: &[u8], off: u64| u64::from_le_bytes(buf[off as usize..off as usize + 8].try_into().unwrap_or_default());
+    for ai in 1..=l.max_type {
+        let i = ai * l.info_size;
+        if int_at(&info, i + l.info_alloc_util) == 0 || int_at(&info, i + l.info_enabled) == 0 {
+            continue;
+        }
+        let thr_spec = int_at(&info, i + l.info_thr_spec) != 0;
+        let instances: Vec<u64> = if thr_spec {
+            let s = ai * l.thr_spec_size;
+            let count = u64::from(int_at(&specs, s + l.thr_spec_count));
+            if count > MAX_INSTANCES {
+                return Err(Error::Corrupt(format!("allocator type {ai}: {count} instances")));
+            }
+            let array = ptr_at(&specs, s + l.thr_spec_instances);
+            let raw = mem.read_vec(array, (count * 8) as usize, "allocator instance array")?;
+            raw.chunks_exact(8).map(|c| ptr_at(c, 0)).filter(|&p| p != 0).collect()
+        } else {
+            vec![ptr_at(&info, i + l.info_extra)].into_iter().filter(|&p| p != 0).collect()
+        };
+        // A single instance counts only its own type's blocks (`alcu_size`); carriers move
+        // between the per-scheduler instances of all types.
+        let only = if thr_spec { None } else { Some(ai) };
+        for allctr in instances {
+            add_instance(mem, l, allctr, only, ai == l.fixed_size, &mut b)?;
+        }
+    }
+    Ok(b)
+}
+
+/// One instance's blocks of every type (`erts_alcu_foreign_size`), and for fix_alloc its
+/// fixed-size lists (`erts_alcu_current_size`).
+fn add_instance(mem: &RemoteMemory, l: &AllocLayout, allctr: u64, only: Option<u64>, fix: bool, b: &mut TypeBytes) -> Result<()> {
+    let stats_len = (l.block_stats_size * l.max_type) as usize;
+    let mbcs = mem.read_vec(allctr + l.mbcs_blocks, stats_len, "multiblock carrier stats")?;
+    let sbcs = mem.read_vec(allctr + l.sbcs_blocks, stats_len, "singleblock carrier stats")?;
+    let pooled = mem.read_u64(allctr + l.cpool_util_limit, "carrier pool limit")? != 0;
+    let pool =
+        if pooled { mem.read_vec(allctr + l.cpool_blocks_size, (8 * l.max_type) as usize, "carrier pool stats")? } else { Vec::new() };
+    let word = |buf: &[u8], off: u64| u64::from_le_bytes(buf[off as usize..off as usize + 8].try_into().unwrap_or_default());
+    for ix in (0..l.max_type).filter(|ix| only.is_none_or(|ai| ai == ix + 1)) {
+        let stat = ix * l.block_stats_size + l.block_curr_size;
+        let mut bytes = word(&mbcs, stat) + word(&sbcs, stat);
+        if pooled {
+            bytes += word(&pool, ix * 8);
+        }
+        if bytes > MAX_BYTES {
+            return Err(Error::Corrupt(format!("allocator at {allctr:#x}: {bytes} bytes of type {}", ix + 1)));
+        }
+        b.blocks[ix as usize + 1] += bytes;
+    }
+    if fix {
+        let lists = mem.read_u64(allctr + l.fix, "fixed-size lists")?;
+        if lists != 0 {
+            let buf = mem.read_vec(lists, (l.fix_size * l.fixed_sizes) as usize, "fixed-size lists")?;
+            let (allocated, used) =
+                if pooled { (l.fix_cpool_allocated, l.fix_cpool_used) } else { (l.fix_nocpool_allocated, l.fix_nocpool_used) };
+            for ix in 0..l.fixed_sizes {
+                let list = ix * l.fix_size;
+                let size = word(&buf, list + l.fix_type_size);
+                let (a, u) = (word(&buf, list + allocated), word(&buf, list + used));
+                if size > 1 << 20 || a > MAX_BYTES || u > MAX_BYTES {
+                    return Err(Error::Corrupt(format!("fixed-size list {ix}: {size} bytes x {a} allocated")));
+                }
+                b.fix_allocated[ix as usize] += size * a;
+                b.fix_used[ix as usize] += size * u;
+            }
+        }
+    }
+    Ok(())
+}
