@@ -306,6 +306,18 @@ fn memory_by_kind_equals_erlang_memory() {
     let line = text.lines().find(|l| l.starts_with("binary ")).unwrap_or_else(|| panic!("no binary line: {text}"));
     let bytes: u64 = line.split_whitespace().nth(1).and_then(|b| b.parse().ok()).unwrap_or_else(|| panic!("{line}"));
     assert!(bytes.abs_diff(num(&ours["binary"])) * 20 <= bytes, "{line} vs {}", ours["binary"]);
+
+    // top's sixth view: the kinds, with their shares of the total.
+    let cmd = format!("{} top --pid {} --interval 500ms", probe::binary().display(), beam.os_pid);
+    let tmux = Tmux::start(&cmd);
+    tmux.wait_for(|s| s.contains("REDS/S"));
+    for _ in 0..5 {
+        tmux.keys("Tab");
+    }
+    let screen = tmux.wait_for(|s| s.contains("KIND") && s.contains("processes_used"));
+    let binary = screen.lines().find(|l| l.starts_with("binary ")).unwrap_or_else(|| panic!("{screen}"));
+    assert!(binary.contains(" MiB") && binary.contains('%'), "{binary}");
+    assert!(tmux.quit(), "q quits");
 }
 
 /// The port table read from outside equals what the VM says of each port

@@ -37,6 +37,22 @@ pub struct VmMemory {
     pub code_loaded: u64,
 }
 
+impl VmMemory {
+    /// The kinds in the order `erlang:memory()` lists them, named as it names them
+    /// (`code_loaded`: the part of `code` every build lets scope-probe read).
+    pub fn kinds(&self) -> [(&'static str, u64); 7] {
+        [
+            ("total", self.total),
+            ("processes", self.processes),
+            ("processes_used", self.processes_used),
+            ("system", self.system),
+            ("binary", self.binary),
+            ("ets", self.ets),
+            ("code_loaded", self.code_loaded),
+        ]
+    }
+}
+
 /// The bytes each allocator type holds, summed over every instance.
 struct TypeBytes {
     /// Indexed by allocator type (`ERTS_ALC_A_*`, from 1).

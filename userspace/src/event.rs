@@ -126,6 +126,8 @@ pub struct TableRead {
     pub ets: Option<beam_probes::ets::EtsSnapshot>,
     /// The ports at the same moment, the fullest queues first (`None`: not read).
     pub ports: Option<beam_probes::ports::PortSnapshot>,
+    /// Memory by kind at the same moment, as `erlang:memory()` groups it (`None`: not read).
+    pub memory: Option<beam_probes::vm_memory::VmMemory>,
 }
 
 pub type SharedTableRead = Arc<TableRead>;

@@ -117,7 +117,7 @@ fn memory_table(out: &mut impl Write, view: &process_view::ProcessTableView) -> 
     };
     writeln!(out, "Memory (as erlang:memory() groups it)")?;
     writeln!(out, "{:<16} {:>14} {:>7}", "KIND", "BYTES", "SHARE")?;
-    for (kind, bytes) in process_view::memory_kinds(m) {
+    for (kind, bytes) in m.kinds() {
         let share = if m.total > 0 { format!("{:.1}%", bytes as f64 * 100.0 / m.total as f64) } else { String::new() };
         writeln!(out, "{kind:<16} {bytes:>14} {share:>7}")?;
     }

@@ -234,17 +234,3 @@ pub fn read(target: &BeamTarget, symbolizer: &mut Symbolizer) -> Result<ProcessT
         memory_error,
     })
 }
-
-/// The kinds of memory in the order `erlang:memory()` lists them, named as it names them
-/// (`code_loaded`: the part of `code` every build lets scope-probe read).
-pub fn memory_kinds(m: &beam_probes::vm_memory::VmMemory) -> [(&'static str, u64); 7] {
-    [
-        ("total", m.total),
-        ("processes", m.processes),
-        ("processes_used", m.processes_used),
-        ("system", m.system),
-        ("binary", m.binary),
-        ("ets", m.ets),
-        ("code_loaded", m.code_loaded),
-    ]
-}

@@ -131,6 +131,9 @@ pub fn render(agg: &Aggregator, input: ScrapeInput<'_>) -> String {
     if let Some(ports) = latest.and_then(|l| l.ports.as_ref()) {
         render_ports(&mut r, ports, &label);
     }
+    if let Some(memory) = latest.and_then(|l| l.memory.as_ref()) {
+        render_memory(&mut r, memory);
+    }
     if let Some(ets) = latest.and_then(|l| l.ets.as_ref()) {
         let procs = latest.and_then(|l| l.snapshot.as_ref()).map_or(&[][..], |s| &s.processes[..]);
         render_ets(&mut r, ets, procs, &label);
@@ -578,6 +581,15 @@ fn render_ets(r: &mut Registry, ets: &EtsSnapshot, procs: &[ProcessRecord], labe
     };
     top("beam_top_ets_table_memory_bytes", "Memory of the 10 ETS tables holding the most (in bytes)", &|t| t.memory_bytes);
     top("beam_top_ets_table_size", "Objects in the 10 ETS tables holding the most", &|t| t.size);
+}
+
+/// Memory by kind, as `erlang:memory()` groups it (read from the allocators' counters).
+fn render_memory(r: &mut Registry, memory: &beam_probes::vm_memory::VmMemory) {
+    let family = Family::<Labels, Gauge>::default();
+    for (kind, bytes) in memory.kinds() {
+        family.get_or_create(&vec![("kind".into(), kind.into())]).set(bytes as i64);
+    }
+    r.register("beam_memory_bytes", "The VM's memory by kind, as erlang:memory() groups it (in bytes)", family);
 }
 
 /// Metrics read from the port table (no probe in the VM): counts, queues, busy ports.

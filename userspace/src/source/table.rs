@@ -47,7 +47,8 @@ pub fn read_table(target: &BeamTarget, symbolizer: Option<&mut Symbolizer>) -> T
     let waits = call_waits(target, processes);
     let ets = beam_probes::ets::of(target).ok();
     let ports = beam_probes::ports::of(target).ok();
-    TableRead { vm: target.pid, ts_ns, snapshot, current, waits, ets, ports }
+    let memory = beam_probes::vm_memory::of(target).ok();
+    TableRead { vm: target.pid, ts_ns, snapshot, current, waits, ets, ports, memory }
 }
 
 /// Callers blocked in a call (waiting, in one of the build's call-wait functions), each with the

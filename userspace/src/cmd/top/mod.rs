@@ -92,6 +92,9 @@ struct Vm {
     /// Each ETS table's bytes at the last refresh (by id), and its growth per second since.
     prev_ets: HashMap<String, u64>,
     ets_rates: HashMap<String, f64>,
+    /// Memory by kind at the last refresh, and each kind's change per second since.
+    prev_memory: Option<beam_probes::vm_memory::VmMemory>,
+    memory_rates: Vec<f64>,
 }
 
 /// What top shows.
@@ -106,6 +109,8 @@ enum View {
     Ets,
     /// Ports and sockets, the fullest queues first.
     Ports,
+    /// Memory by kind, as `erlang:memory()` groups it.
+    Memory,
 }
 
 impl View {
@@ -115,7 +120,8 @@ impl View {
             View::Servers => View::Tree,
             View::Tree => View::Ets,
             View::Ets => View::Ports,
-            View::Ports => View::Processes,
+            View::Ports => View::Memory,
+            View::Memory => View::Processes,
         }
     }
 }
@@ -228,6 +234,8 @@ impl Vm {
             call_rates: HashMap::new(),
             prev_ets: HashMap::new(),
             ets_rates: HashMap::new(),
+            prev_memory: None,
+            memory_rates: Vec::new(),
         })
     }
 
@@ -253,6 +261,13 @@ impl Vm {
                     None => HashMap::new(),
                 };
                 self.prev_ets = ets;
+                self.memory_rates = match (dt, &self.prev_memory, &view.memory) {
+                    (Some(dt), Some(prev), Some(now)) => {
+                        prev.kinds().iter().zip(now.kinds()).map(|(&(_, a), (_, b))| (b as f64 - a as f64) / dt.max(1e-3)).collect()
+                    }
+                    _ => Vec::new(),
+                };
+                self.prev_memory = view.memory;
                 let blocked = call_waits(&self.target, view.processes.iter().map(|p| (p.term, p.status, p.current_function.as_ref())));
                 let mut waits = HashMap::new();
                 for (caller, on) in blocked {
@@ -685,6 +700,36 @@ impl App {
         self.styled(Table::new(rows, widths), header, focused)
     }
 
+    /// Memory by kind, as `erlang:memory()` groups it: each kind's bytes, share of the total
+    /// and change per second since the last refresh.
+    fn memory_table(&self, vm: &Vm, focused: bool) -> Table<'static> {
+        let Some(view) = &vm.view else {
+            return self.styled(Table::new(Vec::<Row>::new(), [Constraint::Min(10)]), Row::new(["no table read yet"]), focused);
+        };
+        let Some(m) = &view.memory else {
+            let why = view.memory_error.as_deref().unwrap_or("not read");
+            return self.styled(Table::new(Vec::<Row>::new(), [Constraint::Min(10)]), Row::new([format!("memory not read: {why}")]), focused);
+        };
+        let rows: Vec<Row> = m
+            .kinds()
+            .iter()
+            .enumerate()
+            .map(|(i, &(kind, bytes))| {
+                let rate = vm.memory_rates.get(i).copied().unwrap_or(0.0);
+                let style = if rate > 0.0 { Style::new().yellow() } else { Style::new() };
+                Row::new(vec![
+                    kind.to_owned(),
+                    crate::units::bytes(bytes),
+                    if m.total > 0 { format!("{:.1}%", bytes as f64 * 100.0 / m.total as f64) } else { String::new() },
+                    if rate == 0.0 { String::new() } else { format!("{}{}/s", if rate < 0.0 { "-" } else { "+" }, crate::units::bytes(rate.abs() as u64)) },
+                ])
+                .style(style)
+            })
+            .collect();
+        let widths = [Constraint::Length(16), Constraint::Length(12), Constraint::Length(8), Constraint::Min(12)];
+        self.styled(Table::new(rows, widths), Row::new(["KIND", "BYTES", "SHARE", "CHANGE"]), focused)
+    }
+
     /// How Erlang prints a pid of this VM's table (the table's own text; `?` for a process gone).
     fn pid_text(&self, vm: &Vm, term: u64) -> String {
         vm.view.as_ref().and_then(|v| v.processes.iter().find(|p| p.term == term)).map_or_else(|| vm.target.format_pid(term), |p| p.pid.clone())
@@ -753,8 +798,13 @@ impl App {
             )
         } else if self.view == View::Ports {
             format!(
-                " ports, the fullest queues first (red: busy); KERNEL Q: a socket's bytes the peer has not taken · / filter{} · tab processes · q quit{}",
+                " ports, the fullest queues first (red: busy); KERNEL Q: a socket's bytes the peer has not taken · / filter{} · tab memory · q quit{}",
                 if self.filter.is_empty() { String::new() } else { format!(" [{}]", self.filter) },
+                if several { " · ←/→ node" } else { "" }
+            )
+        } else if self.view == View::Memory {
+            format!(
+                " memory by kind, as erlang:memory() groups it; CHANGE: per second since the last refresh · tab processes · q quit{}",
                 if several { " · ←/→ node" } else { "" }
             )
         } else if self.view == View::Servers {
@@ -787,6 +837,7 @@ impl App {
                 View::Tree => self.tree_table(&self.vms[i], focused),
                 View::Ets => self.ets_table(&self.vms[i], focused),
                 View::Ports => self.ports_table(&self.vms[i], focused),
+                View::Memory => self.memory_table(&self.vms[i], focused),
                 View::Processes => self.table(&self.vms[i], &rows, focused),
             };
             let area = if several {
