@@ -321,7 +321,8 @@ fn the_dashboard_shows_the_live_views() {
     assert!(outside.is_empty(), "requests outside the probe: {outside:#?}");
     for (section, what) in [("sp-processes", "dash_box"), ("sp-processes", "3000"), ("sp-tree", "scope_tree_sup"), ("sp-servers", "dash_server"),
         ("sp-ets", "scope_ets_set"), ("sp-ets", "scope_ets_owner"), ("sp-ets", ">1000<"), ("sp-ets", "ordered_set"),
-        ("sp-ports", client.as_str()), ("sp-ports", "tcp_inet"), ("sp-ports", "busy"), ("sp-ports", ports["client_peer"].as_str())] {
+        ("sp-ports", client.as_str()), ("sp-ports", "tcp_inet"), ("sp-ports", "busy"), ("sp-ports", ports["client_peer"].as_str()),
+        ("sp-memory", ">processes_used<"), ("sp-memory", ">binary<"), ("sp-memory", ">100.0%<")] {
         let at = r.dom.find(&format!("id=\"{section}\"")).unwrap_or_else(|| panic!("no {section}: {}", r.dom));
         let body = &r.dom[at..];
         let body = &body[..body.find("</section>").unwrap()];

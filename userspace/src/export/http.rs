@@ -102,7 +102,7 @@ async fn index(headers: HeaderMap) -> Response {
 /// endpoints below every two seconds.
 const DASHBOARD: &str = include_str!("dashboard.html");
 
-const ENDPOINTS: &str = "scope-probe\n\n/                  the live dashboard (in a browser)\n/metrics           Prometheus metrics\n/api/processes     per-process counters (JSON)\n/api/pairs         per sender/receiver pair message counts (JSON)\n/api/calls         call latency per server: calls, p50, p99, top callers (JSON)\n/api/requests      request latency per handler, the slowest requests and what they waited on (JSON)\n/api/table         the latest process-table read: busiest processes, supervision tree, ETS tables, ports (JSON)\n/api/findings      the detectors' active and recent findings, with their evidence (JSON)\n/flamegraph.svg    the last minute's CPU samples as a flame graph (open it alone to zoom)\n/flow.svg?os_pid=N who sent to whom since attach, as a graph\n/api/findings/ID   one finding\n";
+const ENDPOINTS: &str = "scope-probe\n\n/                  the live dashboard (in a browser)\n/metrics           Prometheus metrics\n/api/processes     per-process counters (JSON)\n/api/pairs         per sender/receiver pair message counts (JSON)\n/api/calls         call latency per server: calls, p50, p99, top callers (JSON)\n/api/requests      request latency per handler, the slowest requests and what they waited on (JSON)\n/api/table         the latest process-table read: busiest processes, supervision tree, ETS tables, ports, memory by kind (JSON)\n/api/findings      the detectors' active and recent findings, with their evidence (JSON)\n/flamegraph.svg    the last minute's CPU samples as a flame graph (open it alone to zoom)\n/flow.svg?os_pid=N who sent to whom since attach, as a graph\n/api/findings/ID   one finding\n";
 
 /// A row of the JSON API with the VM it belongs to.
 #[derive(Serialize)]
@@ -315,6 +315,14 @@ struct TableView {
     /// Ports, the fullest queues first (at most `TABLE_ROWS`), and how many in all.
     ports: Vec<beam_probes::ports::PortRecord>,
     port_count: usize,
+    /// Memory by kind (`erlang:memory()`'s names and order), empty when not read.
+    memory: Vec<MemoryKind>,
+}
+
+#[derive(Serialize)]
+struct MemoryKind {
+    kind: &'static str,
+    bytes: u64,
 }
 
 #[derive(Serialize)]
@@ -376,9 +384,10 @@ async fn table(State(vms): State<Arc<Vms>>) -> Json<Vec<OfVm<TableView>>> {
             ets.tables.truncate(TABLE_ROWS);
             let port_count = read.ports.as_ref().map_or(0, |p| p.ports.len());
             let ports = read.ports.as_ref().map(|p| p.ports.iter().take(TABLE_ROWS).cloned().collect()).unwrap_or_default();
+            let memory = read.memory.iter().flat_map(|m| m.kinds()).map(|(kind, bytes)| MemoryKind { kind, bytes }).collect();
             all.push(of_vm(
                 &app,
-                TableView { age_seconds, processes: ps.len(), busiest, supervision, ets, ets_tables, ets_memory_bytes, ports, port_count },
+                TableView { age_seconds, processes: ps.len(), busiest, supervision, ets, ets_tables, ets_memory_bytes, ports, port_count, memory },
             ));
         }
         all
