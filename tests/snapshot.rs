@@ -278,20 +278,21 @@ fn ets_tables_equal_ets_info() {
 }
 
 /// Memory by kind read from outside equals `erlang:memory()` within 5%, on a VM holding known
-/// data in each kind (32 MB of binaries, a 16 MB heap, a table of 100,000 objects); the loaded
-/// code is the part of `code` every build exports (the rest is in tables only debug symbols
-/// name).
+/// data in each kind (32 MB of binaries, a 16 MB heap, a table of 100,000 objects, 5,000 atoms
+/// made at run time); the loaded code is the part of `code` every build exports (the rest is
+/// in tables only debug symbols name).
 #[test]
 fn memory_by_kind_equals_erlang_memory() {
     let mut beam = Beam::start();
     beam.call("scope_ets:hold_memory()");
+    beam.call("length([list_to_atom(\"scope_mem_atom_\" ++ integer_to_list(I)) || I <- lists:seq(1, 5000)])");
     let before = beam.call("erlang:memory()");
     let snap = snapshot_json(beam.os_pid);
     let after = beam.call("erlang:memory()");
     let ours = &snap["memory"];
     assert!(ours.is_object(), "no memory in snapshot --json: {}", snap["memory_error"]);
     let vm = |r: &scope_probe_tests::beam::Reply, k: &str| -> u64 { r[k].parse().unwrap_or_else(|_| panic!("{k} in {r:?}")) };
-    for kind in ["total", "processes", "processes_used", "system", "binary", "ets"] {
+    for kind in ["total", "processes", "processes_used", "system", "atom", "atom_used", "binary", "ets"] {
         let (lo, hi) = (vm(&before, kind).min(vm(&after, kind)), vm(&before, kind).max(vm(&after, kind)));
         let read = num(&ours[kind]);
         assert!(read * 20 >= lo * 19 && read * 20 <= hi * 21, "{kind}: read {read}, erlang:memory() {lo}..{hi}");

@@ -616,6 +616,10 @@ pub static FIELDS: &[FieldSource] = &[
     field!(alloc.fix_cpool_used, "ErtsAlcFixList_t", "u.cpool.used"),
     field!(alloc.fix_nocpool_allocated, "ErtsAlcFixList_t", "u.nocpool.allocated"),
     field!(alloc.fix_nocpool_used, "ErtsAlcFixList_t", "u.nocpool.used"),
+    field!(alloc.index_table_bytes, "IndexTable", sizeof),
+    field!(alloc.index_table_size, "IndexTable", "size"),
+    field!(alloc.hash_shift, "IndexTable", "htable.shift"),
+    field!(alloc.hash_name, "IndexTable", "htable.name"),
     field!(alloc.ptab_free_id_data, "ErtsPTab", "r.o.free_id_data"),
 ];
 

@@ -83,6 +83,11 @@ impl ElfInfo {
         self.symbols.get(name).copied()
     }
 
+    /// Whether a link-time address lies in one of the file's loaded segments.
+    pub fn maps_vaddr(&self, vaddr: u64) -> bool {
+        self.segments.iter().any(|s| (s.vaddr..s.vaddr + s.memsz).contains(&vaddr))
+    }
+
     pub fn symbol_count(&self) -> usize {
         self.symbols.len()
     }

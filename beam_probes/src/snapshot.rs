@@ -153,6 +153,11 @@ pub(crate) fn u64_at(buf: &[u8], off: u64) -> u64 {
     buf.get(o..o + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]))).unwrap_or(0)
 }
 
+pub(crate) fn u16_at(buf: &[u8], off: u64) -> u16 {
+    let o = off as usize;
+    buf.get(o..o + 2).map(|b| u16::from_le_bytes(b.try_into().unwrap_or([0; 2]))).unwrap_or(0)
+}
+
 pub(crate) fn u32_at(buf: &[u8], off: u64) -> u32 {
     let o = off as usize;
     buf.get(o..o + 4).map(|b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4]))).unwrap_or(0)
@@ -199,8 +204,9 @@ pub(crate) fn read_many(mem: &RemoteMemory, ranges: &[(u64, usize)], buf: &mut [
             ok[i] = true;
             i += 1;
         }
-        // Skip the range that faulted (or was short) and go on with the next.
-        start = i + 1;
+        // Skip the range that faulted (or was short) and go on with the next; a batch read
+        // whole goes on with the next batch.
+        start = if i == end { end } else { i + 1 };
     }
     ok
 }

@@ -6,10 +6,12 @@
 //! thread-progress block, which moves by a block or two.
 //!
 //! What is exact from the exported data of every build: total, processes (and processes_used),
-//! system, ets, binary. Atoms and code are kept in static variables of atom.c, module.c,
-//! export.c and beam_ranges.c, which a stripped build does not name: `code_loaded` is the part
-//! every build exports (the JIT's loaded code, about 70% of `code` in a booted VM), and the
-//! atom and code kinds are not given.
+//! system, atom (and atom_used), ets, binary. Atom text space is kept in static variables of
+//! atom.c: it is worked out from the atom table instead (every atom's length, and up to OTP 28
+//! the chunks their texts were packed into, in the order they were made). The code kind is
+//! kept in static variables of module.c, export.c, erl_fun.c and beam_ranges.c, which a
+//! stripped build does not name: `code_loaded` is the part every build exports (the JIT's
+//! loaded code, about 80% of `code` in a booted VM), and `code` itself is not given.
 
 use serde::Serialize;
 
@@ -30,6 +32,9 @@ pub struct VmMemory {
     pub processes: u64,
     pub processes_used: u64,
     pub system: u64,
+    /// The atom table and the atoms' text space (`atom_used`: the text bytes in use).
+    pub atom: u64,
+    pub atom_used: u64,
     pub binary: u64,
     pub ets: u64,
     /// Loaded code (`erts_total_code_size`): part of `code`, without the module, export and
@@ -40,15 +45,17 @@ pub struct VmMemory {
 impl VmMemory {
     /// The kinds in the order `erlang:memory()` lists them, named as it names them
     /// (`code_loaded`: the part of `code` every build lets scope-probe read).
-    pub fn kinds(&self) -> [(&'static str, u64); 7] {
+    pub fn kinds(&self) -> [(&'static str, u64); 9] {
         [
             ("total", self.total),
             ("processes", self.processes),
             ("processes_used", self.processes_used),
             ("system", self.system),
+            ("atom", self.atom),
+            ("atom_used", self.atom_used),
             ("binary", self.binary),
-            ("ets", self.ets),
             ("code_loaded", self.code_loaded),
+            ("ets", self.ets),
         ]
     }
 }
@@ -67,7 +74,7 @@ pub fn of(target: &crate::BeamTarget) -> Result<VmMemory> {
     let g = &target.table.globals;
     target.require_symbols(
         "reading memory by kind",
-        &[g.allocators, g.allocator_instances, g.total_code_size, g.ets_misc_memory, g.process_table],
+        &[g.allocators, g.allocator_instances, g.total_code_size, g.ets_misc_memory, g.process_table, g.atom_table],
     )?;
     let at = |name: &str| target.symbol_address(name).unwrap_or(0);
     let mem = &target.mem;
@@ -79,7 +86,73 @@ pub fn of(target: &crate::BeamTarget) -> Result<VmMemory> {
     let ptab_bytes = max * 8 + if free_ids != 0 { max * 4 } else { 0 };
     let code_loaded = mem.read_u64(at(g.total_code_size), "loaded code size")?;
     let ets_misc = mem.read_u64(at(g.ets_misc_memory), "ETS memory outside ets_alloc")?;
-    Ok(add_up(l, &bytes, ptab_bytes, code_loaded, ets_misc))
+    let mut m = add_up(l, &bytes, ptab_bytes, code_loaded, ets_misc);
+    (m.atom, m.atom_used) = atoms(target, at(g.atom_table))?;
+    Ok(m)
+}
+
+/// Atoms in a table this large are a torn read (the VM's limit is 1,048,576 by default and
+/// `+t` raises it; scope-probe reads at most this many).
+const MAX_ATOMS: u64 = 1 << 26;
+
+/// `atom_table_sz()` plus the atom text space reserved and used
+/// (`erts_atom_get_text_space_sizes`): the table's own arrays from its header, the text from
+/// every atom's length (read in batches, a `process_vm_readv` per 1024 atoms).
+fn atoms(target: &crate::BeamTarget, table: u64) -> Result<(u64, u64)> {
+    let (mem, l, a) = (&target.mem, &target.table.alloc, &target.table.atom);
+    let header = mem.read_vec(table, l.index_table_bytes as usize, "atom table")?;
+    let int = |off: u64| u64::from(crate::snapshot::u32_at(&header, off));
+    let (size, entries, shift) = (int(l.index_table_size), int(a.table_entries), int(l.hash_shift));
+    if entries > MAX_ATOMS || size > MAX_ATOMS || !(38..64).contains(&shift) {
+        return Err(Error::Corrupt(format!("atom table: {entries} atoms, {size} slots, hash shift {shift}")));
+    }
+    let name = mem.read_cstr(crate::snapshot::u64_at(&header, l.hash_name), 64, "atom table name")?;
+    let table_bytes = l.index_table_bytes + size * 8 + (1u64 << (64 - shift)) * 8 + name.len() as u64 + 1;
+    // The atoms: each segment's slots, then each atom's length and text pointer.
+    let per_segment = 1u64 << a.segment_bits;
+    let seg_table = crate::snapshot::u64_at(&header, a.table_seg_table);
+    let segments = mem.read_vec(seg_table, (entries.div_ceil(per_segment) * 8) as usize, "atom segments")?;
+    let mut atoms = Vec::with_capacity(entries as usize);
+    for (i, seg) in segments.chunks_exact(8).enumerate() {
+        let n = (entries - i as u64 * per_segment).min(per_segment);
+        let slots = mem.read_vec(crate::snapshot::u64_at(seg, 0), (n * 8) as usize, "atom segment")?;
+        atoms.extend(slots.chunks_exact(8).map(|s| crate::snapshot::u64_at(s, 0)));
+    }
+    let span = (a.atom_name + 8 - a.atom_len) as usize;
+    let ranges: Vec<(u64, usize)> = atoms.iter().map(|&p| (p + a.atom_len, span)).collect();
+    let mut buf = vec![0u8; ranges.len() * span];
+    let read = crate::snapshot::read_many(mem, &ranges, &mut buf);
+    if read.iter().any(|ok| !ok) {
+        return Err(Error::Corrupt(format!("{} of {entries} atoms not readable", read.iter().filter(|ok| !**ok).count())));
+    }
+    let texts = buf.chunks_exact(span).map(|b| {
+        let len = u64::from(crate::snapshot::u16_at(b, 0));
+        (len, crate::snapshot::u64_at(b, a.atom_name - a.atom_len))
+    });
+    let (reserved, used) = if l.atom_text_chunk_bytes == 0 {
+        let used = texts.map(|(len, _)| len).sum();
+        (used, used)
+    } else {
+        text_chunks(texts.filter(|&(_, at)| !target.elf.maps_vaddr(at.wrapping_sub(target.load_bias))), l.atom_text_chunk_bytes)
+    };
+    Ok((table_bytes + reserved, table_bytes + used))
+}
+
+/// The text chunks (up to OTP 28) that atom texts of these lengths, packed in the order the
+/// atoms were made, fill (`atom_text_alloc`: a new chunk when the next text would reach the
+/// end of the current one; the first chunk is there from boot): bytes reserved and used.
+fn text_chunks(texts: impl Iterator<Item = (u64, u64)>, chunk_bytes: u64) -> (u64, u64) {
+    let room = chunk_bytes - 8;
+    let (mut chunks, mut at, mut used) = (1u64, 0u64, 0u64);
+    for (len, _) in texts {
+        if at + len >= room {
+            chunks += 1;
+            at = 0;
+        }
+        at += len;
+        used += len;
+    }
+    (chunks * chunk_bytes, used)
 }
 
 /// `erts_memory`'s sums: every allocator but temp_alloc and test_alloc in the total, plus the
@@ -101,6 +174,8 @@ fn add_up(l: &AllocLayout, b: &TypeBytes, ptab_bytes: u64, code_loaded: u64, ets
         processes,
         processes_used,
         system: total.saturating_sub(processes),
+        atom: 0,
+        atom_used: 0,
         binary: b.blocks[l.binary as usize],
         ets: b.blocks[l.ets as usize] + ets_misc,
         code_loaded,
@@ -186,4 +261,18 @@ fn add_instance(mem: &RemoteMemory, l: &AllocLayout, allctr: u64, only: Option<u
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::text_chunks;
+
+    #[test]
+    fn atom_texts_fill_chunks_in_order() {
+        // Chunks of 16 bytes of text (plus the next pointer): 10 + 5 fit, 10 more starts a
+        // second chunk; a text that would reach the end exactly moves on too (`>=`).
+        assert_eq!(text_chunks([(10, 0), (5, 0), (10, 0)].into_iter(), 24), (48, 25));
+        assert_eq!(text_chunks([(10, 0), (6, 0)].into_iter(), 24), (48, 16));
+        assert_eq!(text_chunks(std::iter::empty(), 24), (24, 0));
+    }
 }

@@ -596,6 +596,18 @@ pub struct AllocLayout {
     pub fix_cpool_used: u64,
     pub fix_nocpool_allocated: u64,
     pub fix_nocpool_used: u64,
+    /// The atom table (`erts_atom_table`, an `IndexTable`) as `atom_table_sz` sizes it:
+    /// `sizeof(IndexTable)`, its `size` (slots allocated, an int), `htable.shift` (an int: the
+    /// hash has `1 << (64 - shift)` buckets) and `htable.name` (a C string, counted too).
+    pub index_table_bytes: u64,
+    pub index_table_size: u64,
+    pub hash_shift: u64,
+    pub hash_name: u64,
+    /// Not in DWARF: `sizeof(AtomText)` (atom.c: a next pointer and `ATOM_TEXT_SIZE` bytes),
+    /// the chunks atom texts are allocated from up to OTP 28 (the atoms built into the VM
+    /// keep their text in the executable and take none); 0 from OTP 29, where an atom's text
+    /// is a literal binary and the atom space is the sum of the atoms' lengths.
+    pub atom_text_chunk_bytes: u64,
     /// `ErtsPTab.r.o.free_id_data`: when set, the process table keeps a 4-byte free-id slot
     /// beside each element pointer (`erts_ptab_mem_size`).
     pub ptab_free_id_data: u64,

@@ -12,7 +12,7 @@
 //! flags, port flags and JIT records (beam_jit_metadata.cpp) are unchanged in the source) except how an atom holds its text: a binary term instead of a pointer.
 
 use crate::builds::otp25::with_alias_send;
-use crate::builds::{BuildTable, DEBIAN13_OTP27, EtsLayout, MonitorLayout, ProcessLayout, RunQueueLayout};
+use crate::builds::{AllocLayout, BuildTable, DEBIAN13_OTP27, EtsLayout, MonitorLayout, ProcessLayout, RunQueueLayout};
 use crate::hooks::HookSpec;
 use crate::terms::{AtomLayout, AtomName};
 
@@ -53,7 +53,8 @@ pub static DEBIAN_FORKY_OTP29: BuildTable = BuildTable {
     // The scheduler's table list moved (DWARF of Debian's forky source); the rest of ETS is 27's
     // (`counters.is_decentralized` became a bool: read as its first byte on every build).
     ets: EtsLayout { scheduler_list: 41784, scheduler_count: 41776, ..DEBIAN13_OTP27.ets },
-    alloc: DEBIAN13_OTP27.alloc,
+    // Atom texts are literal binaries: no text chunks.
+    alloc: AllocLayout { atom_text_chunk_bytes: 0, ..DEBIAN13_OTP27.alloc },
     // ErtsRunQueue lost fields before `len` (DWARF of Debian's forky source).
     run_queue: RunQueueLayout { aligned_size: 384, len: 164 },
     // bif.c do_send: a send to an alias (and a priority message to a pid) goes through
