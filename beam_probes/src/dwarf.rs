@@ -617,6 +617,7 @@ pub static FIELDS: &[FieldSource] = &[
     field!(alloc.fix_nocpool_allocated, "ErtsAlcFixList_t", "u.nocpool.allocated"),
     field!(alloc.fix_nocpool_used, "ErtsAlcFixList_t", "u.nocpool.used"),
     field!(alloc.index_table_bytes, "IndexTable", sizeof),
+    field!(alloc.hash_bytes, "Hash", sizeof),
     field!(alloc.index_table_size, "IndexTable", "size"),
     field!(alloc.hash_shift, "IndexTable", "htable.shift"),
     field!(alloc.hash_name, "IndexTable", "htable.name"),

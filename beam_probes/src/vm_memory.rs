@@ -8,10 +8,12 @@
 //! What is exact from the exported data of every build: total, processes (and processes_used),
 //! system, atom (and atom_used), ets, binary. Atom text space is kept in static variables of
 //! atom.c: it is worked out from the atom table instead (every atom's length, and up to OTP 28
-//! the chunks their texts were packed into, in the order they were made). The code kind is
-//! kept in static variables of module.c, export.c, erl_fun.c and beam_ranges.c, which a
-//! stripped build does not name: `code_loaded` is the part every build exports (the JIT's
-//! loaded code, about 80% of `code` in a booted VM), and `code` itself is not given.
+//! the chunks their texts were packed into, in the order they were made). The code kind adds
+//! static tables of module.c, export.c, erl_fun.c and beam_ranges.c to the loaded code: a
+//! stripped build does not name them, so they are found through the exported functions
+//! `erts_memory` calls to size them (the build table says which data reference of each
+//! function is the table). When that fails (a build compiled otherwise), `code` is not given
+//! and `code_loaded`, the loaded code alone (about 80% of it), still is.
 
 use serde::Serialize;
 
@@ -40,13 +42,15 @@ pub struct VmMemory {
     /// Loaded code (`erts_total_code_size`): part of `code`, without the module, export and
     /// fun tables.
     pub code_loaded: u64,
+    /// Loaded code and the tables that find it (`None`: the tables could not be found).
+    pub code: Option<u64>,
 }
 
 impl VmMemory {
     /// The kinds in the order `erlang:memory()` lists them, named as it names them
     /// (`code_loaded`: the part of `code` every build lets scope-probe read).
-    pub fn kinds(&self) -> [(&'static str, u64); 9] {
-        [
+    pub fn kinds(&self) -> Vec<(&'static str, u64)> {
+        vec![
             ("total", self.total),
             ("processes", self.processes),
             ("processes_used", self.processes_used),
@@ -54,7 +58,10 @@ impl VmMemory {
             ("atom", self.atom),
             ("atom_used", self.atom_used),
             ("binary", self.binary),
-            ("code_loaded", self.code_loaded),
+            match self.code {
+                Some(code) => ("code", code),
+                None => ("code_loaded", self.code_loaded),
+            },
             ("ets", self.ets),
         ]
     }
@@ -88,7 +95,65 @@ pub fn of(target: &crate::BeamTarget) -> Result<VmMemory> {
     let ets_misc = mem.read_u64(at(g.ets_misc_memory), "ETS memory outside ets_alloc")?;
     let mut m = add_up(l, &bytes, ptab_bytes, code_loaded, ets_misc);
     (m.atom, m.atom_used) = atoms(target, at(g.atom_table))?;
+    m.code = code_tables(target).ok().map(|tables| tables + code_loaded);
     Ok(m)
+}
+
+/// The code kind's tables: the module table's bytes, the export and fun tables and their
+/// entries, the code ranges (`erts_memory`'s `want.code`).
+fn code_tables(target: &crate::BeamTarget) -> Result<u64> {
+    let (mem, l) = (&target.mem, &target.table.alloc);
+    let c = &l.code;
+    let atomic = |r: &crate::builds::StaticRef, what| -> Result<u64> {
+        let v = mem.read_u64(static_address(target, r)?, what)?;
+        if v > MAX_BYTES { Err(Error::Corrupt(format!("{what}: {v}"))) } else { Ok(v) }
+    };
+    let tables = |r: &crate::builds::StaticRef| -> Result<u64> {
+        let first = static_address(target, r)?;
+        (0..c.code_indices).map(|i| index_table_bytes(mem, l, first + i * l.index_table_bytes)).sum()
+    };
+    let funs = match &c.funs {
+        crate::builds::FunTable::Hash(r) => hash_bytes(mem, l, static_address(target, r)?)?,
+        crate::builds::FunTable::Staged { tables: t, entry_bytes } => tables(t)? + atomic(entry_bytes, "fun entry bytes")?,
+    };
+    Ok(atomic(&c.module_bytes, "module table bytes")?
+        + tables(&c.export_tables)?
+        + atomic(&c.export_entry_bytes, "export entry bytes")?
+        + funs
+        + atomic(&c.ranges, "code ranges")? * c.range_bytes)
+}
+
+/// Where a static is: the `nth` instruction-pointer-relative data reference in the code of the
+/// exported function that reads it (the function is read from the VM's memory, at most 256
+/// bytes: these are a few instructions each).
+fn static_address(target: &crate::BeamTarget, r: &crate::builds::StaticRef) -> Result<u64> {
+    use iced_x86::{Decoder, DecoderOptions};
+    let sym = target.elf.symbol(r.function).ok_or_else(|| Error::Corrupt(format!("no symbol {}", r.function)))?;
+    let at = sym.address.wrapping_add(target.load_bias);
+    let len = if sym.size == 0 { 256 } else { sym.size.min(256) };
+    let code = target.mem.read_vec(at, len as usize, "function code")?;
+    let mut decoder = Decoder::with_ip(64, &code, at, DecoderOptions::NONE);
+    let mut refs = decoder.iter().filter(|i| !i.is_invalid() && i.is_ip_rel_memory_operand()).map(|i| i.ip_rel_memory_address());
+    refs.nth(r.nth).ok_or_else(|| Error::Corrupt(format!("{}: no data reference {}", r.function, r.nth)))
+}
+
+/// `hash_table_sz`: the `Hash`, its buckets and its name.
+fn hash_bytes(mem: &RemoteMemory, l: &AllocLayout, hash: u64) -> Result<u64> {
+    let shift = u64::from(mem.read_u32(hash + l.hash_shift, "hash shift")?);
+    if !(38..64).contains(&shift) {
+        return Err(Error::Corrupt(format!("hash at {hash:#x}: shift {shift}")));
+    }
+    let name = mem.read_cstr(mem.read_u64(hash + l.hash_name, "hash name")?, 64, "hash name")?;
+    Ok(l.hash_bytes + (1u64 << (64 - shift)) * 8 + name.len() as u64 + 1)
+}
+
+/// `index_table_sz`: the `IndexTable` (its hash counted once), its slots and its hash's.
+fn index_table_bytes(mem: &RemoteMemory, l: &AllocLayout, table: u64) -> Result<u64> {
+    let size = u64::from(mem.read_u32(table + l.index_table_size, "index table size")?);
+    if size > MAX_ATOMS {
+        return Err(Error::Corrupt(format!("index table at {table:#x}: {size} slots")));
+    }
+    Ok(l.index_table_bytes - l.hash_bytes + size * 8 + hash_bytes(mem, l, table)?)
 }
 
 /// Atoms in a table this large are a torn read (the VM's limit is 1,048,576 by default and
@@ -106,8 +171,7 @@ fn atoms(target: &crate::BeamTarget, table: u64) -> Result<(u64, u64)> {
     if entries > MAX_ATOMS || size > MAX_ATOMS || !(38..64).contains(&shift) {
         return Err(Error::Corrupt(format!("atom table: {entries} atoms, {size} slots, hash shift {shift}")));
     }
-    let name = mem.read_cstr(crate::snapshot::u64_at(&header, l.hash_name), 64, "atom table name")?;
-    let table_bytes = l.index_table_bytes + size * 8 + (1u64 << (64 - shift)) * 8 + name.len() as u64 + 1;
+    let table_bytes = index_table_bytes(mem, l, table)?;
     // The atoms: each segment's slots, then each atom's length and text pointer.
     let per_segment = 1u64 << a.segment_bits;
     let seg_table = crate::snapshot::u64_at(&header, a.table_seg_table);
@@ -176,6 +240,7 @@ fn add_up(l: &AllocLayout, b: &TypeBytes, ptab_bytes: u64, code_loaded: u64, ets
         system: total.saturating_sub(processes),
         atom: 0,
         atom_used: 0,
+        code: None,
         binary: b.blocks[l.binary as usize],
         ets: b.blocks[l.ets as usize] + ets_misc,
         code_loaded,

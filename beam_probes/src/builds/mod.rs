@@ -608,6 +608,12 @@ pub struct AllocLayout {
     /// keep their text in the executable and take none); 0 from OTP 29, where an atom's text
     /// is a literal binary and the atom space is the sum of the atoms' lengths.
     pub atom_text_chunk_bytes: u64,
+    /// `sizeof(Hash)` (hash.h): `hash_table_sz` counts it, its buckets and its name (the
+    /// `shift` and `name` offsets are the same as in an `IndexTable`, whose first member is
+    /// its hash).
+    pub hash_bytes: u64,
+    /// How the code kind's static tables are found (see [`CodeStatics`]).
+    pub code: CodeStatics,
     /// `ErtsPTab.r.o.free_id_data`: when set, the process table keeps a 4-byte free-id slot
     /// beside each element pointer (`erts_ptab_mem_size`).
     pub ptab_free_id_data: u64,
@@ -625,6 +631,43 @@ pub struct AllocLayout {
     /// `MONITOR`, `LINK`) as indices from `ERTS_ALC_N_MIN_A_FIXED_SIZE`.
     pub fixed_sizes: u64,
     pub process_fixed_types: &'static [u64],
+}
+
+/// A static variable found through an exported function that reads it: the `nth` data
+/// reference relative to the instruction pointer in the function's code (0 the first). A
+/// stripped build names no static; the functions `erts_memory` calls to size them are
+/// exported, and they read them directly.
+#[derive(Debug, Clone, Copy)]
+pub struct StaticRef {
+    pub function: &'static str,
+    pub nth: usize,
+}
+
+/// What `erlang:memory(code)` adds to the loaded code (`erts_memory`): the module table's
+/// bytes (`module_table_sz`: an atomic), the export tables (`export_table_sz`: an
+/// `IndexTable` per code index, back to back) and their entries (`export_entries_sz`: an
+/// atomic), the fun table, and the code ranges (`erts_ranges_sz`: an atomic count of
+/// `range_bytes` records).
+#[derive(Debug, Clone, Copy)]
+pub struct CodeStatics {
+    pub module_bytes: StaticRef,
+    pub export_tables: StaticRef,
+    pub export_entry_bytes: StaticRef,
+    pub funs: FunTable,
+    pub ranges: StaticRef,
+    /// Not in DWARF: `sizeof(Range)` (beam_ranges.c) and `ERTS_NUM_CODE_IX`.
+    pub range_bytes: u64,
+    pub code_indices: u64,
+}
+
+/// The fun table as `erts_fun_table_sz` sizes it.
+#[derive(Debug, Clone, Copy)]
+pub enum FunTable {
+    /// Up to OTP 28: one `Hash` (`erts_fun_table`), its entries not counted.
+    Hash(StaticRef),
+    /// OTP 29: staged like the exports, an `IndexTable` per code index and the entries'
+    /// bytes (`erts_fun_entries_sz`: an atomic).
+    Staged { tables: StaticRef, entry_bytes: StaticRef },
 }
 
 #[derive(Debug, Clone)]

@@ -6,7 +6,7 @@
 
 use crate::builds::{
     BuildTable, GlobalSymbols, JitConventions, JitRecordLayout, OTP_PROCESSES, ProcDictLayout, ProcessLayout,
-    AliasLayout, AllocLayout, DistLayout, EtsFlags, EtsLayout, MonitorLayout, NodeLayout, PortLayout, ProcessStatusFlags, PtabLayout, RegProcLayout, Register, RunQueueLayout, SchedulerLayout, SignalQueueLayout, SleepFlags,
+    AliasLayout, AllocLayout, CodeStatics, DistLayout, EtsFlags, EtsLayout, FunTable, StaticRef, MonitorLayout, NodeLayout, PortLayout, ProcessStatusFlags, PtabLayout, RegProcLayout, Register, RunQueueLayout, SchedulerLayout, SignalQueueLayout, SleepFlags,
     TermLayout, ThreadNames,
 };
 use crate::capability::Capability;
@@ -444,6 +444,19 @@ pub static DEBIAN12_OTP25: BuildTable = BuildTable {
         hash_shift: 0x48,
         hash_name: 0x40,
         atom_text_chunk_bytes: 8 + 32768,
+        hash_bytes: 104,
+        // The references as Debian's 25.2.3 and 27.3.4.1 and Debian forky's 29.1.1 compile
+        // them (x86-64, gcc -O2): the atomics are each function's first reference;
+        // export_table_sz and erts_fun_table_sz read a lock or the crash-dump key first.
+        code: CodeStatics {
+            module_bytes: StaticRef { function: "module_table_sz", nth: 0 },
+            export_tables: StaticRef { function: "export_table_sz", nth: 1 },
+            export_entry_bytes: StaticRef { function: "export_entries_sz", nth: 0 },
+            funs: FunTable::Hash(StaticRef { function: "erts_fun_table_sz", nth: 1 }),
+            ranges: StaticRef { function: "erts_ranges_sz", nth: 0 },
+            range_bytes: 16,
+            code_indices: 3,
+        },
         ptab_free_id_data: 200,
         max_type: 12,
         temporary: 2,

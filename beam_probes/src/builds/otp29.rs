@@ -12,7 +12,7 @@
 //! flags, port flags and JIT records (beam_jit_metadata.cpp) are unchanged in the source) except how an atom holds its text: a binary term instead of a pointer.
 
 use crate::builds::otp25::with_alias_send;
-use crate::builds::{AllocLayout, BuildTable, DEBIAN13_OTP27, EtsLayout, MonitorLayout, ProcessLayout, RunQueueLayout};
+use crate::builds::{AllocLayout, BuildTable, CodeStatics, DEBIAN13_OTP27, FunTable, StaticRef, EtsLayout, MonitorLayout, ProcessLayout, RunQueueLayout};
 use crate::hooks::HookSpec;
 use crate::terms::{AtomLayout, AtomName};
 
@@ -54,7 +54,18 @@ pub static DEBIAN_FORKY_OTP29: BuildTable = BuildTable {
     // (`counters.is_decentralized` became a bool: read as its first byte on every build).
     ets: EtsLayout { scheduler_list: 41784, scheduler_count: 41776, ..DEBIAN13_OTP27.ets },
     // Atom texts are literal binaries: no text chunks.
-    alloc: AllocLayout { atom_text_chunk_bytes: 0, ..DEBIAN13_OTP27.alloc },
+    // The fun table is staged like the exports (erl_code_staged.h).
+    alloc: AllocLayout {
+        atom_text_chunk_bytes: 0,
+        code: CodeStatics {
+            funs: FunTable::Staged {
+                tables: StaticRef { function: "erts_fun_table_sz", nth: 1 },
+                entry_bytes: StaticRef { function: "erts_fun_entries_sz", nth: 0 },
+            },
+            ..DEBIAN13_OTP27.alloc.code
+        },
+        ..DEBIAN13_OTP27.alloc
+    },
     // ErtsRunQueue lost fields before `len` (DWARF of Debian's forky source).
     run_queue: RunQueueLayout { aligned_size: 384, len: 164 },
     // bif.c do_send: a send to an alias (and a priority message to a pid) goes through
