@@ -1,6 +1,6 @@
 //! Nothing scope-probe outputs contains what the VM's processes hold or send: processes that
-//! keep a secret in their heaps, dictionaries, mailboxes and a gen_server's state, and send it
-//! in every message, are observed in every way (the monitor's endpoint under every hook with
+//! keep a secret in their heaps, dictionaries, mailboxes, a gen_server's state, an ETS table's
+//! objects and a socket's queues, and send it in every message, are observed in every way (the monitor's endpoint under every hook with
 //! the flight recorder on, snapshot, top, profile, a recording and everything made from it),
 //! and no output holds the secret, while each shows those processes by pid and name.
 
@@ -54,7 +54,8 @@ fn no_output_holds_what_the_processes_hold_or_send() {
     let flight = d("flight");
     let probe = Probe::attach(beam.os_pid, &["--mode", "trace", "--snapshot-interval", "1s", "--flight-recorder", &flight]);
     std::thread::sleep(Duration::from_secs(4));
-    for path in ["/metrics", "/api/processes", "/api/pairs", "/api/calls", "/api/requests", "/api/table", "/api/findings", "/"] {
+    let flow = format!("/flow.svg?os_pid={pid}");
+    for path in ["/metrics", "/api/processes", "/api/pairs", "/api/calls", "/api/requests", "/api/table", "/api/findings", "/", "/flamegraph.svg", &flow] {
         outputs.push((path.into(), probe.get(path).into_bytes()));
     }
     // The flight recorder's segments (it removes them when it stops: nobody asked for them).
@@ -76,6 +77,12 @@ fn no_output_holds_what_the_processes_hold_or_send() {
     let tmux = Tmux::start(&format!("{} top --pid {pid} --all --interval 500ms", scope_probe_tests::probe::binary().display()));
     let screen = tmux.wait_for(|s| s.contains("scope_secret_holder"));
     outputs.push(("top".into(), screen.into_bytes()));
+    // Every view: servers, tree, ETS tables, ports, memory.
+    for view in ["WAITING", "SUPERVISOR", "OBJECTS", "DRIVER", "KIND"] {
+        tmux.keys("Tab");
+        let screen = tmux.wait_for(|s| s.contains(view));
+        outputs.push((format!("top ({view})"), screen.into_bytes()));
+    }
     drop(tmux);
 
     // A recording and everything made from it.
@@ -103,7 +110,7 @@ fn no_output_holds_what_the_processes_hold_or_send() {
         assert!(!contains(bytes, secret.as_bytes()), "{what} holds the secret");
     }
     // The outputs are real: the processes are there, by name.
-    for what in ["/api/processes", "snapshot --json", "top", "replay --json", "report"] {
+    for what in ["/api/processes", "snapshot --json", "top", "replay --json", "report", "/api/table", "top (OBJECTS)"] {
         let bytes = &outputs.iter().find(|(w, _)| w == what).unwrap().1;
         assert!(contains(bytes, b"scope_secret_holder") || contains(bytes, b"scope_secret_sender"), "{what} shows the processes");
     }
