@@ -308,6 +308,24 @@ fn memory_by_kind_equals_erlang_memory() {
     let bytes: u64 = line.split_whitespace().nth(1).and_then(|b| b.parse().ok()).unwrap_or_else(|| panic!("{line}"));
     assert!(bytes.abs_diff(num(&ours["binary"])) * 20 <= bytes, "{line} vs {}", ours["binary"]);
 
+    // The monitor reads again and again, counting only the atoms made since its last read:
+    // after 20,000 more, its atom kinds still agree.
+    let probe = Probe::attach(beam.os_pid, &["--frequency", "0", "--snapshot-interval", "1s"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while probe.metrics().get("beam_memory_bytes", &[("kind", "atom")]).is_none() {
+        assert!(std::time::Instant::now() < deadline, "no beam_memory_bytes{{kind=\"atom\"}} in 10 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    beam.call("length([list_to_atom(\"scope_mem_later_\" ++ integer_to_list(I)) || I <- lists:seq(1, 20000)])");
+    std::thread::sleep(Duration::from_millis(2500));
+    let m = probe.metrics();
+    let now = beam.call("erlang:memory()");
+    for kind in ["atom", "atom_used", "total", "processes"] {
+        let read = m.get("beam_memory_bytes", &[("kind", kind)]).unwrap_or_default() as u64;
+        assert!(read.abs_diff(vm(&now, kind)) * 20 <= vm(&now, kind), "{kind}: the monitor's {read}, erlang:memory() {}", now[kind]);
+    }
+    drop(probe);
+
     // top's sixth view: the kinds, with their shares of the total.
     let cmd = format!("{} top --pid {} --interval 500ms", probe::binary().display(), beam.os_pid);
     let tmux = Tmux::start(&cmd);

@@ -82,6 +82,9 @@ pub struct BeamTarget {
     start_time: Option<u64>,
     /// Read from the process table on first use: the masks are fixed at the VM's boot.
     pid_decoder: OnceLock<Option<PidDecoder>>,
+    /// The atom text space counted so far (atoms are never removed: each read counts the new
+    /// ones only).
+    pub(crate) atom_tally: std::sync::Mutex<crate::vm_memory::AtomTally>,
 }
 
 /// The state letter and start time of a process, from /proc/PID/stat (the fields after the
@@ -330,6 +333,7 @@ impl BeamTarget {
             debug_tried: lookup.tried,
             mem,
             pid_decoder: OnceLock::new(),
+            atom_tally: Default::default(),
             start_time: process_state(pid).map(|(_, t)| t),
         })
     }

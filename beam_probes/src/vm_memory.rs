@@ -160,67 +160,89 @@ fn index_table_bytes(mem: &RemoteMemory, l: &AllocLayout, table: u64) -> Result<
 /// `+t` raises it; scope-probe reads at most this many).
 const MAX_ATOMS: u64 = 1 << 26;
 
+/// The atom text space of the atoms counted so far, in the order they were made: an atom's
+/// length never changes and atoms are never removed, so each read goes on from the last (a
+/// table of a million atoms is read once, 0.15 s; then only the atoms made since).
+#[derive(Debug, Default)]
+pub struct AtomTally {
+    /// Atoms counted (the next one to count is this index).
+    counted: u64,
+    /// Text bytes used, text chunks so far and bytes used in the last (up to OTP 28).
+    used: u64,
+    chunks: u64,
+    in_chunk: u64,
+}
+
+impl AtomTally {
+    /// Counts the next atom's text (`atom_text_alloc`: a new chunk when it would reach the end
+    /// of the current one; the first chunk is there from boot).
+    fn add(&mut self, len: u64, chunk_bytes: u64) {
+        self.counted += 1;
+        self.used += len;
+        if chunk_bytes == 0 {
+            return;
+        }
+        self.chunks = self.chunks.max(1);
+        if self.in_chunk + len >= chunk_bytes - 8 {
+            self.chunks += 1;
+            self.in_chunk = 0;
+        }
+        self.in_chunk += len;
+    }
+
+    /// Bytes reserved and used.
+    fn space(&self, chunk_bytes: u64) -> (u64, u64) {
+        if chunk_bytes == 0 { (self.used, self.used) } else { (self.chunks.max(1) * chunk_bytes, self.used) }
+    }
+}
+
 /// `atom_table_sz()` plus the atom text space reserved and used
 /// (`erts_atom_get_text_space_sizes`): the table's own arrays from its header, the text from
-/// every atom's length (read in batches, a `process_vm_readv` per 1024 atoms).
+/// every atom's length (atoms made since the last read, in batches: a `process_vm_readv` per
+/// 1024 atoms).
 fn atoms(target: &crate::BeamTarget, table: u64) -> Result<(u64, u64)> {
     let (mem, l, a) = (&target.mem, &target.table.alloc, &target.table.atom);
     let header = mem.read_vec(table, l.index_table_bytes as usize, "atom table")?;
-    let int = |off: u64| u64::from(crate::snapshot::u32_at(&header, off));
-    let (size, entries, shift) = (int(l.index_table_size), int(a.table_entries), int(l.hash_shift));
-    if entries > MAX_ATOMS || size > MAX_ATOMS || !(38..64).contains(&shift) {
-        return Err(Error::Corrupt(format!("atom table: {entries} atoms, {size} slots, hash shift {shift}")));
+    let entries = u64::from(crate::snapshot::u32_at(&header, a.table_entries));
+    if entries > MAX_ATOMS {
+        return Err(Error::Corrupt(format!("atom table: {entries} atoms")));
     }
     let table_bytes = index_table_bytes(mem, l, table)?;
-    // The atoms: each segment's slots, then each atom's length and text pointer.
+    let mut tally = target.atom_tally.lock().unwrap_or_else(|e| e.into_inner());
+    if tally.counted > entries {
+        // Not the table counted before (a torn read then): count again.
+        *tally = AtomTally::default();
+    }
+    // The new atoms: their segments' slots, then each one's length and text pointer.
     let per_segment = 1u64 << a.segment_bits;
     let seg_table = crate::snapshot::u64_at(&header, a.table_seg_table);
-    let segments = mem.read_vec(seg_table, (entries.div_ceil(per_segment) * 8) as usize, "atom segments")?;
-    let mut atoms = Vec::with_capacity(entries as usize);
-    for (i, seg) in segments.chunks_exact(8).enumerate() {
-        let n = (entries - i as u64 * per_segment).min(per_segment);
-        let slots = mem.read_vec(crate::snapshot::u64_at(seg, 0), (n * 8) as usize, "atom segment")?;
+    let mut atoms = Vec::with_capacity((entries - tally.counted) as usize);
+    let mut ix = tally.counted;
+    while ix < entries {
+        let seg = mem.read_u64(seg_table + (ix / per_segment) * 8, "atom segment")?;
+        let n = (entries - ix).min(per_segment - ix % per_segment);
+        let slots = mem.read_vec(seg + (ix % per_segment) * 8, (n * 8) as usize, "atom segment")?;
         atoms.extend(slots.chunks_exact(8).map(|s| crate::snapshot::u64_at(s, 0)));
+        ix += n;
     }
     let span = (a.atom_name + 8 - a.atom_len) as usize;
     let ranges: Vec<(u64, usize)> = atoms.iter().map(|&p| (p + a.atom_len, span)).collect();
     let mut buf = vec![0u8; ranges.len() * span];
     let read = crate::snapshot::read_many(mem, &ranges, &mut buf);
-    if read.iter().any(|ok| !ok) {
-        return Err(Error::Corrupt(format!("{} of {entries} atoms not readable", read.iter().filter(|ok| !**ok).count())));
+    if let Some(bad) = read.iter().position(|ok| !ok) {
+        return Err(Error::Corrupt(format!("atom {} not readable", tally.counted + bad as u64)));
     }
-    let texts = buf.chunks_exact(span).map(|b| {
+    for b in buf.chunks_exact(span) {
         let len = u64::from(crate::snapshot::u16_at(b, 0));
-        (len, crate::snapshot::u64_at(b, a.atom_name - a.atom_len))
-    });
-    let (reserved, used) = if l.atom_text_chunk_bytes == 0 {
-        let used = texts.map(|(len, _)| len).sum();
-        (used, used)
-    } else {
-        text_chunks(texts.filter(|&(_, at)| !target.elf.maps_vaddr(at.wrapping_sub(target.load_bias))), l.atom_text_chunk_bytes)
-    };
+        let text = crate::snapshot::u64_at(b, a.atom_name - a.atom_len);
+        // Up to OTP 28 the atoms built into the VM keep their text in the executable.
+        let built_in = l.atom_text_chunk_bytes != 0 && target.elf.maps_vaddr(text.wrapping_sub(target.load_bias));
+        tally.add(if built_in { 0 } else { len }, l.atom_text_chunk_bytes);
+    }
+    let (reserved, used) = tally.space(l.atom_text_chunk_bytes);
     Ok((table_bytes + reserved, table_bytes + used))
 }
 
-/// The text chunks (up to OTP 28) that atom texts of these lengths, packed in the order the
-/// atoms were made, fill (`atom_text_alloc`: a new chunk when the next text would reach the
-/// end of the current one; the first chunk is there from boot): bytes reserved and used.
-fn text_chunks(texts: impl Iterator<Item = (u64, u64)>, chunk_bytes: u64) -> (u64, u64) {
-    let room = chunk_bytes - 8;
-    let (mut chunks, mut at, mut used) = (1u64, 0u64, 0u64);
-    for (len, _) in texts {
-        if at + len >= room {
-            chunks += 1;
-            at = 0;
-        }
-        at += len;
-        used += len;
-    }
-    (chunks * chunk_bytes, used)
-}
-
-/// `erts_memory`'s sums: every allocator but temp_alloc and test_alloc in the total, plus the
-/// JIT's code; processes are the heaps, the process table and the process-sized fixed blocks.
 fn add_up(l: &AllocLayout, b: &TypeBytes, ptab_bytes: u64, code_loaded: u64, ets_misc: u64) -> VmMemory {
     let mut total = code_loaded;
     for ai in 1..=l.max_type {
@@ -330,14 +352,25 @@ fn add_instance(mem: &RemoteMemory, l: &AllocLayout, allctr: u64, only: Option<u
 
 #[cfg(test)]
 mod tests {
-    use super::text_chunks;
+    use super::AtomTally;
+
+    fn tally(lens: &[u64], chunk_bytes: u64) -> (u64, u64) {
+        let mut t = AtomTally::default();
+        for &len in lens {
+            t.add(len, chunk_bytes);
+        }
+        t.space(chunk_bytes)
+    }
 
     #[test]
     fn atom_texts_fill_chunks_in_order() {
         // Chunks of 16 bytes of text (plus the next pointer): 10 + 5 fit, 10 more starts a
         // second chunk; a text that would reach the end exactly moves on too (`>=`).
-        assert_eq!(text_chunks([(10, 0), (5, 0), (10, 0)].into_iter(), 24), (48, 25));
-        assert_eq!(text_chunks([(10, 0), (6, 0)].into_iter(), 24), (48, 16));
-        assert_eq!(text_chunks(std::iter::empty(), 24), (24, 0));
+        assert_eq!(tally(&[10, 5, 10], 24), (48, 25));
+        assert_eq!(tally(&[10, 6], 24), (48, 16));
+        assert_eq!(tally(&[], 24), (24, 0));
+        // Built-in atoms count as empty; without chunks (OTP 29) the space is the lengths.
+        assert_eq!(tally(&[0, 0, 4], 24), (24, 4));
+        assert_eq!(tally(&[10, 6], 0), (16, 16));
     }
 }
