@@ -153,10 +153,7 @@ fn top_shows_the_server_callers_are_blocked_on() {
 fn top_with_calls_times_the_server_callers_wait_on() {
     let mut beam = Beam::start();
     beam.call("scope_calls:start(scope_calls_timed)");
-    let cmd = format!("{} top --pid {} --interval 500ms --calls", probe::binary().display(), beam.os_pid);
-    let tmux = Tmux::start(&cmd);
-    tmux.wait_for(|s| s.contains("REDS/S"));
-    tmux.keys("Tab");
+    let tmux = Tmux::top(beam.os_pid, "--calls", 1);
     tmux.wait_for(|s| s.contains("P50") && s.contains("TOP CALLER"));
     // 4 callers of a 20 ms server: each waits about 80 ms, for 24 s. The VM is nearly idle (its
     // processes sleep), so its budget is small: the first windows long enough to pair 80 ms

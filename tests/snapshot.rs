@@ -218,11 +218,7 @@ fn supervision_tree_equals_which_children() {
     assert!(trees.iter().any(|t| t["identity"] == "kernel_sup" && t["system"] == true), "{trees:?}");
     assert_eq!(top["system"], false);
 
-    let cmd = format!("{} top --pid {} --interval 500ms", probe::binary().display(), beam.os_pid);
-    let tmux = Tmux::start(&cmd);
-    tmux.wait_for(|s| s.contains("REDS/S"));
-    tmux.keys("Tab");
-    tmux.keys("Tab");
+    let tmux = Tmux::top(beam.os_pid, "", 2);
     let screen = tmux.wait_for(|s| s.contains("SUPERVISOR / CHILD") && s.contains("scope_tree_sup"));
     // Indented by depth: the leaf supervisor's workers sit three levels down.
     assert!(screen.lines().any(|l| l.starts_with("▾ scope_tree_sup")), "{screen}");
@@ -263,12 +259,7 @@ fn ets_tables_equal_ets_info() {
     assert_eq!(num(&snap["ets"]["torn"]), 0, "an idle VM has no torn tables");
 
     // top's fourth view: the same tables, largest first, owners named.
-    let cmd = format!("{} top --pid {} --interval 500ms", probe::binary().display(), beam.os_pid);
-    let tmux = Tmux::start(&cmd);
-    tmux.wait_for(|s| s.contains("REDS/S"));
-    for _ in 0..3 {
-        tmux.keys("Tab");
-    }
+    let tmux = Tmux::top(beam.os_pid, "", 3);
     let screen = tmux.wait_for(|s| s.contains("OBJECTS") && s.contains("scope_ets_set"));
     let set = screen.lines().find(|l| l.starts_with("scope_ets_set")).unwrap_or_else(|| panic!("{screen}"));
     assert!(set.contains("scope_ets_owner") && set.contains(" 1000 ") && set.contains("public"), "{set}");
@@ -327,12 +318,7 @@ fn memory_by_kind_equals_erlang_memory() {
     drop(probe);
 
     // top's sixth view: the kinds, with their shares of the total.
-    let cmd = format!("{} top --pid {} --interval 500ms", probe::binary().display(), beam.os_pid);
-    let tmux = Tmux::start(&cmd);
-    tmux.wait_for(|s| s.contains("REDS/S"));
-    for _ in 0..5 {
-        tmux.keys("Tab");
-    }
+    let tmux = Tmux::top(beam.os_pid, "", 5);
     let screen = tmux.wait_for(|s| s.contains("KIND") && s.contains("processes_used"));
     let binary = screen.lines().find(|l| l.starts_with("binary ")).unwrap_or_else(|| panic!("{screen}"));
     assert!(binary.contains(" MiB") && binary.contains('%'), "{binary}");
@@ -456,12 +442,7 @@ fn ports_match_port_info() {
     assert!(line.contains("tcp_inet") && line.contains("busy") && line.contains(vm["client_peer"].as_str()), "{line}");
 
     // top's fifth view: the stuck socket first (the fullest queue), busy, with its peer.
-    let cmd = format!("{} top --pid {} --interval 500ms", probe::binary().display(), beam.os_pid);
-    let tmux = Tmux::start(&cmd);
-    tmux.wait_for(|s| s.contains("REDS/S"));
-    for _ in 0..4 {
-        tmux.keys("Tab");
-    }
+    let tmux = Tmux::top(beam.os_pid, "", 4);
     let screen = tmux.wait_for(|s| s.contains("KERNEL Q") && s.contains("tcp_inet"));
     let first = screen.lines().find(|l| l.starts_with("#Port<")).unwrap_or_else(|| panic!("{screen}"));
     assert!(first.starts_with(vm["client"].as_str()) && first.contains("busy") && first.contains(vm["client_peer"].as_str()), "{first}");

@@ -20,6 +20,18 @@ impl Tmux {
         Tmux(name)
     }
 
+    /// `scope-probe top --pid PID --interval 500ms` (and `extra` arguments), once its first
+    /// table is drawn, moved on to its `view`-th view with `tab` (0: processes, 1: servers,
+    /// 2: tree, 3: ETS, 4: ports, 5: memory).
+    pub fn top(pid: u32, extra: &str, view: usize) -> Tmux {
+        let tmux = Tmux::start(&format!("{} top --pid {pid} --interval 500ms {extra}", crate::probe::binary().display()));
+        tmux.wait_for(|s| s.contains("REDS/S"));
+        for _ in 0..view {
+            tmux.keys("Tab");
+        }
+        tmux
+    }
+
     pub fn screen(&self) -> String {
         let o = Command::new("tmux").args(["capture-pane", "-p", "-t", &self.0]).output().unwrap();
         String::from_utf8_lossy(&o.stdout).into_owned()
