@@ -28,7 +28,7 @@ use beam_probes::Capability;
 use crate::control::adaptive::Escalator;
 use super::requests::Requests;
 use crate::event::{Event, SharedTableRead, WindowChange, What};
-use crate::export::PidNames;
+use crate::enrich::names::EventNames;
 use crate::pipeline::Sink;
 
 /// Callers with a request in flight at most (the oldest give way).
@@ -138,7 +138,7 @@ pub struct Calls {
     /// Request processes' spans, and the calls they waited on.
     pub requests: Requests,
     /// What spawned processes run, and how pids print (live only).
-    pub names: Option<Arc<dyn PidNames>>,
+    pub names: Option<Arc<dyn EventNames>>,
 }
 
 

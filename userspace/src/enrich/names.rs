@@ -122,6 +122,24 @@ impl crate::export::PidNames for VmNames {
         self.latest().roles.get(&term).copied()
     }
 
+}
+
+/// Names for the sinks that see events (the recorder, the call sink): the exporters' names,
+/// and what a spawn ran, from the VM's atom indices in its event (exporters see names only).
+pub trait EventNames: crate::export::PidNames {
+    /// What a spawned process was spawned to run, as its initial call reads
+    /// (`Module:function/arity`); `None` when the spawn's probe could not tell.
+    fn spawned_as(&self, call: &crate::event::SpawnCall) -> Option<std::sync::Arc<str>>;
+}
+
+/// For the sinks that hold names (their state derives Debug).
+impl std::fmt::Debug for dyn EventNames {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EventNames")
+    }
+}
+
+impl EventNames for VmNames {
     fn spawned_as(&self, call: &crate::event::SpawnCall) -> Option<std::sync::Arc<str>> {
         let mut inner = crate::aggregate::lock(&self.inner);
         if let Some(text) = inner.spawned.get(call) {

@@ -29,11 +29,6 @@ pub trait PidNames: Send + Sync {
     fn role(&self, _term: u64) -> Option<beam_probes::roles::Role> {
         None
     }
-    /// What a spawned process was spawned to run, as its initial call reads
-    /// (`Module:function/arity`); `None` when the spawn's probe could not tell.
-    fn spawned_as(&self, _call: &crate::event::SpawnCall) -> Option<std::sync::Arc<str>> {
-        None
-    }
 }
 
 /// For the sinks that hold names (their state derives Debug).

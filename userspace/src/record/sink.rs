@@ -11,7 +11,7 @@ use super::format::{Entry, Owner, ProcessRow, What};
 use super::writer::Writer;
 use crate::enrich::stack;
 use crate::event::{self, Event, ProcRead, Sample, SharedTableRead, WindowChange};
-use crate::export::PidNames;
+use crate::enrich::names::EventNames;
 use crate::pipeline::Sink;
 use crate::source::procstat::ThreadKind;
 
@@ -21,7 +21,7 @@ const MAX_PIDS: usize = 1_000_000;
 
 pub struct Recorder {
     writer: Writer,
-    names: Arc<dyn PidNames>,
+    names: Arc<dyn EventNames>,
     /// This file's interned strings and pids: a new file starts them again (each file, each
     /// flight-recorder segment, reads on its own and carries only what it uses).
     ids: HashMap<Arc<str>, u32>,
@@ -31,7 +31,7 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    pub fn new(writer: Writer, names: Arc<dyn PidNames>) -> Recorder {
+    pub fn new(writer: Writer, names: Arc<dyn EventNames>) -> Recorder {
         Recorder { writer, names, ids: HashMap::new(), pids: HashSet::new(), open: Vec::new() }
     }
 

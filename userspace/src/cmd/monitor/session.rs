@@ -17,8 +17,7 @@ use crate::control::adaptive::{ControlState, Controller, Settings};
 use crate::control::calibrate;
 use crate::control::mode::Mode;
 use crate::detect::{Detectors, Evaluator, Transition};
-use crate::enrich::names::VmNames;
-use crate::export::PidNames;
+use crate::enrich::names::{EventNames, VmNames};
 use crate::export::alertmanager::{AlertClient, AlertSettings};
 use crate::export::http::App;
 use crate::export::metrics::{BuildLabels, VmLabels};
@@ -105,7 +104,7 @@ impl VmSession {
         let gc_functions: Vec<String> =
             target.table.hooks.iter().filter(|h| h.point == beam_probes::HookPoint::GcStart).map(|h| h.symbol.to_owned()).collect();
         let detectors = Arc::new(Mutex::new(Detectors::new(&cli.detectors, cli.frequency, gc_functions, normal_schedulers)));
-        let names: Arc<dyn PidNames> = Arc::new(VmNames::new(target.clone(), state.table.clone()));
+        let names: Arc<dyn EventNames> = Arc::new(VmNames::new(target.clone(), state.table.clone()));
         let mut sinks: Vec<Arc<Mutex<dyn Sink>>> = vec![state.counts.clone(), state.cpu.clone(), state.table.clone(), state.calls.clone(), detectors.clone()];
         // The recorder: a file (`record`), or the flight recorder's segments.
         let meta = recording_meta(cli, &target);
