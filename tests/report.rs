@@ -304,6 +304,9 @@ fn the_dashboard_shows_the_live_views() {
     beam.call("scope_record:fill(dash_box, 3000)");
     beam.call("scope_calls:start(dash_server)");
     beam.call("scope_calls:run_async(dash_server, 2, 100000, 5)");
+    // CPU for the flame graph (the server sleeps through its calls: a loaded machine's sampler
+    // may catch none of its callers' few instructions).
+    beam.call("scope_burn:start(dash_burner, 30, 70)");
     let probe = scope_probe_tests::Probe::attach(beam.os_pid, &["--mode", "trace", "--snapshot-interval", "1s"]);
     // A table read and some calls first.
     std::thread::sleep(Duration::from_secs(3));
@@ -333,7 +336,7 @@ fn the_dashboard_shows_the_live_views() {
     // Erlang terms above them.
     let svg = probe.get("/flamegraph.svg");
     assert!(svg.contains("<svg") && svg.contains("the last minute"), "{}", &svg[..svg.len().min(2000)]);
-    assert!(svg.contains("&lt;0.") && svg.contains("scope_calls:"), "no process frame or workload function in the flame graph");
+    assert!(svg.contains("&lt;0.") && svg.contains("scope_burn:"), "no process frame or workload function in the flame graph");
     // The message flow: the server between its callers, drawn by the report's code.
     assert!(r.dom.contains(&format!("/flow.svg?os_pid={}", beam.os_pid)), "no flow graph on the page");
     let flow = probe.get(&format!("/flow.svg?os_pid={}", beam.os_pid));

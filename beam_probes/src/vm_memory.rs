@@ -134,7 +134,12 @@ fn static_address(target: &crate::BeamTarget, r: &crate::builds::StaticRef) -> R
     let code = target.mem.read_vec(at, len as usize, "function code")?;
     let mut decoder = Decoder::with_ip(64, &code, at, DecoderOptions::NONE);
     let mut refs = decoder.iter().filter(|i| !i.is_invalid() && i.is_ip_rel_memory_operand()).map(|i| i.ip_rel_memory_address());
-    refs.nth(r.nth).ok_or_else(|| Error::Corrupt(format!("{}: no data reference {}", r.function, r.nth)))
+    let found = refs.nth(r.nth).ok_or_else(|| Error::Corrupt(format!("{}: no data reference {}", r.function, r.nth)))?;
+    // A static lives in the executable's data: anything else is not the reference meant.
+    if !target.elf.maps_vaddr(found.wrapping_sub(target.load_bias)) {
+        return Err(Error::Corrupt(format!("{}: reference {} at {found:#x} is outside the executable", r.function, r.nth)));
+    }
+    Ok(found)
 }
 
 /// `hash_table_sz`: the `Hash`, its buckets and its name.
