@@ -20,6 +20,7 @@ use serde::Serialize;
 use crate::builds::AllocLayout;
 use crate::error::{Error, Result};
 use crate::memory::RemoteMemory;
+use crate::snapshot::{read_many, u16_at, u32_at, u64_at};
 
 /// More instances of one allocator type than this is a torn read (one per scheduler, at most
 /// 1024 schedulers, plus one).
@@ -172,24 +173,24 @@ const MAX_ATOMS: u64 = 1 << 26;
 pub struct AtomTally {
     /// Atoms counted (the next one to count is this index).
     counted: u64,
-    /// Text bytes used, text chunks so far and bytes used in the last (up to OTP 28).
+    /// Text bytes used, text chunks after the first (which is there from boot) and bytes used
+    /// in the last (up to OTP 28).
     used: u64,
-    chunks: u64,
+    more_chunks: u64,
     in_chunk: u64,
 }
 
 impl AtomTally {
     /// Counts the next atom's text (`atom_text_alloc`: a new chunk when it would reach the end
-    /// of the current one; the first chunk is there from boot).
+    /// of the current one).
     fn add(&mut self, len: u64, chunk_bytes: u64) {
         self.counted += 1;
         self.used += len;
         if chunk_bytes == 0 {
             return;
         }
-        self.chunks = self.chunks.max(1);
         if self.in_chunk + len >= chunk_bytes - 8 {
-            self.chunks += 1;
+            self.more_chunks += 1;
             self.in_chunk = 0;
         }
         self.in_chunk += len;
@@ -197,7 +198,7 @@ impl AtomTally {
 
     /// Bytes reserved and used.
     fn space(&self, chunk_bytes: u64) -> (u64, u64) {
-        if chunk_bytes == 0 { (self.used, self.used) } else { (self.chunks.max(1) * chunk_bytes, self.used) }
+        if chunk_bytes == 0 { (self.used, self.used) } else { ((1 + self.more_chunks) * chunk_bytes, self.used) }
     }
 }
 
@@ -208,7 +209,7 @@ impl AtomTally {
 fn atoms(target: &crate::BeamTarget, table: u64) -> Result<(u64, u64)> {
     let (mem, l, a) = (&target.mem, &target.table.alloc, &target.table.atom);
     let header = mem.read_vec(table, l.index_table_bytes as usize, "atom table")?;
-    let entries = u64::from(crate::snapshot::u32_at(&header, a.table_entries));
+    let entries = u64::from(u32_at(&header, a.table_entries));
     if entries > MAX_ATOMS {
         return Err(Error::Corrupt(format!("atom table: {entries} atoms")));
     }
@@ -220,26 +221,26 @@ fn atoms(target: &crate::BeamTarget, table: u64) -> Result<(u64, u64)> {
     }
     // The new atoms: their segments' slots, then each one's length and text pointer.
     let per_segment = 1u64 << a.segment_bits;
-    let seg_table = crate::snapshot::u64_at(&header, a.table_seg_table);
+    let seg_table = u64_at(&header, a.table_seg_table);
     let mut atoms = Vec::with_capacity((entries - tally.counted) as usize);
     let mut ix = tally.counted;
     while ix < entries {
         let seg = mem.read_u64(seg_table + (ix / per_segment) * 8, "atom segment")?;
         let n = (entries - ix).min(per_segment - ix % per_segment);
         let slots = mem.read_vec(seg + (ix % per_segment) * 8, (n * 8) as usize, "atom segment")?;
-        atoms.extend(slots.chunks_exact(8).map(|s| crate::snapshot::u64_at(s, 0)));
+        atoms.extend(slots.chunks_exact(8).map(|s| u64_at(s, 0)));
         ix += n;
     }
     let span = (a.atom_name + 8 - a.atom_len) as usize;
     let ranges: Vec<(u64, usize)> = atoms.iter().map(|&p| (p + a.atom_len, span)).collect();
     let mut buf = vec![0u8; ranges.len() * span];
-    let read = crate::snapshot::read_many(mem, &ranges, &mut buf);
+    let read = read_many(mem, &ranges, &mut buf);
     if let Some(bad) = read.iter().position(|ok| !ok) {
         return Err(Error::Corrupt(format!("atom {} not readable", tally.counted + bad as u64)));
     }
     for b in buf.chunks_exact(span) {
-        let len = u64::from(crate::snapshot::u16_at(b, 0));
-        let text = crate::snapshot::u64_at(b, a.atom_name - a.atom_len);
+        let len = u64::from(u16_at(b, 0));
+        let text = u64_at(b, a.atom_name - a.atom_len);
         // Up to OTP 28 the atoms built into the VM keep their text in the executable.
         let built_in = l.atom_text_chunk_bytes != 0 && target.elf.maps_vaddr(text.wrapping_sub(target.load_bias));
         tally.add(if built_in { 0 } else { len }, l.atom_text_chunk_bytes);
@@ -283,25 +284,23 @@ fn type_bytes(mem: &RemoteMemory, l: &AllocLayout, infos: u64, thr_specs: u64) -
         TypeBytes { blocks: vec![0; types], fix_allocated: vec![0; l.fixed_sizes as usize], fix_used: vec![0; l.fixed_sizes as usize] };
     let info = mem.read_vec(infos, (l.info_size * (l.max_type + 1)) as usize, "allocator info")?;
     let specs = mem.read_vec(thr_specs, (l.thr_spec_size * (l.max_type + 1)) as usize, "allocator instances")?;
-    let int_at = |buf: &[u8], off: u64| u32::from_le_bytes(buf[off as usize..off as usize + 4].try_into().unwrap_or_default());
-    let ptr_at = |buf: &[u8], off: u64| u64::from_le_bytes(buf[off as usize..off as usize + 8].try_into().unwrap_or_default());
     for ai in 1..=l.max_type {
         let i = ai * l.info_size;
-        if int_at(&info, i + l.info_alloc_util) == 0 || int_at(&info, i + l.info_enabled) == 0 {
+        if u32_at(&info, i + l.info_alloc_util) == 0 || u32_at(&info, i + l.info_enabled) == 0 {
             continue;
         }
-        let thr_spec = int_at(&info, i + l.info_thr_spec) != 0;
+        let thr_spec = u32_at(&info, i + l.info_thr_spec) != 0;
         let instances: Vec<u64> = if thr_spec {
             let s = ai * l.thr_spec_size;
-            let count = u64::from(int_at(&specs, s + l.thr_spec_count));
+            let count = u64::from(u32_at(&specs, s + l.thr_spec_count));
             if count > MAX_INSTANCES {
                 return Err(Error::Corrupt(format!("allocator type {ai}: {count} instances")));
             }
-            let array = ptr_at(&specs, s + l.thr_spec_instances);
+            let array = u64_at(&specs, s + l.thr_spec_instances);
             let raw = mem.read_vec(array, (count * 8) as usize, "allocator instance array")?;
-            raw.chunks_exact(8).map(|c| ptr_at(c, 0)).filter(|&p| p != 0).collect()
+            raw.chunks_exact(8).map(|c| u64_at(c, 0)).filter(|&p| p != 0).collect()
         } else {
-            vec![ptr_at(&info, i + l.info_extra)].into_iter().filter(|&p| p != 0).collect()
+            vec![u64_at(&info, i + l.info_extra)].into_iter().filter(|&p| p != 0).collect()
         };
         // A single instance counts only its own type's blocks (`alcu_size`); carriers move
         // between the per-scheduler instances of all types.
@@ -322,12 +321,11 @@ fn add_instance(mem: &RemoteMemory, l: &AllocLayout, allctr: u64, only: Option<u
     let pooled = mem.read_u64(allctr + l.cpool_util_limit, "carrier pool limit")? != 0;
     let pool =
         if pooled { mem.read_vec(allctr + l.cpool_blocks_size, (8 * l.max_type) as usize, "carrier pool stats")? } else { Vec::new() };
-    let word = |buf: &[u8], off: u64| u64::from_le_bytes(buf[off as usize..off as usize + 8].try_into().unwrap_or_default());
     for ix in (0..l.max_type).filter(|ix| only.is_none_or(|ai| ai == ix + 1)) {
         let stat = ix * l.block_stats_size + l.block_curr_size;
-        let mut bytes = word(&mbcs, stat) + word(&sbcs, stat);
+        let mut bytes = u64_at(&mbcs, stat) + u64_at(&sbcs, stat);
         if pooled {
-            bytes += word(&pool, ix * 8);
+            bytes += u64_at(&pool, ix * 8);
         }
         if bytes > MAX_BYTES {
             return Err(Error::Corrupt(format!("allocator at {allctr:#x}: {bytes} bytes of type {}", ix + 1)));
@@ -342,8 +340,8 @@ fn add_instance(mem: &RemoteMemory, l: &AllocLayout, allctr: u64, only: Option<u
                 if pooled { (l.fix_cpool_allocated, l.fix_cpool_used) } else { (l.fix_nocpool_allocated, l.fix_nocpool_used) };
             for ix in 0..l.fixed_sizes {
                 let list = ix * l.fix_size;
-                let size = word(&buf, list + l.fix_type_size);
-                let (a, u) = (word(&buf, list + allocated), word(&buf, list + used));
+                let size = u64_at(&buf, list + l.fix_type_size);
+                let (a, u) = (u64_at(&buf, list + allocated), u64_at(&buf, list + used));
                 if size > 1 << 20 || a > MAX_BYTES || u > MAX_BYTES {
                     return Err(Error::Corrupt(format!("fixed-size list {ix}: {size} bytes x {a} allocated")));
                 }
