@@ -101,12 +101,13 @@ pub struct EtsRow {
 }
 
 impl EtsView {
+    /// No tables, and why.
+    pub fn unread(why: String) -> EtsView {
+        EtsView { error: Some(why), ..Default::default() }
+    }
+
     /// The tables of a read, largest first, owners named from the processes of the same moment.
-    pub fn of(read: std::result::Result<&beam_probes::ets::EtsSnapshot, String>, processes: &[snapshot::ProcessRecord]) -> EtsView {
-        let snap = match read {
-            Ok(s) => s,
-            Err(e) => return EtsView { error: Some(e), ..Default::default() },
-        };
+    pub fn of(snap: &beam_probes::ets::EtsSnapshot, processes: &[snapshot::ProcessRecord]) -> EtsView {
         let who: HashMap<u64, &snapshot::ProcessRecord> = processes.iter().map(|p| (p.term, p)).collect();
         let mut tables: Vec<EtsRow> = snap
             .tables
@@ -174,16 +175,19 @@ pub fn read(target: &BeamTarget, symbolizer: &mut Symbolizer) -> Result<ProcessT
     let snap = snapshot::snapshot(&target.process_table())?;
     let mut names: HashMap<u64, Arc<str>> = HashMap::new();
     let supervision = beam_probes::supervision::Tree::of_records(&snap.processes);
-    let ets_read = beam_probes::ets::of(target).map_err(|e| e.to_string());
-    let ets = EtsView::of(ets_read.as_ref().map_err(Clone::clone), &snap.processes);
-    let (ports, ports_error) = match beam_probes::ports::of(target) {
-        Ok(p) => (Some(p), None),
-        Err(e) => (None, Some(e.to_string())),
+    let ets = match beam_probes::ets::of(target) {
+        Ok(read) => EtsView::of(&read, &snap.processes),
+        Err(e) => EtsView::unread(e.to_string()),
     };
-    let (memory, memory_error) = match beam_probes::vm_memory::of(target) {
-        Ok(m) => (Some(m), None),
-        Err(e) => (None, Some(e.to_string())),
-    };
+    // What was read, or why not.
+    fn split<T>(read: beam_probes::Result<T>) -> (Option<T>, Option<String>) {
+        match read {
+            Ok(v) => (Some(v), None),
+            Err(e) => (None, Some(e.to_string())),
+        }
+    }
+    let (ports, ports_error) = split(beam_probes::ports::of(target));
+    let (memory, memory_error) = split(beam_probes::vm_memory::of(target));
     let processes = snap
         .processes
         .into_iter()

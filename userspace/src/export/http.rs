@@ -379,7 +379,10 @@ async fn table(State(vms): State<Arc<Vms>>) -> Json<Vec<OfVm<TableView>>> {
             supervision.trees.retain(|t| !t.system);
             supervision.unsupervised.clear();
             let age_seconds = crate::event::now_ns().saturating_sub(read.ts_ns) as f64 / 1e9;
-            let mut ets = crate::enrich::process_view::EtsView::of(read.ets.as_ref().ok_or_else(|| "not read".to_owned()), ps);
+            let mut ets = match &read.ets {
+                Some(e) => crate::enrich::process_view::EtsView::of(e, ps),
+                None => crate::enrich::process_view::EtsView::unread("not read".into()),
+            };
             let (ets_tables, ets_memory_bytes) = (ets.tables.len(), ets.tables.iter().map(|t| t.table.memory_bytes).sum());
             ets.tables.truncate(TABLE_ROWS);
             let port_count = read.ports.as_ref().map_or(0, |p| p.ports.len());

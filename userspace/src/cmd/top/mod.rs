@@ -536,7 +536,7 @@ impl App {
     /// processes under no supervisor (OTP's own only with `a`).
     fn tree_table(&self, vm: &Vm, focused: bool) -> Table<'static> {
         let Some(view) = &vm.view else {
-            return self.styled(Table::new(Vec::<Row>::new(), [Constraint::Min(10)]), Row::new(["no table read yet"]), focused);
+            return self.message("no table read yet".into(), focused);
         };
         let by_pid: HashMap<&str, &ProcessRow> = view.processes.iter().map(|p| (p.pid.as_str(), p)).collect();
         let mut lines: Vec<(String, &ProcessRow)> = Vec::new();
@@ -591,10 +591,10 @@ impl App {
     /// own only with `a`; `/` filters by table or owner).
     fn ets_table(&self, vm: &Vm, focused: bool) -> Table<'static> {
         let Some(view) = &vm.view else {
-            return self.styled(Table::new(Vec::<Row>::new(), [Constraint::Min(10)]), Row::new(["no table read yet"]), focused);
+            return self.message("no table read yet".into(), focused);
         };
         if let Some(e) = &view.ets.error {
-            return self.styled(Table::new(Vec::<Row>::new(), [Constraint::Min(10)]), Row::new([format!("ETS tables not read: {e}")]), focused);
+            return self.message(format!("ETS tables not read: {e}"), focused);
         }
         let filter = self.filter.to_lowercase();
         let rows: Vec<Row> = view
@@ -620,7 +620,7 @@ impl App {
                     e.protection.label().to_owned(),
                     e.size.to_string(),
                     crate::units::bytes(e.memory_bytes),
-                    if growth == 0.0 { String::new() } else { format!("{}{}/s", if growth < 0.0 { "-" } else { "+" }, crate::units::bytes(growth.abs() as u64)) },
+                    bytes_per_second(growth),
                 ])
                 .style(style)
             })
@@ -644,11 +644,11 @@ impl App {
     /// for a socket, in the kernel's (`/` filters by name, driver, process or address).
     fn ports_table(&self, vm: &Vm, focused: bool) -> Table<'static> {
         let Some(view) = &vm.view else {
-            return self.styled(Table::new(Vec::<Row>::new(), [Constraint::Min(10)]), Row::new(["no table read yet"]), focused);
+            return self.message("no table read yet".into(), focused);
         };
         let Some(ports) = &view.ports else {
             let why = view.ports_error.as_deref().unwrap_or("not read");
-            return self.styled(Table::new(Vec::<Row>::new(), [Constraint::Min(10)]), Row::new([format!("ports not read: {why}")]), focused);
+            return self.message(format!("ports not read: {why}"), focused);
         };
         let filter = self.filter.to_lowercase();
         let rows: Vec<Row> = ports
@@ -704,11 +704,11 @@ impl App {
     /// and change per second since the last refresh.
     fn memory_table(&self, vm: &Vm, focused: bool) -> Table<'static> {
         let Some(view) = &vm.view else {
-            return self.styled(Table::new(Vec::<Row>::new(), [Constraint::Min(10)]), Row::new(["no table read yet"]), focused);
+            return self.message("no table read yet".into(), focused);
         };
         let Some(m) = &view.memory else {
             let why = view.memory_error.as_deref().unwrap_or("not read");
-            return self.styled(Table::new(Vec::<Row>::new(), [Constraint::Min(10)]), Row::new([format!("memory not read: {why}")]), focused);
+            return self.message(format!("memory not read: {why}"), focused);
         };
         let rows: Vec<Row> = m
             .kinds()
@@ -721,7 +721,7 @@ impl App {
                     kind.to_owned(),
                     crate::units::bytes(bytes),
                     if m.total > 0 { format!("{:.1}%", bytes as f64 * 100.0 / m.total as f64) } else { String::new() },
-                    if rate == 0.0 { String::new() } else { format!("{}{}/s", if rate < 0.0 { "-" } else { "+" }, crate::units::bytes(rate.abs() as u64)) },
+                    bytes_per_second(rate),
                 ])
                 .style(style)
             })
@@ -754,6 +754,11 @@ impl App {
             bars.join(" · "),
             cost * 100.0
         ))
+    }
+
+    /// A table with no rows whose header says why (nothing read yet, or what could not be read).
+    fn message(&self, text: String, focused: bool) -> Table<'static> {
+        self.styled(Table::new(Vec::<Row>::new(), [Constraint::Min(10)]), Row::new([text]), focused)
     }
 
     /// Reversed header; the selected row bold in the focused VM's table.
@@ -887,4 +892,10 @@ impl App {
         ];
         self.styled(Table::new(table_rows, widths), Row::new(header_cells), focused)
     }
+}
+
+/// A change in bytes per second as the ETS and memory views show it: `+1.2 MiB/s`, `-3 KiB/s`,
+/// nothing when there was none.
+fn bytes_per_second(rate: f64) -> String {
+    if rate == 0.0 { String::new() } else { format!("{}{}/s", if rate < 0.0 { "-" } else { "+" }, crate::units::bytes(rate.abs() as u64)) }
 }
