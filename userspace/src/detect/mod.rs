@@ -157,9 +157,7 @@ impl Context<'_> {
 
     /// `<0.80.0> (name)`, or the bare pid when it has no name.
     pub fn who(&self, pid: u64) -> String {
-        let name = self.names.name(pid);
-        let pid = self.names.pid(pid);
-        if name.is_empty() { pid } else { format!("{pid} ({name})") }
+        self.names.who(pid)
     }
 }
 

@@ -414,8 +414,8 @@ async fn flamegraph(State(vms): State<Arc<Vms>>) -> Response {
                     all.push(Arc::from(app.vm.node.as_str()));
                 }
                 if let Some(pid) = process {
-                    let name = app.names.name(pid);
-                    all.push(Arc::from(if name.is_empty() { app.names.pid(pid) } else { format!("{} {name}", app.names.pid(pid)) }));
+                    // As the report's flame graph names its root frames.
+                    all.push(Arc::from(app.names.who(pid)));
                     p.attributed += n;
                 }
                 all.extend(frames);
@@ -470,8 +470,7 @@ async fn flow(State(vms): State<Arc<Vms>>, axum::extract::RawQuery(q): axum::ext
         let n = &app.names;
         let names = |pid: u64| {
             let name = n.name(pid);
-            let short = if name.is_empty() { n.pid(pid) } else { name.clone() };
-            (short, if name.is_empty() { n.pid(pid) } else { format!("{} {name}", n.pid(pid)) })
+            (if name.is_empty() { n.pid(pid) } else { name }, n.who(pid))
         };
         if g.edges.is_empty() {
             return message_svg("no message between processes seen yet (the send hook attaches in windows in adaptive mode)");

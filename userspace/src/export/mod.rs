@@ -29,6 +29,11 @@ pub trait PidNames: Send + Sync {
     fn role(&self, _term: u64) -> Option<beam_probes::roles::Role> {
         None
     }
+    /// `<0.80.0> (name)`, or the bare pid when it has no name (as a recording's `who` says it).
+    fn who(&self, term: u64) -> String {
+        let (pid, name) = (self.pid(term), self.name(term));
+        if name.is_empty() { pid } else { format!("{pid} ({name})") }
+    }
 }
 
 /// For the sinks that hold names (their state derives Debug).
